@@ -1,0 +1,5 @@
+//! The sans-IO protocol core: no sockets, no threads, no clock reads.
+
+pub mod codec;
+pub mod session;
+pub mod topic;

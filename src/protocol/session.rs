@@ -1,0 +1,1 @@
+//! The QoS engine (in progress).
