@@ -1,0 +1,173 @@
+//! The one error type of the crate; its discriminants are the C `mqtt_error` codes.
+
+use std::fmt;
+
+/// Every way a call or a connection can fail. The numeric values are the C
+/// error codes (`MQTT_ERR_*`) and never change once released.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(i32)]
+pub enum Error {
+    /// A required pointer was NULL or an argument is out of range.
+    InvalidArgument = -1,
+    /// A string argument is not valid UTF-8 or contains U+0000.
+    InvalidUtf8 = -2,
+    /// A topic name with wildcards or empty, or an invalid topic filter.
+    InvalidTopic = -3,
+    /// A QoS outside 0..=2.
+    InvalidQos = -4,
+    /// A payload or packet larger than the configured maximum.
+    PayloadTooLarge = -5,
+    /// Memory could not be allocated.
+    NoMemory = -6,
+    /// The operation needs a connection and there is none.
+    NotConnected = -7,
+    /// `connect` while already connected or connecting.
+    AlreadyConnected = -8,
+    /// The outgoing queue is at its count or byte limit, or no packet id is free.
+    QueueFull = -9,
+    /// The host name could not be resolved.
+    Dns = -10,
+    /// The TCP connection could not be established.
+    ConnectFailed = -11,
+    /// No CONNACK (or TCP connection) within the connect timeout.
+    Timeout = -12,
+    /// The peer closed the connection.
+    ConnectionLost = -13,
+    /// A socket error.
+    Io = -14,
+    /// The peer sent bytes that are not a valid MQTT 3.1.1 packet.
+    MalformedPacket = -15,
+    /// The peer sent a valid packet that is not allowed at this point.
+    ProtocolViolation = -16,
+    /// The peer announced a packet larger than the maximum incoming packet size.
+    PacketTooLarge = -17,
+    /// Nothing arrived from the peer within the keepalive window.
+    KeepaliveTimeout = -18,
+    /// The peer started more concurrent incoming QoS 2 flows than allowed.
+    TooManyIncoming = -19,
+    /// CONNACK 1: the broker does not support MQTT 3.1.1.
+    RefusedProtocolVersion = -21,
+    /// CONNACK 2: the client identifier was rejected.
+    RefusedIdentifier = -22,
+    /// CONNACK 3: the broker is unavailable.
+    RefusedServerUnavailable = -23,
+    /// CONNACK 4: bad user name or password.
+    RefusedBadCredentials = -24,
+    /// CONNACK 5: not authorized.
+    RefusedNotAuthorized = -25,
+    /// A loop is already running for this client (`loop_start` twice, or
+    /// `mqtt_client_loop` while the loop thread runs).
+    LoopRunning = -30,
+    /// `loop_stop` without a running loop thread.
+    LoopNotRunning = -31,
+    /// The call is not allowed from inside a callback of the same client.
+    InCallback = -32,
+    /// An internal error (a caught panic). The client should be freed.
+    Internal = -33,
+}
+
+impl Error {
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            Error::InvalidArgument => "invalid argument",
+            Error::InvalidUtf8 => "string is not valid UTF-8 or contains U+0000",
+            Error::InvalidTopic => "invalid topic name or topic filter",
+            Error::InvalidQos => "QoS must be 0, 1 or 2",
+            Error::PayloadTooLarge => "payload larger than the maximum packet size",
+            Error::NoMemory => "out of memory",
+            Error::NotConnected => "not connected",
+            Error::AlreadyConnected => "already connected or connecting",
+            Error::QueueFull => "outgoing queue is full",
+            Error::Dns => "host name could not be resolved",
+            Error::ConnectFailed => "TCP connection could not be established",
+            Error::Timeout => "timed out",
+            Error::ConnectionLost => "connection closed by the peer",
+            Error::Io => "socket error",
+            Error::MalformedPacket => "malformed packet received",
+            Error::ProtocolViolation => "protocol violation by the peer",
+            Error::PacketTooLarge => "incoming packet exceeds the maximum packet size",
+            Error::KeepaliveTimeout => "keepalive timeout: the connection is dead",
+            Error::TooManyIncoming => "too many concurrent incoming QoS 2 messages",
+            Error::RefusedProtocolVersion => "connection refused: unacceptable protocol version",
+            Error::RefusedIdentifier => "connection refused: identifier rejected",
+            Error::RefusedServerUnavailable => "connection refused: server unavailable",
+            Error::RefusedBadCredentials => "connection refused: bad user name or password",
+            Error::RefusedNotAuthorized => "connection refused: not authorized",
+            Error::LoopRunning => "a loop is already running for this client",
+            Error::LoopNotRunning => "the loop thread is not running",
+            Error::InCallback => "not allowed from inside a callback",
+            Error::Internal => "internal error",
+        }
+    }
+
+    pub const ALL: [Error; 28] = [
+        Error::InvalidArgument,
+        Error::InvalidUtf8,
+        Error::InvalidTopic,
+        Error::InvalidQos,
+        Error::PayloadTooLarge,
+        Error::NoMemory,
+        Error::NotConnected,
+        Error::AlreadyConnected,
+        Error::QueueFull,
+        Error::Dns,
+        Error::ConnectFailed,
+        Error::Timeout,
+        Error::ConnectionLost,
+        Error::Io,
+        Error::MalformedPacket,
+        Error::ProtocolViolation,
+        Error::PacketTooLarge,
+        Error::KeepaliveTimeout,
+        Error::TooManyIncoming,
+        Error::RefusedProtocolVersion,
+        Error::RefusedIdentifier,
+        Error::RefusedServerUnavailable,
+        Error::RefusedBadCredentials,
+        Error::RefusedNotAuthorized,
+        Error::LoopRunning,
+        Error::LoopNotRunning,
+        Error::InCallback,
+        Error::Internal,
+    ];
+
+    pub fn from_code(code: i32) -> Option<Error> {
+        Error::ALL.iter().copied().find(|e| e.code() == code)
+    }
+
+    /// The error for a refused CONNACK return code (1..=5).
+    pub fn from_connack(code: crate::protocol::codec::ConnectReturnCode) -> Option<Error> {
+        use crate::protocol::codec::ConnectReturnCode as C;
+        match code {
+            C::Accepted => None,
+            C::UnacceptableProtocolVersion => Some(Error::RefusedProtocolVersion),
+            C::IdentifierRejected => Some(Error::RefusedIdentifier),
+            C::ServerUnavailable => Some(Error::RefusedServerUnavailable),
+            C::BadUserNameOrPassword => Some(Error::RefusedBadCredentials),
+            C::NotAuthorized => Some(Error::RefusedNotAuthorized),
+        }
+    }
+
+    /// Map a decoding failure to the reason reported to the user.
+    pub fn from_codec(e: crate::protocol::codec::CodecError) -> Error {
+        use crate::protocol::codec::CodecError as C;
+        match e {
+            C::PacketTooLarge { .. } => Error::PacketTooLarge,
+            _ => Error::MalformedPacket,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T> = std::result::Result<T, Error>;
