@@ -1,3 +1,55 @@
+//! Generates include/mqtt.h from src/ffi with cbindgen. The header is checked in;
+//! it is rewritten only when its content changes, so CI can detect a stale copy
+//! with `git diff --exit-code include/mqtt.h` after a build.
+
+use std::path::PathBuf;
+
+const PREAMBLE: &str = r#"/*
+ * libmqtt: an MQTT 3.1.1 client library.
+ *
+ * Conventions
+ * - Functions return int: >= 0 is success (a message id where the function
+ *   makes one), < 0 is an mqtt_error code; mqtt_strerror() describes it.
+ * - Bad arguments return an error and change nothing. No function aborts.
+ * - Strings are NUL-terminated UTF-8. Every string and buffer passed in is
+ *   copied before the call returns; the caller keeps ownership.
+ * - Pointers handed to a callback are valid only during that callback.
+ *
+ * Threading
+ * - Every function may be called from any thread.
+ * - Callbacks run one at a time, in packet order, on the thread that runs the
+ *   client: the loop thread (mqtt_client_loop_start), or the caller of
+ *   mqtt_client_loop / mqtt_client_connect. No library lock is held while a
+ *   callback runs: a callback may publish, subscribe, unsubscribe, disconnect
+ *   and even free its client. It may not call connect, reconnect, loop or
+ *   loop_stop of its own client (MQTT_ERR_IN_CALLBACK).
+ * - user_data pointers are passed back untouched on the client's thread.
+ */"#;
+
 fn main() {
+    println!("cargo:rerun-if-changed=src/ffi");
+    println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-changed=build.rs");
+    let crate_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let mut config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml"))
+        .expect("cbindgen.toml is valid");
+    let version = std::env::var("CARGO_PKG_VERSION").unwrap();
+    let [major, minor, patch] = ["MAJOR", "MINOR", "PATCH"]
+        .map(|part| std::env::var(format!("CARGO_PKG_VERSION_{part}")).unwrap());
+    config.header = Some(PREAMBLE.to_string());
+    config.after_includes = Some(format!(
+        "\n#define MQTT_VERSION_MAJOR {major}\n#define MQTT_VERSION_MINOR {minor}\n\
+         #define MQTT_VERSION_PATCH {patch}\n#define MQTT_VERSION_STRING \"{version}\"\n"
+    ));
+    let bindings = cbindgen::Builder::new()
+        .with_config(config)
+        .with_src(crate_dir.join("src/ffi/mod.rs"))
+        .with_src(crate_dir.join("src/ffi/types.rs"))
+        .generate();
+    match bindings {
+        Ok(bindings) => {
+            bindings.write_to_file(crate_dir.join("include/mqtt.h"));
+        }
+        Err(e) => println!("cargo:warning=mqtt.h not regenerated: {e}"),
+    }
 }

@@ -1,5 +1,6 @@
 //! The one error type of the crate; its discriminants are the C `mqtt_error` codes.
 
+use std::ffi::CStr;
 use std::fmt;
 
 /// Every way a call or a connection can fail. The numeric values are the C
@@ -71,37 +72,43 @@ impl Error {
         self as i32
     }
 
-    pub fn message(self) -> &'static str {
+    /// The `mqtt_strerror` text, NUL-terminated for C.
+    pub fn message_c(self) -> &'static CStr {
         match self {
-            Error::InvalidArgument => "invalid argument",
-            Error::InvalidUtf8 => "string is not valid UTF-8 or contains U+0000",
-            Error::InvalidTopic => "invalid topic name or topic filter",
-            Error::InvalidQos => "QoS must be 0, 1 or 2",
-            Error::PayloadTooLarge => "payload larger than the maximum packet size",
-            Error::NoMemory => "out of memory",
-            Error::NotConnected => "not connected",
-            Error::AlreadyConnected => "already connected or connecting",
-            Error::QueueFull => "outgoing queue is full",
-            Error::Dns => "host name could not be resolved",
-            Error::ConnectFailed => "TCP connection could not be established",
-            Error::Timeout => "timed out",
-            Error::ConnectionLost => "connection closed by the peer",
-            Error::Io => "socket error",
-            Error::MalformedPacket => "malformed packet received",
-            Error::ProtocolViolation => "protocol violation by the peer",
-            Error::PacketTooLarge => "incoming packet exceeds the maximum packet size",
-            Error::KeepaliveTimeout => "keepalive timeout: the connection is dead",
-            Error::TooManyIncoming => "too many concurrent incoming QoS 2 messages",
-            Error::RefusedProtocolVersion => "connection refused: unacceptable protocol version",
-            Error::RefusedIdentifier => "connection refused: identifier rejected",
-            Error::RefusedServerUnavailable => "connection refused: server unavailable",
-            Error::RefusedBadCredentials => "connection refused: bad user name or password",
-            Error::RefusedNotAuthorized => "connection refused: not authorized",
-            Error::LoopRunning => "a loop is already running for this client",
-            Error::LoopNotRunning => "the loop thread is not running",
-            Error::InCallback => "not allowed from inside a callback",
-            Error::Internal => "internal error",
+            Error::InvalidArgument => c"invalid argument",
+            Error::InvalidUtf8 => c"string is not valid UTF-8 or contains U+0000",
+            Error::InvalidTopic => c"invalid topic name or topic filter",
+            Error::InvalidQos => c"QoS must be 0, 1 or 2",
+            Error::PayloadTooLarge => c"payload larger than the maximum packet size",
+            Error::NoMemory => c"out of memory",
+            Error::NotConnected => c"not connected",
+            Error::AlreadyConnected => c"already connected or connecting",
+            Error::QueueFull => c"outgoing queue is full",
+            Error::Dns => c"host name could not be resolved",
+            Error::ConnectFailed => c"TCP connection could not be established",
+            Error::Timeout => c"timed out",
+            Error::ConnectionLost => c"connection closed by the peer",
+            Error::Io => c"socket error",
+            Error::MalformedPacket => c"malformed packet received",
+            Error::ProtocolViolation => c"protocol violation by the peer",
+            Error::PacketTooLarge => c"incoming packet exceeds the maximum packet size",
+            Error::KeepaliveTimeout => c"keepalive timeout: the connection is dead",
+            Error::TooManyIncoming => c"too many concurrent incoming QoS 2 messages",
+            Error::RefusedProtocolVersion => c"connection refused: unacceptable protocol version",
+            Error::RefusedIdentifier => c"connection refused: identifier rejected",
+            Error::RefusedServerUnavailable => c"connection refused: server unavailable",
+            Error::RefusedBadCredentials => c"connection refused: bad user name or password",
+            Error::RefusedNotAuthorized => c"connection refused: not authorized",
+            Error::LoopRunning => c"a loop is already running for this client",
+            Error::LoopNotRunning => c"the loop thread is not running",
+            Error::InCallback => c"not allowed from inside a callback",
+            Error::Internal => c"internal error",
         }
+    }
+
+    pub fn message(self) -> &'static str {
+        // Every message is an ASCII literal.
+        self.message_c().to_str().unwrap_or("error")
     }
 
     pub const ALL: [Error; 28] = [

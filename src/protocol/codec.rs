@@ -140,11 +140,17 @@ pub enum CodecError {
     /// The remaining length used a 5th byte (or does not terminate in 4).
     MalformedRemainingLength,
     /// The fixed header announces a packet larger than the configured maximum.
-    PacketTooLarge { size: usize, max: usize },
+    PacketTooLarge {
+        size: usize,
+        max: usize,
+    },
     /// Packet type 0 or 15.
     ReservedPacketType(u8),
     /// Fixed-header flag bits that the spec fixes to other values.
-    InvalidFlags { packet_type: u8, flags: u8 },
+    InvalidFlags {
+        packet_type: u8,
+        flags: u8,
+    },
     /// A length field points beyond the packet's remaining length.
     Truncated,
     /// Bytes left after the last field of a packet with a fixed layout.
@@ -182,7 +188,10 @@ impl fmt::Display for CodecError {
             }
             CodecError::ReservedPacketType(t) => write!(f, "reserved packet type {t}"),
             CodecError::InvalidFlags { packet_type, flags } => {
-                write!(f, "invalid fixed header flags {flags:#x} for packet type {packet_type}")
+                write!(
+                    f,
+                    "invalid fixed header flags {flags:#x} for packet type {packet_type}"
+                )
             }
             CodecError::Truncated => write!(f, "field extends beyond the packet"),
             CodecError::TrailingBytes => write!(f, "unexpected bytes at the end of the packet"),
@@ -394,10 +403,7 @@ pub fn decode_body(byte1: u8, body: &[u8]) -> Result<Packet<'_>, CodecError> {
             if return_codes.is_empty() {
                 return Err(CodecError::EmptyPayload);
             }
-            if let Some(&bad) = return_codes
-                .iter()
-                .find(|&&c| c > 2 && c != SUBACK_FAILURE)
-            {
+            if let Some(&bad) = return_codes.iter().find(|&&c| c > 2 && c != SUBACK_FAILURE) {
                 return Err(CodecError::InvalidSubackCode(bad));
             }
             return Ok(Packet::SubAck(SubAck { pkid, return_codes }));
@@ -480,8 +486,16 @@ fn decode_connect<'a>(r: &mut Reader<'a>) -> Result<Connect<'a>, CodecError> {
     } else {
         None
     };
-    let username = if has_username { Some(r.string()?) } else { None };
-    let password = if has_password { Some(r.binary()?) } else { None };
+    let username = if has_username {
+        Some(r.string()?)
+    } else {
+        None
+    };
+    let password = if has_password {
+        Some(r.binary()?)
+    } else {
+        None
+    };
     Ok(Connect {
         client_id,
         clean_session: flags & 0b10 != 0,

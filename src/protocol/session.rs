@@ -1,1 +1,1110 @@
-//! The QoS engine (in progress).
+//! The QoS engine: packet ids, in-flight tables, the offline queue, keepalive
+//! deadlines and the resend rules after a reconnection.
+//!
+//! Sans-IO: the reactor feeds it decoded packets, timer expiries and the number
+//! of bytes it managed to write; the session answers with user-facing events
+//! and bytes to transmit. Every input that depends on time carries `now`, so
+//! tests drive it with a virtual clock.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::protocol::codec::{
+    self, CodecError, ConnAck, ConnectReturnCode, LastWill, Packet, Publish, QoS, SUBACK_FAILURE,
+};
+use crate::protocol::topic;
+
+/// The last will the broker publishes if the connection ends without DISCONNECT.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Will {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos: QoS,
+    pub retain: bool,
+}
+
+/// Everything the session needs to know before connecting. Fields that go into
+/// CONNECT (client id, credentials, will, keepalive) are read at
+/// `connection_opened`; the limits are read whenever they are checked.
+#[derive(Clone)]
+pub struct SessionConfig {
+    pub client_id: String,
+    pub clean_session: bool,
+    /// Seconds; 0 disables keepalive.
+    pub keep_alive: u16,
+    pub username: Option<String>,
+    pub password: Option<Vec<u8>>,
+    pub will: Option<Will>,
+    /// CONNACK must arrive within this after `connection_opened`.
+    pub connect_timeout: Duration,
+    /// Outgoing QoS 1/2 messages in flight at once (0 is treated as 1).
+    pub max_inflight: usize,
+    /// Outgoing messages waiting (offline, or the in-flight window is full).
+    pub max_queued_messages: usize,
+    /// Sum of topic + payload bytes of the waiting messages. Also bounds the
+    /// unsent bytes a QoS 0 publish may pile onto the outbox while connected.
+    pub max_queued_bytes: usize,
+    /// QoS 0 publish while not connected: queue it (true) or `Err(NotConnected)`.
+    pub queue_qos0_offline: bool,
+    /// Incoming QoS 2 messages held between PUBLISH and PUBREL.
+    pub max_incoming_qos2: usize,
+    /// Largest outgoing PUBLISH (or SUBSCRIBE/UNSUBSCRIBE), fixed header included.
+    pub max_packet_size: usize,
+    /// After a CONNACK without a session, subscribe again to the tracked filters.
+    pub resubscribe: bool,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            client_id: String::new(),
+            clean_session: true,
+            keep_alive: 60,
+            username: None,
+            password: None,
+            will: None,
+            connect_timeout: Duration::from_secs(10),
+            max_inflight: 100,
+            max_queued_messages: 10_000,
+            max_queued_bytes: 64 * 1024 * 1024,
+            queue_qos0_offline: false,
+            max_incoming_qos2: 1000,
+            max_packet_size: codec::DEFAULT_MAX_PACKET_SIZE,
+            resubscribe: true,
+        }
+    }
+}
+
+// Hand-written so that a logged config never leaks the password.
+impl fmt::Debug for SessionConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionConfig")
+            .field("client_id", &self.client_id)
+            .field("clean_session", &self.clean_session)
+            .field("keep_alive", &self.keep_alive)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("will", &self.will)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_inflight", &self.max_inflight)
+            .field("max_queued_messages", &self.max_queued_messages)
+            .field("max_queued_bytes", &self.max_queued_bytes)
+            .field("queue_qos0_offline", &self.queue_qos0_offline)
+            .field("max_incoming_qos2", &self.max_incoming_qos2)
+            .field("max_packet_size", &self.max_packet_size)
+            .field("resubscribe", &self.resubscribe)
+            .finish()
+    }
+}
+
+impl SessionConfig {
+    fn connect_packet(&self) -> Packet<'_> {
+        Packet::Connect(codec::Connect {
+            client_id: &self.client_id,
+            clean_session: self.clean_session,
+            keep_alive: self.keep_alive,
+            will: self.will.as_ref().map(|w| LastWill {
+                topic: &w.topic,
+                payload: &w.payload,
+                qos: w.qos,
+                retain: w.retain,
+            }),
+            username: self.username.as_deref(),
+            password: self.password.as_deref(),
+        })
+    }
+
+    /// Whether a CONNECT can be built from this config (string lengths, NUL
+    /// characters, will topic, password without user name). Lets a caller
+    /// reject a bad option before connecting; `connection_opened` with an
+    /// invalid config makes the next `handle_timeout` return this error.
+    pub fn validate(&self) -> Result<()> {
+        self.connect_packet()
+            .encoded_len()
+            .map(drop)
+            .map_err(encode_error)
+    }
+}
+
+fn encode_error(e: CodecError) -> Error {
+    match e {
+        CodecError::InvalidTopic => Error::InvalidTopic,
+        CodecError::NulInString | CodecError::InvalidUtf8 => Error::InvalidUtf8,
+        CodecError::PacketTooLongToEncode => Error::PayloadTooLarge,
+        _ => Error::InvalidArgument,
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConnectionState {
+    Disconnected,
+    AwaitingConnAck,
+    Connected,
+    Disconnecting,
+}
+
+/// An application message borrowed from a received packet or a held message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Message<'a> {
+    pub topic: &'a str,
+    pub payload: &'a [u8],
+    pub qos: QoS,
+    pub retain: bool,
+    pub dup: bool,
+    /// The packet id (0 for QoS 0).
+    pub mid: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnedMessage {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos: QoS,
+    pub retain: bool,
+    pub dup: bool,
+    pub mid: u16,
+}
+
+impl OwnedMessage {
+    pub fn as_message(&self) -> Message<'_> {
+        Message {
+            topic: &self.topic,
+            payload: &self.payload,
+            qos: self.qos,
+            retain: self.retain,
+            dup: self.dup,
+            mid: self.mid,
+        }
+    }
+}
+
+/// What an incoming packet means for the user (at most one per packet).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Incoming<'a> {
+    /// Accepted or refused; on a refusal the session is already `Disconnected`.
+    ConnAck(ConnAck),
+    /// QoS 0/1: the message, borrowed from the packet. QoS 2 first arrival:
+    /// `None`, the message is held until its PUBREL.
+    Publish {
+        mid: u16,
+        message: Option<Message<'a>>,
+    },
+    /// QoS 2 release: the held message (`None` if the id was unknown).
+    PubRel {
+        mid: u16,
+        message: Option<OwnedMessage>,
+    },
+    PubAck(u16),
+    PubRec(u16),
+    PubComp(u16),
+    SubAck {
+        mid: u16,
+        return_codes: &'a [u8],
+    },
+    UnsubAck(u16),
+    PingResp,
+}
+
+/// Packet ids in use, as a 65536-bit set, plus the rolling counter. Bit 0 is
+/// permanently set so id 0 is never handed out and needs no special case.
+struct PacketIds {
+    bits: Box<[u64; 1024]>,
+    in_use: usize,
+    next: u16,
+}
+
+impl PacketIds {
+    fn new() -> Self {
+        let mut bits = Box::new([0u64; 1024]);
+        bits[0] = 1;
+        PacketIds {
+            bits,
+            in_use: 0,
+            next: 1,
+        }
+    }
+
+    /// The first free id at or after the counter, wrapping; `None` when all
+    /// 65535 are taken. Skips whole words, so at most 1025 word reads.
+    fn next_free(&self) -> Option<u16> {
+        if self.in_use >= u16::MAX as usize {
+            return None;
+        }
+        let start = self.next as usize;
+        let mut word = start / 64;
+        let mut free = !self.bits[word] & (u64::MAX << (start % 64));
+        for _ in 0..=1024 {
+            if free != 0 {
+                return Some((word * 64 + free.trailing_zeros() as usize) as u16);
+            }
+            word = (word + 1) % 1024;
+            free = !self.bits[word];
+        }
+        None
+    }
+
+    /// Move the counter past an id just handed out (reserved or not).
+    fn advance_past(&mut self, id: u16) {
+        self.next = id.checked_add(1).unwrap_or(1);
+    }
+
+    fn reserve(&mut self, id: u16) {
+        let (w, b) = (id as usize / 64, id % 64);
+        if self.bits[w] & (1 << b) == 0 {
+            self.bits[w] |= 1 << b;
+            self.in_use += 1;
+        }
+    }
+
+    fn release(&mut self, id: u16) {
+        if id == 0 {
+            return;
+        }
+        let (w, b) = (id as usize / 64, id % 64);
+        if self.bits[w] & (1 << b) != 0 {
+            self.bits[w] &= !(1 << b);
+            self.in_use -= 1;
+        }
+    }
+}
+
+impl fmt::Debug for PacketIds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PacketIds")
+            .field("in_use", &self.in_use)
+            .field("next", &self.next)
+            .finish()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+// Named after the packet awaited, which is clearer than any shorter name.
+#[allow(clippy::enum_variant_names)]
+enum Awaiting {
+    PubAck,
+    PubRec,
+    PubComp,
+}
+
+impl Awaiting {
+    fn initial(qos: QoS) -> Awaiting {
+        if qos == QoS::ExactlyOnce {
+            Awaiting::PubRec
+        } else {
+            Awaiting::PubAck
+        }
+    }
+}
+
+/// An outgoing QoS 1/2 message in flight. The encoded PUBLISH (DUP=0) is kept
+/// until the flow completes: it is resent as is (DUP set on the copy) after a
+/// reconnection, and a QoS 2 flow may have to restart from PUBLISH when the
+/// broker lost the session even after PUBREC.
+#[derive(Debug)]
+struct Outgoing {
+    /// Order of entry into flight, for resending in the original order.
+    seq: u64,
+    stage: Awaiting,
+    packet: Vec<u8>,
+}
+
+/// A message waiting for a connection or for room in the in-flight window.
+#[derive(Debug)]
+struct Queued {
+    mid: u16,
+    qos: QoS,
+    /// topic + payload bytes, as counted against `max_queued_bytes`.
+    cost: usize,
+    packet: Vec<u8>,
+}
+
+#[derive(Debug)]
+enum Request {
+    Subscribe {
+        filters: Vec<(String, QoS)>,
+        /// Sent by the session itself to restore subscriptions: its SUBACK is
+        /// not a user event.
+        internal: bool,
+    },
+    Unsubscribe {
+        filters: Vec<String>,
+    },
+}
+
+#[derive(Debug)]
+struct Pending {
+    seq: u64,
+    request: Request,
+}
+
+impl Request {
+    fn encode(&self, pkid: u16, out: &mut Vec<u8>) -> std::result::Result<usize, CodecError> {
+        match self {
+            Request::Subscribe { filters, .. } => Packet::Subscribe(codec::Subscribe {
+                pkid,
+                filters: filters.iter().map(|(f, q)| (f.as_str(), *q)).collect(),
+            })
+            .encode(out),
+            Request::Unsubscribe { filters } => Packet::Unsubscribe(codec::Unsubscribe {
+                pkid,
+                filters: filters.iter().map(String::as_str).collect(),
+            })
+            .encode(out),
+        }
+    }
+
+    fn filters(&self) -> impl Iterator<Item = &str> {
+        let (subs, unsubs) = match self {
+            Request::Subscribe { filters, .. } => (filters.as_slice(), &[][..]),
+            Request::Unsubscribe { filters } => (&[][..], filters.as_slice()),
+        };
+        subs.iter()
+            .map(|(f, _)| f.as_str())
+            .chain(unsubs.iter().map(String::as_str))
+    }
+}
+
+/// What the keepalive timer is waiting for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeepaliveDeadline {
+    /// Time to send PINGREQ.
+    Ping(Instant),
+    /// A PINGREQ is outstanding: nothing received by then means the link is dead.
+    Dead(Instant),
+}
+
+/// One client session (MQTT 3.1.1 section 4.1): survives connections.
+#[derive(Debug)]
+pub struct Session {
+    config: SessionConfig,
+    state: ConnectionState,
+    ids: PacketIds,
+    inflight: HashMap<u16, Outgoing>,
+    queue: VecDeque<Queued>,
+    queued_bytes: usize,
+    requests: HashMap<u16, Pending>,
+    /// Active subscriptions (filter -> requested QoS), restored after a
+    /// CONNACK without a session.
+    subscriptions: BTreeMap<String, QoS>,
+    /// Incoming QoS 2 messages between PUBLISH and PUBREL, by the broker's id.
+    held: HashMap<u16, OwnedMessage>,
+    seq: u64,
+    /// Encoded packets not yet written; `outbox[outbox_start..]` is pending.
+    /// One buffer reused for the whole session so sending allocates nothing.
+    outbox: Vec<u8>,
+    outbox_start: usize,
+    /// Snapshot of `config.keep_alive` taken at `connection_opened`: the value
+    /// the broker was told.
+    keep_alive: u16,
+    connack_deadline: Option<Instant>,
+    connect_error: Option<Error>,
+    last_sent: Option<Instant>,
+    last_received: Option<Instant>,
+    ping_sent: Option<Instant>,
+}
+
+impl Session {
+    pub fn new(config: SessionConfig) -> Session {
+        Session {
+            config,
+            state: ConnectionState::Disconnected,
+            ids: PacketIds::new(),
+            inflight: HashMap::new(),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            requests: HashMap::new(),
+            subscriptions: BTreeMap::new(),
+            held: HashMap::new(),
+            seq: 0,
+            outbox: Vec::new(),
+            outbox_start: 0,
+            keep_alive: 0,
+            connack_deadline: None,
+            connect_error: None,
+            last_sent: None,
+            last_received: None,
+            ping_sent: None,
+        }
+    }
+
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// Credentials, will and keepalive changes apply to the next
+    /// `connection_opened`; limits apply from their next check.
+    pub fn config_mut(&mut self) -> &mut SessionConfig {
+        &mut self.config
+    }
+
+    pub fn state(&self) -> ConnectionState {
+        self.state
+    }
+
+    /// Outgoing QoS 1/2 messages sent and not yet completed.
+    pub fn inflight_len(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Outgoing messages waiting for a connection or for the window.
+    pub fn queued_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Topic + payload bytes of the waiting messages.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    /// Incoming QoS 2 messages received and not yet released.
+    pub fn held_incoming_len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// SUBSCRIBE/UNSUBSCRIBE requests (user and internal) awaiting their ack.
+    pub fn pending_requests_len(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// The tracked subscriptions (acknowledged filters and their requested QoS).
+    pub fn subscriptions(&self) -> impl Iterator<Item = (&str, QoS)> {
+        self.subscriptions.iter().map(|(f, q)| (f.as_str(), *q))
+    }
+
+    /// The transport is up: queue CONNECT and start the CONNACK timer.
+    pub fn connection_opened(&mut self, now: Instant) {
+        self.outbox.clear();
+        self.outbox_start = 0;
+        self.state = ConnectionState::AwaitingConnAck;
+        self.keep_alive = self.config.keep_alive;
+        self.ping_sent = None;
+        self.last_sent = Some(now);
+        self.last_received = Some(now);
+        match self.config.connect_packet().encode(&mut self.outbox) {
+            Ok(_) => {
+                self.connect_error = None;
+                self.connack_deadline = now.checked_add(self.config.connect_timeout);
+            }
+            Err(e) => {
+                // Without a CONNECT there is nothing to wait for: report at once.
+                self.connect_error = Some(encode_error(e));
+                self.connack_deadline = Some(now);
+            }
+        }
+    }
+
+    /// The transport is gone, whatever the reason. Unsent bytes are dropped
+    /// (everything that matters is re-encoded after the next CONNACK); the
+    /// session state (in-flight, queue, requests, held messages,
+    /// subscriptions) is kept.
+    pub fn connection_lost(&mut self, _now: Instant) {
+        self.state = ConnectionState::Disconnected;
+        self.outbox.clear();
+        self.outbox_start = 0;
+        self.connack_deadline = None;
+        self.connect_error = None;
+        self.ping_sent = None;
+    }
+
+    /// All encoded packets waiting to be written, in order.
+    pub fn pending_transmit(&self) -> &[u8] {
+        &self.outbox[self.outbox_start..]
+    }
+
+    /// `n` bytes of `pending_transmit()` were written.
+    pub fn consume_transmit(&mut self, now: Instant, n: usize) {
+        let n = n.min(self.outbox.len() - self.outbox_start);
+        if n == 0 {
+            return;
+        }
+        self.last_sent = Some(now);
+        self.outbox_start += n;
+        if self.outbox_start == self.outbox.len() {
+            self.outbox.clear();
+            self.outbox_start = 0;
+        } else if self.outbox_start >= 4096 && self.outbox_start * 2 >= self.outbox.len() {
+            // Compact only when the written prefix dominates, so partial
+            // writes cost amortized O(1) per byte.
+            self.outbox.drain(..self.outbox_start);
+            self.outbox_start = 0;
+        }
+    }
+
+    /// The earliest deadline at which `handle_timeout` has something to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            ConnectionState::AwaitingConnAck => self.connack_deadline,
+            ConnectionState::Connected => match self.keepalive_deadline()? {
+                KeepaliveDeadline::Ping(t) | KeepaliveDeadline::Dead(t) => Some(t),
+            },
+            _ => None,
+        }
+    }
+
+    /// Send PINGREQ when due. Errors (`Timeout` for a missing CONNACK,
+    /// `KeepaliveTimeout` for a dead link, or the reason CONNECT could not be
+    /// encoded) mean the reactor should close the transport and call
+    /// `connection_lost`; the state is left as is until then.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<()> {
+        match self.state {
+            ConnectionState::AwaitingConnAck => {
+                if let Some(e) = self.connect_error {
+                    return Err(e);
+                }
+                if self.connack_deadline.is_some_and(|d| now >= d) {
+                    return Err(Error::Timeout);
+                }
+            }
+            ConnectionState::Connected => match self.keepalive_deadline() {
+                Some(KeepaliveDeadline::Dead(t)) if now >= t => {
+                    return Err(Error::KeepaliveTimeout);
+                }
+                Some(KeepaliveDeadline::Ping(t)) if now >= t => {
+                    self.emit(&Packet::PingReq);
+                    self.ping_sent = Some(now);
+                }
+                _ => {}
+            },
+            ConnectionState::Disconnected | ConnectionState::Disconnecting => {}
+        }
+        Ok(())
+    }
+
+    fn keepalive_deadline(&self) -> Option<KeepaliveDeadline> {
+        if self.state != ConnectionState::Connected || self.keep_alive == 0 {
+            return None;
+        }
+        let interval = Duration::from_secs(self.keep_alive.into());
+        if let Some(sent) = self.ping_sent {
+            return sent.checked_add(interval / 2).map(KeepaliveDeadline::Dead);
+        }
+        // The client must send within the interval (spec 3.1.2.10), and a
+        // silent broker is probed after the same interval: ping on whichever
+        // side went quiet first.
+        let quiet_since = self.last_sent?.min(self.last_received?);
+        quiet_since
+            .checked_add(interval)
+            .map(KeepaliveDeadline::Ping)
+    }
+
+    /// Queue DISCONNECT; the reactor closes the transport once it is written.
+    pub fn disconnect(&mut self, _now: Instant) -> Result<()> {
+        if self.state != ConnectionState::Connected {
+            return Err(Error::NotConnected);
+        }
+        self.emit(&Packet::Disconnect);
+        self.state = ConnectionState::Disconnecting;
+        self.ping_sent = None;
+        Ok(())
+    }
+
+    /// Publish a message; returns its id. On any error nothing changes.
+    pub fn publish(
+        &mut self,
+        _now: Instant,
+        topic: &str,
+        payload: &[u8],
+        qos: QoS,
+        retain: bool,
+    ) -> Result<u16> {
+        if !topic::valid_topic_name(topic) {
+            return Err(Error::InvalidTopic);
+        }
+        // The id only affects the size through its presence, so any non-zero
+        // placeholder gives the exact length.
+        let mut publish = Publish {
+            dup: false,
+            qos,
+            retain,
+            topic,
+            pkid: 1,
+            payload,
+        };
+        let len = Packet::Publish(publish)
+            .encoded_len()
+            .map_err(encode_error)?;
+        if len > self.config.max_packet_size {
+            return Err(Error::PayloadTooLarge);
+        }
+        let connected = self.state == ConnectionState::Connected;
+        if qos == QoS::AtMostOnce && !connected && !self.config.queue_qos0_offline {
+            return Err(Error::NotConnected);
+        }
+        let mid = self.ids.next_free().ok_or(Error::QueueFull)?;
+        publish.pkid = mid;
+        let cost = topic.len() + payload.len();
+
+        if qos == QoS::AtMostOnce {
+            if connected {
+                // A QoS 0 message has no other bound while connected: refuse
+                // it rather than grow the outbox without limit behind a slow
+                // socket.
+                if self.pending_transmit().len() + len > self.config.max_queued_bytes {
+                    return Err(Error::QueueFull);
+                }
+                self.emit(&Packet::Publish(publish));
+            } else {
+                self.check_queue_room(cost)?;
+                let packet = encode_owned(&Packet::Publish(publish), len);
+                self.enqueue(mid, qos, cost, packet);
+            }
+            // QoS 0 ids are counted but never reserved: they are not on the wire.
+            self.ids.advance_past(mid);
+            return Ok(mid);
+        }
+
+        let into_flight = connected
+            && self.queue.is_empty()
+            && self.inflight.len() < self.config.max_inflight.max(1);
+        if !into_flight {
+            self.check_queue_room(cost)?;
+        }
+        let packet = encode_owned(&Packet::Publish(publish), len);
+        self.ids.reserve(mid);
+        self.ids.advance_past(mid);
+        if into_flight {
+            self.outbox.extend_from_slice(&packet);
+            self.start_flight(mid, qos, packet);
+        } else {
+            self.enqueue(mid, qos, cost, packet);
+        }
+        Ok(mid)
+    }
+
+    fn check_queue_room(&self, cost: usize) -> Result<()> {
+        if self.queue.len() >= self.config.max_queued_messages
+            || self.queued_bytes.saturating_add(cost) > self.config.max_queued_bytes
+        {
+            return Err(Error::QueueFull);
+        }
+        Ok(())
+    }
+
+    fn enqueue(&mut self, mid: u16, qos: QoS, cost: usize, packet: Vec<u8>) {
+        self.queued_bytes += cost;
+        self.queue.push_back(Queued {
+            mid,
+            qos,
+            cost,
+            packet,
+        });
+    }
+
+    fn start_flight(&mut self, mid: u16, qos: QoS, packet: Vec<u8>) {
+        let seq = self.next_seq();
+        self.inflight.insert(
+            mid,
+            Outgoing {
+                seq,
+                stage: Awaiting::initial(qos),
+                packet,
+            },
+        );
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Send waiting messages, in order, while the window has room.
+    fn refill(&mut self) {
+        if self.state != ConnectionState::Connected {
+            return;
+        }
+        let max = self.config.max_inflight.max(1);
+        while let Some(front) = self.queue.front() {
+            if front.qos != QoS::AtMostOnce && self.inflight.len() >= max {
+                break;
+            }
+            let Some(q) = self.queue.pop_front() else {
+                break;
+            };
+            self.queued_bytes -= q.cost;
+            self.outbox.extend_from_slice(&q.packet);
+            if q.qos != QoS::AtMostOnce {
+                self.start_flight(q.mid, q.qos, q.packet);
+            }
+        }
+    }
+
+    /// Subscribe to topic filters; returns the SUBSCRIBE's id. Sent now if
+    /// connected, else after the next accepted CONNACK.
+    pub fn subscribe(&mut self, _now: Instant, filters: &[(&str, QoS)]) -> Result<u16> {
+        if filters.is_empty() {
+            return Err(Error::InvalidArgument);
+        }
+        if !filters.iter().all(|(f, _)| topic::valid_topic_filter(f)) {
+            return Err(Error::InvalidTopic);
+        }
+        let request = Request::Subscribe {
+            filters: filters.iter().map(|(f, q)| (f.to_string(), *q)).collect(),
+            internal: false,
+        };
+        self.add_request(request)
+    }
+
+    /// Unsubscribe from topic filters; returns the UNSUBSCRIBE's id.
+    pub fn unsubscribe(&mut self, _now: Instant, filters: &[&str]) -> Result<u16> {
+        if filters.is_empty() {
+            return Err(Error::InvalidArgument);
+        }
+        if !filters.iter().all(|f| topic::valid_topic_filter(f)) {
+            return Err(Error::InvalidTopic);
+        }
+        let request = Request::Unsubscribe {
+            filters: filters.iter().map(|f| f.to_string()).collect(),
+        };
+        self.add_request(request)
+    }
+
+    fn add_request(&mut self, request: Request) -> Result<u16> {
+        let mid = self.ids.next_free().ok_or(Error::QueueFull)?;
+        // Encode into the outbox even when offline, to check the size, then
+        // roll back: the bytes are only kept when they can be sent now.
+        let mark = self.outbox.len();
+        let len = request
+            .encode(mid, &mut self.outbox)
+            .map_err(encode_error)?;
+        let send_now = self.state == ConnectionState::Connected;
+        if len > self.config.max_packet_size || !send_now {
+            self.outbox.truncate(mark);
+            if len > self.config.max_packet_size {
+                return Err(Error::PayloadTooLarge);
+            }
+        }
+        self.ids.reserve(mid);
+        self.ids.advance_past(mid);
+        let seq = self.next_seq();
+        self.requests.insert(mid, Pending { seq, request });
+        Ok(mid)
+    }
+
+    /// Feed one decoded packet from the broker.
+    pub fn handle_packet<'a>(
+        &mut self,
+        now: Instant,
+        packet: Packet<'a>,
+    ) -> Result<Option<Incoming<'a>>> {
+        match &packet {
+            Packet::Connect(_)
+            | Packet::Subscribe(_)
+            | Packet::Unsubscribe(_)
+            | Packet::PingReq
+            | Packet::Disconnect => return Err(Error::ProtocolViolation),
+            // The decoder never yields id 0; a hand-built packet might.
+            Packet::PubAck(0)
+            | Packet::PubRec(0)
+            | Packet::PubRel(0)
+            | Packet::PubComp(0)
+            | Packet::UnsubAck(0)
+            | Packet::SubAck(codec::SubAck { pkid: 0, .. }) => {
+                return Err(Error::MalformedPacket);
+            }
+            Packet::Publish(p) if p.qos != QoS::AtMostOnce && p.pkid == 0 => {
+                return Err(Error::MalformedPacket);
+            }
+            _ => {}
+        }
+        match self.state {
+            ConnectionState::Disconnected => return Err(Error::ProtocolViolation),
+            ConnectionState::AwaitingConnAck => {
+                return match packet {
+                    Packet::ConnAck(ack) => Ok(Some(self.on_connack(now, ack))),
+                    _ => Err(Error::ProtocolViolation),
+                };
+            }
+            ConnectionState::Connected | ConnectionState::Disconnecting => {}
+        }
+        self.last_received = Some(now);
+        self.ping_sent = None;
+        match packet {
+            Packet::ConnAck(_) => Err(Error::ProtocolViolation),
+            Packet::Publish(p) => self.on_publish(p),
+            Packet::PubAck(id) => Ok(self.complete(id, Awaiting::PubAck).map(Incoming::PubAck)),
+            Packet::PubRec(id) => Ok(self.on_pubrec(id)),
+            Packet::PubRel(id) => {
+                self.emit(&Packet::PubComp(id));
+                Ok(Some(Incoming::PubRel {
+                    mid: id,
+                    message: self.held.remove(&id),
+                }))
+            }
+            Packet::PubComp(id) => Ok(self.complete(id, Awaiting::PubComp).map(Incoming::PubComp)),
+            Packet::SubAck(ack) => self.on_suback(ack),
+            Packet::UnsubAck(id) => Ok(self.on_unsuback(id)),
+            Packet::PingResp => Ok(Some(Incoming::PingResp)),
+            // Rejected above.
+            Packet::Connect(_)
+            | Packet::Subscribe(_)
+            | Packet::Unsubscribe(_)
+            | Packet::PingReq
+            | Packet::Disconnect => Err(Error::ProtocolViolation),
+        }
+    }
+
+    fn on_connack(&mut self, now: Instant, ack: ConnAck) -> Incoming<'static> {
+        self.connack_deadline = None;
+        if ack.code != ConnectReturnCode::Accepted {
+            self.state = ConnectionState::Disconnected;
+            self.outbox.clear();
+            self.outbox_start = 0;
+            return Incoming::ConnAck(ack);
+        }
+        self.state = ConnectionState::Connected;
+        self.last_received = Some(now);
+        self.ping_sent = None;
+        let session_present = ack.session_present;
+
+        // (1) The broker forgot its half of the incoming QoS 2 flows: a later
+        // PUBREL for them cannot come, so holding them would only leak.
+        if !session_present {
+            self.held.clear();
+        }
+
+        // (2) Nothing in flight is discarded. With the session, each flow
+        // continues where it stopped; without it, each restarts from PUBLISH.
+        let mut order: Vec<(u64, u16)> = self.inflight.iter().map(|(id, o)| (o.seq, *id)).collect();
+        order.sort_unstable();
+        for &(_, id) in &order {
+            let Some(out) = self.inflight.get_mut(&id) else {
+                continue;
+            };
+            if session_present && out.stage == Awaiting::PubComp {
+                let _ = Packet::PubRel(id).encode(&mut self.outbox);
+                continue;
+            }
+            let start = self.outbox.len();
+            self.outbox.extend_from_slice(&out.packet);
+            if session_present {
+                self.outbox[start] |= 0b1000;
+            } else if out.stage == Awaiting::PubComp {
+                out.stage = Awaiting::PubRec;
+            }
+        }
+
+        // (3) Requests keep their ids so the acks still match.
+        let mut order: Vec<(u64, u16)> = self.requests.iter().map(|(id, p)| (p.seq, *id)).collect();
+        order.sort_unstable();
+        for &(_, id) in &order {
+            if let Some(pending) = self.requests.get(&id) {
+                let _ = pending.request.encode(id, &mut self.outbox);
+            }
+        }
+
+        // (4)
+        if !session_present && self.config.resubscribe {
+            self.resubscribe();
+        }
+
+        // (5)
+        self.refill();
+        Incoming::ConnAck(ack)
+    }
+
+    /// Restore the tracked subscriptions a fresh broker session lacks, except
+    /// filters a pending request is about to (un)subscribe anyway. Split into
+    /// several SUBSCRIBEs if one would exceed `max_packet_size`.
+    fn resubscribe(&mut self) {
+        let covered: HashSet<&str> = self
+            .requests
+            .values()
+            .flat_map(|p| p.request.filters())
+            .collect();
+        let missing: Vec<(String, QoS)> = self
+            .subscriptions
+            .iter()
+            .filter(|(f, _)| !covered.contains(f.as_str()))
+            .map(|(f, q)| (f.clone(), *q))
+            .collect();
+        drop(covered);
+
+        // Fixed header (at most 5) + packet id.
+        const OVERHEAD: usize = 5 + 2;
+        let mut chunk: Vec<(String, QoS)> = Vec::new();
+        let mut chunk_len = OVERHEAD;
+        let mut missing = missing.into_iter().peekable();
+        while let Some((filter, qos)) = missing.next() {
+            chunk_len += 2 + filter.len() + 1;
+            chunk.push((filter, qos));
+            let full = missing.peek().is_some_and(|(next, _)| {
+                chunk_len + 2 + next.len() + 1 > self.config.max_packet_size
+            });
+            if full || missing.peek().is_none() {
+                let filters = std::mem::take(&mut chunk);
+                chunk_len = OVERHEAD;
+                // No free id: the subscriptions stay tracked and are retried
+                // at the next reconnection.
+                let Some(mid) = self.ids.next_free() else {
+                    return;
+                };
+                let request = Request::Subscribe {
+                    filters,
+                    internal: true,
+                };
+                if request.encode(mid, &mut self.outbox).is_err() {
+                    continue;
+                }
+                self.ids.reserve(mid);
+                self.ids.advance_past(mid);
+                let seq = self.next_seq();
+                self.requests.insert(mid, Pending { seq, request });
+            }
+        }
+    }
+
+    fn on_publish<'a>(&mut self, p: Publish<'a>) -> Result<Option<Incoming<'a>>> {
+        let message = Message {
+            topic: p.topic,
+            payload: p.payload,
+            qos: p.qos,
+            retain: p.retain,
+            dup: p.dup,
+            mid: p.pkid,
+        };
+        match p.qos {
+            QoS::AtMostOnce => Ok(Some(Incoming::Publish {
+                mid: 0,
+                message: Some(message),
+            })),
+            QoS::AtLeastOnce => {
+                // Queued now, written by the reactor after the callbacks ran.
+                self.emit(&Packet::PubAck(p.pkid));
+                Ok(Some(Incoming::Publish {
+                    mid: p.pkid,
+                    message: Some(message),
+                }))
+            }
+            QoS::ExactlyOnce => {
+                if self.held.contains_key(&p.pkid) {
+                    // Our PUBREC was lost: acknowledge again, deliver once.
+                    self.emit(&Packet::PubRec(p.pkid));
+                    return Ok(None);
+                }
+                if self.held.len() >= self.config.max_incoming_qos2 {
+                    return Err(Error::TooManyIncoming);
+                }
+                self.held.insert(
+                    p.pkid,
+                    OwnedMessage {
+                        topic: p.topic.to_owned(),
+                        payload: p.payload.to_vec(),
+                        qos: p.qos,
+                        retain: p.retain,
+                        dup: p.dup,
+                        mid: p.pkid,
+                    },
+                );
+                self.emit(&Packet::PubRec(p.pkid));
+                Ok(Some(Incoming::Publish {
+                    mid: p.pkid,
+                    message: None,
+                }))
+            }
+        }
+    }
+
+    /// End the flow of `id` if it is at `stage`; a stray ack is ignored.
+    fn complete(&mut self, id: u16, stage: Awaiting) -> Option<u16> {
+        if self.inflight.get(&id)?.stage != stage {
+            return None;
+        }
+        self.inflight.remove(&id);
+        self.ids.release(id);
+        self.refill();
+        Some(id)
+    }
+
+    fn on_pubrec(&mut self, id: u16) -> Option<Incoming<'static>> {
+        match self.inflight.get_mut(&id).map(|o| &mut o.stage) {
+            Some(stage @ Awaiting::PubRec) => {
+                *stage = Awaiting::PubComp;
+                self.emit(&Packet::PubRel(id));
+                Some(Incoming::PubRec(id))
+            }
+            // Our PUBREL was lost or is late: send it again.
+            Some(Awaiting::PubComp) => {
+                self.emit(&Packet::PubRel(id));
+                None
+            }
+            // A PUBREC for a QoS 1 message: answering would confuse the
+            // broker about an id it is using for another flow.
+            Some(Awaiting::PubAck) => None,
+            // The broker holds a flow we no longer know (e.g. completed before
+            // a crash): releasing it lets it finish and free the id.
+            None => {
+                self.emit(&Packet::PubRel(id));
+                None
+            }
+        }
+    }
+
+    fn on_suback<'a>(&mut self, ack: codec::SubAck<'a>) -> Result<Option<Incoming<'a>>> {
+        match self.requests.get(&ack.pkid).map(|p| &p.request) {
+            Some(Request::Subscribe { filters, .. }) => {
+                if filters.len() != ack.return_codes.len() {
+                    return Err(Error::ProtocolViolation);
+                }
+            }
+            _ => return Ok(None),
+        }
+        let Some(Pending {
+            request: Request::Subscribe { filters, internal },
+            ..
+        }) = self.requests.remove(&ack.pkid)
+        else {
+            return Ok(None);
+        };
+        self.ids.release(ack.pkid);
+        for ((filter, qos), &code) in filters.into_iter().zip(ack.return_codes) {
+            if code != SUBACK_FAILURE {
+                // Track what was asked for, not what was granted, so a
+                // resubscription asks for the same again.
+                self.subscriptions.insert(filter, qos);
+            }
+        }
+        if internal {
+            return Ok(None);
+        }
+        Ok(Some(Incoming::SubAck {
+            mid: ack.pkid,
+            return_codes: ack.return_codes,
+        }))
+    }
+
+    fn on_unsuback(&mut self, id: u16) -> Option<Incoming<'static>> {
+        if !matches!(
+            self.requests.get(&id).map(|p| &p.request),
+            Some(Request::Unsubscribe { .. })
+        ) {
+            return None;
+        }
+        let Some(Pending {
+            request: Request::Unsubscribe { filters },
+            ..
+        }) = self.requests.remove(&id)
+        else {
+            return None;
+        };
+        self.ids.release(id);
+        for filter in &filters {
+            self.subscriptions.remove(filter);
+        }
+        Some(Incoming::UnsubAck(id))
+    }
+
+    /// Append a packet built by the session itself. Such packets are valid by
+    /// construction (non-zero ids, no strings), so encoding cannot fail; were
+    /// it to, `encode` appends nothing and the packet is simply not sent.
+    fn emit(&mut self, packet: &Packet<'_>) {
+        let _ = packet.encode(&mut self.outbox);
+    }
+}
+
+fn encode_owned(packet: &Packet<'_>, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    let _ = packet.encode(&mut out);
+    out
+}

@@ -1,0 +1,520 @@
+//! The safe Rust API: a cloneable handle to one MQTT client.
+//!
+//! The session (protocol state) sits behind a mutex held only for short,
+//! non-blocking steps, never while a callback runs; the reactor (socket, poll,
+//! buffers) belongs to whichever thread runs the loop. API calls change the
+//! session and wake the reactor, which writes everything queued in one syscall.
+
+use std::cell::RefCell;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::dispatch::{Callback, Command, Condition, Data, Dispatcher};
+use crate::protocol::codec::QoS;
+use crate::protocol::session::{ConnectionState, Session, SessionConfig, Will};
+use crate::reactor::{Reactor, ReactorCommand};
+use crate::{Error, Result};
+
+/// Options the reactor reads when it (re)connects.
+#[derive(Clone, Debug)]
+pub(crate) struct Options {
+    pub host: Option<String>,
+    pub port: u16,
+    pub connect_timeout: Duration,
+    /// `None` disables automatic reconnection.
+    pub reconnect: Option<(Duration, Duration)>,
+    pub max_packet_size: usize,
+}
+
+/// The outcome of the connection attempt a `connect` call waits for.
+#[derive(Default)]
+pub(crate) struct ConnectWait {
+    next_attempt: u64,
+    pub in_progress: Option<u64>,
+    pub finished: Option<(u64, Result<bool>)>,
+}
+
+pub(crate) struct Inner {
+    pub session: Mutex<Session>,
+    pub dispatcher: Dispatcher<Client>,
+    pub reactor: Mutex<Reactor>,
+    pub waker: mio::Waker,
+    wake_pending: AtomicBool,
+    pub commands: Mutex<Vec<ReactorCommand>>,
+    pub connect_wait: Mutex<ConnectWait>,
+    pub connect_done: Condvar,
+    pub options: Mutex<Options>,
+    loop_thread: Mutex<Option<JoinHandle<()>>>,
+    pub stop_loop: AtomicBool,
+    /// Set once the owner released the client: no further callback may run.
+    pub closed: AtomicBool,
+}
+
+thread_local! {
+    /// Clients whose callbacks are running on this thread (nested clients allowed).
+    static IN_CALLBACK: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic in user code never happens under our locks; a poisoned lock still
+    // holds consistent data, so keep going rather than propagate the poison.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A handle to one MQTT client. Cloning gives another handle to the same client.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Client {
+    /// A new, disconnected client. An empty `client_id` needs `clean_session`.
+    pub fn new(client_id: &str, clean_session: bool) -> Result<Client> {
+        if client_id.len() > u16::MAX as usize || client_id.contains('\0') {
+            return Err(Error::InvalidArgument);
+        }
+        if client_id.is_empty() && !clean_session {
+            return Err(Error::InvalidArgument);
+        }
+        let config = SessionConfig {
+            client_id: client_id.to_owned(),
+            clean_session,
+            ..SessionConfig::default()
+        };
+        let max_packet_size = config.max_packet_size;
+        let (reactor, waker) = Reactor::new().map_err(|_| Error::Io)?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                session: Mutex::new(Session::new(config)),
+                dispatcher: Dispatcher::default(),
+                reactor: Mutex::new(reactor),
+                waker,
+                wake_pending: AtomicBool::new(false),
+                commands: Mutex::new(Vec::new()),
+                connect_wait: Mutex::new(ConnectWait::default()),
+                connect_done: Condvar::new(),
+                options: Mutex::new(Options {
+                    host: None,
+                    port: 1883,
+                    connect_timeout: Duration::from_secs(10),
+                    reconnect: Some((Duration::from_millis(500), Duration::from_secs(30))),
+                    max_packet_size,
+                }),
+                loop_thread: Mutex::new(None),
+                stop_loop: AtomicBool::new(false),
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Register a callback (the seed's `on`): specific with a condition, generic without.
+    pub fn on(
+        &self,
+        command: Command,
+        callback: Callback<Client>,
+        condition: Option<Condition>,
+        priority: i32,
+    ) {
+        self.inner
+            .dispatcher
+            .on(command, callback, condition, priority);
+    }
+
+    /// Whether the calling thread is inside one of this client's callbacks.
+    pub fn in_callback(&self) -> bool {
+        let me = Arc::as_ptr(&self.inner) as usize;
+        IN_CALLBACK.with(|c| c.borrow().contains(&me))
+    }
+
+    pub(crate) fn enter_callback(&self) -> CallbackGuard {
+        let me = Arc::as_ptr(&self.inner) as usize;
+        IN_CALLBACK.with(|c| c.borrow_mut().push(me));
+        CallbackGuard(me)
+    }
+
+    /// Tell the reactor there is work (bytes to write or a command). Inside a
+    /// callback the reactor flushes right after it returns, so no wake is needed.
+    pub(crate) fn wake(&self) {
+        if self.in_callback() {
+            return;
+        }
+        if !self.inner.wake_pending.swap(true, Ordering::AcqRel) {
+            let _ = self.inner.waker.wake();
+        }
+    }
+
+    pub(crate) fn clear_wake(&self) -> bool {
+        self.inner.wake_pending.swap(false, Ordering::AcqRel)
+    }
+
+    pub(crate) fn session(&self) -> MutexGuard<'_, Session> {
+        lock(&self.inner.session)
+    }
+
+    /// Connect to `host:port`, send CONNECT and wait for CONNACK (bounded by the
+    /// connect timeout). Returns the CONNACK's session-present flag.
+    pub fn connect(&self, host: &str, keepalive: u16, port: u16) -> Result<bool> {
+        if host.is_empty() || host.len() > 255 {
+            return Err(Error::InvalidArgument);
+        }
+        if self.in_callback() {
+            return Err(Error::InCallback);
+        }
+        if self.session().state() != ConnectionState::Disconnected {
+            return Err(Error::AlreadyConnected);
+        }
+        {
+            let mut options = lock(&self.inner.options);
+            options.host = Some(host.to_owned());
+            options.port = port;
+        }
+        self.session().config_mut().keep_alive = keepalive;
+        self.connect_and_wait()
+    }
+
+    /// Connect again to the host of the last `connect`, with the same options.
+    pub fn reconnect(&self) -> Result<bool> {
+        if self.in_callback() {
+            return Err(Error::InCallback);
+        }
+        if lock(&self.inner.options).host.is_none() {
+            return Err(Error::NotConnected);
+        }
+        if self.session().state() != ConnectionState::Disconnected {
+            return Err(Error::AlreadyConnected);
+        }
+        self.connect_and_wait()
+    }
+
+    fn resolve(&self) -> Result<Vec<SocketAddr>> {
+        let (host, port) = {
+            let options = lock(&self.inner.options);
+            (
+                options.host.clone().ok_or(Error::NotConnected)?,
+                options.port,
+            )
+        };
+        let addrs: Vec<SocketAddr> = (host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|_| Error::Dns)?
+            .collect();
+        if addrs.is_empty() {
+            return Err(Error::Dns);
+        }
+        Ok(addrs)
+    }
+
+    fn connect_and_wait(&self) -> Result<bool> {
+        let addrs = self.resolve()?;
+        let timeout = lock(&self.inner.options).connect_timeout;
+        let attempt = {
+            let mut wait = lock(&self.inner.connect_wait);
+            if wait.in_progress.is_some() {
+                return Err(Error::AlreadyConnected);
+            }
+            wait.next_attempt += 1;
+            let attempt = wait.next_attempt;
+            wait.in_progress = Some(attempt);
+            attempt
+        };
+        lock(&self.inner.commands).push(ReactorCommand::Connect { attempt, addrs });
+        self.wake();
+        // The reactor bounds the attempt by the connect timeout; this margin only
+        // guards against a loop thread that was stopped meanwhile.
+        let give_up = Instant::now() + timeout + Duration::from_secs(2);
+        loop {
+            if let Some(result) = self.take_connect_result(attempt) {
+                return result;
+            }
+            let now = Instant::now();
+            if now >= give_up {
+                let mut wait = lock(&self.inner.connect_wait);
+                if wait.in_progress == Some(attempt) {
+                    wait.in_progress = None;
+                }
+                return Err(Error::Timeout);
+            }
+            if let Ok(mut reactor) = self.inner.reactor.try_lock() {
+                let step = (give_up - now).min(Duration::from_millis(100));
+                reactor.turn(self, Some(step));
+            } else {
+                let wait = lock(&self.inner.connect_wait);
+                let step = (give_up - now).min(Duration::from_millis(50));
+                let _unused = self
+                    .inner
+                    .connect_done
+                    .wait_timeout(wait, step)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+        }
+    }
+
+    fn take_connect_result(&self, attempt: u64) -> Option<Result<bool>> {
+        let mut wait = lock(&self.inner.connect_wait);
+        match wait.finished {
+            Some((id, result)) if id == attempt => {
+                wait.finished = None;
+                Some(result)
+            }
+            _ => None,
+        }
+    }
+
+    /// Subscribe to one or more filters. Returns the SUBSCRIBE's packet id.
+    pub fn subscribe(&self, filters: &[(&str, QoS)]) -> Result<u16> {
+        let mid = self.session().subscribe(Instant::now(), filters)?;
+        self.wake();
+        Ok(mid)
+    }
+
+    /// Unsubscribe from one or more filters. Returns the UNSUBSCRIBE's packet id.
+    pub fn unsubscribe(&self, filters: &[&str]) -> Result<u16> {
+        let mid = self.session().unsubscribe(Instant::now(), filters)?;
+        self.wake();
+        Ok(mid)
+    }
+
+    /// Publish a message. Returns its message id (QoS 0 included).
+    pub fn publish(&self, topic: &str, payload: &[u8], qos: QoS, retain: bool) -> Result<u16> {
+        let mid = self
+            .session()
+            .publish(Instant::now(), topic, payload, qos, retain)?;
+        self.wake();
+        Ok(mid)
+    }
+
+    /// Send DISCONNECT and close the connection once it is written. Automatic
+    /// reconnection stops until the next `connect`.
+    pub fn disconnect(&self) -> Result<()> {
+        lock(&self.inner.commands).push(ReactorCommand::StopReconnecting);
+        let result = self.session().disconnect(Instant::now());
+        self.wake();
+        if result.is_err() {
+            // Not connected: an automatic reconnection may still be pending; the
+            // command above cancels it, which is what the caller asked for.
+            return result;
+        }
+        if !self.in_callback() && !self.loop_running() {
+            // Nobody else will write the DISCONNECT: do it now.
+            if let Ok(mut reactor) = self.inner.reactor.try_lock() {
+                reactor.turn(self, Some(Duration::ZERO));
+            }
+        }
+        Ok(())
+    }
+
+    /// Run the reactor on a new thread until `loop_stop`. `on_message`, when
+    /// given, receives every application message once (QoS 0, 1 and 2).
+    pub fn loop_start(&self, on_message: Option<Callback<Client>>) -> Result<()> {
+        if self.in_callback() {
+            return Err(Error::InCallback);
+        }
+        let mut thread = lock(&self.inner.loop_thread);
+        if thread.is_some() {
+            return Err(Error::LoopRunning);
+        }
+        if let Some(on_message) = on_message {
+            self.on(Command::PubRel, on_message.clone(), None, 0);
+            let has_message: Condition = Arc::new(|data: &Data<'_>| data.message.is_some());
+            self.on(Command::Publish, on_message, Some(has_message), -1);
+        }
+        self.inner.stop_loop.store(false, Ordering::Release);
+        let client = self.clone();
+        let handle = std::thread::Builder::new()
+            .name("mqtt-loop".into())
+            .spawn(move || {
+                let mut reactor = lock(&client.inner.reactor);
+                while !client.inner.stop_loop.load(Ordering::Acquire)
+                    && !client.inner.closed.load(Ordering::Acquire)
+                {
+                    reactor.turn(&client, None);
+                }
+            })
+            .map_err(|_| Error::NoMemory)?;
+        *thread = Some(handle);
+        Ok(())
+    }
+
+    pub fn loop_running(&self) -> bool {
+        lock(&self.inner.loop_thread).is_some()
+    }
+
+    /// Stop the loop thread and wait for it. The connection stays open.
+    pub fn loop_stop(&self) -> Result<()> {
+        if self.in_callback() {
+            return Err(Error::InCallback);
+        }
+        let handle = lock(&self.inner.loop_thread).take();
+        let Some(handle) = handle else {
+            return Err(Error::LoopNotRunning);
+        };
+        self.inner.stop_loop.store(true, Ordering::Release);
+        let _ = self.inner.waker.wake();
+        let _ = handle.join();
+        Ok(())
+    }
+
+    /// One reactor turn in the calling thread, waiting at most `timeout` for events.
+    /// Returns the error that ended the connection during this turn, if any.
+    pub fn run_once(&self, timeout: Duration) -> Result<()> {
+        if self.in_callback() {
+            return Err(Error::InCallback);
+        }
+        if self.loop_running() {
+            return Err(Error::LoopRunning);
+        }
+        let Ok(mut reactor) = self.inner.reactor.try_lock() else {
+            return Err(Error::LoopRunning);
+        };
+        match reactor.turn(self, Some(timeout)) {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// Stop the loop, close the connection and make sure no callback runs again.
+    /// From inside a callback the loop thread finishes after that callback returns.
+    pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.stop_loop.store(true, Ordering::Release);
+        let _ = self.inner.waker.wake();
+        if self.in_callback() {
+            // Joining the loop thread from itself would deadlock; it exits on its own.
+            return;
+        }
+        if let Some(handle) = lock(&self.inner.loop_thread).take() {
+            let _ = handle.join();
+        }
+        lock(&self.inner.reactor).shutdown(self);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    pub fn set_credentials(&self, username: Option<&str>, password: Option<&[u8]>) -> Result<()> {
+        if username.is_none() && password.is_some() {
+            return Err(Error::InvalidArgument);
+        }
+        for field in [username.map(str::as_bytes), password]
+            .into_iter()
+            .flatten()
+        {
+            if field.len() > u16::MAX as usize {
+                return Err(Error::InvalidArgument);
+            }
+        }
+        if username.is_some_and(|u| u.contains('\0')) {
+            return Err(Error::InvalidUtf8);
+        }
+        let mut session = self.session();
+        let config = session.config_mut();
+        config.username = username.map(str::to_owned);
+        config.password = password.map(<[u8]>::to_vec);
+        Ok(())
+    }
+
+    /// Set (or with `None` clear) the last will.
+    pub fn set_will(&self, will: Option<(&str, &[u8], QoS, bool)>) -> Result<()> {
+        let will = match will {
+            None => None,
+            Some((topic, payload, qos, retain)) => {
+                if !crate::protocol::topic::valid_topic_name(topic) {
+                    return Err(Error::InvalidTopic);
+                }
+                if payload.len() > u16::MAX as usize {
+                    return Err(Error::PayloadTooLarge);
+                }
+                Some(Will {
+                    topic: topic.to_owned(),
+                    payload: payload.to_vec(),
+                    qos,
+                    retain,
+                })
+            }
+        };
+        self.session().config_mut().will = will;
+        Ok(())
+    }
+
+    pub fn set_connect_timeout(&self, timeout: Duration) -> Result<()> {
+        if timeout.is_zero() {
+            return Err(Error::InvalidArgument);
+        }
+        lock(&self.inner.options).connect_timeout = timeout;
+        self.session().config_mut().connect_timeout = timeout;
+        Ok(())
+    }
+
+    /// Automatic reconnection delays; `None` turns it off.
+    pub fn set_reconnect(&self, delays: Option<(Duration, Duration)>) -> Result<()> {
+        if let Some((min, max)) = delays
+            && (min.is_zero() || max < min)
+        {
+            return Err(Error::InvalidArgument);
+        }
+        lock(&self.inner.options).reconnect = delays;
+        Ok(())
+    }
+
+    /// Limits of the outgoing queue (messages waiting while offline or while the
+    /// in-flight window is full).
+    pub fn set_queue_limits(&self, max_messages: usize, max_bytes: usize) -> Result<()> {
+        if max_messages == 0 || max_bytes == 0 {
+            return Err(Error::InvalidArgument);
+        }
+        let mut session = self.session();
+        let config = session.config_mut();
+        config.max_queued_messages = max_messages;
+        config.max_queued_bytes = max_bytes;
+        Ok(())
+    }
+
+    pub fn set_max_inflight(&self, max_inflight: usize) -> Result<()> {
+        if max_inflight == 0 || max_inflight > u16::MAX as usize {
+            return Err(Error::InvalidArgument);
+        }
+        self.session().config_mut().max_inflight = max_inflight;
+        Ok(())
+    }
+
+    /// Largest packet accepted from the broker and sent to it.
+    pub fn set_max_packet_size(&self, bytes: usize) -> Result<()> {
+        if !(16..=crate::protocol::codec::MAX_REMAINING_LENGTH + 5).contains(&bytes) {
+            return Err(Error::InvalidArgument);
+        }
+        lock(&self.inner.options).max_packet_size = bytes;
+        self.session().config_mut().max_packet_size = bytes;
+        Ok(())
+    }
+
+    /// Whether QoS 0 messages published while offline are queued (default: refused
+    /// with `NotConnected`).
+    pub fn set_queue_qos0_offline(&self, queue: bool) {
+        self.session().config_mut().queue_qos0_offline = queue;
+    }
+
+    pub fn set_resubscribe(&self, resubscribe: bool) {
+        self.session().config_mut().resubscribe = resubscribe;
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.session().state() == ConnectionState::Connected
+    }
+}
+
+pub(crate) struct CallbackGuard(usize);
+
+impl Drop for CallbackGuard {
+    fn drop(&mut self) {
+        IN_CALLBACK.with(|c| {
+            let mut c = c.borrow_mut();
+            if let Some(i) = c.iter().rposition(|&p| p == self.0) {
+                c.remove(i);
+            }
+        });
+    }
+}

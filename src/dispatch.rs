@@ -1,0 +1,250 @@
+//! The seed's callback rules as data: per command, specific callbacks (with a
+//! condition) ordered by priority, and at most one generic callback.
+//!
+//! Tables are copy-on-write behind an `Arc`, so dispatch takes a snapshot without
+//! allocating and without holding a lock while user code runs; a callback may
+//! therefore register further callbacks.
+
+use std::ffi::CStr;
+use std::sync::{Arc, Mutex};
+
+use crate::Error;
+use crate::protocol::codec::QoS;
+
+/// The packet (or event) a callback is registered for. Values are the MQTT packet types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Command {
+    ConnAck = 2,
+    Publish = 3,
+    PubAck = 4,
+    PubRec = 5,
+    PubRel = 6,
+    PubComp = 7,
+    SubAck = 9,
+    UnsubAck = 11,
+    PingResp = 13,
+    Disconnect = 14,
+}
+
+impl Command {
+    pub fn from_i32(value: i32) -> Option<Command> {
+        Some(match value {
+            2 => Command::ConnAck,
+            3 => Command::Publish,
+            4 => Command::PubAck,
+            5 => Command::PubRec,
+            6 => Command::PubRel,
+            7 => Command::PubComp,
+            9 => Command::SubAck,
+            11 => Command::UnsubAck,
+            13 => Command::PingResp,
+            14 => Command::Disconnect,
+            _ => return None,
+        })
+    }
+}
+
+/// An application message as callbacks see it. The topic is also available
+/// NUL-terminated for the C boundary.
+#[derive(Clone, Copy, Debug)]
+pub struct MessageView<'a> {
+    pub topic: &'a str,
+    pub topic_c: &'a CStr,
+    pub payload: &'a [u8],
+    pub qos: QoS,
+    pub retain: bool,
+    pub dup: bool,
+    pub mid: u16,
+}
+
+/// What a callback receives: the seed's `data` dictionary.
+#[derive(Clone, Copy, Debug)]
+pub struct Data<'a> {
+    pub command: Command,
+    /// PUBLISH with QoS 0/1, or the PUBREL that completes a QoS 2 message.
+    pub message: Option<MessageView<'a>>,
+    pub mid: u16,
+    pub return_code: u8,
+    pub session_present: bool,
+    pub granted_qos: &'a [u8],
+    /// DISCONNECT: why the connection ended (`None` after a requested disconnect).
+    pub error: Option<Error>,
+}
+
+impl<'a> Data<'a> {
+    pub fn new(command: Command) -> Data<'a> {
+        Data {
+            command,
+            message: None,
+            mid: 0,
+            return_code: 0,
+            session_present: false,
+            granted_qos: &[],
+            error: None,
+        }
+    }
+}
+
+pub type Callback<C> = Arc<dyn Fn(&C, &Data<'_>) + Send + Sync>;
+pub type Condition = Arc<dyn Fn(&Data<'_>) -> bool + Send + Sync>;
+
+struct Specific<C> {
+    callback: Callback<C>,
+    condition: Condition,
+    priority: i32,
+}
+
+struct CommandTable<C> {
+    /// Sorted by priority, highest first; equal priorities keep registration order.
+    specific: Vec<Specific<C>>,
+    generic: Option<Callback<C>>,
+}
+
+impl<C> Clone for CommandTable<C> {
+    fn clone(&self) -> Self {
+        CommandTable {
+            specific: self
+                .specific
+                .iter()
+                .map(|s| Specific {
+                    callback: s.callback.clone(),
+                    condition: s.condition.clone(),
+                    priority: s.priority,
+                })
+                .collect(),
+            generic: self.generic.clone(),
+        }
+    }
+}
+
+/// Callbacks of one client. `C` is what callbacks receive as their first argument.
+pub struct Dispatcher<C> {
+    tables: Mutex<[Option<Arc<CommandTable<C>>>; 16]>,
+}
+
+impl<C> Default for Dispatcher<C> {
+    fn default() -> Self {
+        Dispatcher {
+            tables: Mutex::new(Default::default()),
+        }
+    }
+}
+
+impl<C> Dispatcher<C> {
+    /// Register a callback. With a condition it is specific; without, it is the
+    /// generic callback of that command and replaces the previous one.
+    pub fn on(
+        &self,
+        command: Command,
+        callback: Callback<C>,
+        condition: Option<Condition>,
+        priority: i32,
+    ) {
+        let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = &mut tables[command as usize];
+        let mut table = slot.as_deref().cloned().unwrap_or(CommandTable {
+            specific: Vec::new(),
+            generic: None,
+        });
+        match condition {
+            Some(condition) => {
+                let at = table
+                    .specific
+                    .iter()
+                    .position(|s| s.priority < priority)
+                    .unwrap_or(table.specific.len());
+                table.specific.insert(
+                    at,
+                    Specific {
+                        callback,
+                        condition,
+                        priority,
+                    },
+                );
+            }
+            None => table.generic = Some(callback),
+        }
+        *slot = Some(Arc::new(table));
+    }
+
+    /// Whether anything is registered for `command` (lets the caller skip
+    /// preparing data nobody will see).
+    pub fn has(&self, command: Command) -> bool {
+        self.tables.lock().unwrap_or_else(|e| e.into_inner())[command as usize].is_some()
+    }
+
+    /// Run at most one specific callback (the highest-priority one whose condition
+    /// holds), or else the generic one. Returns whether a callback ran.
+    pub fn dispatch(&self, client: &C, data: &Data<'_>) -> bool {
+        let table = {
+            let tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+            match &tables[data.command as usize] {
+                Some(t) => t.clone(),
+                None => return false,
+            }
+        };
+        if let Some(specific) = table.specific.iter().find(|s| (s.condition)(data)) {
+            (specific.callback)(client, data);
+            return true;
+        }
+        if let Some(generic) = &table.generic {
+            generic(client, data);
+            return true;
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex as StdMutex;
+
+    fn recorder(log: &Arc<StdMutex<Vec<&'static str>>>, name: &'static str) -> Callback<()> {
+        let log = log.clone();
+        Arc::new(move |_, _| log.lock().unwrap().push(name))
+    }
+
+    #[test]
+    fn highest_priority_matching_wins_and_ties_go_to_the_earliest() {
+        let d = Dispatcher::<()>::default();
+        let log = Arc::new(StdMutex::new(Vec::new()));
+        let yes: Condition = Arc::new(|_| true);
+        let no: Condition = Arc::new(|_| false);
+        d.on(
+            Command::Publish,
+            recorder(&log, "low"),
+            Some(yes.clone()),
+            0,
+        );
+        d.on(Command::Publish, recorder(&log, "high-no"), Some(no), 9);
+        d.on(
+            Command::Publish,
+            recorder(&log, "high-a"),
+            Some(yes.clone()),
+            5,
+        );
+        d.on(Command::Publish, recorder(&log, "high-b"), Some(yes), 5);
+        d.on(Command::Publish, recorder(&log, "generic"), None, 0);
+        assert!(d.dispatch(&(), &Data::new(Command::Publish)));
+        assert_eq!(*log.lock().unwrap(), vec!["high-a"]);
+    }
+
+    #[test]
+    fn generic_runs_only_without_a_matching_condition_and_is_replaced() {
+        let d = Dispatcher::<()>::default();
+        let log = Arc::new(StdMutex::new(Vec::new()));
+        d.on(
+            Command::PubAck,
+            recorder(&log, "c"),
+            Some(Arc::new(|_| false)),
+            0,
+        );
+        d.on(Command::PubAck, recorder(&log, "g1"), None, 0);
+        d.on(Command::PubAck, recorder(&log, "g2"), None, 0);
+        assert!(d.dispatch(&(), &Data::new(Command::PubAck)));
+        assert!(!d.dispatch(&(), &Data::new(Command::SubAck)));
+        assert_eq!(*log.lock().unwrap(), vec!["g2"]);
+    }
+}

@@ -1,0 +1,701 @@
+//! The C boundary: argument checks, error codes, panic containment, opaque
+//! handles and callback trampolines. No protocol logic lives here.
+#![allow(non_camel_case_types)]
+
+mod types;
+
+use std::ffi::{CStr, c_char, c_int, c_void};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::Error;
+use crate::client::Client;
+use crate::dispatch::{Callback, Command, Condition, Data};
+use crate::protocol::codec::QoS;
+pub use types::*;
+
+/// Run an exported function's body; a panic becomes `$on_panic` instead of
+/// unwinding into C (which would be undefined behaviour).
+macro_rules! ffi_guard {
+    ($on_panic:expr, $body:block) => {
+        match catch_unwind(AssertUnwindSafe(|| $body)) {
+            Ok(value) => value,
+            Err(_) => $on_panic,
+        }
+    };
+}
+
+fn code(result: crate::Result<()>) -> c_int {
+    match result {
+        Ok(()) => MQTT_OK,
+        Err(e) => e.code(),
+    }
+}
+
+fn mid_or_code(result: crate::Result<u16>) -> c_int {
+    match result {
+        Ok(mid) => c_int::from(mid),
+        Err(e) => e.code(),
+    }
+}
+
+/// # Safety
+/// `ptr` is NULL or a valid NUL-terminated string that outlives `'a`.
+unsafe fn str_arg<'a>(ptr: *const c_char) -> crate::Result<&'a str> {
+    if ptr.is_null() {
+        return Err(Error::InvalidArgument);
+    }
+    // SAFETY: non-NULL and NUL-terminated per the caller's contract (documented in mqtt.h).
+    let c = unsafe { CStr::from_ptr(ptr) };
+    c.to_str().map_err(|_| Error::InvalidUtf8)
+}
+
+/// # Safety
+/// `ptr` is NULL only when `len` is 0, else valid for `len` bytes.
+unsafe fn bytes_arg<'a>(ptr: *const c_void, len: usize) -> crate::Result<&'a [u8]> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if ptr.is_null() || len > isize::MAX as usize {
+        return Err(Error::InvalidArgument);
+    }
+    // SAFETY: the caller promises `len` readable bytes at `ptr`.
+    Ok(unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) })
+}
+
+fn qos_arg(qos: c_int) -> crate::Result<QoS> {
+    u8::try_from(qos)
+        .ok()
+        .and_then(QoS::from_u8)
+        .ok_or(Error::InvalidQos)
+}
+
+/// # Safety
+/// `client` is NULL or a handle from `mqtt_client_new` not yet freed.
+unsafe fn client_arg<'a>(client: *mut mqtt_client) -> crate::Result<&'a Client> {
+    if client.is_null() {
+        return Err(Error::InvalidArgument);
+    }
+    // SAFETY: a live handle per the caller's contract.
+    Ok(unsafe { &(*client).client })
+}
+
+/// The user's pointer, handed back untouched on the reactor's thread. Its
+/// thread safety is the caller's promise, as documented in mqtt.h.
+#[derive(Clone, Copy)]
+struct UserData(*mut c_void);
+
+impl UserData {
+    // Closures must capture the wrapper, not its raw field.
+    fn get(self) -> *mut c_void {
+        self.0
+    }
+}
+// SAFETY: opaque to us; the header tells callers it is used from the loop thread.
+unsafe impl Send for UserData {}
+// SAFETY: as above.
+unsafe impl Sync for UserData {}
+
+#[derive(Clone, Copy)]
+struct Handle(*mut mqtt_client);
+
+impl Handle {
+    fn get(self) -> *mut mqtt_client {
+        self.0
+    }
+}
+// SAFETY: the handle is only passed back to C; callbacks stop before it is freed.
+unsafe impl Send for Handle {}
+// SAFETY: as above.
+unsafe impl Sync for Handle {}
+
+/// Present `data` to C for the duration of `f`.
+fn with_c_data<R>(data: &Data<'_>, f: impl FnOnce(&mqtt_data) -> R) -> R {
+    let message = data.message.map(|m| mqtt_message {
+        topic: m.topic_c.as_ptr(),
+        payload: if m.payload.is_empty() {
+            std::ptr::null()
+        } else {
+            m.payload.as_ptr()
+        },
+        payload_len: m.payload.len(),
+        qos: m.qos as u8,
+        retain: m.retain,
+        dup: m.dup,
+        mid: m.mid,
+    });
+    let c = mqtt_data {
+        command: command_to_c(data.command),
+        message: message
+            .as_ref()
+            .map_or(std::ptr::null(), |m| m as *const mqtt_message),
+        mid: data.mid,
+        return_code: data.return_code,
+        session_present: data.session_present,
+        granted_qos: if data.granted_qos.is_empty() {
+            std::ptr::null()
+        } else {
+            data.granted_qos.as_ptr()
+        },
+        granted_qos_len: data.granted_qos.len(),
+        error: data.error.map_or(MQTT_OK, Error::code),
+    };
+    f(&c)
+}
+
+fn c_callback(handle: Handle, function: CallbackFn, user_data: UserData) -> Callback<Client> {
+    Arc::new(move |_client: &Client, data: &Data<'_>| {
+        with_c_data(data, |c| {
+            // SAFETY: a C function pointer given to us for this purpose; `c` lives
+            // for the call, as the header promises.
+            unsafe { function(handle.get(), c, user_data.get()) }
+        })
+    })
+}
+
+fn c_condition(function: ConditionFn, user_data: UserData) -> Condition {
+    Arc::new(move |data: &Data<'_>| {
+        // SAFETY: as for callbacks.
+        with_c_data(data, |c| unsafe { function(c, user_data.get()) })
+    })
+}
+
+/// Create a client.
+///
+/// `client_id`: NUL-terminated UTF-8, at most 65535 bytes; may be "" only with
+/// `clean_session` (the broker then assigns one). Copied.
+/// `clean_session`: when false, the broker keeps subscriptions and queued
+/// messages across connections.
+///
+/// Returns a new handle, or NULL when an argument is invalid or resources are
+/// exhausted. Free it with `mqtt_client_free`. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mqtt_client_new(
+    client_id: *const c_char,
+    clean_session: bool,
+) -> *mut mqtt_client {
+    ffi_guard!(std::ptr::null_mut(), {
+        // SAFETY: per this function's contract.
+        let Ok(id) = (unsafe { str_arg(client_id) }) else {
+            return std::ptr::null_mut();
+        };
+        match Client::new(id, clean_session) {
+            Ok(client) => Box::into_raw(Box::new(mqtt_client { client })),
+            Err(_) => std::ptr::null_mut(),
+        }
+    })
+}
+
+/// Stop the loop thread (if any), close the connection (writing what is still
+/// queued, e.g. a DISCONNECT, without waiting), and free the client. NULL is a
+/// no-op.
+///
+/// Threading: callable from any thread, also while the loop thread runs. From
+/// inside one of this client's callbacks the handle is released at once, no
+/// further callback runs, and the loop thread ends when the callback returns.
+/// The handle must not be used after this call, by any thread.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mqtt_client_free(client: *mut mqtt_client) {
+    ffi_guard!((), {
+        if client.is_null() {
+            return;
+        }
+        // SAFETY: a handle from mqtt_client_new, freed only once (caller's contract).
+        let owned = unsafe { Box::from_raw(client) };
+        owned.client.close();
+    })
+}
+
+/// Register a callback for `command` (one of `mqtt_command`), the seed's `on`.
+///
+/// With a `condition`, the callback is specific: for each incoming packet, the
+/// specific callback with the highest `priority` whose condition returns true
+/// runs (ties: the earliest registered), and only that one. Without a
+/// condition it is the generic callback of that command, which runs only when
+/// no condition returned true; registering another generic replaces it.
+/// `user_data` is passed to both `function` and `condition`.
+///
+/// Returns MQTT_OK, or MQTT_ERR_INVALID_ARGUMENT (NULL client or function, or
+/// an unknown command). Thread-safe; may be called from inside a callback
+/// (takes effect from the next packet).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mqtt_client_on(
+    client: *mut mqtt_client,
+    command: c_int,
+    function: mqtt_callback,
+    condition: mqtt_condition,
+    priority: c_int,
+    user_data: *mut c_void,
+) -> c_int {
+    ffi_guard!(MQTT_ERR_INTERNAL, {
+        // SAFETY: per this function's contract.
+        let Ok(c) = (unsafe { client_arg(client) }) else {
+            return MQTT_ERR_INVALID_ARGUMENT;
+        };
+        let (Some(function), Some(command)) = (function, Command::from_i32(command)) else {
+            return MQTT_ERR_INVALID_ARGUMENT;
+        };
+        let ud = UserData(user_data);
+        let callback = c_callback(Handle(client), function, ud);
+        let condition = condition.map(|f| c_condition(f, ud));
+        c.on(command, callback, condition, priority);
+        MQTT_OK
+    })
+}
+
+/// Connect to a broker: resolve `host`, open TCP, send CONNECT and wait for
+/// CONNACK (at most the connect timeout, default 10 s).
+///
+/// `host`: name or IP literal (copied). `keepalive`: seconds, 0 disables.
+/// `port`: usually 1883.
+///
+/// Returns MQTT_OK once the broker accepted, or: MQTT_ERR_INVALID_ARGUMENT,
+/// MQTT_ERR_INVALID_UTF8, MQTT_ERR_ALREADY_CONNECTED, MQTT_ERR_DNS,
+/// MQTT_ERR_CONNECT_FAILED, MQTT_ERR_TIMEOUT, MQTT_ERR_CONNECTION_LOST,
+/// MQTT_ERR_REFUSED_* (one per CONNACK return code 1..5), MQTT_ERR_IN_CALLBACK.
+///
+/// Threading: blocks the caller. With a loop thread running, that thread does
+/// the work and runs the CONNACK callback; otherwise the caller's thread does.
+/// Not allowed from inside a callback (use automatic reconnection instead).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mqtt_client_connect(
+    client: *mut mqtt_client,
+    host: *const c_char,
+    keepalive: u16,
+    port: u16,
+) -> c_int {
+    ffi_guard!(MQTT_ERR_INTERNAL, {
+        // SAFETY: per this function's contract.
+        let result = unsafe { client_arg(client) }.and_then(|c| {
+            // SAFETY: per this function's contract.
+            let host = unsafe { str_arg(host) }?;
+            c.connect(host, keepalive, port).map(|_| ())
+        });
+        code(result)
+    })
+}
+
+/// Connect again with the host, port and options of the last
+/// `mqtt_client_connect`, after an accidental disconnection. The session's
+/// unacknowledged QoS 1/2 messages are resent.
+///
+/// Returns what `mqtt_client_connect` returns; MQTT_ERR_NOT_CONNECTED when
+/// `mqtt_client_connect` was never called. Same threading as connect.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mqtt_client_reconnect(client: *mut mqtt_client) -> c_int {
+    ffi_guard!(MQTT_ERR_INTERNAL, {
+        // SAFETY: per this function's contract.
+        code(unsafe { client_arg(client) }.and_then(|c| c.reconnect().map(|_| ())))
+    })
+}
+
+/// Subscribe to `count` topic filters (each with its maximum QoS) in one
+/// SUBSCRIBE. Strings are copied.
+///
+/// Returns the SUBSCRIBE's message id (1..65535; SUBACK data carries it and one
+/// granted QoS per filter), or MQTT_ERR_INVALID_ARGUMENT (NULL, count 0),
+/// MQTT_ERR_INVALID_UTF8, MQTT_ERR_INVALID_TOPIC (invalid filter),
+/// MQTT_ERR_INVALID_QOS, MQTT_ERR_QUEUE_FULL. While disconnected the request is
+/// kept and sent on the next connection. Thread-safe, also from callbacks.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mqtt_client_subscribe(
+    client: *mut mqtt_client,
+    topics: *const mqtt_subscription,
+    count: usize,
+) -> c_int {
+    ffi_guard!(MQTT_ERR_INTERNAL, {
+        // SAFETY: per this function's contract.
+        let result = unsafe { client_arg(client) }.and_then(|c| {
+            if topics.is_null() || count == 0 || count > u16::MAX as usize {
+                return Err(Error::InvalidArgument);
+            }
+            // SAFETY: the caller promises `count` entries.
+            let entries = unsafe { std::slice::from_raw_parts(topics, count) };
+            let mut filters = Vec::with_capacity(count);
+            for entry in entries {
+                // SAFETY: each topic is a NUL-terminated string or NULL.
+                let topic = unsafe { str_arg(entry.topic) }?;
+                filters.push((topic, qos_arg(entry.qos)?));
+            }
+            c.subscribe(&filters)
+        });
+        mid_or_code(result)
+    })
+}
+
+/// Unsubscribe from `count` topic filters in one UNSUBSCRIBE.
+///
+/// Returns the UNSUBSCRIBE's message id (UNSUBACK data carries it), or
+/// MQTT_ERR_INVALID_ARGUMENT, MQTT_ERR_INVALID_UTF8, MQTT_ERR_INVALID_TOPIC,
+/// MQTT_ERR_QUEUE_FULL. Thread-safe, also from callbacks.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mqtt_client_unsubscribe(
+    client: *mut mqtt_client,
+    topics: *const *const c_char,
+    count: usize,
+) -> c_int {
+    ffi_guard!(MQTT_ERR_INTERNAL, {
+        // SAFETY: per this function's contract.
+        let result = unsafe { client_arg(client) }.and_then(|c| {
+            if topics.is_null() || count == 0 || count > u16::MAX as usize {
+                return Err(Error::InvalidArgument);
+            }
+            // SAFETY: the caller promises `count` entries.
+            let entries = unsafe { std::slice::from_raw_parts(topics, count) };
+            let mut filters = Vec::with_capacity(count);
+            for &entry in entries {
+                // SAFETY: each entry is a NUL-terminated string or NULL.
+                filters.push(unsafe { str_arg(entry) }?);
+            }
+            c.unsubscribe(&filters)
+        });
+        mid_or_code(result)
+    })
+}
+
+/// Publish `payload_len` bytes at `payload` on `topic` (no wildcards). Both
+/// are copied; `payload` may be NULL when `payload_len` is 0.
+///
+/// QoS 1/2 messages are kept until acknowledged, across connection losses;
+/// when the in-flight window is full or the client is offline they wait in a
+/// bounded queue. QoS 0 while offline is refused with MQTT_ERR_NOT_CONNECTED
+/// unless `mqtt_client_set_offline_qos0(client, true)`.
+///
+/// Returns the message id (1..65535, QoS 0 included; PUBACK/PUBCOMP data
+/// carries it), or MQTT_ERR_INVALID_ARGUMENT, MQTT_ERR_INVALID_UTF8,
+/// MQTT_ERR_INVALID_TOPIC, MQTT_ERR_INVALID_QOS, MQTT_ERR_PAYLOAD_TOO_LARGE,
+/// MQTT_ERR_QUEUE_FULL, MQTT_ERR_NOT_CONNECTED. On error nothing changed.
+/// Thread-safe, also from callbacks.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mqtt_client_publish(
+    client: *mut mqtt_client,
+    topic: *const c_char,
+    payload: *const c_void,
+    payload_len: usize,
+    qos: c_int,
+    retain: bool,
+) -> c_int {
+    ffi_guard!(MQTT_ERR_INTERNAL, {
+        // SAFETY: per this function's contract.
+        let result = unsafe { client_arg(client) }.and_then(|c| {
+            // SAFETY: per this function's contract.
+            let topic = unsafe { str_arg(topic) }?;
+            // SAFETY: per this function's contract.
+            let payload = unsafe { bytes_arg(payload, payload_len) }?;
+            c.publish(topic, payload, qos_arg(qos)?, retain)
+        });
+        mid_or_code(result)
+    })
+}
+
+/// Send DISCONNECT and close the connection once it is written; the
+/// DISCONNECT callback then runs with error MQTT_OK. Stops automatic
+/// reconnection. Unacknowledged QoS 1/2 messages stay in the session.
+///
+/// Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT or MQTT_ERR_NOT_CONNECTED.
+/// Thread-safe, also from callbacks. Without a loop thread the DISCONNECT is
+/// written before this returns.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mqtt_client_disconnect(client: *mut mqtt_client) -> c_int {
+    ffi_guard!(MQTT_ERR_INTERNAL, {
+        // SAFETY: per this function's contract.
+        code(unsafe { client_arg(client) }.and_then(Client::disconnect))
+    })
+}
+
+/// Start a thread that runs the client (reads, writes, timers, callbacks)
+/// until `mqtt_client_loop_stop` or `mqtt_client_free`.
+///
+/// `on_message` (nullable) receives every application message once, whatever
+/// its QoS: it is registered as the generic PUBREL callback and as a specific
+/// PUBLISH callback at priority -1 with the condition "message != NULL".
+///
+/// Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT, MQTT_ERR_LOOP_RUNNING,
+/// MQTT_ERR_IN_CALLBACK or MQTT_ERR_NO_MEMORY (thread creation failed).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mqtt_client_loop_start(
+    client: *mut mqtt_client,
+    on_message: mqtt_callback,
+    user_data: *mut c_void,
+) -> c_int {
+    ffi_guard!(MQTT_ERR_INTERNAL, {
+        // SAFETY: per this function's contract.
+        let result = unsafe { client_arg(client) }.and_then(|c| {
+            let callback = on_message.map(|f| c_callback(Handle(client), f, UserData(user_data)));
+            c.loop_start(callback)
+        });
+        code(result)
+    })
+}
+
+/// Stop the loop thread and wait for it to end. The connection stays open;
+/// `mqtt_client_loop` may drive it afterwards.
+///
+/// Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT, MQTT_ERR_LOOP_NOT_RUNNING or
+/// MQTT_ERR_IN_CALLBACK (the loop thread cannot wait for itself).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mqtt_client_loop_stop(client: *mut mqtt_client) -> c_int {
+    ffi_guard!(MQTT_ERR_INTERNAL, {
+        // SAFETY: per this function's contract.
+        code(unsafe { client_arg(client) }.and_then(Client::loop_stop))
+    })
+}
+
+/// Run one turn of the client in the calling thread: wait up to `timeout_ms`
+/// (negative: until the next event or protocol deadline) for the socket, then
+/// read, run callbacks, handle keepalive and reconnection timers, and write.
+///
+/// Returns MQTT_OK; the error that ended the connection during this turn (the
+/// DISCONNECT callback got it too); MQTT_ERR_INVALID_ARGUMENT;
+/// MQTT_ERR_LOOP_RUNNING (a loop thread or another thread is running the
+/// client); MQTT_ERR_IN_CALLBACK.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mqtt_client_loop(client: *mut mqtt_client, timeout_ms: c_int) -> c_int {
+    ffi_guard!(MQTT_ERR_INTERNAL, {
+        // SAFETY: per this function's contract.
+        let result = unsafe { client_arg(client) }.and_then(|c| {
+            // Keep the client alive even if a callback frees the handle.
+            let c = c.clone();
+            let timeout = u64::try_from(timeout_ms)
+                .map(Duration::from_millis)
+                .unwrap_or(Duration::MAX);
+            c.run_once(timeout)
+        });
+        code(result)
+    })
+}
+
+/// A static, human-readable description of `code` (any value; unknown codes
+/// get "unknown error"). Never NULL; do not free.
+#[unsafe(no_mangle)]
+pub extern "C" fn mqtt_strerror(code: c_int) -> *const c_char {
+    if code == MQTT_OK {
+        return c"success".as_ptr();
+    }
+    Error::from_code(code).map_or(c"unknown error".as_ptr(), |e| e.message_c().as_ptr())
+}
+
+/// Whether `topic` (a topic name) matches `filter` (a topic filter with `+`
+/// and `#` wildcards), per MQTT 3.1.1 section 4.7, including the rule that a
+/// leading wildcard does not match topics starting with `$`. False when either
+/// is NULL, not UTF-8, or invalid. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mqtt_topic_matches(filter: *const c_char, topic: *const c_char) -> bool {
+    ffi_guard!(false, {
+        // SAFETY: per this function's contract.
+        match unsafe { (str_arg(filter), str_arg(topic)) } {
+            (Ok(f), Ok(t)) => crate::protocol::topic::matches(f, t),
+            _ => false,
+        }
+    })
+}
+
+const VERSION: &CStr =
+    match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+        Ok(v) => v,
+        Err(_) => panic!("version string"),
+    };
+
+/// The library's version, "MAJOR.MINOR.PATCH" (compare with MQTT_VERSION_STRING
+/// to detect a header/library mismatch). Static; do not free.
+#[unsafe(no_mangle)]
+pub extern "C" fn mqtt_version() -> *const c_char {
+    VERSION.as_ptr()
+}
+
+/// Set the user name and (nullable) password sent in CONNECT, from the next
+/// connection attempt on (also automatic reconnections: a callback may refresh
+/// a short-lived token). `username` NULL clears both. Copied.
+///
+/// Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT (NULL client, password without
+/// user name, over 65535 bytes) or MQTT_ERR_INVALID_UTF8. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mqtt_client_set_credentials(
+    client: *mut mqtt_client,
+    username: *const c_char,
+    password: *const c_char,
+) -> c_int {
+    ffi_guard!(MQTT_ERR_INTERNAL, {
+        // SAFETY: per this function's contract.
+        let result = unsafe { client_arg(client) }.and_then(|c| {
+            let username = if username.is_null() {
+                None
+            } else {
+                // SAFETY: per this function's contract.
+                Some(unsafe { str_arg(username) }?)
+            };
+            let password = if password.is_null() {
+                None
+            } else {
+                // SAFETY: per this function's contract; passwords are binary in MQTT.
+                Some(unsafe { CStr::from_ptr(password) }.to_bytes())
+            };
+            c.set_credentials(username, password)
+        });
+        code(result)
+    })
+}
+
+/// Set the last will, published by the broker if the connection ends without
+/// DISCONNECT. `topic` NULL clears it. Copied; applies from the next
+/// connection attempt.
+///
+/// Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT, MQTT_ERR_INVALID_UTF8,
+/// MQTT_ERR_INVALID_TOPIC, MQTT_ERR_INVALID_QOS, MQTT_ERR_PAYLOAD_TOO_LARGE
+/// (over 65535 bytes). Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mqtt_client_set_will(
+    client: *mut mqtt_client,
+    topic: *const c_char,
+    payload: *const c_void,
+    payload_len: usize,
+    qos: c_int,
+    retain: bool,
+) -> c_int {
+    ffi_guard!(MQTT_ERR_INTERNAL, {
+        // SAFETY: per this function's contract.
+        let result = unsafe { client_arg(client) }.and_then(|c| {
+            if topic.is_null() {
+                return c.set_will(None);
+            }
+            // SAFETY: per this function's contract.
+            let topic = unsafe { str_arg(topic) }?;
+            // SAFETY: per this function's contract.
+            let payload = unsafe { bytes_arg(payload, payload_len) }?;
+            c.set_will(Some((topic, payload, qos_arg(qos)?, retain)))
+        });
+        code(result)
+    })
+}
+
+/// Bound each connection attempt (TCP connect plus CONNACK) to `timeout_ms`
+/// (default 10000). Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT (0).
+/// Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mqtt_client_set_connect_timeout(
+    client: *mut mqtt_client,
+    timeout_ms: u32,
+) -> c_int {
+    ffi_guard!(MQTT_ERR_INTERNAL, {
+        // SAFETY: per this function's contract.
+        let result = unsafe { client_arg(client) }
+            .and_then(|c| c.set_connect_timeout(Duration::from_millis(timeout_ms.into())));
+        code(result)
+    })
+}
+
+/// Automatic reconnection after a lost connection (on by default, 500 ms to
+/// 30000 ms): the delay doubles from `min_ms` up to `max_ms` with random
+/// jitter and resets after a successful CONNACK. Refusals that retrying cannot
+/// fix (bad credentials, not authorized, identifier rejected, protocol
+/// version) stop it. `min_ms` 0 turns it off.
+///
+/// Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT (max_ms < min_ms). Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mqtt_client_set_reconnect(
+    client: *mut mqtt_client,
+    min_ms: u32,
+    max_ms: u32,
+) -> c_int {
+    ffi_guard!(MQTT_ERR_INTERNAL, {
+        // SAFETY: per this function's contract.
+        let result = unsafe { client_arg(client) }.and_then(|c| {
+            let delays = (min_ms > 0).then(|| {
+                (
+                    Duration::from_millis(min_ms.into()),
+                    Duration::from_millis(max_ms.into()),
+                )
+            });
+            c.set_reconnect(delays)
+        });
+        code(result)
+    })
+}
+
+/// Bound the outgoing queue: messages waiting while offline or while the
+/// in-flight window is full (defaults: 10000 messages, 64 MiB of topic and
+/// payload). A publish beyond either limit returns MQTT_ERR_QUEUE_FULL.
+///
+/// Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT (a zero limit). Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mqtt_client_set_queue_limits(
+    client: *mut mqtt_client,
+    max_messages: usize,
+    max_bytes: usize,
+) -> c_int {
+    ffi_guard!(MQTT_ERR_INTERNAL, {
+        // SAFETY: per this function's contract.
+        let result =
+            unsafe { client_arg(client) }.and_then(|c| c.set_queue_limits(max_messages, max_bytes));
+        code(result)
+    })
+}
+
+/// The number of outgoing QoS 1/2 messages awaiting acknowledgement at once
+/// (default 100, 1..65535). Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mqtt_client_set_max_inflight(
+    client: *mut mqtt_client,
+    max_inflight: u32,
+) -> c_int {
+    ffi_guard!(MQTT_ERR_INTERNAL, {
+        // SAFETY: per this function's contract.
+        let result =
+            unsafe { client_arg(client) }.and_then(|c| c.set_max_inflight(max_inflight as usize));
+        code(result)
+    })
+}
+
+/// The largest packet accepted from the broker, and the largest PUBLISH sent
+/// (default 4 MiB). A larger incoming packet closes the connection with
+/// MQTT_ERR_PACKET_TOO_LARGE before any buffer grows to its size.
+/// Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT (below 16 or above 268435460).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mqtt_client_set_max_packet_size(
+    client: *mut mqtt_client,
+    bytes: usize,
+) -> c_int {
+    ffi_guard!(MQTT_ERR_INTERNAL, {
+        // SAFETY: per this function's contract.
+        code(unsafe { client_arg(client) }.and_then(|c| c.set_max_packet_size(bytes)))
+    })
+}
+
+/// Queue QoS 0 messages published while offline (`true`) instead of refusing
+/// them with MQTT_ERR_NOT_CONNECTED (`false`, the default).
+/// Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mqtt_client_set_offline_qos0(
+    client: *mut mqtt_client,
+    queue: bool,
+) -> c_int {
+    ffi_guard!(MQTT_ERR_INTERNAL, {
+        // SAFETY: per this function's contract.
+        code(unsafe { client_arg(client) }.map(|c| c.set_queue_qos0_offline(queue)))
+    })
+}
+
+/// After a reconnection where the broker kept no session, subscribe again to
+/// every filter subscribed before (`true`, the default).
+/// Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mqtt_client_set_resubscribe(
+    client: *mut mqtt_client,
+    resubscribe: bool,
+) -> c_int {
+    ffi_guard!(MQTT_ERR_INTERNAL, {
+        // SAFETY: per this function's contract.
+        code(unsafe { client_arg(client) }.map(|c| c.set_resubscribe(resubscribe)))
+    })
+}
+
+/// Whether the client is connected (CONNACK accepted, not yet closed).
+/// False for NULL. Thread-safe.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mqtt_client_is_connected(client: *mut mqtt_client) -> bool {
+    ffi_guard!(false, {
+        // SAFETY: per this function's contract.
+        unsafe { client_arg(client) }.is_ok_and(Client::is_connected)
+    })
+}

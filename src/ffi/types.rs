@@ -1,0 +1,227 @@
+//! The C types of mqtt.h. Layouts are part of the ABI: add fields only at the end.
+
+use std::ffi::{c_char, c_int, c_void};
+
+use crate::Error;
+use crate::client::Client;
+use crate::dispatch::Command;
+
+/// An MQTT client. Opaque: create with `mqtt_client_new`, free with
+/// `mqtt_client_free`.
+pub struct mqtt_client {
+    pub(crate) client: Client,
+}
+
+/// What a callback is registered for. Values are the MQTT packet types.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum mqtt_command {
+    /// A CONNACK arrived (on every connection and reconnection).
+    MQTT_CONNACK = 2,
+    /// An application message arrived (`message` is NULL for a first QoS 2 arrival).
+    MQTT_PUBLISH = 3,
+    /// An outgoing QoS 1 message was acknowledged (`mid`).
+    MQTT_PUBACK = 4,
+    /// An outgoing QoS 2 message was received by the broker (`mid`).
+    MQTT_PUBREC = 5,
+    /// An incoming QoS 2 message is released: `message` is delivered here.
+    MQTT_PUBREL = 6,
+    /// An outgoing QoS 2 message completed (`mid`).
+    MQTT_PUBCOMP = 7,
+    /// A SUBSCRIBE was answered (`mid`, `granted_qos`).
+    MQTT_SUBACK = 9,
+    /// An UNSUBSCRIBE was answered (`mid`).
+    MQTT_UNSUBACK = 11,
+    /// A PINGRESP arrived.
+    MQTT_PINGRESP = 13,
+    /// The connection ended; `error` says why (MQTT_OK after mqtt_client_disconnect).
+    MQTT_DISCONNECT = 14,
+}
+
+pub(crate) fn command_to_c(command: Command) -> mqtt_command {
+    match command {
+        Command::ConnAck => mqtt_command::MQTT_CONNACK,
+        Command::Publish => mqtt_command::MQTT_PUBLISH,
+        Command::PubAck => mqtt_command::MQTT_PUBACK,
+        Command::PubRec => mqtt_command::MQTT_PUBREC,
+        Command::PubRel => mqtt_command::MQTT_PUBREL,
+        Command::PubComp => mqtt_command::MQTT_PUBCOMP,
+        Command::SubAck => mqtt_command::MQTT_SUBACK,
+        Command::UnsubAck => mqtt_command::MQTT_UNSUBACK,
+        Command::PingResp => mqtt_command::MQTT_PINGRESP,
+        Command::Disconnect => mqtt_command::MQTT_DISCONNECT,
+    }
+}
+
+/// Result codes. Functions return `int`: `>= 0` is success (a message id where
+/// the function makes one), `< 0` one of these. `mqtt_strerror` describes each.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum mqtt_error {
+    MQTT_OK = 0,
+    /// A required pointer was NULL or an argument is out of range.
+    MQTT_ERR_INVALID_ARGUMENT = -1,
+    /// A string is not valid UTF-8 or contains U+0000.
+    MQTT_ERR_INVALID_UTF8 = -2,
+    /// A publish topic with wildcards or empty, or an invalid topic filter.
+    MQTT_ERR_INVALID_TOPIC = -3,
+    /// A QoS outside 0..2.
+    MQTT_ERR_INVALID_QOS = -4,
+    /// A payload larger than the maximum packet size.
+    MQTT_ERR_PAYLOAD_TOO_LARGE = -5,
+    /// Out of memory.
+    MQTT_ERR_NO_MEMORY = -6,
+    /// The operation needs a connection and there is none.
+    MQTT_ERR_NOT_CONNECTED = -7,
+    /// Already connected or connecting.
+    MQTT_ERR_ALREADY_CONNECTED = -8,
+    /// The outgoing queue is full (count or bytes), or no message id is free.
+    MQTT_ERR_QUEUE_FULL = -9,
+    /// The host name could not be resolved.
+    MQTT_ERR_DNS = -10,
+    /// The TCP connection could not be established.
+    MQTT_ERR_CONNECT_FAILED = -11,
+    /// No TCP connection or CONNACK within the connect timeout.
+    MQTT_ERR_TIMEOUT = -12,
+    /// The broker closed the connection.
+    MQTT_ERR_CONNECTION_LOST = -13,
+    /// A socket error.
+    MQTT_ERR_IO = -14,
+    /// The broker sent bytes that are not a valid MQTT 3.1.1 packet.
+    MQTT_ERR_MALFORMED_PACKET = -15,
+    /// The broker sent a valid packet not allowed at that point.
+    MQTT_ERR_PROTOCOL_VIOLATION = -16,
+    /// The broker announced a packet larger than the maximum packet size.
+    MQTT_ERR_PACKET_TOO_LARGE = -17,
+    /// Nothing arrived within the keepalive window: the link is dead.
+    MQTT_ERR_KEEPALIVE_TIMEOUT = -18,
+    /// The broker started more concurrent incoming QoS 2 messages than allowed.
+    MQTT_ERR_TOO_MANY_INCOMING = -19,
+    /// CONNACK 1: unacceptable protocol version.
+    MQTT_ERR_REFUSED_PROTOCOL_VERSION = -21,
+    /// CONNACK 2: identifier rejected.
+    MQTT_ERR_REFUSED_IDENTIFIER = -22,
+    /// CONNACK 3: server unavailable.
+    MQTT_ERR_REFUSED_SERVER_UNAVAILABLE = -23,
+    /// CONNACK 4: bad user name or password.
+    MQTT_ERR_REFUSED_BAD_CREDENTIALS = -24,
+    /// CONNACK 5: not authorized.
+    MQTT_ERR_REFUSED_NOT_AUTHORIZED = -25,
+    /// A loop already runs this client (loop_start twice, or mqtt_client_loop
+    /// while the loop thread or another thread runs it).
+    MQTT_ERR_LOOP_RUNNING = -30,
+    /// mqtt_client_loop_stop without a running loop thread.
+    MQTT_ERR_LOOP_NOT_RUNNING = -31,
+    /// Not allowed from inside one of this client's callbacks.
+    MQTT_ERR_IN_CALLBACK = -32,
+    /// Internal error (a bug); the client should be freed.
+    MQTT_ERR_INTERNAL = -33,
+}
+
+pub(crate) const MQTT_OK: c_int = mqtt_error::MQTT_OK as c_int;
+pub(crate) const MQTT_ERR_INVALID_ARGUMENT: c_int = Error::InvalidArgument as c_int;
+pub(crate) const MQTT_ERR_INTERNAL: c_int = Error::Internal as c_int;
+
+/// An application message, as handed to callbacks. Valid only during the callback.
+#[repr(C)]
+pub struct mqtt_message {
+    /// NUL-terminated UTF-8.
+    pub topic: *const c_char,
+    /// May be NULL when `payload_len` is 0; not NUL-terminated.
+    pub payload: *const u8,
+    pub payload_len: usize,
+    /// 0, 1 or 2.
+    pub qos: u8,
+    pub retain: bool,
+    pub dup: bool,
+    pub mid: u16,
+}
+
+/// What a callback receives (the seed's `data` dictionary). Valid only during
+/// the callback; copy what you need to keep.
+#[repr(C)]
+pub struct mqtt_data {
+    pub command: mqtt_command,
+    /// PUBLISH with QoS 0/1, or the PUBREL completing a QoS 2 message; else NULL.
+    pub message: *const mqtt_message,
+    /// Packet id of PUBLISH (QoS > 0), PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK, UNSUBACK.
+    pub mid: u16,
+    /// CONNACK return code.
+    pub return_code: u8,
+    /// CONNACK: the broker kept a session for this client.
+    pub session_present: bool,
+    /// SUBACK: one per requested filter, 0x80 = refused.
+    pub granted_qos: *const u8,
+    pub granted_qos_len: usize,
+    /// DISCONNECT: MQTT_OK or the mqtt_error that ended the connection.
+    pub error: c_int,
+}
+
+/// One filter of a subscribe request.
+#[repr(C)]
+pub struct mqtt_subscription {
+    /// NUL-terminated UTF-8 topic filter.
+    pub topic: *const c_char,
+    /// Maximum QoS, 0..2.
+    pub qos: c_int,
+}
+
+pub(crate) type CallbackFn = unsafe extern "C" fn(*mut mqtt_client, *const mqtt_data, *mut c_void);
+pub(crate) type ConditionFn = unsafe extern "C" fn(*const mqtt_data, *mut c_void) -> bool;
+
+/// A callback: runs on the thread that runs the client (the loop thread, or
+/// the caller of mqtt_client_loop / mqtt_client_connect), one at a time, in
+/// packet order. It may call any function of this client except connect,
+/// reconnect, loop, loop_stop (MQTT_ERR_IN_CALLBACK); those that send take
+/// effect right after it returns.
+pub type mqtt_callback = Option<
+    unsafe extern "C" fn(client: *mut mqtt_client, data: *const mqtt_data, user_data: *mut c_void),
+>;
+
+/// A condition: returns true when the packet is for its callback.
+pub type mqtt_condition =
+    Option<unsafe extern "C" fn(data: *const mqtt_data, user_data: *mut c_void) -> bool>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_its_c_code() {
+        use mqtt_error::*;
+        let c_codes = [
+            MQTT_ERR_INVALID_ARGUMENT,
+            MQTT_ERR_INVALID_UTF8,
+            MQTT_ERR_INVALID_TOPIC,
+            MQTT_ERR_INVALID_QOS,
+            MQTT_ERR_PAYLOAD_TOO_LARGE,
+            MQTT_ERR_NO_MEMORY,
+            MQTT_ERR_NOT_CONNECTED,
+            MQTT_ERR_ALREADY_CONNECTED,
+            MQTT_ERR_QUEUE_FULL,
+            MQTT_ERR_DNS,
+            MQTT_ERR_CONNECT_FAILED,
+            MQTT_ERR_TIMEOUT,
+            MQTT_ERR_CONNECTION_LOST,
+            MQTT_ERR_IO,
+            MQTT_ERR_MALFORMED_PACKET,
+            MQTT_ERR_PROTOCOL_VIOLATION,
+            MQTT_ERR_PACKET_TOO_LARGE,
+            MQTT_ERR_KEEPALIVE_TIMEOUT,
+            MQTT_ERR_TOO_MANY_INCOMING,
+            MQTT_ERR_REFUSED_PROTOCOL_VERSION,
+            MQTT_ERR_REFUSED_IDENTIFIER,
+            MQTT_ERR_REFUSED_SERVER_UNAVAILABLE,
+            MQTT_ERR_REFUSED_BAD_CREDENTIALS,
+            MQTT_ERR_REFUSED_NOT_AUTHORIZED,
+            MQTT_ERR_LOOP_RUNNING,
+            MQTT_ERR_LOOP_NOT_RUNNING,
+            MQTT_ERR_IN_CALLBACK,
+            MQTT_ERR_INTERNAL,
+        ];
+        assert_eq!(c_codes.len(), Error::ALL.len());
+        for (c, e) in c_codes.iter().zip(Error::ALL) {
+            assert_eq!(*c as i32, e.code(), "{e:?}");
+        }
+    }
+}

@@ -1,0 +1,617 @@
+//! The mio reactor: one Poll, the TCP stream, a Waker for other threads, and
+//! timers taken from the session's next deadline. It turns session outputs into
+//! syscalls (all queued packets in one write) and incoming bytes into callbacks.
+
+use std::ffi::CStr;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::Error;
+use crate::client::{Client, lock};
+use crate::dispatch::{Command, Data, MessageView};
+use crate::protocol::codec::{self, ConnectReturnCode, Decoded};
+use crate::protocol::session::{ConnectionState, Incoming, Message};
+
+const SOCKET: Token = Token(0);
+const WAKER: Token = Token(1);
+/// Reads per turn before timers and writes get their chance under a flood.
+const READS_PER_TURN: usize = 16;
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Requests from API calls that only the reactor can carry out.
+pub(crate) enum ReactorCommand {
+    Connect {
+        attempt: u64,
+        addrs: Vec<SocketAddr>,
+    },
+    StopReconnecting,
+}
+
+struct Connection {
+    stream: TcpStream,
+    /// TCP handshake finished and CONNECT handed to the session.
+    established: bool,
+    /// CONNACK accepted on this connection.
+    accepted: bool,
+    /// Edge-triggered readiness not yet used up.
+    readable: bool,
+    writable: bool,
+}
+
+pub(crate) struct Reactor {
+    poll: Poll,
+    events: Events,
+    conn: Option<Connection>,
+    read_buf: Vec<u8>,
+    read_start: usize,
+    read_end: usize,
+    /// The topic of the message being delivered, NUL-terminated for C.
+    topic_buf: Vec<u8>,
+    addrs: Vec<SocketAddr>,
+    next_addr: usize,
+    /// The `connect` call waiting for the current attempt, if any.
+    attempt: Option<u64>,
+    connect_deadline: Option<Instant>,
+    reconnect_at: Option<Instant>,
+    /// Automatic reconnection is armed (after a successful connect, until
+    /// `disconnect` or a refusal that retrying cannot fix).
+    keep_reconnecting: bool,
+    failed_attempts: u32,
+    rng: u64,
+}
+
+impl Reactor {
+    pub fn new() -> io::Result<(Reactor, Waker)> {
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let seed = Instant::now().elapsed().as_nanos() as u64 ^ (&poll as *const Poll as u64);
+        Ok((
+            Reactor {
+                poll,
+                events: Events::with_capacity(16),
+                conn: None,
+                read_buf: Vec::new(),
+                read_start: 0,
+                read_end: 0,
+                topic_buf: Vec::new(),
+                addrs: Vec::new(),
+                next_addr: 0,
+                attempt: None,
+                connect_deadline: None,
+                reconnect_at: None,
+                keep_reconnecting: false,
+                failed_attempts: 0,
+                rng: seed | 1,
+            },
+            waker,
+        ))
+    }
+
+    /// One turn: wait for IO, a wake or the next deadline (at most `max_wait`;
+    /// `None` waits as long as nothing is due), then do all due work.
+    /// Returns the error that ended a connection during this turn, if any.
+    pub fn turn(&mut self, client: &Client, max_wait: Option<Duration>) -> Option<Error> {
+        let mut ended = None;
+        let now = Instant::now();
+        let busy = self.conn.as_ref().is_some_and(|c| c.readable);
+        let wait = if busy {
+            Some(Duration::ZERO)
+        } else {
+            let deadline = [
+                client.session().poll_timeout(),
+                self.connect_deadline,
+                self.reconnect_at,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let until_deadline = deadline.map(|d| d.saturating_duration_since(now));
+            match (until_deadline, max_wait) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        };
+        if let Err(e) = self.poll.poll(&mut self.events, wait)
+            && e.kind() != io::ErrorKind::Interrupted
+        {
+            return Some(Error::Io);
+        }
+        client.clear_wake();
+        for event in self.events.iter() {
+            if event.token() == SOCKET
+                && let Some(conn) = self.conn.as_mut()
+            {
+                conn.readable |= event.is_readable() || event.is_read_closed() || event.is_error();
+                conn.writable |= event.is_writable() || event.is_error();
+            }
+        }
+
+        let commands = std::mem::take(&mut *lock(&client.inner.commands));
+        for command in commands {
+            match command {
+                ReactorCommand::Connect { attempt, addrs } => {
+                    if let Some(conn) = self.conn.take() {
+                        self.drop_connection(client, conn);
+                    }
+                    self.addrs = addrs;
+                    self.next_addr = 0;
+                    self.attempt = Some(attempt);
+                    self.reconnect_at = None;
+                    self.failed_attempts = 0;
+                    let timeout = lock(&client.inner.options).connect_timeout;
+                    self.connect_deadline = Some(Instant::now() + timeout);
+                    self.start_connect(client);
+                }
+                ReactorCommand::StopReconnecting => {
+                    self.keep_reconnecting = false;
+                    self.reconnect_at = None;
+                }
+            }
+        }
+
+        if let Some(e) = self.advance(client) {
+            ended = Some(e);
+        }
+        ended
+    }
+
+    /// Everything after the wait: connect progress, reads, timers, writes.
+    fn advance(&mut self, client: &Client) -> Option<Error> {
+        if self
+            .conn
+            .as_ref()
+            .is_some_and(|c| !c.established && c.writable)
+        {
+            self.finish_connect(client);
+        }
+        if self
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.established && c.readable)
+            && let Err(e) = self.read(client)
+        {
+            return Some(self.close(client, Some(e)));
+        }
+        if client.is_closed() {
+            return None;
+        }
+        let now = Instant::now();
+        if self.conn.as_ref().is_some_and(|c| c.established) {
+            let timed_out = client.session().handle_timeout(now);
+            if let Err(e) = timed_out {
+                return Some(self.close(client, Some(e)));
+            }
+        }
+        if let Some(deadline) = self.connect_deadline
+            && now >= deadline
+        {
+            return Some(self.close(client, Some(Error::Timeout)));
+        }
+        if let Some(at) = self.reconnect_at
+            && now >= at
+        {
+            self.reconnect_at = None;
+            let timeout = lock(&client.inner.options).connect_timeout;
+            self.connect_deadline = Some(now + timeout);
+            self.next_addr = 0;
+            self.start_connect(client);
+        }
+        if let Err(e) = self.flush(client) {
+            return Some(self.close(client, Some(e)));
+        }
+        let requested_close = self.conn.as_ref().is_some_and(|c| c.established)
+            && client.session().state() == ConnectionState::Disconnecting
+            && client.session().pending_transmit().is_empty();
+        if requested_close {
+            self.close(client, None);
+        }
+        None
+    }
+
+    fn start_connect(&mut self, client: &Client) {
+        while let Some(&addr) = self.addrs.get(self.next_addr) {
+            self.next_addr += 1;
+            let Ok(mut stream) = TcpStream::connect(addr) else {
+                continue;
+            };
+            if self
+                .poll
+                .registry()
+                .register(&mut stream, SOCKET, Interest::READABLE | Interest::WRITABLE)
+                .is_err()
+            {
+                continue;
+            }
+            self.conn = Some(Connection {
+                stream,
+                established: false,
+                accepted: false,
+                readable: false,
+                writable: false,
+            });
+            return;
+        }
+        self.attempt_failed(client, Error::ConnectFailed);
+    }
+
+    fn finish_connect(&mut self, client: &Client) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        conn.writable = false;
+        let failed = matches!(conn.stream.take_error(), Ok(Some(_)) | Err(_));
+        match conn.stream.peer_addr() {
+            Ok(_) if !failed => {
+                let _ = conn.stream.set_nodelay(true);
+                conn.established = true;
+                conn.writable = true;
+                let now = Instant::now();
+                let mut session = client.session();
+                if let Some(deadline) = self.connect_deadline {
+                    session.config_mut().connect_timeout = deadline
+                        .saturating_duration_since(now)
+                        .max(Duration::from_millis(1));
+                }
+                session.connection_opened(now);
+            }
+            Err(e) if !failed && e.kind() == io::ErrorKind::NotConnected => {
+                // Spurious wake-up: the handshake is still in progress.
+            }
+            _ => {
+                if let Some(conn) = self.conn.take() {
+                    self.drop_connection(client, conn);
+                }
+                // Try the next address of the same name before giving up.
+                self.start_connect(client);
+            }
+        }
+    }
+
+    /// The current attempt failed before a connection was accepted.
+    fn attempt_failed(&mut self, client: &Client, error: Error) {
+        self.connect_deadline = None;
+        if let Some(attempt) = self.attempt.take() {
+            finish_attempt(client, attempt, Err(error));
+            return;
+        }
+        if !self.keep_reconnecting {
+            return;
+        }
+        if is_final_refusal(error) {
+            self.keep_reconnecting = false;
+            self.report_disconnect(client, Some(error));
+            return;
+        }
+        self.schedule_reconnect(client);
+    }
+
+    fn schedule_reconnect(&mut self, client: &Client) {
+        let Some((min, max)) = lock(&client.inner.options).reconnect else {
+            self.keep_reconnecting = false;
+            return;
+        };
+        let exp = min.saturating_mul(1u32 << self.failed_attempts.min(16));
+        let ceiling = exp.min(max);
+        // Jitter in [ceiling/2, ceiling] spreads a fleet's reconnects apart.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let half = ceiling / 2;
+        let jitter_ns = if half.is_zero() {
+            0
+        } else {
+            self.rng % half.as_nanos() as u64
+        };
+        let delay = (half + Duration::from_nanos(jitter_ns)).max(min.min(max));
+        self.failed_attempts = self.failed_attempts.saturating_add(1);
+        self.reconnect_at = Some(Instant::now() + delay);
+    }
+
+    fn read(&mut self, client: &Client) -> Result<(), Error> {
+        let max_packet_size = lock(&client.inner.options).max_packet_size;
+        for _ in 0..READS_PER_TURN {
+            if self.read_end == self.read_buf.len() {
+                self.make_room(max_packet_size);
+            }
+            let Some(conn) = self.conn.as_mut() else {
+                return Ok(());
+            };
+            match conn.stream.read(&mut self.read_buf[self.read_end..]) {
+                Ok(0) => return Err(Error::ConnectionLost),
+                Ok(n) => {
+                    self.read_end += n;
+                    self.process(client, max_packet_size)?;
+                    if client.is_closed() || self.conn.is_none() {
+                        return Ok(());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    conn.readable = false;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    return Err(Error::ConnectionLost);
+                }
+                Err(_) => return Err(Error::Io),
+            }
+        }
+        Ok(())
+    }
+
+    /// Make space to read into: move unread bytes to the front, and grow the
+    /// buffer only as far as the packet being assembled needs (bounded by the
+    /// maximum packet size, already checked from its fixed header).
+    fn make_room(&mut self, max_packet_size: usize) {
+        if self.read_start > 0 {
+            self.read_buf.copy_within(self.read_start..self.read_end, 0);
+            self.read_end -= self.read_start;
+            self.read_start = 0;
+        }
+        let needed =
+            match codec::parse_fixed_header(&self.read_buf[..self.read_end], max_packet_size) {
+                Ok(Ok(header)) => header.frame_len(),
+                _ => 0,
+            };
+        let target = (self.read_end + READ_CHUNK).max(needed).max(READ_CHUNK);
+        if self.read_buf.len() < target {
+            self.read_buf.resize(target, 0);
+        }
+    }
+
+    /// Decode and handle every complete packet in the read buffer.
+    fn process(&mut self, client: &Client, max_packet_size: usize) -> Result<(), Error> {
+        loop {
+            let input = &self.read_buf[self.read_start..self.read_end];
+            let (packet, used) = match codec::decode(input, max_packet_size) {
+                Ok(Decoded::Packet(packet, used)) => (packet, used),
+                Ok(Decoded::Incomplete(_)) => return Ok(()),
+                Err(e) => return Err(Error::from_codec(e)),
+            };
+            let incoming = client.session().handle_packet(Instant::now(), packet)?;
+            match incoming {
+                Some(Incoming::ConnAck(ack)) => {
+                    self.read_start += used;
+                    let data = connack_data(ack.code, ack.session_present);
+                    if let Some(error) = Error::from_connack(ack.code) {
+                        run_callbacks(client, &data);
+                        if let Some(conn) = self.conn.take() {
+                            self.drop_connection(client, conn);
+                        }
+                        self.attempt_failed(client, error);
+                        return Ok(());
+                    }
+                    self.connect_accepted(client, ack.session_present);
+                    run_callbacks(client, &data);
+                    if client.is_closed() || self.conn.is_none() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Some(incoming) => dispatch_incoming(client, &mut self.topic_buf, incoming),
+                None => {}
+            }
+            self.read_start += used;
+            if client.is_closed() || self.conn.is_none() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn connect_accepted(&mut self, client: &Client, session_present: bool) {
+        self.connect_deadline = None;
+        self.failed_attempts = 0;
+        if let Some(conn) = self.conn.as_mut() {
+            conn.accepted = true;
+        }
+        self.keep_reconnecting = lock(&client.inner.options).reconnect.is_some();
+        if let Some(attempt) = self.attempt.take() {
+            finish_attempt(client, attempt, Ok(session_present));
+        }
+    }
+
+    fn flush(&mut self, client: &Client) -> Result<(), Error> {
+        let Some(conn) = self.conn.as_mut().filter(|c| c.established && c.writable) else {
+            return Ok(());
+        };
+        let mut session = client.session();
+        loop {
+            let pending = session.pending_transmit();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            match conn.stream.write(pending) {
+                Ok(0) => return Err(Error::ConnectionLost),
+                Ok(n) => session.consume_transmit(Instant::now(), n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    conn.writable = false;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                    ) =>
+                {
+                    return Err(Error::ConnectionLost);
+                }
+                Err(_) => return Err(Error::Io),
+            }
+        }
+    }
+
+    fn drop_connection(&mut self, client: &Client, mut conn: Connection) {
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        let _ = conn.stream.shutdown(Shutdown::Both);
+        self.read_start = 0;
+        self.read_end = 0;
+        if conn.established {
+            client.session().connection_lost(Instant::now());
+        }
+    }
+
+    /// End the current connection (`reason` is `None` for a requested disconnect),
+    /// report it, and arm a reconnection where that is the policy.
+    fn close(&mut self, client: &Client, reason: Option<Error>) -> Error {
+        let error = reason.unwrap_or(Error::NotConnected);
+        let Some(conn) = self.conn.take() else {
+            self.connect_deadline = None;
+            return error;
+        };
+        let accepted = conn.accepted;
+        if reason.is_none() {
+            // Let the DISCONNECT reach the broker before the socket goes away.
+            let _ = conn.stream.shutdown(Shutdown::Write);
+            let mut sink = [0u8; 512];
+            let mut stream = &conn.stream;
+            while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+        }
+        self.drop_connection(client, conn);
+        if !accepted {
+            self.attempt_failed(client, error);
+            return error;
+        }
+        self.connect_deadline = None;
+        match reason {
+            None => self.keep_reconnecting = false,
+            Some(_) if self.keep_reconnecting => self.schedule_reconnect(client),
+            Some(_) => {}
+        }
+        self.report_disconnect(client, reason);
+        error
+    }
+
+    fn report_disconnect(&mut self, client: &Client, reason: Option<Error>) {
+        let mut data = Data::new(Command::Disconnect);
+        data.error = reason;
+        run_callbacks(client, &data);
+    }
+
+    /// Close without callbacks: the client is being freed.
+    pub fn shutdown(&mut self, client: &Client) {
+        if let Some(conn) = self.conn.take() {
+            let _ = self.flush_final(client, &conn);
+            self.drop_connection(client, conn);
+        }
+        self.reconnect_at = None;
+        self.keep_reconnecting = false;
+    }
+
+    fn flush_final(&self, client: &Client, conn: &Connection) -> io::Result<()> {
+        if !conn.established {
+            return Ok(());
+        }
+        let mut session = client.session();
+        let mut stream = &conn.stream;
+        let n = stream.write(session.pending_transmit())?;
+        session.consume_transmit(Instant::now(), n);
+        Ok(())
+    }
+}
+
+fn is_final_refusal(error: Error) -> bool {
+    matches!(
+        error,
+        Error::RefusedProtocolVersion
+            | Error::RefusedIdentifier
+            | Error::RefusedBadCredentials
+            | Error::RefusedNotAuthorized
+    )
+}
+
+fn finish_attempt(client: &Client, attempt: u64, result: Result<bool, Error>) {
+    let mut wait = lock(&client.inner.connect_wait);
+    if wait.in_progress == Some(attempt) {
+        wait.in_progress = None;
+        wait.finished = Some((attempt, result));
+        client.inner.connect_done.notify_all();
+    }
+}
+
+fn connack_data<'a>(code: ConnectReturnCode, session_present: bool) -> Data<'a> {
+    let mut data = Data::new(Command::ConnAck);
+    data.return_code = code as u8;
+    data.session_present = session_present;
+    data
+}
+
+fn dispatch_incoming(client: &Client, topic_buf: &mut Vec<u8>, incoming: Incoming<'_>) {
+    match incoming {
+        Incoming::ConnAck(ack) => {
+            run_callbacks(client, &connack_data(ack.code, ack.session_present))
+        }
+        Incoming::Publish { mid, message } => {
+            dispatch_message(client, topic_buf, Command::Publish, mid, message)
+        }
+        Incoming::PubRel { mid, message } => dispatch_message(
+            client,
+            topic_buf,
+            Command::PubRel,
+            mid,
+            message.as_ref().map(|m| m.as_message()),
+        ),
+        Incoming::PubAck(mid) => dispatch_mid(client, Command::PubAck, mid),
+        Incoming::PubRec(mid) => dispatch_mid(client, Command::PubRec, mid),
+        Incoming::PubComp(mid) => dispatch_mid(client, Command::PubComp, mid),
+        Incoming::UnsubAck(mid) => dispatch_mid(client, Command::UnsubAck, mid),
+        Incoming::SubAck { mid, return_codes } => {
+            let mut data = Data::new(Command::SubAck);
+            data.mid = mid;
+            data.granted_qos = return_codes;
+            run_callbacks(client, &data);
+        }
+        Incoming::PingResp => run_callbacks(client, &Data::new(Command::PingResp)),
+    }
+}
+
+fn dispatch_mid(client: &Client, command: Command, mid: u16) {
+    let mut data = Data::new(command);
+    data.mid = mid;
+    run_callbacks(client, &data);
+}
+
+fn dispatch_message(
+    client: &Client,
+    topic_buf: &mut Vec<u8>,
+    command: Command,
+    mid: u16,
+    message: Option<Message<'_>>,
+) {
+    let mut data = Data::new(command);
+    data.mid = mid;
+    let Some(m) = message else {
+        run_callbacks(client, &data);
+        return;
+    };
+    topic_buf.clear();
+    topic_buf.extend_from_slice(m.topic.as_bytes());
+    topic_buf.push(0);
+    // The codec rejects topics containing U+0000, so this cannot fail.
+    let Ok(topic_c) = CStr::from_bytes_with_nul(topic_buf) else {
+        return;
+    };
+    data.message = Some(MessageView {
+        topic: m.topic,
+        topic_c,
+        payload: m.payload,
+        qos: m.qos,
+        retain: m.retain,
+        dup: m.dup,
+        mid: m.mid,
+    });
+    run_callbacks(client, &data);
+}
+
+fn run_callbacks(client: &Client, data: &Data<'_>) {
+    if client.inner.closed.load(Ordering::Acquire) {
+        return;
+    }
+    let _guard = client.enter_callback();
+    client.inner.dispatcher.dispatch(client, data);
+}
