@@ -163,7 +163,7 @@ impl Client {
         if self.in_callback() {
             return Err(Error::InCallback);
         }
-        if self.session().state() != ConnectionState::Disconnected {
+        if self.connection_active() {
             return Err(Error::AlreadyConnected);
         }
         {
@@ -183,10 +183,19 @@ impl Client {
         if lock(&self.inner.options).host.is_none() {
             return Err(Error::NotConnected);
         }
-        if self.session().state() != ConnectionState::Disconnected {
+        if self.connection_active() {
             return Err(Error::AlreadyConnected);
         }
         self.connect_and_wait()
+    }
+
+    /// Connected or connecting; a connection being closed by `disconnect` does not
+    /// count (the next attempt finishes closing it first).
+    fn connection_active(&self) -> bool {
+        matches!(
+            self.session().state(),
+            ConnectionState::AwaitingConnAck | ConnectionState::Connected
+        )
     }
 
     fn resolve(&self) -> Result<Vec<SocketAddr>> {
@@ -331,6 +340,10 @@ impl Client {
                     && !client.inner.closed.load(Ordering::Acquire)
                 {
                     reactor.turn(&client, None);
+                }
+                if !client.is_closed() {
+                    // Carry out what was asked just before the stop (a DISCONNECT, say).
+                    reactor.turn(&client, Some(Duration::ZERO));
                 }
             })
             .map_err(|_| Error::NoMemory)?;

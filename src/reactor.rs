@@ -135,8 +135,13 @@ impl Reactor {
         for command in commands {
             match command {
                 ReactorCommand::Connect { attempt, addrs } => {
-                    if let Some(conn) = self.conn.take() {
-                        self.drop_connection(client, conn);
+                    if self.conn.is_some() {
+                        // Finish a requested disconnect: write the DISCONNECT, report it.
+                        let _ = self.flush(client);
+                        let reason = (client.session().state() != ConnectionState::Disconnecting)
+                            .then_some(Error::ConnectionLost);
+                        self.close(client, reason);
+                        self.reconnect_at = None;
                     }
                     self.addrs = addrs;
                     self.next_addr = 0;
