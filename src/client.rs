@@ -299,13 +299,10 @@ impl Client {
     /// reconnection stops until the next `connect`.
     pub fn disconnect(&self) -> Result<()> {
         lock(&self.inner.commands).push(ReactorCommand::StopReconnecting);
-        let result = self.session().disconnect(Instant::now());
+        // When not connected, the command above still cancels a pending automatic
+        // reconnection, which is what the caller asked for.
+        self.session().disconnect(Instant::now())?;
         self.wake();
-        if result.is_err() {
-            // Not connected: an automatic reconnection may still be pending; the
-            // command above cancels it, which is what the caller asked for.
-            return result;
-        }
         if !self.in_callback() && !self.loop_running() {
             // Nobody else will write the DISCONNECT: do it now.
             if let Ok(mut reactor) = self.inner.reactor.try_lock() {

@@ -655,6 +655,8 @@ impl Session {
             return Ok(mid);
         }
 
+        // Room made by a raised `max_inflight` goes to older messages first.
+        self.refill();
         let into_flight = connected
             && self.queue.is_empty()
             && self.inflight.len() < self.config.max_inflight.max(1);

@@ -1,0 +1,164 @@
+//! Threads and callbacks: many publishers at once, API calls from inside
+//! callbacks, and closing a client while its loop runs. Bounded in time.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::channel;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Broker, TIMEOUT, wait_until};
+use mqtt::{Client, Command, Data, QoS};
+
+#[test]
+fn threads_publishing_qos1_while_the_loop_delivers_lose_nothing() {
+    const THREADS: usize = 4;
+    const PER_THREAD: usize = 500;
+    let broker = Broker::start();
+    let client = Client::new("many-threads", true).unwrap();
+    let received = Arc::new(Mutex::new(HashSet::new()));
+    let acked = Arc::new(AtomicUsize::new(0));
+    {
+        let received = received.clone();
+        client
+            .loop_start(Some(Arc::new(move |_: &Client, data: &Data<'_>| {
+                let m = data.message.unwrap();
+                received.lock().unwrap().insert(m.payload.to_vec());
+            })))
+            .unwrap();
+        let acked = acked.clone();
+        client.on(
+            Command::PubAck,
+            Arc::new(move |_: &Client, _: &Data<'_>| {
+                acked.fetch_add(1, Ordering::Relaxed);
+            }),
+            None,
+            0,
+        );
+    }
+    client.connect(broker.host(), 30, broker.port()).unwrap();
+    client
+        .set_queue_limits(THREADS * PER_THREAD, 1 << 24)
+        .unwrap();
+    client.subscribe(&[("load/#", QoS::AtLeastOnce)]).unwrap();
+    let publishers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let client = client.clone();
+            std::thread::spawn(move || {
+                let mut mids = HashSet::new();
+                for i in 0..PER_THREAD {
+                    let payload = format!("{t}:{i}");
+                    let mid = client
+                        .publish(
+                            &format!("load/{t}"),
+                            payload.as_bytes(),
+                            QoS::AtLeastOnce,
+                            false,
+                        )
+                        .unwrap();
+                    assert!(mids.insert(mid), "mid {mid} handed out twice");
+                }
+            })
+        })
+        .collect();
+    for p in publishers {
+        p.join().unwrap();
+    }
+    let total = THREADS * PER_THREAD;
+    assert!(
+        wait_until(Duration::from_secs(20), || received.lock().unwrap().len()
+            == total
+            && acked.load(Ordering::Relaxed) == total),
+        "received {} of {total}, {} acked",
+        received.lock().unwrap().len(),
+        acked.load(Ordering::Relaxed)
+    );
+    client.close();
+}
+
+#[test]
+fn a_callback_may_publish_subscribe_and_disconnect() {
+    let broker = Broker::start();
+    let client = Client::new("reentrant", true).unwrap();
+    let (tx, rx) = channel();
+    // On the first message: subscribe to more, publish to it from the callback.
+    client.on(
+        Command::Publish,
+        Arc::new(|c: &Client, data: &Data<'_>| {
+            c.subscribe(&[("step/two", QoS::AtLeastOnce)]).unwrap();
+            c.publish("step/two", b"from a callback", QoS::AtLeastOnce, false)
+                .unwrap();
+            let _ = data;
+        }),
+        Some(Arc::new(|data: &Data<'_>| {
+            data.message.is_some_and(|m| m.topic == "step/one")
+        })),
+        0,
+    );
+    // On the second: disconnect from the callback.
+    let tx2 = tx.clone();
+    client.on(
+        Command::Publish,
+        Arc::new(move |c: &Client, _: &Data<'_>| {
+            tx2.send("two").unwrap();
+            c.disconnect().unwrap();
+        }),
+        Some(Arc::new(|data: &Data<'_>| {
+            data.message.is_some_and(|m| m.topic == "step/two")
+        })),
+        0,
+    );
+    client.on(
+        Command::Disconnect,
+        Arc::new(move |_: &Client, data: &Data<'_>| {
+            assert_eq!(data.error, None);
+            tx.send("disconnected").unwrap();
+        }),
+        None,
+        0,
+    );
+    client.connect(broker.host(), 30, broker.port()).unwrap();
+    client.loop_start(None).unwrap();
+    client.subscribe(&[("step/one", QoS::AtLeastOnce)]).unwrap();
+    client
+        .publish("step/one", b"go", QoS::AtLeastOnce, false)
+        .unwrap();
+    assert_eq!(rx.recv_timeout(TIMEOUT), Ok("two"));
+    assert_eq!(rx.recv_timeout(TIMEOUT), Ok("disconnected"));
+    assert!(!client.is_connected());
+    client.close();
+}
+
+#[test]
+fn closing_while_the_loop_delivers_stops_callbacks_at_once() {
+    let broker = Broker::start();
+    let client = Client::new("closer", true).unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    {
+        let calls = calls.clone();
+        client
+            .loop_start(Some(Arc::new(move |c: &Client, _: &Data<'_>| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                // Keep traffic flowing so the loop is busy when close() comes.
+                let _ = c.publish("busy/t", b"again", QoS::AtMostOnce, false);
+            })))
+            .unwrap();
+    }
+    client.connect(broker.host(), 30, broker.port()).unwrap();
+    client.subscribe(&[("busy/#", QoS::AtMostOnce)]).unwrap();
+    client
+        .publish("busy/t", b"start", QoS::AtLeastOnce, false)
+        .unwrap();
+    assert!(wait_until(TIMEOUT, || calls.load(Ordering::SeqCst) > 100));
+    client.close();
+    let after_close = calls.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        after_close,
+        "callback after close"
+    );
+    assert!(!client.loop_running());
+}
