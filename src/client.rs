@@ -42,6 +42,8 @@ pub(crate) struct Inner {
     pub dispatcher: Dispatcher<Client>,
     pub reactor: Mutex<Reactor>,
     pub waker: mio::Waker,
+    /// The poll instance's epoll descriptor, constant for the client's life.
+    event_fd: std::os::fd::RawFd,
     wake_pending: AtomicBool,
     pub commands: Mutex<Vec<ReactorCommand>>,
     pub connect_wait: Mutex<ConnectWait>,
@@ -86,12 +88,14 @@ impl Client {
         };
         let max_packet_size = config.max_packet_size;
         let (reactor, waker) = Reactor::new().map_err(|_| Error::Io)?;
+        let event_fd = reactor.event_fd();
         Ok(Client {
             inner: Arc::new(Inner {
                 session: Mutex::new(Session::new(config)),
                 dispatcher: Dispatcher::default(),
                 reactor: Mutex::new(reactor),
                 waker,
+                event_fd,
                 wake_pending: AtomicBool::new(false),
                 commands: Mutex::new(Vec::new()),
                 connect_wait: Mutex::new(ConnectWait::default()),
@@ -175,6 +179,77 @@ impl Client {
         self.connect_and_wait()
     }
 
+    /// Start connecting and return at once; the CONNACK callback reports success,
+    /// the DISCONNECT callback each failure (automatic reconnection then keeps
+    /// trying where that can help). An IP literal needs no name resolution; a
+    /// host name is resolved on a short-lived thread so the loop never blocks.
+    pub fn connect_async(&self, host: &str, keepalive: u16, port: u16) -> Result<()> {
+        if host.is_empty() || host.len() > 255 {
+            return Err(Error::InvalidArgument);
+        }
+        if self.connection_active() || lock(&self.inner.connect_wait).in_progress.is_some() {
+            return Err(Error::AlreadyConnected);
+        }
+        {
+            let mut options = lock(&self.inner.options);
+            options.host = Some(host.to_owned());
+            options.port = port;
+        }
+        self.session().config_mut().keep_alive = keepalive;
+        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            let addrs = vec![SocketAddr::new(ip, port)];
+            lock(&self.inner.commands).push(ReactorCommand::Connect {
+                attempt: None,
+                addrs,
+            });
+            self.wake();
+            return Ok(());
+        }
+        let client = self.clone();
+        std::thread::Builder::new()
+            .name("mqtt-resolve".into())
+            .spawn(move || {
+                let command = match client.resolve() {
+                    Ok(addrs) => ReactorCommand::Connect {
+                        attempt: None,
+                        addrs,
+                    },
+                    Err(e) => ReactorCommand::Failed(e),
+                };
+                lock(&client.inner.commands).push(command);
+                client.wake();
+            })
+            .map_err(|_| Error::NoMemory)?;
+        Ok(())
+    }
+
+    /// A file descriptor that becomes readable whenever the client has work
+    /// (socket ready, a command from another thread): for external event loops.
+    pub fn event_fd(&self) -> std::os::fd::RawFd {
+        self.inner.event_fd
+    }
+
+    /// Time until the client must run again even without events, for external
+    /// event loops. `Err(LoopRunning)` while another thread runs the client.
+    pub fn next_timeout(&self) -> Result<Option<Duration>> {
+        let reactor = self
+            .inner
+            .reactor
+            .try_lock()
+            .map_err(|_| Error::LoopRunning)?;
+        Ok(reactor.next_timeout(self))
+    }
+
+    /// Whether queued bytes wait for the socket to become writable.
+    pub fn wants_write(&self) -> Result<bool> {
+        let reactor = self
+            .inner
+            .reactor
+            .try_lock()
+            .map_err(|_| Error::LoopRunning)?;
+        Ok(reactor.wants_write(self))
+    }
+
     /// Connect again to the host of the last `connect`, with the same options.
     pub fn reconnect(&self) -> Result<bool> {
         if self.in_callback() {
@@ -229,7 +304,10 @@ impl Client {
             wait.in_progress = Some(attempt);
             attempt
         };
-        lock(&self.inner.commands).push(ReactorCommand::Connect { attempt, addrs });
+        lock(&self.inner.commands).push(ReactorCommand::Connect {
+            attempt: Some(attempt),
+            addrs,
+        });
         self.wake();
         // The reactor bounds the attempt by the connect timeout; this margin only
         // guards against a loop thread that was stopped meanwhile.

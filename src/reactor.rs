@@ -22,13 +22,21 @@ const WAKER: Token = Token(1);
 /// Reads per turn before timers and writes get their chance under a flood.
 const READS_PER_TURN: usize = 16;
 const READ_CHUNK: usize = 64 * 1024;
+/// Unwritten bytes (mostly acks of incoming messages) beyond which reading
+/// pauses until the socket drains: a peer that floods us but does not read
+/// cannot make us buffer without limit.
+const MAX_UNWRITTEN: usize = 1024 * 1024;
 
 /// Requests from API calls that only the reactor can carry out.
 pub(crate) enum ReactorCommand {
+    /// `attempt` is the blocking `connect` call waiting for the outcome; `None`
+    /// for `connect_async`, whose outcome goes to the CONNACK/DISCONNECT callbacks.
     Connect {
-        attempt: u64,
+        attempt: Option<u64>,
         addrs: Vec<SocketAddr>,
     },
+    /// An asynchronous connect failed before the reactor could start it.
+    Failed(Error),
     StopReconnecting,
 }
 
@@ -56,6 +64,8 @@ pub(crate) struct Reactor {
     next_addr: usize,
     /// The `connect` call waiting for the current attempt, if any.
     attempt: Option<u64>,
+    /// The current attempt comes from `connect_async`.
+    async_attempt: bool,
     connect_deadline: Option<Instant>,
     reconnect_at: Option<Instant>,
     /// Automatic reconnection is armed (after a successful connect, until
@@ -82,6 +92,7 @@ impl Reactor {
                 addrs: Vec::new(),
                 next_addr: 0,
                 attempt: None,
+                async_attempt: false,
                 connect_deadline: None,
                 reconnect_at: None,
                 keep_reconnecting: false,
@@ -92,29 +103,19 @@ impl Reactor {
         ))
     }
 
+    pub fn event_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.poll.as_raw_fd()
+    }
+
     /// One turn: wait for IO, a wake or the next deadline (at most `max_wait`;
     /// `None` waits as long as nothing is due), then do all due work.
     /// Returns the error that ended a connection during this turn, if any.
     pub fn turn(&mut self, client: &Client, max_wait: Option<Duration>) -> Option<Error> {
         let mut ended = None;
-        let now = Instant::now();
-        let busy = self.conn.as_ref().is_some_and(|c| c.readable);
-        let wait = if busy {
-            Some(Duration::ZERO)
-        } else {
-            let deadline = [
-                client.session().poll_timeout(),
-                self.connect_deadline,
-                self.reconnect_at,
-            ]
-            .into_iter()
-            .flatten()
-            .min();
-            let until_deadline = deadline.map(|d| d.saturating_duration_since(now));
-            match (until_deadline, max_wait) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
+        let wait = match (self.next_timeout(client), max_wait) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
         if let Err(e) = self.poll.poll(&mut self.events, wait)
             && e.kind() != io::ErrorKind::Interrupted
@@ -145,12 +146,17 @@ impl Reactor {
                     }
                     self.addrs = addrs;
                     self.next_addr = 0;
-                    self.attempt = Some(attempt);
+                    self.attempt = attempt;
+                    self.async_attempt = attempt.is_none();
                     self.reconnect_at = None;
                     self.failed_attempts = 0;
                     let timeout = lock(&client.inner.options).connect_timeout;
                     self.connect_deadline = Some(Instant::now() + timeout);
                     self.start_connect(client);
+                }
+                ReactorCommand::Failed(error) => {
+                    self.async_attempt = true;
+                    self.attempt_failed(client, error);
                 }
                 ReactorCommand::StopReconnecting => {
                     self.keep_reconnecting = false;
@@ -284,13 +290,22 @@ impl Reactor {
             finish_attempt(client, attempt, Err(error));
             return;
         }
-        if !self.keep_reconnecting {
+        let was_async = std::mem::take(&mut self.async_attempt);
+        if was_async {
+            // Nobody waits for an asynchronous connect: it retries like a lost
+            // connection would, and every failure is reported.
+            self.keep_reconnecting = lock(&client.inner.options).reconnect.is_some();
+        } else if !self.keep_reconnecting {
             return;
         }
-        if is_final_refusal(error) {
+        if is_final_refusal(error) || !self.keep_reconnecting {
             self.keep_reconnecting = false;
             self.report_disconnect(client, Some(error));
             return;
+        }
+        if was_async {
+            self.report_disconnect(client, Some(error));
+            self.async_attempt = true;
         }
         self.schedule_reconnect(client);
     }
@@ -320,6 +335,10 @@ impl Reactor {
     fn read(&mut self, client: &Client) -> Result<(), Error> {
         let max_packet_size = lock(&client.inner.options).max_packet_size;
         for _ in 0..READS_PER_TURN {
+            if self.write_backlogged(client) {
+                // Resumes once a writable event lets the flush drain the backlog.
+                return Ok(());
+            }
             if self.read_end == self.read_buf.len() {
                 self.make_room(max_packet_size);
             }
@@ -411,6 +430,7 @@ impl Reactor {
     fn connect_accepted(&mut self, client: &Client, session_present: bool) {
         self.connect_deadline = None;
         self.failed_attempts = 0;
+        self.async_attempt = false;
         if let Some(conn) = self.conn.as_mut() {
             conn.accepted = true;
         }
@@ -496,6 +516,34 @@ impl Reactor {
         let mut data = Data::new(Command::Disconnect);
         data.error = reason;
         run_callbacks(client, &data);
+    }
+
+    /// Time until the next deadline the reactor must act on (`None`: nothing is
+    /// due until an event arrives); zero when work is already waiting.
+    pub fn next_timeout(&self, client: &Client) -> Option<Duration> {
+        if self.conn.as_ref().is_some_and(|c| c.readable) && !self.write_backlogged(client) {
+            return Some(Duration::ZERO);
+        }
+        let now = Instant::now();
+        [
+            client.session().poll_timeout(),
+            self.connect_deadline,
+            self.reconnect_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|d| d.saturating_duration_since(now))
+    }
+
+    fn write_backlogged(&self, client: &Client) -> bool {
+        client.session().pending_transmit().len() >= MAX_UNWRITTEN
+    }
+
+    /// Whether bytes wait for the socket to become writable.
+    pub fn wants_write(&self, client: &Client) -> bool {
+        self.conn.as_ref().is_some_and(|c| c.established && !c.writable)
+            && !client.session().pending_transmit().is_empty()
     }
 
     /// Close without callbacks: the client is being freed.

@@ -702,3 +702,90 @@ pub unsafe extern "C" fn mqtt_client_is_connected(client: *mut mqtt_client) -> b
         unsafe { client_arg(client) }.is_ok_and(Client::is_connected)
     })
 }
+
+/// Start connecting and return at once (the non-blocking `mqtt_client_connect`).
+/// The TCP connect and the CONNECT/CONNACK exchange proceed as the client runs
+/// (loop thread, `mqtt_client_loop`, or an external event loop). The outcome
+/// arrives as a callback: CONNACK on success; DISCONNECT with the error on each
+/// failure (MQTT_ERR_TIMEOUT, MQTT_ERR_CONNECT_FAILED, MQTT_ERR_DNS,
+/// MQTT_ERR_REFUSED_*), after which automatic reconnection keeps trying unless
+/// it is off or the refusal is final.
+///
+/// An IP literal `host` needs no name resolution; a host name is resolved on a
+/// short-lived thread, so the caller's loop never blocks (pass an IP literal
+/// for a strictly thread-free client).
+///
+/// Returns MQTT_OK (started), MQTT_ERR_INVALID_ARGUMENT, MQTT_ERR_INVALID_UTF8,
+/// MQTT_ERR_ALREADY_CONNECTED or MQTT_ERR_NO_MEMORY. Thread-safe, also from
+/// callbacks.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mqtt_client_connect_async(
+    client: *mut mqtt_client,
+    host: *const c_char,
+    keepalive: u16,
+    port: u16,
+) -> c_int {
+    ffi_guard!(MQTT_ERR_INTERNAL, {
+        // SAFETY: per this function's contract.
+        let result = unsafe { client_arg(client) }.and_then(|c| {
+            // SAFETY: per this function's contract.
+            let host = unsafe { str_arg(host) }?;
+            c.connect_async(host, keepalive, port)
+        });
+        code(result)
+    })
+}
+
+/// For an external event loop: a file descriptor to watch for readability
+/// (POLLIN / EPOLLIN). It becomes readable whenever the client has work — its
+/// socket is readable or writable, or another thread queued a command — and
+/// stays the same for the client's life (it is not the TCP socket; do not
+/// read, write or close it). When it is readable, or when
+/// `mqtt_client_next_timeout_ms` has passed, call `mqtt_client_loop(client, 0)`.
+///
+/// Returns the descriptor (>= 0) or MQTT_ERR_INVALID_ARGUMENT.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mqtt_client_socket(client: *mut mqtt_client) -> c_int {
+    ffi_guard!(MQTT_ERR_INTERNAL, {
+        // SAFETY: per this function's contract.
+        match unsafe { client_arg(client) } {
+            Ok(c) => c.event_fd(),
+            Err(e) => e.code(),
+        }
+    })
+}
+
+/// For an external event loop: milliseconds until the client must run again
+/// even if its descriptor stays quiet — the exact next protocol deadline
+/// (keepalive ping, ping response, connect timeout, reconnection backoff),
+/// rounded up; 0 when work is already waiting; -1 when nothing is due.
+///
+/// Returns that value, or MQTT_ERR_INVALID_ARGUMENT, or MQTT_ERR_LOOP_RUNNING
+/// (another thread runs the client). Call it after each `mqtt_client_loop`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mqtt_client_next_timeout_ms(client: *mut mqtt_client) -> c_int {
+    ffi_guard!(MQTT_ERR_INTERNAL, {
+        // SAFETY: per this function's contract.
+        match unsafe { client_arg(client) }.and_then(Client::next_timeout) {
+            Ok(None) => -1,
+            Ok(Some(d)) => {
+                let ms = d.as_nanos().div_ceil(1_000_000);
+                c_int::try_from(ms).unwrap_or(c_int::MAX)
+            }
+            Err(e) => e.code(),
+        }
+    })
+}
+
+/// Whether queued bytes wait for the socket to become writable (informational:
+/// the descriptor of `mqtt_client_socket` already reports writability).
+/// False for NULL or while another thread runs the client.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mqtt_client_want_write(client: *mut mqtt_client) -> bool {
+    ffi_guard!(false, {
+        // SAFETY: per this function's contract.
+        unsafe { client_arg(client) }
+            .and_then(Client::wants_write)
+            .unwrap_or(false)
+    })
+}
