@@ -549,6 +549,55 @@ int mqtt_client_set_resubscribe(struct mqtt_client *client, bool resubscribe);
  */
 bool mqtt_client_is_connected(struct mqtt_client *client);
 
+/**
+ * Start connecting and return at once (the non-blocking `mqtt_client_connect`).
+ * The TCP connect and the CONNECT/CONNACK exchange proceed as the client runs
+ * (loop thread, `mqtt_client_loop`, or an external event loop). The outcome
+ * arrives as a callback: CONNACK on success; DISCONNECT with the error on each
+ * failure (MQTT_ERR_TIMEOUT, MQTT_ERR_CONNECT_FAILED, MQTT_ERR_DNS,
+ * MQTT_ERR_REFUSED_*), after which automatic reconnection keeps trying unless
+ * it is off or the refusal is final.
+ *
+ * An IP literal `host` needs no name resolution; a host name is resolved on a
+ * short-lived thread, so the caller's loop never blocks (pass an IP literal
+ * for a strictly thread-free client).
+ *
+ * Returns MQTT_OK (started), MQTT_ERR_INVALID_ARGUMENT, MQTT_ERR_INVALID_UTF8,
+ * MQTT_ERR_ALREADY_CONNECTED or MQTT_ERR_NO_MEMORY. Thread-safe, also from
+ * callbacks.
+ */
+int mqtt_client_connect_async(struct mqtt_client *client, const char *host, uint16_t keepalive, uint16_t port);
+
+/**
+ * For an external event loop: a file descriptor to watch for readability
+ * (POLLIN / EPOLLIN). It becomes readable whenever the client has work — its
+ * socket is readable or writable, or another thread queued a command — and
+ * stays the same for the client's life (it is not the TCP socket; do not
+ * read, write or close it). When it is readable, or when
+ * `mqtt_client_next_timeout_ms` has passed, call `mqtt_client_loop(client, 0)`.
+ *
+ * Returns the descriptor (>= 0) or MQTT_ERR_INVALID_ARGUMENT.
+ */
+int mqtt_client_socket(struct mqtt_client *client);
+
+/**
+ * For an external event loop: milliseconds until the client must run again
+ * even if its descriptor stays quiet — the exact next protocol deadline
+ * (keepalive ping, ping response, connect timeout, reconnection backoff),
+ * rounded up; 0 when work is already waiting; -1 when nothing is due.
+ *
+ * Returns that value, or MQTT_ERR_INVALID_ARGUMENT, or MQTT_ERR_LOOP_RUNNING
+ * (another thread runs the client). Call it after each `mqtt_client_loop`.
+ */
+int mqtt_client_next_timeout_ms(struct mqtt_client *client);
+
+/**
+ * Whether queued bytes wait for the socket to become writable (informational:
+ * the descriptor of `mqtt_client_socket` already reports writability).
+ * False for NULL or while another thread runs the client.
+ */
+bool mqtt_client_want_write(struct mqtt_client *client);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

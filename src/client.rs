@@ -592,6 +592,23 @@ impl Client {
     pub fn is_connected(&self) -> bool {
         self.session().state() == ConnectionState::Connected
     }
+
+    /// Outgoing messages waiting for a connection or for room in the in-flight
+    /// window (bounded by `set_queue_limits`).
+    pub fn queued_len(&self) -> usize {
+        self.session().queued_len()
+    }
+
+    /// Topic + payload bytes of the waiting messages, as counted against the
+    /// byte limit of `set_queue_limits`.
+    pub fn queued_bytes(&self) -> usize {
+        self.session().queued_bytes()
+    }
+
+    /// Outgoing QoS 1/2 messages sent and not yet completed (PUBACK / PUBCOMP).
+    pub fn inflight_len(&self) -> usize {
+        self.session().inflight_len()
+    }
 }
 
 pub(crate) struct CallbackGuard(usize);
