@@ -84,34 +84,31 @@ unsafe fn client_arg<'a>(client: *mut mqtt_client) -> crate::Result<&'a Client> 
     Ok(unsafe { &(*client).client })
 }
 
-/// The user's pointer, handed back untouched on the reactor's thread. Its
-/// thread safety is the caller's promise, as documented in mqtt.h.
-#[derive(Clone, Copy)]
-struct UserData(*mut c_void);
+/// A pointer that is only handed back to C, never dereferenced by us: the
+/// client handle (callbacks stop before it is freed) or the user's data (its
+/// thread safety is the caller's promise, as documented in mqtt.h).
+struct PassBack<T>(*mut T);
 
-impl UserData {
+impl<T> Clone for PassBack<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for PassBack<T> {}
+
+impl<T> PassBack<T> {
     // Closures must capture the wrapper, not its raw field.
-    fn get(self) -> *mut c_void {
+    fn get(self) -> *mut T {
         self.0
     }
 }
-// SAFETY: opaque to us; the header tells callers it is used from the loop thread.
-unsafe impl Send for UserData {}
+// SAFETY: never dereferenced on our side; see the type's documentation.
+unsafe impl<T> Send for PassBack<T> {}
 // SAFETY: as above.
-unsafe impl Sync for UserData {}
+unsafe impl<T> Sync for PassBack<T> {}
 
-#[derive(Clone, Copy)]
-struct Handle(*mut mqtt_client);
-
-impl Handle {
-    fn get(self) -> *mut mqtt_client {
-        self.0
-    }
-}
-// SAFETY: the handle is only passed back to C; callbacks stop before it is freed.
-unsafe impl Send for Handle {}
-// SAFETY: as above.
-unsafe impl Sync for Handle {}
+type UserData = PassBack<c_void>;
+type Handle = PassBack<mqtt_client>;
 
 /// Present `data` to C for the duration of `f`.
 fn with_c_data<R>(data: &Data<'_>, f: impl FnOnce(&mqtt_data) -> R) -> R {
@@ -239,8 +236,8 @@ pub unsafe extern "C" fn mqtt_client_on(
         let (Some(function), Some(command)) = (function, Command::from_i32(command)) else {
             return MQTT_ERR_INVALID_ARGUMENT;
         };
-        let ud = UserData(user_data);
-        let callback = c_callback(Handle(client), function, ud);
+        let ud = PassBack(user_data);
+        let callback = c_callback(PassBack(client), function, ud);
         let condition = condition.map(|f| c_condition(f, ud));
         c.on(command, callback, condition, priority);
         MQTT_OK
@@ -425,7 +422,7 @@ pub unsafe extern "C" fn mqtt_client_loop_start(
     ffi_guard!(MQTT_ERR_INTERNAL, {
         // SAFETY: per this function's contract.
         let result = unsafe { client_arg(client) }.and_then(|c| {
-            let callback = on_message.map(|f| c_callback(Handle(client), f, UserData(user_data)));
+            let callback = on_message.map(|f| c_callback(PassBack(client), f, PassBack(user_data)));
             c.loop_start(callback)
         });
         code(result)
