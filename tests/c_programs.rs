@@ -1,0 +1,525 @@
+//! The C side, for real: every C file of `tests/c/` and `c_examples/` is compiled with the
+//! system C compiler (`$CC`, default `cc`) as strict C99 against `include/mqtt.h` and the
+//! cdylib that cargo just built, then run against a private mosquitto; the header is also
+//! compiled as C99 and as C++11, and a C++ program is linked against the library. When
+//! valgrind is installed every program runs again under it and must report no error and
+//! no definite/indirect leak. Every program run is bounded by a timeout.
+//!
+//! Environment: `CC` / `CXX` pick the compilers; `MQTT_SKIP_VALGRIND=1` skips valgrind.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, OnceLock, mpsc};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use common::Broker;
+
+/// Programs run natively.
+const RUN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Programs run under valgrind (10-50x slower).
+const VALGRIND_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Every C program this file knows how to run; `every_c_file_is_covered` keeps it honest.
+const C_TESTS: &[&str] = &["api_errors", "callbacks", "concurrency"];
+const C_EXAMPLES: &[&str] = &[
+    "home_controller",
+    "home_sensor",
+    "mid_callback",
+    "own_loop",
+    "seed_example",
+];
+
+const C_FLAGS: &[&str] = &["-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror"];
+
+fn manifest_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn include_dir() -> PathBuf {
+    manifest_dir().join("include")
+}
+
+/// Where compiled programs go (cargo's scratch dir for integration tests).
+fn out_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("c_programs");
+    std::fs::create_dir_all(&dir).expect("create the C output dir");
+    dir
+}
+
+fn c_compiler() -> String {
+    std::env::var("CC").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "cc".into())
+}
+
+fn cxx_compiler() -> String {
+    std::env::var("CXX").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "c++".into())
+}
+
+fn newest_mtime(dir: &Path) -> SystemTime {
+    let mut newest = SystemTime::UNIX_EPOCH;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let t = if path.is_dir() {
+                newest_mtime(&path)
+            } else {
+                entry.metadata().and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH)
+            };
+            newest = newest.max(t);
+        }
+    }
+    newest
+}
+
+/// The directory holding an up-to-date `libmqtt.so`.
+///
+/// `cargo test` builds the library target with all its crate types (rlib, cdylib,
+/// staticlib), so `libmqtt.so` normally sits in the profile dir next to `deps/`, where
+/// this test binary lives. If it is missing or older than the sources (say the tests run
+/// from a copied binary), build it with `cargo build` into a separate target dir: the one
+/// cargo is using may be locked by the `cargo test` that runs us.
+fn lib_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("current_exe");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test binary lives in <target>/<profile>/deps")
+            .to_path_buf();
+        let so = profile_dir.join("libmqtt.so");
+        let sources = newest_mtime(&manifest_dir().join("src"));
+        let fresh = so
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t >= sources);
+        if fresh {
+            return profile_dir;
+        }
+        eprintln!("{} is missing or stale: building it with cargo build", so.display());
+        let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("c_programs-cargo");
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.arg("build")
+            .arg("--lib")
+            .arg("--manifest-path")
+            .arg(manifest_dir().join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target_dir);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "cargo build --lib failed");
+        let dir = target_dir.join(if release { "release" } else { "debug" });
+        assert!(dir.join("libmqtt.so").exists(), "cargo build made no libmqtt.so");
+        dir
+    })
+}
+
+/// Run a compiler command; panic with its output on failure.
+fn compile(mut cmd: Command, what: &str) {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the compiler for {what}: {e} ({cmd:?})"));
+    assert!(
+        out.status.success(),
+        "{what} does not compile cleanly:\n{cmd:?}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The path of a C program (`tests/c/<name>.c` or `c_examples/<name>.c`).
+fn source_of(name: &str) -> PathBuf {
+    let test = manifest_dir().join("tests/c").join(format!("{name}.c"));
+    if test.exists() {
+        test
+    } else {
+        manifest_dir().join("c_examples").join(format!("{name}.c"))
+    }
+}
+
+/// Compile (once per test binary run) the C program `name` and return the executable.
+fn program(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(exe) = built.get(name) {
+        return exe.clone();
+    }
+    let src = source_of(name);
+    assert!(src.exists(), "no C source for {name}");
+    let lib = lib_dir();
+    let exe = out_dir().join(name);
+    let mut cmd = Command::new(c_compiler());
+    cmd.args(C_FLAGS)
+        .arg("-g")
+        .arg("-pthread")
+        .arg("-I")
+        .arg(include_dir())
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .arg("-L")
+        .arg(lib)
+        .arg("-lmqtt")
+        .arg(format!("-Wl,-rpath,{}", lib.display()));
+    compile(cmd, &src.display().to_string());
+    built.insert(name.to_string(), exe.clone());
+    exe
+}
+
+/// What a finished (or killed) program left behind.
+struct Run {
+    status: Option<ExitStatus>,
+    timed_out: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn success(&self) -> bool {
+        !self.timed_out && self.status.is_some_and(|s| s.success())
+    }
+
+    fn describe(&self, what: &str) -> String {
+        format!(
+            "{what}: {}\n--- stdout ---\n{}--- stderr ---\n{}",
+            if self.timed_out {
+                "TIMED OUT (killed)".to_string()
+            } else {
+                format!("{:?}", self.status)
+            },
+            self.stdout,
+            self.stderr
+        )
+    }
+}
+
+fn collect(pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        let mut pipe = pipe;
+        let _ = pipe.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
+/// Wait for `child` at most `timeout`; kill it after that.
+fn wait_bounded(child: &mut Child, timeout: Duration) -> (Option<ExitStatus>, bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return (Some(status), false),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return (None, true);
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("waiting for a child: {e}"),
+        }
+    }
+}
+
+/// Run a command to completion (or its timeout), capturing stdout and stderr.
+fn run_bounded(mut cmd: Command, timeout: Duration) -> Run {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let out = collect(child.stdout.take().unwrap());
+    let err = collect(child.stderr.take().unwrap());
+    let (status, timed_out) = wait_bounded(&mut child, timeout);
+    Run {
+        status,
+        timed_out,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}
+
+fn valgrind_available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        if std::env::var_os("MQTT_SKIP_VALGRIND").is_some_and(|v| !v.is_empty() && v != "0") {
+            return false;
+        }
+        Command::new("valgrind")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// The command that runs `exe` natively or under valgrind.
+fn command_for(exe: &Path, valgrind: bool) -> Command {
+    if valgrind {
+        let mut cmd = Command::new("valgrind");
+        cmd.args([
+            "-q",
+            "--leak-check=full",
+            "--errors-for-leak-kinds=definite,indirect",
+            "--error-exitcode=99",
+        ])
+        .arg(exe);
+        cmd
+    } else {
+        Command::new(exe)
+    }
+}
+
+/// Run a `host port` program against a fresh private broker; panic with everything on
+/// failure.
+fn run_against_broker(name: &str, valgrind: bool) {
+    let exe = program(name);
+    let broker = Broker::start();
+    let mut cmd = command_for(&exe, valgrind);
+    cmd.arg(broker.host()).arg(broker.port().to_string());
+    let timeout = if valgrind { VALGRIND_TIMEOUT } else { RUN_TIMEOUT };
+    let run = run_bounded(cmd, timeout);
+    let what = if valgrind { format!("{name} under valgrind") } else { name.to_string() };
+    assert!(run.success(), "{}\n--- broker log ---\n{}", run.describe(&what), broker.log());
+    print!("{}", run.stdout);
+}
+
+/// The home-heating pair: the controller (until home/_stop), once it printed its
+/// "ready" line, then the sensor; both must exit 0 and the controller must have decided.
+fn run_home_heating(valgrind: bool) {
+    let controller = program("home_controller");
+    let sensor = program("home_sensor");
+    let broker = Broker::start();
+    let port = broker.port().to_string();
+    let timeout = if valgrind { VALGRIND_TIMEOUT } else { RUN_TIMEOUT };
+
+    let mut child = command_for(&controller, valgrind)
+        .arg(broker.host())
+        .arg(&port)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start home_controller");
+    let err = collect(child.stderr.take().unwrap());
+    let (tx, rx) = mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    let reader = thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line.clone());
+            lines.push(line);
+        }
+        lines.join("\n") + "\n"
+    });
+
+    // wait for "controller: ready" (no fixed sleep)
+    let deadline = Instant::now() + timeout;
+    let mut ready = false;
+    while !ready {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => ready = line.starts_with("controller: ready"),
+            Err(_) => break,
+        }
+    }
+    if !ready {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "home_controller never became ready\n--- stdout ---\n{}--- stderr ---\n{}\n--- broker log ---\n{}",
+            reader.join().unwrap_or_default(),
+            err.join().unwrap_or_default(),
+            broker.log()
+        );
+    }
+
+    let mut cmd = command_for(&sensor, valgrind);
+    cmd.arg(broker.host()).arg(&port).arg("3");
+    let sensor_run = run_bounded(cmd, timeout);
+    let (status, timed_out) = wait_bounded(&mut child, timeout);
+    let controller_run = Run {
+        status,
+        timed_out,
+        stdout: reader.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    };
+    assert!(
+        sensor_run.success() && controller_run.success(),
+        "{}\n{}\n--- broker log ---\n{}",
+        sensor_run.describe("home_sensor"),
+        controller_run.describe("home_controller"),
+        broker.log()
+    );
+    let out = &controller_run.stdout;
+    for expected in [
+        "controller: kitchen 17.5C -> heating ON",
+        "controller: kitchen 19.5C -> heating OFF",
+        "controller: garage 3.0C -> heating ON at full power",
+        "controller: attic 15.0C -> no rule for this room",
+        "controller: home/_stop received",
+        "controller: done after 18 readings",
+    ] {
+        assert!(out.contains(expected), "controller output lacks {expected:?}:\n{out}");
+    }
+    // 6 rooms x 3 rounds: one decision each, the frost rule beat the garage's own rule
+    assert_eq!(out.matches(" -> ").count(), 18, "one decision per reading:\n{out}");
+    assert!(!out.contains("garage 3.0C -> heating ON (utility"), "{out}");
+    print!("{}{}", sensor_run.stdout, out);
+}
+
+// ---- the header ------------------------------------------------------------------------
+
+#[test]
+fn header_compiles_as_c99() {
+    let src = out_dir().join("header_c99.c");
+    std::fs::write(&src, "#include <mqtt.h>\n#include <mqtt.h>\nint main(void) { return 0; }\n")
+        .unwrap();
+    let mut cmd = Command::new(c_compiler());
+    cmd.args(C_FLAGS).arg("-fsyntax-only").arg("-I").arg(include_dir()).arg(&src);
+    compile(cmd, "include/mqtt.h as C99");
+}
+
+#[test]
+fn header_compiles_as_cxx11_and_links() {
+    let src = out_dir().join("header_cxx.cpp");
+    std::fs::write(
+        &src,
+        r#"#include <mqtt.h>
+#include <cstring>
+#include <cstdio>
+// C++ sees the same C ABI: extern "C" linkage, the enums usable as ints.
+static void on_publish(mqtt_client *, const mqtt_data *data, void *) {
+    std::printf("%d\n", static_cast<int>(data->command));
+}
+int main() {
+    mqtt_client *c = mqtt_client_new("cxx", true);
+    if (c == nullptr) return 1;
+    int rc = mqtt_client_on(c, MQTT_PUBLISH, on_publish, nullptr, 0, nullptr);
+    mqtt_client_free(c);
+    if (rc != MQTT_OK) return 2;
+    if (std::strcmp(mqtt_version(), MQTT_VERSION_STRING) != 0) return 3;
+    if (!mqtt_topic_matches("a/+", "a/b")) return 4;
+    return mqtt_strerror(MQTT_ERR_INVALID_ARGUMENT) != nullptr ? 0 : 5;
+}
+"#,
+    )
+    .unwrap();
+    let mut syntax = Command::new(cxx_compiler());
+    syntax
+        .args(["-x", "c++", "-std=c++11", "-Wall", "-Wextra", "-pedantic", "-Werror"])
+        .arg("-fsyntax-only")
+        .arg("-I")
+        .arg(include_dir())
+        .arg(manifest_dir().join("include/mqtt.h"));
+    compile(syntax, "include/mqtt.h as C++11");
+
+    let lib = lib_dir();
+    let exe = out_dir().join("header_cxx");
+    let mut link = Command::new(cxx_compiler());
+    link.args(["-std=c++11", "-Wall", "-Wextra", "-pedantic", "-Werror", "-pthread"])
+        .arg("-I")
+        .arg(include_dir())
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .arg("-L")
+        .arg(lib)
+        .arg("-lmqtt")
+        .arg(format!("-Wl,-rpath,{}", lib.display()));
+    compile(link, "a C++11 program using mqtt.h");
+    let run = run_bounded(Command::new(&exe), RUN_TIMEOUT);
+    assert!(run.success(), "{}", run.describe("the C++ program"));
+}
+
+#[test]
+fn every_c_file_is_covered() {
+    let mut found = BTreeSet::new();
+    for dir in ["tests/c", "c_examples"] {
+        for entry in std::fs::read_dir(manifest_dir().join(dir)).unwrap().flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "c") {
+                found.insert(path.file_stem().unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    let known: BTreeSet<String> =
+        C_TESTS.iter().chain(C_EXAMPLES).map(|s| s.to_string()).collect();
+    assert_eq!(found, known, "add new C programs to C_TESTS / C_EXAMPLES and give them a test");
+    // and every one of them compiles cleanly
+    for name in &known {
+        program(name);
+    }
+}
+
+// ---- tests/c ---------------------------------------------------------------------------
+
+#[test]
+fn c_api_errors() {
+    run_against_broker("api_errors", false);
+}
+
+#[test]
+fn c_callbacks() {
+    run_against_broker("callbacks", false);
+}
+
+#[test]
+fn c_concurrency() {
+    run_against_broker("concurrency", false);
+}
+
+// ---- c_examples ------------------------------------------------------------------------
+
+#[test]
+fn example_seed_example() {
+    run_against_broker("seed_example", false);
+}
+
+#[test]
+fn example_mid_callback() {
+    run_against_broker("mid_callback", false);
+}
+
+#[test]
+fn example_own_loop() {
+    run_against_broker("own_loop", false);
+}
+
+#[test]
+fn example_home_heating() {
+    run_home_heating(false);
+}
+
+// ---- the same under valgrind ----------------------------------------------------------
+
+macro_rules! valgrind_test {
+    ($test:ident, $body:expr) => {
+        #[test]
+        fn $test() {
+            if !valgrind_available() {
+                eprintln!("valgrind not found (or MQTT_SKIP_VALGRIND set): skipped");
+                return;
+            }
+            $body;
+        }
+    };
+}
+
+valgrind_test!(valgrind_seed_example, run_against_broker("seed_example", true));
+valgrind_test!(valgrind_mid_callback, run_against_broker("mid_callback", true));
+valgrind_test!(valgrind_own_loop, run_against_broker("own_loop", true));
+valgrind_test!(valgrind_home_heating, run_home_heating(true));
+valgrind_test!(valgrind_c_api_errors, run_against_broker("api_errors", true));
+valgrind_test!(valgrind_c_callbacks, run_against_broker("callbacks", true));
+valgrind_test!(valgrind_c_concurrency, run_against_broker("concurrency", true));
