@@ -4,7 +4,8 @@
 #   test_broker.sh start DIR                     start mosquitto on a free loopback port;
 #                                                DIR/port and DIR/pid describe it
 #   test_broker.sh stop DIR                      stop it
-#   test_broker.sh run DIR PROGRAM [ARGS...]     PROGRAM HOST PORT [ARGS...]
+#   test_broker.sh run DIR PROGRAM [ARGS...]     PROGRAM HOST PORT, or PROGRAM ARGS... with
+#                                                @HOST@ and @PORT@ replaced when ARGS given
 #   test_broker.sh home DIR CONTROLLER SENSOR    the home-heating pair: the controller,
 #                                                then (once it printed "ready") the sensor
 #
@@ -112,7 +113,19 @@ run)
     endpoint
     program=$1
     shift
-    exec "$program" "$host" "$port" "$@"
+    if [ $# -eq 0 ]; then
+        exec "$program" "$host" "$port"
+    fi
+    count=$#
+    for arg in "$@"; do
+        case $arg in
+        @HOST@) arg=$host ;;
+        @PORT@) arg=$port ;;
+        esac
+        set -- "$@" "$arg"
+    done
+    shift "$count"
+    exec "$program" "$@"
     ;;
 home)
     [ $# -eq 2 ] || usage

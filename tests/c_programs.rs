@@ -5,7 +5,11 @@
 //! valgrind is installed every program runs again under it and must report no error and
 //! no definite/indirect leak. Every program run is bounded by a timeout.
 //!
-//! Environment: `CC` / `CXX` pick the compilers; `MQTT_SKIP_VALGRIND=1` skips valgrind.
+//! `cmake_consumer` runs `tests/cmake_consumer/run.sh`: libmqtt consumed through CMake
+//! (add_subdirectory and an installed package) and pkg-config, shared and static.
+//!
+//! Environment: `CC` / `CXX` pick the compilers; `MQTT_SKIP_VALGRIND=1` skips valgrind;
+//! `MQTT_SKIP_CMAKE_CONSUMER=1` skips the (slower: two release builds) consumer test.
 
 mod common;
 
@@ -24,14 +28,32 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Programs run under valgrind (10-50x slower).
 const VALGRIND_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// Every C program this file knows how to run; `every_c_file_is_covered` keeps it honest.
-const C_TESTS: &[&str] = &["api_errors", "callbacks", "concurrency"];
-const C_EXAMPLES: &[&str] = &[
-    "home_controller",
-    "home_sensor",
-    "mid_callback",
-    "own_loop",
-    "seed_example",
+/// How a C program is run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    /// `program HOST PORT` against one private broker.
+    HostPort,
+    /// `program HOST1 PORT1 HOST2 PORT2` against two private brokers.
+    TwoBrokers,
+    /// home_controller + home_sensor, run together by `run_home_heating`.
+    HomePair,
+}
+
+/// Every C program of `tests/c/` and `c_examples/`; `every_c_file_is_covered` fails when a
+/// file is missing here, so that no program goes untested.
+const PROGRAMS: &[(&str, Kind)] = &[
+    // tests/c
+    ("api_errors", Kind::HostPort),
+    ("callbacks", Kind::HostPort),
+    ("concurrency", Kind::HostPort),
+    ("external_loop", Kind::HostPort),
+    // c_examples
+    ("home_controller", Kind::HomePair),
+    ("home_sensor", Kind::HomePair),
+    ("mid_callback", Kind::HostPort),
+    ("own_loop", Kind::HostPort),
+    ("relay_poll", Kind::TwoBrokers),
+    ("seed_example", Kind::HostPort),
 ];
 
 const C_FLAGS: &[&str] = &["-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror"];
@@ -52,11 +74,17 @@ fn out_dir() -> PathBuf {
 }
 
 fn c_compiler() -> String {
-    std::env::var("CC").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "cc".into())
+    std::env::var("CC")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "cc".into())
 }
 
 fn cxx_compiler() -> String {
-    std::env::var("CXX").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "c++".into())
+    std::env::var("CXX")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "c++".into())
 }
 
 fn newest_mtime(dir: &Path) -> SystemTime {
@@ -67,7 +95,10 @@ fn newest_mtime(dir: &Path) -> SystemTime {
             let t = if path.is_dir() {
                 newest_mtime(&path)
             } else {
-                entry.metadata().and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH)
+                entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .unwrap_or(SystemTime::UNIX_EPOCH)
             };
             newest = newest.max(t);
         }
@@ -100,7 +131,10 @@ fn lib_dir() -> &'static Path {
         if fresh {
             return profile_dir;
         }
-        eprintln!("{} is missing or stale: building it with cargo build", so.display());
+        eprintln!(
+            "{} is missing or stale: building it with cargo build",
+            so.display()
+        );
         let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("c_programs-cargo");
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
@@ -116,7 +150,10 @@ fn lib_dir() -> &'static Path {
         let status = cmd.status().expect("run cargo build");
         assert!(status.success(), "cargo build --lib failed");
         let dir = target_dir.join(if release { "release" } else { "debug" });
-        assert!(dir.join("libmqtt.so").exists(), "cargo build made no libmqtt.so");
+        assert!(
+            dir.join("libmqtt.so").exists(),
+            "cargo build made no libmqtt.so"
+        );
         dir
     })
 }
@@ -279,17 +316,42 @@ fn command_for(exe: &Path, valgrind: bool) -> Command {
     }
 }
 
-/// Run a `host port` program against a fresh private broker; panic with everything on
+/// Run a program of `PROGRAMS` against fresh private broker(s); panic with everything on
 /// failure.
-fn run_against_broker(name: &str, valgrind: bool) {
+fn run_program(name: &str, valgrind: bool) {
+    let kind = PROGRAMS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, k)| *k)
+        .unwrap_or_else(|| panic!("{name} is not in PROGRAMS"));
+    if kind == Kind::HomePair {
+        return run_home_heating(valgrind);
+    }
     let exe = program(name);
-    let broker = Broker::start();
+    let brokers: Vec<Broker> = match kind {
+        Kind::TwoBrokers => vec![Broker::start(), Broker::start()],
+        _ => vec![Broker::start()],
+    };
     let mut cmd = command_for(&exe, valgrind);
-    cmd.arg(broker.host()).arg(broker.port().to_string());
-    let timeout = if valgrind { VALGRIND_TIMEOUT } else { RUN_TIMEOUT };
+    for broker in &brokers {
+        cmd.arg(broker.host()).arg(broker.port().to_string());
+    }
+    let timeout = if valgrind {
+        VALGRIND_TIMEOUT
+    } else {
+        RUN_TIMEOUT
+    };
     let run = run_bounded(cmd, timeout);
-    let what = if valgrind { format!("{name} under valgrind") } else { name.to_string() };
-    assert!(run.success(), "{}\n--- broker log ---\n{}", run.describe(&what), broker.log());
+    let what = if valgrind {
+        format!("{name} under valgrind")
+    } else {
+        name.to_string()
+    };
+    let logs: String = brokers
+        .iter()
+        .map(|b| format!("--- broker log (port {}) ---\n{}", b.port(), b.log()))
+        .collect();
+    assert!(run.success(), "{}\n{logs}", run.describe(&what));
     print!("{}", run.stdout);
 }
 
@@ -300,7 +362,11 @@ fn run_home_heating(valgrind: bool) {
     let sensor = program("home_sensor");
     let broker = Broker::start();
     let port = broker.port().to_string();
-    let timeout = if valgrind { VALGRIND_TIMEOUT } else { RUN_TIMEOUT };
+    let timeout = if valgrind {
+        VALGRIND_TIMEOUT
+    } else {
+        RUN_TIMEOUT
+    };
 
     let mut child = command_for(&controller, valgrind)
         .arg(broker.host())
@@ -370,10 +436,17 @@ fn run_home_heating(valgrind: bool) {
         "controller: home/_stop received",
         "controller: done after 18 readings",
     ] {
-        assert!(out.contains(expected), "controller output lacks {expected:?}:\n{out}");
+        assert!(
+            out.contains(expected),
+            "controller output lacks {expected:?}:\n{out}"
+        );
     }
     // 6 rooms x 3 rounds: one decision each, the frost rule beat the garage's own rule
-    assert_eq!(out.matches(" -> ").count(), 18, "one decision per reading:\n{out}");
+    assert_eq!(
+        out.matches(" -> ").count(),
+        18,
+        "one decision per reading:\n{out}"
+    );
     assert!(!out.contains("garage 3.0C -> heating ON (utility"), "{out}");
     print!("{}{}", sensor_run.stdout, out);
 }
@@ -383,10 +456,17 @@ fn run_home_heating(valgrind: bool) {
 #[test]
 fn header_compiles_as_c99() {
     let src = out_dir().join("header_c99.c");
-    std::fs::write(&src, "#include <mqtt.h>\n#include <mqtt.h>\nint main(void) { return 0; }\n")
-        .unwrap();
+    std::fs::write(
+        &src,
+        "#include <mqtt.h>\n#include <mqtt.h>\nint main(void) { return 0; }\n",
+    )
+    .unwrap();
     let mut cmd = Command::new(c_compiler());
-    cmd.args(C_FLAGS).arg("-fsyntax-only").arg("-I").arg(include_dir()).arg(&src);
+    cmd.args(C_FLAGS)
+        .arg("-fsyntax-only")
+        .arg("-I")
+        .arg(include_dir())
+        .arg(&src);
     compile(cmd, "include/mqtt.h as C99");
 }
 
@@ -417,7 +497,15 @@ int main() {
     .unwrap();
     let mut syntax = Command::new(cxx_compiler());
     syntax
-        .args(["-x", "c++", "-std=c++11", "-Wall", "-Wextra", "-pedantic", "-Werror"])
+        .args([
+            "-x",
+            "c++",
+            "-std=c++11",
+            "-Wall",
+            "-Wextra",
+            "-pedantic",
+            "-Werror",
+        ])
         .arg("-fsyntax-only")
         .arg("-I")
         .arg(include_dir())
@@ -427,16 +515,23 @@ int main() {
     let lib = lib_dir();
     let exe = out_dir().join("header_cxx");
     let mut link = Command::new(cxx_compiler());
-    link.args(["-std=c++11", "-Wall", "-Wextra", "-pedantic", "-Werror", "-pthread"])
-        .arg("-I")
-        .arg(include_dir())
-        .arg("-o")
-        .arg(&exe)
-        .arg(&src)
-        .arg("-L")
-        .arg(lib)
-        .arg("-lmqtt")
-        .arg(format!("-Wl,-rpath,{}", lib.display()));
+    link.args([
+        "-std=c++11",
+        "-Wall",
+        "-Wextra",
+        "-pedantic",
+        "-Werror",
+        "-pthread",
+    ])
+    .arg("-I")
+    .arg(include_dir())
+    .arg("-o")
+    .arg(&exe)
+    .arg(&src)
+    .arg("-L")
+    .arg(lib)
+    .arg("-lmqtt")
+    .arg(format!("-Wl,-rpath,{}", lib.display()));
     compile(link, "a C++11 program using mqtt.h");
     let run = run_bounded(Command::new(&exe), RUN_TIMEOUT);
     assert!(run.success(), "{}", run.describe("the C++ program"));
@@ -446,80 +541,95 @@ int main() {
 fn every_c_file_is_covered() {
     let mut found = BTreeSet::new();
     for dir in ["tests/c", "c_examples"] {
-        for entry in std::fs::read_dir(manifest_dir().join(dir)).unwrap().flatten() {
+        for entry in std::fs::read_dir(manifest_dir().join(dir))
+            .unwrap()
+            .flatten()
+        {
             let path = entry.path();
             if path.extension().is_some_and(|e| e == "c") {
                 found.insert(path.file_stem().unwrap().to_string_lossy().into_owned());
             }
         }
     }
-    let known: BTreeSet<String> =
-        C_TESTS.iter().chain(C_EXAMPLES).map(|s| s.to_string()).collect();
-    assert_eq!(found, known, "add new C programs to C_TESTS / C_EXAMPLES and give them a test");
+    let known: BTreeSet<String> = PROGRAMS.iter().map(|(n, _)| n.to_string()).collect();
+    assert_eq!(
+        found, known,
+        "add new C programs to PROGRAMS (and a #[test] below) so that they are run"
+    );
     // and every one of them compiles cleanly
     for name in &known {
         program(name);
     }
 }
 
-// ---- tests/c ---------------------------------------------------------------------------
+// ---- one test per program, natively and under valgrind ---------------------------------
 
-#[test]
-fn c_api_errors() {
-    run_against_broker("api_errors", false);
-}
-
-#[test]
-fn c_callbacks() {
-    run_against_broker("callbacks", false);
-}
-
-#[test]
-fn c_concurrency() {
-    run_against_broker("concurrency", false);
-}
-
-// ---- c_examples ------------------------------------------------------------------------
-
-#[test]
-fn example_seed_example() {
-    run_against_broker("seed_example", false);
-}
-
-#[test]
-fn example_mid_callback() {
-    run_against_broker("mid_callback", false);
-}
-
-#[test]
-fn example_own_loop() {
-    run_against_broker("own_loop", false);
-}
-
-#[test]
-fn example_home_heating() {
-    run_home_heating(false);
-}
-
-// ---- the same under valgrind ----------------------------------------------------------
-
-macro_rules! valgrind_test {
-    ($test:ident, $body:expr) => {
-        #[test]
-        fn $test() {
-            if !valgrind_available() {
-                eprintln!("valgrind not found (or MQTT_SKIP_VALGRIND set): skipped");
-                return;
+macro_rules! program_tests {
+    ($($name:literal => $native:ident, $under_valgrind:ident;)*) => {
+        $(
+            #[test]
+            fn $native() {
+                run_program($name, false);
             }
-            $body;
-        }
+
+            #[test]
+            fn $under_valgrind() {
+                if !valgrind_available() {
+                    eprintln!("valgrind not found (or MQTT_SKIP_VALGRIND set): skipped");
+                    return;
+                }
+                run_program($name, true);
+            }
+        )*
     };
 }
 
-valgrind_test!(valgrind_seed_example, run_against_broker("seed_example", true));
-valgrind_test!(valgrind_mid_callback, run_against_broker("mid_callback", true));
-valgrind_test!(valgrind_own_loop, run_against_broker("own_loop", true));
-valgrind_test!(valgrind_home_heating, run_home_heating(true));
-valgrind_test!(valgrind_c_api_errors, run_against_broker("api_errors", true));
-valgrind_test!(valgrind_c_callbacks, run_against_broker("callbacks", true));
-valgrind_test!(valgrind_c_concurrency, run_against_broker("concurrency", true));
+program_tests! {
+    "api_errors" => c_api_errors, valgrind_c_api_errors;
+    "callbacks" => c_callbacks, valgrind_c_callbacks;
+    "concurrency" => c_concurrency, valgrind_c_concurrency;
+    "external_loop" => c_external_loop, valgrind_c_external_loop;
+    "home_controller" => example_home_heating, valgrind_example_home_heating;
+    "mid_callback" => example_mid_callback, valgrind_example_mid_callback;
+    "own_loop" => example_own_loop, valgrind_example_own_loop;
+    "relay_poll" => example_relay_poll, valgrind_example_relay_poll;
+    "seed_example" => example_seed_example, valgrind_example_seed_example;
+}
+
+// ---- CMake and pkg-config consumers ----------------------------------------------------
+
+fn tool_available(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn cmake_consumer() {
+    if std::env::var_os("MQTT_SKIP_CMAKE_CONSUMER").is_some_and(|v| !v.is_empty() && v != "0") {
+        eprintln!("MQTT_SKIP_CMAKE_CONSUMER set: skipped");
+        return;
+    }
+    let missing: Vec<&str> = ["cmake", "pkg-config"]
+        .into_iter()
+        .filter(|t| !tool_available(t))
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("{} not installed: skipped", missing.join(", "));
+        return;
+    }
+    // a kept work dir: the second run only rebuilds what changed
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cmake_consumer");
+    let mut cmd = Command::new("sh");
+    cmd.arg(manifest_dir().join("tests/cmake_consumer/run.sh"))
+        .arg(&work);
+    let run = run_bounded(cmd, Duration::from_secs(1200));
+    assert!(
+        run.success(),
+        "{}",
+        run.describe("tests/cmake_consumer/run.sh")
+    );
+}
