@@ -569,6 +569,17 @@ impl Client {
         Ok(())
     }
 
+    /// Incoming QoS 2 messages held at once between their PUBLISH and PUBREL
+    /// (default 1000). A broker starting one more flow is closed with
+    /// `TooManyIncoming`.
+    pub fn set_max_incoming_qos2(&self, max: usize) -> Result<()> {
+        if max == 0 {
+            return Err(Error::InvalidArgument);
+        }
+        self.session().config_mut().max_incoming_qos2 = max;
+        Ok(())
+    }
+
     /// Largest packet accepted from the broker and sent to it.
     pub fn set_max_packet_size(&self, bytes: usize) -> Result<()> {
         if !(16..=crate::protocol::codec::MAX_REMAINING_LENGTH + 5).contains(&bytes) {

@@ -542,7 +542,9 @@ impl Reactor {
 
     /// Whether bytes wait for the socket to become writable.
     pub fn wants_write(&self, client: &Client) -> bool {
-        self.conn.as_ref().is_some_and(|c| c.established && !c.writable)
+        self.conn
+            .as_ref()
+            .is_some_and(|c| c.established && !c.writable)
             && !client.session().pending_transmit().is_empty()
     }
 

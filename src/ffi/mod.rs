@@ -270,6 +270,8 @@ pub unsafe extern "C" fn mqtt_client_connect(
         let result = unsafe { client_arg(client) }.and_then(|c| {
             // SAFETY: per this function's contract.
             let host = unsafe { str_arg(host) }?;
+            // Callbacks run inside this call and may free the handle: keep our own.
+            let c = c.clone();
             c.connect(host, keepalive, port).map(|_| ())
         });
         code(result)
@@ -286,7 +288,8 @@ pub unsafe extern "C" fn mqtt_client_connect(
 pub unsafe extern "C" fn mqtt_client_reconnect(client: *mut mqtt_client) -> c_int {
     ffi_guard!(MQTT_ERR_INTERNAL, {
         // SAFETY: per this function's contract.
-        code(unsafe { client_arg(client) }.and_then(|c| c.reconnect().map(|_| ())))
+        // Callbacks run inside this call and may free the handle: keep our own.
+        code(unsafe { client_arg(client) }.and_then(|c| c.clone().reconnect().map(|_| ())))
     })
 }
 
@@ -400,7 +403,8 @@ pub unsafe extern "C" fn mqtt_client_publish(
 pub unsafe extern "C" fn mqtt_client_disconnect(client: *mut mqtt_client) -> c_int {
     ffi_guard!(MQTT_ERR_INTERNAL, {
         // SAFETY: per this function's contract.
-        code(unsafe { client_arg(client) }.and_then(Client::disconnect))
+        // The DISCONNECT callback may run inside this call and free the handle.
+        code(unsafe { client_arg(client) }.and_then(|c| c.clone().disconnect()))
     })
 }
 
