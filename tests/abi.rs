@@ -1,0 +1,44 @@
+//! The shared library exports exactly the functions that mqtt.h declares.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn header_functions() -> BTreeSet<String> {
+    let header = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/include/mqtt.h"))
+        .expect("include/mqtt.h");
+    header
+        .lines()
+        .filter(|line| !line.starts_with(' ') && !line.starts_with("typedef"))
+        .filter_map(|line| {
+            let name_end = line.find('(')?;
+            let name = line[..name_end].rsplit([' ', '*']).next()?;
+            name.starts_with("mqtt_").then(|| name.to_owned())
+        })
+        .collect()
+}
+
+fn library() -> PathBuf {
+    // target/<profile>/deps/abi-<hash> -> target/<profile>/libmqtt.so
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join("libmqtt.so")
+}
+
+#[test]
+fn exported_symbols_are_exactly_the_header_functions() {
+    let lib = library();
+    assert!(lib.exists(), "{} missing", lib.display());
+    let out = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(&lib)
+        .output()
+        .expect("nm (binutils) runs");
+    assert!(out.status.success());
+    let exported: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(2).map(str::to_owned))
+        .collect();
+    let declared = header_functions();
+    assert!(declared.len() >= 25, "parsed only {declared:?}");
+    assert_eq!(exported, declared, "exports differ from mqtt.h");
+}
