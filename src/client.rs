@@ -67,6 +67,9 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// A handle to one MQTT client. Cloning gives another handle to the same client.
+///
+/// The loop thread holds a handle of its own: call [`Client::close`] (or
+/// [`Client::loop_stop`]) to end it; dropping the other handles does not.
 #[derive(Clone)]
 pub struct Client {
     pub(crate) inner: Arc<Inner>,

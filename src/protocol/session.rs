@@ -1100,7 +1100,14 @@ impl Session {
     /// Append a packet built by the session itself. Such packets are valid by
     /// construction (non-zero ids, no strings), so encoding cannot fail; were
     /// it to, `encode` appends nothing and the packet is simply not sent.
+    ///
+    /// Nothing may follow a DISCONNECT on the connection (MQTT-3.14.4-2):
+    /// packets still arriving meanwhile are processed, but their acks are
+    /// left to the next connection (the broker resends what it needs).
     fn emit(&mut self, packet: &Packet<'_>) {
+        if self.state == ConnectionState::Disconnecting {
+            return;
+        }
         let _ = packet.encode(&mut self.outbox);
     }
 }
