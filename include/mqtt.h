@@ -522,6 +522,13 @@ int mqtt_client_set_queue_limits(struct mqtt_client *client, size_t max_messages
 int mqtt_client_set_max_inflight(struct mqtt_client *client, uint32_t max_inflight);
 
 /**
+ * The number of incoming QoS 2 messages held at once between their PUBLISH
+ * and PUBREL (default 1000). A broker starting one more closes the connection
+ * with MQTT_ERR_TOO_MANY_INCOMING. Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT (0).
+ */
+int mqtt_client_set_max_incoming_qos2(struct mqtt_client *client, uint32_t max_held);
+
+/**
  * The largest packet accepted from the broker, and the largest PUBLISH sent
  * (default 4 MiB). A larger incoming packet closes the connection with
  * MQTT_ERR_PACKET_TOO_LARGE before any buffer grows to its size.

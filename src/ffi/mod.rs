@@ -651,6 +651,22 @@ pub unsafe extern "C" fn mqtt_client_set_max_inflight(
     })
 }
 
+/// The number of incoming QoS 2 messages held at once between their PUBLISH
+/// and PUBREL (default 1000). A broker starting one more closes the connection
+/// with MQTT_ERR_TOO_MANY_INCOMING. Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT (0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mqtt_client_set_max_incoming_qos2(
+    client: *mut mqtt_client,
+    max_held: u32,
+) -> c_int {
+    ffi_guard!(MQTT_ERR_INTERNAL, {
+        // SAFETY: per this function's contract.
+        let result =
+            unsafe { client_arg(client) }.and_then(|c| c.set_max_incoming_qos2(max_held as usize));
+        code(result)
+    })
+}
+
 /// The largest packet accepted from the broker, and the largest PUBLISH sent
 /// (default 4 MiB). A larger incoming packet closes the connection with
 /// MQTT_ERR_PACKET_TOO_LARGE before any buffer grows to its size.
