@@ -235,6 +235,10 @@ impl Client {
     /// Time until the client must run again even without events, for external
     /// event loops. `Err(LoopRunning)` while another thread runs the client.
     pub fn next_timeout(&self) -> Result<Option<Duration>> {
+        // The loop thread may not have taken the reactor yet: ask the flag too.
+        if self.loop_running() {
+            return Err(Error::LoopRunning);
+        }
         let reactor = self
             .inner
             .reactor
@@ -245,6 +249,9 @@ impl Client {
 
     /// Whether queued bytes wait for the socket to become writable.
     pub fn wants_write(&self) -> Result<bool> {
+        if self.loop_running() {
+            return Err(Error::LoopRunning);
+        }
         let reactor = self
             .inner
             .reactor

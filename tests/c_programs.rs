@@ -3,12 +3,17 @@
 //! cdylib that cargo just built, then run against a private mosquitto; the header is also
 //! compiled as C99 and as C++11, and a C++ program is linked against the library. When
 //! valgrind is installed every program runs again under it and must report no error and
-//! no definite/indirect leak. Every program run is bounded by a timeout.
+//! no definite/indirect leak. Every program is also compiled with
+//! `-fsanitize=address,undefined` and run again: it must exit 0 with no AddressSanitizer,
+//! LeakSanitizer or UndefinedBehaviorSanitizer report (the Rust library itself is not
+//! instrumented). Every program run is bounded by a timeout.
 //!
 //! `cmake_consumer` runs `tests/cmake_consumer/run.sh`: libmqtt consumed through CMake
 //! (add_subdirectory and an installed package) and pkg-config, shared and static.
 //!
 //! Environment: `CC` / `CXX` pick the compilers; `MQTT_SKIP_VALGRIND=1` skips valgrind;
+//! `MQTT_SKIP_SANITIZERS=1` skips the sanitizer runs (also skipped, with a note, when the
+//! compiler cannot link the sanitizer runtimes);
 //! `MQTT_SKIP_CMAKE_CONSUMER=1` skips the (slower: two release builds) consumer test.
 
 mod common;
@@ -27,6 +32,55 @@ use common::Broker;
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Programs run under valgrind (10-50x slower).
 const VALGRIND_TIMEOUT: Duration = Duration::from_secs(180);
+/// Programs built with ASan + UBSan (about 2x slower).
+const SANITIZER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How a program is built and run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    Native,
+    Valgrind,
+    /// Built with `SANITIZER_FLAGS`, run with `SANITIZER_ENV`.
+    Sanitizers,
+}
+
+impl Mode {
+    fn timeout(self) -> Duration {
+        match self {
+            Mode::Native => RUN_TIMEOUT,
+            Mode::Valgrind => VALGRIND_TIMEOUT,
+            Mode::Sanitizers => SANITIZER_TIMEOUT,
+        }
+    }
+
+    fn describe(self, name: &str) -> String {
+        match self {
+            Mode::Native => name.to_string(),
+            Mode::Valgrind => format!("{name} under valgrind"),
+            Mode::Sanitizers => format!("{name} with ASan+UBSan"),
+        }
+    }
+}
+
+const SANITIZER_FLAGS: &[&str] = &[
+    "-fsanitize=address,undefined",
+    "-fno-omit-frame-pointer",
+    "-g",
+];
+
+/// No LeakSanitizer suppressions are needed: the Rust runtime reported no false positive.
+const SANITIZER_ENV: &[(&str, &str)] = &[
+    ("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1"),
+    ("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1"),
+];
+
+/// What a sanitizer prints when it finds something.
+const SANITIZER_MARKERS: &[&str] = &[
+    "AddressSanitizer",
+    "LeakSanitizer",
+    "UndefinedBehaviorSanitizer",
+    "runtime error:",
+];
 
 /// How a C program is run.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -184,19 +238,31 @@ fn source_of(name: &str) -> PathBuf {
 
 /// Compile (once per test binary run) the C program `name` and return the executable.
 fn program(name: &str) -> PathBuf {
+    program_for(name, Mode::Native)
+}
+
+/// `program`, built with the sanitizers for `Mode::Sanitizers` (as `<name>-san`).
+fn program_for(name: &str, mode: Mode) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     let built = BUILT.get_or_init(Default::default);
     let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(exe) = built.get(name) {
+    let sanitize = mode == Mode::Sanitizers;
+    let key = if sanitize {
+        format!("{name}-san")
+    } else {
+        name.to_string()
+    };
+    if let Some(exe) = built.get(&key) {
         return exe.clone();
     }
     let src = source_of(name);
     assert!(src.exists(), "no C source for {name}");
     let lib = lib_dir();
-    let exe = out_dir().join(name);
+    let exe = out_dir().join(&key);
     let mut cmd = Command::new(c_compiler());
     cmd.args(C_FLAGS)
         .arg("-g")
+        .args(if sanitize { SANITIZER_FLAGS } else { &[] })
         .arg("-pthread")
         .arg("-I")
         .arg(include_dir())
@@ -208,7 +274,7 @@ fn program(name: &str) -> PathBuf {
         .arg("-lmqtt")
         .arg(format!("-Wl,-rpath,{}", lib.display()));
     compile(cmd, &src.display().to_string());
-    built.insert(name.to_string(), exe.clone());
+    built.insert(key, exe.clone());
     exe
 }
 
@@ -299,76 +365,138 @@ fn valgrind_available() -> bool {
     })
 }
 
-/// The command that runs `exe` natively or under valgrind.
-fn command_for(exe: &Path, valgrind: bool) -> Command {
-    if valgrind {
-        let mut cmd = Command::new("valgrind");
-        cmd.args([
-            "-q",
-            "--leak-check=full",
-            "--errors-for-leak-kinds=definite,indirect",
-            "--error-exitcode=99",
-        ])
-        .arg(exe);
-        cmd
-    } else {
-        Command::new(exe)
+/// Whether the sanitizer runs are wanted and the compiler can build and run a trivial
+/// program with `SANITIZER_FLAGS` (probed once; prints why not).
+fn sanitizers_available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        if std::env::var_os("MQTT_SKIP_SANITIZERS").is_some_and(|v| !v.is_empty() && v != "0") {
+            eprintln!("MQTT_SKIP_SANITIZERS set: sanitizer runs skipped");
+            return false;
+        }
+        let src = out_dir().join("sanitizer_probe.c");
+        let exe = out_dir().join("sanitizer_probe");
+        std::fs::write(&src, "int main(void) { return 0; }\n").expect("write the probe");
+        let built = Command::new(c_compiler())
+            .args(SANITIZER_FLAGS)
+            .arg("-o")
+            .arg(&exe)
+            .arg(&src)
+            .stdin(Stdio::null())
+            .output();
+        match built {
+            Ok(out) if out.status.success() => {
+                let mut run = Command::new(&exe);
+                run.envs(SANITIZER_ENV.iter().copied());
+                let run = run_bounded(run, RUN_TIMEOUT);
+                if !run.success() {
+                    eprintln!(
+                        "note: a sanitized program does not run here: skipped\n{}",
+                        run.describe("sanitizer probe")
+                    );
+                }
+                run.success()
+            }
+            Ok(out) => {
+                eprintln!(
+                    "note: {} cannot link the ASan/UBSan runtimes: sanitizer runs skipped\n{}",
+                    c_compiler(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                false
+            }
+            Err(e) => {
+                eprintln!(
+                    "note: cannot run {}: {e}: sanitizer runs skipped",
+                    c_compiler()
+                );
+                false
+            }
+        }
+    })
+}
+
+/// The command that runs `exe` natively, under valgrind or with the sanitizers' options.
+fn command_for(exe: &Path, mode: Mode) -> Command {
+    match mode {
+        Mode::Valgrind => {
+            let mut cmd = Command::new("valgrind");
+            cmd.args([
+                "-q",
+                "--leak-check=full",
+                "--errors-for-leak-kinds=definite,indirect",
+                "--error-exitcode=99",
+            ])
+            .arg(exe);
+            cmd
+        }
+        Mode::Sanitizers => {
+            let mut cmd = Command::new(exe);
+            cmd.envs(SANITIZER_ENV.iter().copied());
+            cmd
+        }
+        Mode::Native => Command::new(exe),
     }
+}
+
+/// Panic when a sanitizer reported something in `stderr` (even with exit status 0).
+fn assert_no_sanitizer_report(mode: Mode, stderr: &str, what: &str) {
+    if mode != Mode::Sanitizers {
+        return;
+    }
+    let found: Vec<&str> = SANITIZER_MARKERS
+        .iter()
+        .copied()
+        .filter(|m| stderr.contains(m))
+        .collect();
+    assert!(
+        found.is_empty(),
+        "{what}: sanitizer report ({}):\n{stderr}",
+        found.join(", ")
+    );
 }
 
 /// Run a program of `PROGRAMS` against fresh private broker(s); panic with everything on
 /// failure.
-fn run_program(name: &str, valgrind: bool) {
+fn run_program(name: &str, mode: Mode) {
     let kind = PROGRAMS
         .iter()
         .find(|(n, _)| *n == name)
         .map(|(_, k)| *k)
         .unwrap_or_else(|| panic!("{name} is not in PROGRAMS"));
     if kind == Kind::HomePair {
-        return run_home_heating(valgrind);
+        return run_home_heating(mode);
     }
-    let exe = program(name);
+    let exe = program_for(name, mode);
     let brokers: Vec<Broker> = match kind {
         Kind::TwoBrokers => vec![Broker::start(), Broker::start()],
         _ => vec![Broker::start()],
     };
-    let mut cmd = command_for(&exe, valgrind);
+    let mut cmd = command_for(&exe, mode);
     for broker in &brokers {
         cmd.arg(broker.host()).arg(broker.port().to_string());
     }
-    let timeout = if valgrind {
-        VALGRIND_TIMEOUT
-    } else {
-        RUN_TIMEOUT
-    };
-    let run = run_bounded(cmd, timeout);
-    let what = if valgrind {
-        format!("{name} under valgrind")
-    } else {
-        name.to_string()
-    };
+    let run = run_bounded(cmd, mode.timeout());
+    let what = mode.describe(name);
     let logs: String = brokers
         .iter()
         .map(|b| format!("--- broker log (port {}) ---\n{}", b.port(), b.log()))
         .collect();
     assert!(run.success(), "{}\n{logs}", run.describe(&what));
+    assert_no_sanitizer_report(mode, &run.stderr, &what);
     print!("{}", run.stdout);
 }
 
 /// The home-heating pair: the controller (until home/_stop), once it printed its
 /// "ready" line, then the sensor; both must exit 0 and the controller must have decided.
-fn run_home_heating(valgrind: bool) {
-    let controller = program("home_controller");
-    let sensor = program("home_sensor");
+fn run_home_heating(mode: Mode) {
+    let controller = program_for("home_controller", mode);
+    let sensor = program_for("home_sensor", mode);
     let broker = Broker::start();
     let port = broker.port().to_string();
-    let timeout = if valgrind {
-        VALGRIND_TIMEOUT
-    } else {
-        RUN_TIMEOUT
-    };
+    let timeout = mode.timeout();
 
-    let mut child = command_for(&controller, valgrind)
+    let mut child = command_for(&controller, mode)
         .arg(broker.host())
         .arg(&port)
         .stdin(Stdio::null())
@@ -410,7 +538,7 @@ fn run_home_heating(valgrind: bool) {
         );
     }
 
-    let mut cmd = command_for(&sensor, valgrind);
+    let mut cmd = command_for(&sensor, mode);
     cmd.arg(broker.host()).arg(&port).arg("3");
     let sensor_run = run_bounded(cmd, timeout);
     let (status, timed_out) = wait_bounded(&mut child, timeout);
@@ -423,10 +551,12 @@ fn run_home_heating(valgrind: bool) {
     assert!(
         sensor_run.success() && controller_run.success(),
         "{}\n{}\n--- broker log ---\n{}",
-        sensor_run.describe("home_sensor"),
-        controller_run.describe("home_controller"),
+        sensor_run.describe(&mode.describe("home_sensor")),
+        controller_run.describe(&mode.describe("home_controller")),
         broker.log()
     );
+    assert_no_sanitizer_report(mode, &sensor_run.stderr, "home_sensor");
+    assert_no_sanitizer_report(mode, &controller_run.stderr, "home_controller");
     let out = &controller_run.stdout;
     for expected in [
         "controller: kitchen 17.5C -> heating ON",
@@ -562,14 +692,14 @@ fn every_c_file_is_covered() {
     }
 }
 
-// ---- one test per program, natively and under valgrind ---------------------------------
+// ---- one test per program: natively, under valgrind, with ASan + UBSan ------------------
 
 macro_rules! program_tests {
-    ($($name:literal => $native:ident, $under_valgrind:ident;)*) => {
+    ($($name:literal => $native:ident, $under_valgrind:ident, $sanitized:ident;)*) => {
         $(
             #[test]
             fn $native() {
-                run_program($name, false);
+                run_program($name, Mode::Native);
             }
 
             #[test]
@@ -578,22 +708,34 @@ macro_rules! program_tests {
                     eprintln!("valgrind not found (or MQTT_SKIP_VALGRIND set): skipped");
                     return;
                 }
-                run_program($name, true);
+                run_program($name, Mode::Valgrind);
+            }
+
+            #[test]
+            fn $sanitized() {
+                if !sanitizers_available() {
+                    eprintln!("sanitizers unavailable (or MQTT_SKIP_SANITIZERS set): skipped");
+                    return;
+                }
+                run_program($name, Mode::Sanitizers);
             }
         )*
     };
 }
 
 program_tests! {
-    "api_errors" => c_api_errors, valgrind_c_api_errors;
-    "callbacks" => c_callbacks, valgrind_c_callbacks;
-    "concurrency" => c_concurrency, valgrind_c_concurrency;
-    "external_loop" => c_external_loop, valgrind_c_external_loop;
-    "home_controller" => example_home_heating, valgrind_example_home_heating;
-    "mid_callback" => example_mid_callback, valgrind_example_mid_callback;
-    "own_loop" => example_own_loop, valgrind_example_own_loop;
-    "relay_poll" => example_relay_poll, valgrind_example_relay_poll;
-    "seed_example" => example_seed_example, valgrind_example_seed_example;
+    "api_errors" => c_api_errors, valgrind_c_api_errors, asan_c_api_errors;
+    "callbacks" => c_callbacks, valgrind_c_callbacks, asan_c_callbacks;
+    "concurrency" => c_concurrency, valgrind_c_concurrency, asan_c_concurrency;
+    "external_loop" => c_external_loop, valgrind_c_external_loop, asan_c_external_loop;
+    "home_controller" => example_home_heating, valgrind_example_home_heating,
+        asan_example_home_heating;
+    "mid_callback" => example_mid_callback, valgrind_example_mid_callback,
+        asan_example_mid_callback;
+    "own_loop" => example_own_loop, valgrind_example_own_loop, asan_example_own_loop;
+    "relay_poll" => example_relay_poll, valgrind_example_relay_poll, asan_example_relay_poll;
+    "seed_example" => example_seed_example, valgrind_example_seed_example,
+        asan_example_seed_example;
 }
 
 // ---- CMake and pkg-config consumers ----------------------------------------------------
