@@ -296,11 +296,12 @@ fn run_chaos(behind: Behind) {
                 && q2.lost() == 0;
             if complete && marker.is_none() {
                 // Everything is through: stop the chaos and send a last message
-                // behind any late duplicate still on its way.
+                // behind any late duplicate still on its way (QoS 2: delivered
+                // on PUBREL, after any QoS 1 or 2 message routed before it).
                 proxy.set_random_cuts(None);
                 marker = Some(
                     publisher
-                        .publish(TOPIC_END, b"1", QoS::AtLeastOnce, false)
+                        .publish(TOPIC_END, b"1", QoS::ExactlyOnce, false)
                         .unwrap(),
                 );
                 deadline = Instant::now() + TIMEOUT;

@@ -806,8 +806,10 @@ fn the_offline_queue_is_bounded_by_count_and_drains_in_order() {
         assert_eq!(outcomes[&command], want, "{command:?}");
     }
     assert_eq!((client.queued_len(), client.inflight_len()), (0, 0));
+    // QoS 2, so that it is delivered (on PUBREL) after every QoS 2 message
+    // routed before it; QoS 1 ones are delivered even earlier, on PUBLISH.
     client
-        .publish("q/end", b"", QoS::AtLeastOnce, false)
+        .publish("q/end", b"", QoS::ExactlyOnce, false)
         .unwrap();
 
     // The observer gets the ten in order per QoS (mosquitto routes QoS 2 on
@@ -1123,10 +1125,17 @@ fn a_broker_killed_mid_stream_and_restarted_loses_nothing() {
     );
     assert_eq!(missing(&q1), Vec::<usize>::new(), "QoS 1 lost");
     assert_eq!(missing(&q2), Vec::<usize>::new(), "QoS 2 lost");
-    assert_eq!(
-        q2,
-        (0..PER_QOS).collect::<Vec<_>>(),
-        "QoS 2: exactly once, in order"
+    let misplaced: Vec<(usize, usize)> = q2
+        .iter()
+        .enumerate()
+        .filter(|&(at, &seq)| at != seq)
+        .map(|(at, &seq)| (at, seq))
+        .take(10)
+        .collect();
+    assert!(
+        q2.len() == PER_QOS && misplaced.is_empty(),
+        "QoS 2: exactly once, in order; {} received, first misplaced (position, seq): {misplaced:?}",
+        q2.len()
     );
     publisher.close();
     sub.close();
