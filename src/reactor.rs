@@ -79,7 +79,11 @@ impl Reactor {
     pub fn new() -> io::Result<(Reactor, Waker)> {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
-        let seed = Instant::now().elapsed().as_nanos() as u64 ^ (&poll as *const Poll as u64);
+        // Distinct per process and per client; quality beyond that is not needed.
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let seed = clock ^ (u64::from(std::process::id()) << 32) ^ (&poll as *const Poll as u64);
         Ok((
             Reactor {
                 poll,
@@ -315,19 +319,19 @@ impl Reactor {
             self.keep_reconnecting = false;
             return;
         };
-        let exp = min.saturating_mul(1u32 << self.failed_attempts.min(16));
-        let ceiling = exp.min(max);
-        // Jitter in [ceiling/2, ceiling] spreads a fleet's reconnects apart.
+        // The n-th delay is drawn from [max(c/2, min), c] with c = min(min * 2^(n+1), max):
+        // never below min or above max, and spread even on the first retry, so a
+        // fleet dropped by a broker restart does not come back in lockstep.
+        let ceiling = min
+            .saturating_mul(2u32 << self.failed_attempts.min(16))
+            .min(max);
+        let floor = (ceiling / 2).max(min).min(ceiling);
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
-        let half = ceiling / 2;
-        let jitter_ns = if half.is_zero() {
-            0
-        } else {
-            self.rng % half.as_nanos() as u64
-        };
-        let delay = (half + Duration::from_nanos(jitter_ns)).max(min.min(max));
+        let span = (ceiling - floor).as_nanos() as u64;
+        let jitter_ns = if span == 0 { 0 } else { self.rng % (span + 1) };
+        let delay = floor + Duration::from_nanos(jitter_ns);
         self.failed_attempts = self.failed_attempts.saturating_add(1);
         self.reconnect_at = Some(Instant::now() + delay);
     }

@@ -787,6 +787,7 @@ fn no_free_id_is_queue_full() {
         max_queued_messages: usize::MAX,
         max_queued_bytes: usize::MAX,
         queue_qos0_offline: true,
+        max_inflight: 100,
         ..cfg()
     });
     for expected in 1..=u16::MAX {

@@ -590,8 +590,10 @@ pub unsafe extern "C" fn mqtt_client_set_connect_timeout(
 }
 
 /// Automatic reconnection after a lost connection (on by default, 500 ms to
-/// 30000 ms): the delay doubles from `min_ms` up to `max_ms` with random
-/// jitter and resets after a successful CONNACK. Refusals that retrying cannot
+/// 30000 ms). The n-th retry waits a random time in [max(c/2, min_ms), c]
+/// with c = min(min_ms * 2^(n+1), max_ms): doubling, never outside
+/// [min_ms, max_ms], jittered even on the first retry; the sequence restarts
+/// after a successful CONNACK. Refusals that retrying cannot
 /// fix (bad credentials, not authorized, identifier rejected, protocol
 /// version) stop it. `min_ms` 0 turns it off.
 ///
@@ -637,7 +639,10 @@ pub unsafe extern "C" fn mqtt_client_set_queue_limits(
 }
 
 /// The number of outgoing QoS 1/2 messages awaiting acknowledgement at once
-/// (default 100, 1..65535). Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT.
+/// (default 20, 1..65535). Keep it at or below the broker's limit for this
+/// client (mosquitto: max_inflight_messages, default 20): beyond it mosquitto
+/// 2.0 may acknowledge QoS 1 messages it then drops, and MQTT 3.1.1 gives the
+/// client no way to learn that limit. Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mqtt_client_set_max_inflight(
     client: *mut mqtt_client,

@@ -66,7 +66,7 @@ impl Default for SessionConfig {
             password: None,
             will: None,
             connect_timeout: Duration::from_secs(10),
-            max_inflight: 100,
+            max_inflight: 20,
             max_queued_messages: 10_000,
             max_queued_bytes: 64 * 1024 * 1024,
             queue_qos0_offline: false,
