@@ -64,11 +64,12 @@ impl BrokerBuilder {
         self
     }
 
-    /// Persist sessions and messages to the temp dir, saving after every change
-    /// (`autosave_on_changes true`, `autosave_interval 1`), so that a SIGKILL loses
-    /// nothing the broker had finished handling. mosquitto saves at the end of the
-    /// loop iteration that sent the acknowledgement: to be sure a SUBACK/PUBACK'd
-    /// change is on disk, do one more round trip (e.g. PINGREQ/PINGRESP) before `kill()`.
+    /// Persist sessions and messages to the temp dir (`autosave_on_changes true`,
+    /// `autosave_interval 1`). mosquitto saves only after changes it counts, and
+    /// in-flight steps do not count: a SIGKILL at a random moment rolls its QoS
+    /// state back behind what it already sent. To kill without losing anything,
+    /// freeze the clients' traffic, force a save (SIGUSR1) and wait for it, as
+    /// `tests/reconnect.rs` does before each `kill()`.
     pub fn persistence(mut self, on: bool) -> Self {
         self.persistence = on;
         self
