@@ -386,7 +386,9 @@ impl Reactor {
                 Ok(Ok(header)) => header.frame_len(),
                 _ => 0,
             };
-        let target = (self.read_end + READ_CHUNK).max(needed).max(READ_CHUNK);
+        // Grow only for a frame larger than the buffer: the unread tail of a
+        // partial packet fits after compaction, so steady traffic never reallocates.
+        let target = needed.max(READ_CHUNK);
         if self.read_buf.len() < target {
             self.read_buf.resize(target, 0);
         }
@@ -608,13 +610,18 @@ fn dispatch_incoming(client: &Client, topic_buf: &mut Vec<u8>, incoming: Incomin
         Incoming::Publish { mid, message } => {
             dispatch_message(client, topic_buf, Command::Publish, mid, message)
         }
-        Incoming::PubRel { mid, message } => dispatch_message(
-            client,
-            topic_buf,
-            Command::PubRel,
-            mid,
-            message.as_ref().map(|m| m.as_message()),
-        ),
+        Incoming::PubRel { mid, message } => {
+            dispatch_message(
+                client,
+                topic_buf,
+                Command::PubRel,
+                mid,
+                message.as_ref().map(|m| m.as_message()),
+            );
+            if let Some(message) = message {
+                client.session().recycle(message);
+            }
+        }
         Incoming::PubAck(mid) => dispatch_mid(client, Command::PubAck, mid),
         Incoming::PubRec(mid) => dispatch_mid(client, Command::PubRec, mid),
         Incoming::PubComp(mid) => dispatch_mid(client, Command::PubComp, mid),

@@ -394,6 +394,10 @@ pub struct Session {
     /// Encoded packets not yet written; `outbox[outbox_start..]` is pending.
     /// One buffer reused for the whole session so sending allocates nothing.
     outbox: Vec<u8>,
+    /// Buffers of completed flows, reused so that steady-state traffic does
+    /// not allocate per message (bounded: see `POOL_MAX`).
+    spare_packets: Vec<Vec<u8>>,
+    spare_messages: Vec<OwnedMessage>,
     outbox_start: usize,
     /// Snapshot of `config.keep_alive` taken at `connection_opened`: the value
     /// the broker was told.
@@ -417,6 +421,8 @@ impl Session {
             requests: HashMap::new(),
             subscriptions: BTreeMap::new(),
             held: HashMap::new(),
+            spare_packets: Vec::new(),
+            spare_messages: Vec::new(),
             seq: 0,
             outbox: Vec::new(),
             outbox_start: 0,
@@ -475,6 +481,14 @@ impl Session {
 
     /// The transport is up: queue CONNECT and start the CONNACK timer.
     pub fn connection_opened(&mut self, now: Instant) {
+        // Size the flow tables for twice the window once, up front: under churn
+        // a hash table that is more than half full grows instead of rehashing
+        // in place, which would otherwise allocate at random in steady state.
+        let window = self.config.max_inflight.clamp(1, 1024) * 2;
+        self.inflight
+            .reserve(window.saturating_sub(self.inflight.len()));
+        let held = window.min(self.config.max_incoming_qos2);
+        self.held.reserve(held.saturating_sub(self.held.len()));
         self.outbox.clear();
         self.outbox_start = 0;
         self.state = ConnectionState::AwaitingConnAck;
@@ -647,7 +661,7 @@ impl Session {
                 self.emit(&Packet::Publish(publish));
             } else {
                 self.check_queue_room(cost)?;
-                let packet = encode_owned(&Packet::Publish(publish), len);
+                let packet = self.encode_owned(&Packet::Publish(publish), len);
                 self.enqueue(mid, qos, cost, packet);
             }
             // QoS 0 ids are counted but never reserved: they are not on the wire.
@@ -663,7 +677,7 @@ impl Session {
         if !into_flight {
             self.check_queue_room(cost)?;
         }
-        let packet = encode_owned(&Packet::Publish(publish), len);
+        let packet = self.encode_owned(&Packet::Publish(publish), len);
         self.ids.reserve(mid);
         self.ids.advance_past(mid);
         if into_flight {
@@ -726,7 +740,9 @@ impl Session {
             };
             self.queued_bytes -= q.cost;
             self.outbox.extend_from_slice(&q.packet);
-            if q.qos != QoS::AtMostOnce {
+            if q.qos == QoS::AtMostOnce {
+                self.recycle_packet(q.packet);
+            } else {
                 self.start_flight(q.mid, q.qos, q.packet);
             }
         }
@@ -988,17 +1004,8 @@ impl Session {
                 if self.held.len() >= self.config.max_incoming_qos2 {
                     return Err(Error::TooManyIncoming);
                 }
-                self.held.insert(
-                    p.pkid,
-                    OwnedMessage {
-                        topic: p.topic.to_owned(),
-                        payload: p.payload.to_vec(),
-                        qos: p.qos,
-                        retain: p.retain,
-                        dup: p.dup,
-                        mid: p.pkid,
-                    },
-                );
+                let held = self.hold(&p);
+                self.held.insert(p.pkid, held);
                 self.emit(&Packet::PubRec(p.pkid));
                 Ok(Some(Incoming::Publish {
                     mid: p.pkid,
@@ -1013,7 +1020,9 @@ impl Session {
         if self.inflight.get(&id)?.stage != stage {
             return None;
         }
-        self.inflight.remove(&id);
+        if let Some(done) = self.inflight.remove(&id) {
+            self.recycle_packet(done.packet);
+        }
         self.ids.release(id);
         self.refill();
         Some(id)
@@ -1097,6 +1106,48 @@ impl Session {
         Some(Incoming::UnsubAck(id))
     }
 
+    fn encode_owned(&mut self, packet: &Packet<'_>, len: usize) -> Vec<u8> {
+        let mut out = self.spare_packets.pop().unwrap_or_default();
+        out.clear();
+        out.reserve(len);
+        let _ = packet.encode(&mut out);
+        out
+    }
+
+    fn recycle_packet(&mut self, packet: Vec<u8>) {
+        if self.spare_packets.len() < POOL_MAX {
+            self.spare_packets.push(packet);
+        }
+    }
+
+    /// Hand back a message released by PUBREL once the user has seen it, so
+    /// its buffers serve the next incoming QoS 2 message.
+    pub fn recycle(&mut self, message: OwnedMessage) {
+        if self.spare_messages.len() < POOL_MAX {
+            self.spare_messages.push(message);
+        }
+    }
+
+    fn hold(&mut self, p: &Publish<'_>) -> OwnedMessage {
+        let mut m = self.spare_messages.pop().unwrap_or_else(|| OwnedMessage {
+            topic: String::new(),
+            payload: Vec::new(),
+            qos: p.qos,
+            retain: false,
+            dup: false,
+            mid: 0,
+        });
+        m.topic.clear();
+        m.topic.push_str(p.topic);
+        m.payload.clear();
+        m.payload.extend_from_slice(p.payload);
+        m.qos = p.qos;
+        m.retain = p.retain;
+        m.dup = p.dup;
+        m.mid = p.pkid;
+        m
+    }
+
     /// Append a packet built by the session itself. Such packets are valid by
     /// construction (non-zero ids, no strings), so encoding cannot fail; were
     /// it to, `encode` appends nothing and the packet is simply not sent.
@@ -1112,8 +1163,5 @@ impl Session {
     }
 }
 
-fn encode_owned(packet: &Packet<'_>, len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len);
-    let _ = packet.encode(&mut out);
-    out
-}
+/// Spare buffers kept for reuse; beyond this they are freed.
+const POOL_MAX: usize = 256;

@@ -1,0 +1,135 @@
+//! Steady-state traffic allocates nothing: a counting global allocator watches
+//! a client that publishes to itself at each QoS through a real mosquitto
+//! (publish, flush, receive, deliver, acknowledge), after a warm-up.
+//!
+//! One test function only: the counter is process-wide.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::Broker;
+use mqtt::{Client, Command, Data, QoS};
+
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator; only counts on the side.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const WARM_UP: usize = 500;
+const MEASURED: usize = 2000;
+const WINDOW: usize = 20;
+
+/// Publish `count` messages keeping at most `WINDOW` unacknowledged (QoS 0:
+/// unreceived), waiting by polling atomics so the waiting itself allocates nothing.
+fn pump(client: &Client, qos: QoS, received: &AtomicUsize, acked: &AtomicUsize, count: usize) {
+    let payload = [0x5au8; 64];
+    let start_received = received.load(Ordering::SeqCst);
+    let start_acked = acked.load(Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut sent = 0;
+    while received.load(Ordering::SeqCst) - start_received < count
+        || (qos != QoS::AtMostOnce && acked.load(Ordering::SeqCst) - start_acked < count)
+    {
+        assert!(Instant::now() < deadline, "traffic stalled at {qos:?}");
+        let done = if qos == QoS::AtMostOnce {
+            received.load(Ordering::SeqCst) - start_received
+        } else {
+            acked.load(Ordering::SeqCst) - start_acked
+        };
+        if sent < count && sent - done < WINDOW {
+            client.publish("alloc/t", &payload, qos, false).unwrap();
+            sent += 1;
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+#[test]
+fn steady_state_publish_and_receive_allocate_nothing() {
+    let broker = Broker::start();
+    let client = Client::new("alloc-counter", true).unwrap();
+    let received = Arc::new(AtomicUsize::new(0));
+    let acked = Arc::new(AtomicUsize::new(0));
+    {
+        let received = received.clone();
+        client
+            .loop_start(Some(Arc::new(move |_: &Client, data: &Data<'_>| {
+                assert_eq!(data.message.map(|m| m.payload.len()), Some(64));
+                received.fetch_add(1, Ordering::SeqCst);
+            })))
+            .unwrap();
+        for command in [Command::PubAck, Command::PubComp] {
+            let acked = acked.clone();
+            client.on(
+                command,
+                Arc::new(move |_: &Client, _: &Data<'_>| {
+                    acked.fetch_add(1, Ordering::SeqCst);
+                }),
+                None,
+                0,
+            );
+        }
+    }
+    client.connect(broker.host(), 60, broker.port()).unwrap();
+    client.subscribe(&[("alloc/#", QoS::ExactlyOnce)]).unwrap();
+
+    let mut report = Vec::new();
+    for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+        // Warm up until a whole round allocates nothing: buffer pools fill up
+        // to the peak number of concurrent flows the broker's timing produces.
+        let mut rounds = 0;
+        loop {
+            ALLOCATIONS.store(0, Ordering::SeqCst);
+            COUNTING.store(true, Ordering::SeqCst);
+            pump(&client, qos, &received, &acked, WARM_UP);
+            COUNTING.store(false, Ordering::SeqCst);
+            rounds += 1;
+            if ALLOCATIONS.load(Ordering::SeqCst) == 0 || rounds == 10 {
+                break;
+            }
+        }
+        ALLOCATIONS.store(0, Ordering::SeqCst);
+        COUNTING.store(true, Ordering::SeqCst);
+        pump(&client, qos, &received, &acked, MEASURED);
+        COUNTING.store(false, Ordering::SeqCst);
+        report.push((qos, ALLOCATIONS.load(Ordering::SeqCst)));
+    }
+    client.close();
+    eprintln!("allocations during {MEASURED} messages published and received: {report:?}");
+    for (qos, allocations) in report {
+        assert_eq!(
+            allocations, 0,
+            "{qos:?}: {allocations} allocations in steady state"
+        );
+    }
+}
