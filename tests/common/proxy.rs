@@ -9,8 +9,10 @@
 
 use super::loopback;
 use std::collections::HashMap;
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -104,6 +106,8 @@ struct Shared {
     threads: Mutex<Vec<JoinHandle<()>>>,
     timer: Mutex<CutTimer>,
     timer_cv: Condvar,
+    /// `MQTT_CAPTURE_DIR` and the file name prefix (`<test>-<port>`), if capturing.
+    capture: Option<(PathBuf, String)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -208,6 +212,7 @@ impl FaultProxy {
                 stop: false,
             }),
             timer_cv: Condvar::new(),
+            capture: capture_prefix(port),
         });
         let acceptor = {
             let shared = shared.clone();
@@ -403,6 +408,28 @@ pub(crate) fn shutdown_listener(listener: &TcpListener) {
     }
 }
 
+/// With `MQTT_CAPTURE_DIR` set, every connection writes the bytes forwarded each
+/// way to `<dir>/<test>-<port>-<conn>-{up,down}.bin` (the test is the creating
+/// thread's name, which libtest sets to the test's; else `pid<pid>`).
+fn capture_prefix(port: u16) -> Option<(PathBuf, String)> {
+    let dir = PathBuf::from(std::env::var_os("MQTT_CAPTURE_DIR")?);
+    let _ = std::fs::create_dir_all(&dir);
+    let tag = match thread::current().name() {
+        Some(name) if name != "main" => name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect(),
+        _ => format!("pid{}", std::process::id()),
+    };
+    Some((dir, format!("{tag}-{port}")))
+}
+
 /// Connect upstream, register the connection, start the four pumps.
 fn open_connection(id: u64, client: TcpStream, shared: Arc<Shared>) {
     let upstream = match TcpStream::connect_timeout(&shared.upstream, Duration::from_secs(5)) {
@@ -461,9 +488,13 @@ fn open_connection(id: u64, client: TcpStream, shared: Arc<Shared>) {
         shared.spawn(format!("proxy-conn{id}-{dir:?}-read"), move || {
             read_pump(dir, src, tx, limit, &s, &c)
         });
+        let capture = shared.capture.as_ref().and_then(|(path, prefix)| {
+            let side = if dir == Direction::Up { "up" } else { "down" };
+            File::create(path.join(format!("{prefix}-{id}-{side}.bin"))).ok()
+        });
         let (s, c, remaining) = (shared.clone(), conn.clone(), remaining.clone());
         shared.spawn(format!("proxy-conn{id}-{dir:?}-write"), move || {
-            write_pump(dir, dst, rx, &s, &c);
+            write_pump(dir, dst, rx, capture, &s, &c);
             if remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
                 c.cut(None);
                 if lock(&s.conns).remove(&id).is_some() {
@@ -549,6 +580,7 @@ fn write_pump(
     dir: Direction,
     mut dst: TcpStream,
     rx: mpsc::Receiver<Msg>,
+    mut capture: Option<File>,
     shared: &Shared,
     conn: &Conn,
 ) {
@@ -576,6 +608,9 @@ fn write_pump(
                     bytes.fetch_sub(data.len() as u64, Ordering::SeqCst);
                     conn.cut(None);
                     return;
+                }
+                if let Some(f) = capture.as_mut() {
+                    let _ = f.write_all(&data);
                 }
             }
             Msg::Eof => {
