@@ -36,11 +36,24 @@ fn main() {
     let version = std::env::var("CARGO_PKG_VERSION").unwrap();
     let [major, minor, patch] = ["MAJOR", "MINOR", "PATCH"]
         .map(|part| std::env::var(format!("CARGO_PKG_VERSION_{part}")).unwrap());
+    // A versioned soname: programs linked with -lmqtt record NEEDED libmqtt.so.<major>
+    // (0 for 0.x), so an incompatible major version is never loaded by mistake. Cargo
+    // only writes libmqtt.so: installers and test runners add the libmqtt.so.<major>
+    // symlink (see CMakeLists.txt and README.md).
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libmqtt.so.{major}");
+    }
     config.header = Some(PREAMBLE.to_string());
     config.after_includes = Some(format!(
         "\n#define MQTT_VERSION_MAJOR {major}\n#define MQTT_VERSION_MINOR {minor}\n\
          #define MQTT_VERSION_PATCH {patch}\n#define MQTT_VERSION_STRING \"{version}\"\n"
     ));
+    if std::env::var_os("CARGO_FEATURE_TLS").is_none() {
+        // The checked-in header is the default build's, TLS functions included:
+        // a build without the `tls` feature leaves it alone (those functions are
+        // then missing from the library, so using them fails at link time).
+        return;
+    }
     let bindings = cbindgen::Builder::new()
         .with_config(config)
         .with_src(crate_dir.join("src/ffi/mod.rs"))

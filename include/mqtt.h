@@ -200,7 +200,59 @@ typedef enum mqtt_error {
    * Internal error (a bug); the client should be freed.
    */
   MQTT_ERR_INTERNAL = -33,
+  /**
+   * TLS: bad or unreadable CA file/PEM, or (no CA given) an empty system
+   * trust store.
+   */
+  MQTT_ERR_TLS_CA = -40,
+  /**
+   * TLS: bad or unreadable client certificate, or a key without certificate.
+   */
+  MQTT_ERR_TLS_CERT = -41,
+  /**
+   * TLS: bad or unreadable private key, a key not matching the certificate,
+   * or a certificate without key.
+   */
+  MQTT_ERR_TLS_KEY = -42,
+  /**
+   * TLS: the broker's certificate is not trusted (unknown issuer, expired...).
+   */
+  MQTT_ERR_TLS_NOT_TRUSTED = -43,
+  /**
+   * TLS: the broker's certificate does not match the server name.
+   */
+  MQTT_ERR_TLS_HOSTNAME = -44,
+  /**
+   * TLS: other handshake failure (alert from the broker, e.g. client
+   * certificate refused or missing; no common version; not a TLS port), or
+   * a TLS failure later on the connection.
+   */
+  MQTT_ERR_TLS_HANDSHAKE = -45,
 } mqtt_error;
+
+/**
+ * Severity of a log message (`mqtt_client_set_log`): a client set to a level
+ * receives the messages of that level and of the more severe ones.
+ */
+typedef enum mqtt_log_level {
+  /**
+   * Protocol errors (which packet, why), giving up reconnecting.
+   */
+  MQTT_LOG_ERROR = 1,
+  /**
+   * Connection lost (with the reason), failed connection attempts.
+   */
+  MQTT_LOG_WARN = 2,
+  /**
+   * Connecting to host:port, connected (session present), disconnected,
+   * reconnection scheduled in N ms.
+   */
+  MQTT_LOG_INFO = 3,
+  /**
+   * Every packet sent and received (type, message id).
+   */
+  MQTT_LOG_DEBUG = 4,
+} mqtt_log_level;
 
 /**
  * An MQTT client. Opaque: create with `mqtt_client_new`, free with
@@ -290,6 +342,70 @@ typedef struct mqtt_subscription {
    */
   int qos;
 } mqtt_subscription;
+
+/**
+ * A log callback (`mqtt_client_set_log`): `level` is an mqtt_log_level,
+ * `message` a NUL-terminated UTF-8 line without trailing newline, valid only
+ * during the call (copy it to keep it). Runs on the thread that runs the
+ * client, possibly while the library holds internal locks: it must not call
+ * any function on the same client (and should return quickly).
+ */
+typedef void (*mqtt_log_callback)(struct mqtt_client *client, int level, const char *message, void *user_data);
+
+/**
+ * TLS settings for `mqtt_client_set_tls`. Zero-initialise it
+ * (`mqtt_tls_options o = {0};`) and set what you need. Each of CA,
+ * certificate and key comes from a file (`*_file`, a path) or from memory
+ * (`*_pem` + `*_pem_len`, PEM text, not NUL-terminated), not both.
+ */
+typedef struct mqtt_tls_options {
+  /**
+   * PEM file with the CA certificate(s) the broker's certificate must chain
+   * to. With neither `ca_file` nor `ca_pem`, the system trust store is used.
+   */
+  const char *ca_file;
+  /**
+   * The same as PEM text in memory.
+   */
+  const uint8_t *ca_pem;
+  size_t ca_pem_len;
+  /**
+   * PEM file with the client certificate chain (leaf first), for brokers
+   * that require client certificates (mosquitto: require_certificate true).
+   */
+  const char *cert_file;
+  /**
+   * The same as PEM text in memory.
+   */
+  const uint8_t *cert_pem;
+  size_t cert_pem_len;
+  /**
+   * PEM file with the client certificate's private key (PKCS#8, PKCS#1 or
+   * SEC1), unencrypted.
+   */
+  const char *key_file;
+  /**
+   * The same as PEM text in memory.
+   */
+  const uint8_t *key_pem;
+  size_t key_pem_len;
+  /**
+   * The name sent as SNI and checked against the broker's certificate (a
+   * DNS name or an IP literal). NULL: the host given to connect.
+   */
+  const char *server_name;
+  /**
+   * ALPN protocols to offer, comma-separated in order of preference (e.g.
+   * "mqtt"), or NULL for none.
+   */
+  const char *alpn;
+  /**
+   * Accept any broker certificate (the handshake signatures are still
+   * checked). Disables all protection against an active attacker: for
+   * tests only. The CA fields are then ignored.
+   */
+  bool insecure_skip_verify;
+} mqtt_tls_options;
 
 #ifdef __cplusplus
 extern "C" {
@@ -609,6 +725,65 @@ int mqtt_client_next_timeout_ms(struct mqtt_client *client);
  * False for NULL or while another thread runs the client.
  */
 bool mqtt_client_want_write(struct mqtt_client *client);
+
+/**
+ * Send the client's diagnostic messages to `callback`, those of `level` (an
+ * mqtt_log_level: MQTT_LOG_ERROR .. MQTT_LOG_DEBUG) and more severe. Logging is
+ * off by default; a NULL `callback` (or `level` 0) turns it off again. When it
+ * is off, or a message's level is filtered out, the message is not even
+ * formatted (no allocation).
+ *
+ * INFO: connecting to host:port, connected (session present), disconnected,
+ * reconnecting in N ms. WARN: connection lost (reason), failed attempts. ERROR:
+ * protocol errors (which packet, why), giving up reconnecting. DEBUG: each
+ * packet sent and received (type, message id).
+ *
+ * The callback runs on the thread that runs the client (as callbacks do), gets
+ * `user_data` untouched, and must not call functions on this client. `message`
+ * is valid only during the call. Never called after mqtt_client_free.
+ *
+ * Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT (NULL client, level outside
+ * 0..4). Thread-safe; takes effect at once.
+ */
+int mqtt_client_set_log(struct mqtt_client *client, mqtt_log_callback callback, int level, void *user_data);
+
+/**
+ * Use TLS for every connection attempt from now on (the next `connect`,
+ * `reconnect`, `connect_async` and automatic reconnection); `options` NULL
+ * goes back to plain TCP. The options are read, and files loaded and parsed,
+ * during this call: nothing in `options` needs to outlive it.
+ *
+ * The TLS handshake runs inside the client's loop like the rest of the
+ * connection (non-blocking, bounded by the connect timeout); CONNECT is sent
+ * once it has succeeded. TLS 1.2 and 1.3 are offered (rustls, ring). The port
+ * is the one given to connect (mosquitto's usual TLS port is 8883).
+ *
+ * Returns MQTT_OK, or (the previous setting then stays in force):
+ * - MQTT_ERR_INVALID_ARGUMENT: NULL client; both a file and PEM for the same
+ *   item; a PEM pointer NULL with a non-zero length; `server_name` not a
+ *   valid DNS name or IP literal; an empty or over-255-byte ALPN protocol.
+ * - MQTT_ERR_INVALID_UTF8: a path, server name or ALPN string not UTF-8.
+ * - MQTT_ERR_TLS_CA: the CA file cannot be read, or the CA holds no valid
+ *   certificate; without a CA, the system trust store is empty.
+ * - MQTT_ERR_TLS_CERT: the certificate cannot be read or parsed, or a key
+ *   was given without a certificate.
+ * - MQTT_ERR_TLS_KEY: the key cannot be read or parsed, does not match the
+ *   certificate, or a certificate was given without a key.
+ *
+ * Handshake failures are reported by `mqtt_client_connect` (and, for
+ * `mqtt_client_connect_async`, by the DISCONNECT callback):
+ * MQTT_ERR_TLS_NOT_TRUSTED (the broker's certificate does not chain to the
+ * CA, or is expired), MQTT_ERR_TLS_HOSTNAME (it is not valid for the server
+ * name), MQTT_ERR_TLS_HANDSHAKE (any other failure, e.g. the broker refused
+ * or required a client certificate, or the port does not speak TLS; with TLS
+ * 1.3 a refused client certificate may instead show as
+ * MQTT_ERR_CONNECTION_LOST when the broker closes before its alert is read).
+ *
+ * Threading: thread-safe, also from callbacks (e.g. from the DISCONNECT
+ * callback to load renewed certificates before the next automatic attempt).
+ * Present only in libraries built with the `tls` cargo feature (the default).
+ */
+int mqtt_client_set_tls(struct mqtt_client *client, const struct mqtt_tls_options *options);
 
 #ifdef __cplusplus
 }  // extern "C"

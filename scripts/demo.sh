@@ -72,6 +72,8 @@ say "building libmqtt (cargo build --release)"
 (cd "$root" && cargo build --release --lib)
 lib_dir=$target_dir/release
 [ -f "$lib_dir/libmqtt.so" ] || die "no $lib_dir/libmqtt.so after the build"
+# the library's soname is libmqtt.so.0: programs linked with -lmqtt load that name
+ln -sf libmqtt.so "$lib_dir/libmqtt.so.0"
 
 say "building the home-heating programs into $bin_dir"
 mkdir -p "$bin_dir"

@@ -27,6 +27,9 @@ pub(crate) struct Options {
     /// `None` disables automatic reconnection.
     pub reconnect: Option<(Duration, Duration)>,
     pub max_packet_size: usize,
+    /// `None`: plain TCP.
+    #[cfg(feature = "tls")]
+    pub tls: Option<Arc<crate::tls::TlsSetup>>,
 }
 
 /// The outcome of the connection attempt a `connect` call waits for.
@@ -53,6 +56,8 @@ pub(crate) struct Inner {
     pub stop_loop: AtomicBool,
     /// Set once the owner released the client: no further callback may run.
     pub closed: AtomicBool,
+    /// Diagnostic logging (off by default).
+    pub(crate) logger: crate::log::Logger,
 }
 
 thread_local! {
@@ -109,10 +114,13 @@ impl Client {
                     connect_timeout: Duration::from_secs(10),
                     reconnect: Some((Duration::from_millis(500), Duration::from_secs(30))),
                     max_packet_size,
+                    #[cfg(feature = "tls")]
+                    tls: None,
                 }),
                 loop_thread: Mutex::new(None),
                 stop_loop: AtomicBool::new(false),
                 closed: AtomicBool::new(false),
+                logger: crate::log::Logger::default(),
             }),
         })
     }
@@ -515,6 +523,21 @@ impl Client {
         Ok(())
     }
 
+    /// Use TLS from the next connection attempt on (`None`: plain TCP again).
+    /// Everything is read and parsed here, so a bad CA, certificate or key is
+    /// reported now (`TlsCa`, `TlsCert`, `TlsKey`, or `InvalidArgument` for a
+    /// bad server name or ALPN protocol); handshake failures come from
+    /// `connect` and the DISCONNECT callback.
+    #[cfg(feature = "tls")]
+    pub fn set_tls(&self, options: Option<&crate::tls::TlsOptions<'_>>) -> Result<()> {
+        let setup = match options {
+            None => None,
+            Some(options) => Some(Arc::new(crate::tls::TlsSetup::new(options)?)),
+        };
+        lock(&self.inner.options).tls = setup;
+        Ok(())
+    }
+
     /// Set (or with `None` clear) the last will.
     pub fn set_will(&self, will: Option<(&str, &[u8], QoS, bool)>) -> Result<()> {
         let will = match will {
@@ -608,6 +631,12 @@ impl Client {
 
     pub fn set_resubscribe(&self, resubscribe: bool) {
         self.session().config_mut().resubscribe = resubscribe;
+    }
+
+    /// Deliver diagnostic messages up to `level` to `callback` (on the thread that
+    /// runs the client); `None` turns logging off (the default).
+    pub fn set_log(&self, callback: Option<crate::log::LogFn>, level: crate::log::Level) {
+        self.inner.logger.set(callback, level as u8);
     }
 
     pub fn is_connected(&self) -> bool {

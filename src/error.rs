@@ -65,6 +65,24 @@ pub enum Error {
     InCallback = -32,
     /// An internal error (a caught panic). The client should be freed.
     Internal = -33,
+    /// TLS: the CA file or PEM could not be read or holds no valid certificate
+    /// (or, without a CA, the system trust store is empty).
+    TlsCa = -40,
+    /// TLS: the client certificate file or PEM could not be read or parsed, or
+    /// a key was given without a certificate.
+    TlsCert = -41,
+    /// TLS: the private key file or PEM could not be read or parsed, does not
+    /// match the certificate, or a certificate was given without a key.
+    TlsKey = -42,
+    /// TLS: the broker's certificate is not trusted (unknown issuer, expired,
+    /// bad signature, ...).
+    TlsNotTrusted = -43,
+    /// TLS: the broker's certificate is not valid for the server name.
+    TlsHostname = -44,
+    /// TLS: the handshake failed for another reason (alert from the broker,
+    /// e.g. a refused or missing client certificate; no common protocol; not
+    /// a TLS listener), or a TLS failure after it.
+    TlsHandshake = -45,
 }
 
 impl Error {
@@ -103,6 +121,12 @@ impl Error {
             Error::LoopNotRunning => c"the loop thread is not running",
             Error::InCallback => c"not allowed from inside a callback",
             Error::Internal => c"internal error",
+            Error::TlsCa => c"TLS: invalid or unreadable CA certificates",
+            Error::TlsCert => c"TLS: invalid or unreadable client certificate",
+            Error::TlsKey => c"TLS: invalid, unreadable or mismatched private key",
+            Error::TlsNotTrusted => c"TLS: the broker's certificate is not trusted",
+            Error::TlsHostname => c"TLS: the broker's certificate does not match the server name",
+            Error::TlsHandshake => c"TLS handshake or protocol failure",
         }
     }
 
@@ -111,7 +135,7 @@ impl Error {
         self.message_c().to_str().unwrap_or("error")
     }
 
-    pub const ALL: [Error; 28] = [
+    pub const ALL: [Error; 34] = [
         Error::InvalidArgument,
         Error::InvalidUtf8,
         Error::InvalidTopic,
@@ -140,6 +164,12 @@ impl Error {
         Error::LoopNotRunning,
         Error::InCallback,
         Error::Internal,
+        Error::TlsCa,
+        Error::TlsCert,
+        Error::TlsKey,
+        Error::TlsNotTrusted,
+        Error::TlsHostname,
+        Error::TlsHandshake,
     ];
 
     pub fn from_code(code: i32) -> Option<Error> {

@@ -8,10 +8,15 @@ pub mod client;
 pub mod dispatch;
 pub mod error;
 pub mod ffi;
+pub mod log;
 pub mod protocol;
 mod reactor;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use client::Client;
 pub use dispatch::{Command, Data, MessageView};
 pub use error::{Error, Result};
 pub use protocol::codec::QoS;
+#[cfg(feature = "tls")]
+pub use tls::{PemSource, TlsOptions};

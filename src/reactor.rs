@@ -14,6 +14,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::Error;
 use crate::client::{Client, lock};
 use crate::dispatch::{Command, Data, MessageView};
+use crate::log::{Level, log};
 use crate::protocol::codec::{self, ConnectReturnCode, Decoded};
 use crate::protocol::session::{ConnectionState, Incoming, Message};
 
@@ -40,9 +41,113 @@ pub(crate) enum ReactorCommand {
     StopReconnecting,
 }
 
+/// The byte stream under MQTT: plain TCP (the fast path) or TLS over it.
+enum Transport {
+    Plain(TcpStream),
+    #[cfg(feature = "tls")]
+    Tls(Box<crate::tls::TlsStream>),
+}
+
+impl Transport {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(stream) => stream,
+            #[cfg(feature = "tls")]
+            Transport::Tls(tls) => &tls.tcp,
+        }
+    }
+
+    fn tcp_mut(&mut self) -> &mut TcpStream {
+        match self {
+            Transport::Plain(stream) => stream,
+            #[cfg(feature = "tls")]
+            Transport::Tls(tls) => &mut tls.tcp,
+        }
+    }
+
+    #[inline]
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(stream) => stream.read(buf),
+            #[cfg(feature = "tls")]
+            Transport::Tls(tls) => tls.read(buf),
+        }
+    }
+
+    #[inline]
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(stream) => stream.write(data),
+            #[cfg(feature = "tls")]
+            Transport::Tls(tls) => tls.write(data),
+        }
+    }
+
+    /// Bytes already taken from the session that still wait for the socket
+    /// (TLS records); never for plain TCP.
+    #[inline]
+    fn has_buffered_output(&self) -> bool {
+        match self {
+            Transport::Plain(_) => false,
+            #[cfg(feature = "tls")]
+            Transport::Tls(tls) => tls.has_buffered_output(),
+        }
+    }
+
+    /// Announce a requested close (TLS close_notify), best effort.
+    fn close_notify(&mut self) {
+        match self {
+            Transport::Plain(_) => {}
+            #[cfg(feature = "tls")]
+            Transport::Tls(tls) => tls.close_notify(),
+        }
+    }
+}
+
+/// The error to report for an I/O error: the TLS error it carries, if any,
+/// else `default`.
+fn io_error(e: &io::Error, default: Error) -> Error {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = crate::tls::error_from_io(e) {
+        return tls;
+    }
+    let _ = e;
+    default
+}
+
+/// Plain TCP, or TLS when the client has a TLS configuration.
+fn transport_for(client: &Client, stream: TcpStream) -> Result<Transport, Error> {
+    #[cfg(feature = "tls")]
+    {
+        let options = lock(&client.inner.options);
+        if let Some(tls) = options.tls.clone() {
+            let host = options.host.clone().unwrap_or_default();
+            drop(options);
+            return Ok(Transport::Tls(Box::new(tls.connect(&host, stream)?)));
+        }
+    }
+    let _ = client;
+    Ok(Transport::Plain(stream))
+}
+
+/// Hand the new connection to the session (it queues CONNECT), with what is
+/// left of the connect timeout as the CONNACK deadline.
+fn open_session(client: &Client, connect_deadline: Option<Instant>) {
+    let now = Instant::now();
+    let mut session = client.session();
+    if let Some(deadline) = connect_deadline {
+        session.config_mut().connect_timeout = deadline
+            .saturating_duration_since(now)
+            .max(Duration::from_millis(1));
+    }
+    session.connection_opened(now);
+}
+
 struct Connection {
-    stream: TcpStream,
-    /// TCP handshake finished and CONNECT handed to the session.
+    transport: Transport,
+    /// TCP connected, TLS handshake in progress.
+    handshaking: bool,
+    /// TCP (and TLS) handshake finished and CONNECT handed to the session.
     established: bool,
     /// CONNACK accepted on this connection.
     accepted: bool,
@@ -180,9 +285,17 @@ impl Reactor {
         if self
             .conn
             .as_ref()
-            .is_some_and(|c| !c.established && c.writable)
+            .is_some_and(|c| !c.established && !c.handshaking && c.writable)
         {
             self.finish_connect(client);
+        }
+        #[cfg(feature = "tls")]
+        if self
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.handshaking && (c.readable || c.writable))
+        {
+            self.drive_handshake(client);
         }
         if self
             .conn
@@ -219,7 +332,10 @@ impl Reactor {
         if let Err(e) = self.flush(client) {
             return Some(self.close(client, Some(e)));
         }
-        let requested_close = self.conn.as_ref().is_some_and(|c| c.established)
+        let requested_close = self
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.established && !c.transport.has_buffered_output())
             && client.session().state() == ConnectionState::Disconnecting
             && client.session().pending_transmit().is_empty();
         if requested_close {
@@ -231,6 +347,8 @@ impl Reactor {
     fn start_connect(&mut self, client: &Client) {
         while let Some(&addr) = self.addrs.get(self.next_addr) {
             self.next_addr += 1;
+            log!(client, Level::Info, "connecting to {addr}");
+            crate::log::connection_started(client);
             let Ok(mut stream) = TcpStream::connect(addr) else {
                 continue;
             };
@@ -242,8 +360,16 @@ impl Reactor {
             {
                 continue;
             }
+            let transport = match transport_for(client, stream) {
+                Ok(transport) => transport,
+                Err(e) => {
+                    self.attempt_failed(client, e);
+                    return;
+                }
+            };
             self.conn = Some(Connection {
-                stream,
+                transport,
+                handshaking: false,
                 established: false,
                 accepted: false,
                 readable: false,
@@ -259,20 +385,18 @@ impl Reactor {
             return;
         };
         conn.writable = false;
-        let failed = matches!(conn.stream.take_error(), Ok(Some(_)) | Err(_));
-        match conn.stream.peer_addr() {
+        let failed = matches!(conn.transport.tcp().take_error(), Ok(Some(_)) | Err(_));
+        match conn.transport.tcp().peer_addr() {
             Ok(_) if !failed => {
-                let _ = conn.stream.set_nodelay(true);
-                conn.established = true;
+                let _ = conn.transport.tcp().set_nodelay(true);
                 conn.writable = true;
-                let now = Instant::now();
-                let mut session = client.session();
-                if let Some(deadline) = self.connect_deadline {
-                    session.config_mut().connect_timeout = deadline
-                        .saturating_duration_since(now)
-                        .max(Duration::from_millis(1));
+                if matches!(conn.transport, Transport::Plain(_)) {
+                    conn.established = true;
+                    open_session(client, self.connect_deadline);
+                } else {
+                    // CONNECT waits for the TLS handshake (drive_handshake).
+                    conn.handshaking = true;
                 }
-                session.connection_opened(now);
             }
             Err(e) if !failed && e.kind() == io::ErrorKind::NotConnected => {
                 // Spurious wake-up: the handshake is still in progress.
@@ -287,8 +411,32 @@ impl Reactor {
         }
     }
 
+    /// Advance the TLS handshake; once done, the connection is established.
+    #[cfg(feature = "tls")]
+    fn drive_handshake(&mut self, client: &Client) {
+        use crate::tls::Handshake;
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let Transport::Tls(tls) = &mut conn.transport else {
+            return;
+        };
+        match tls.handshake(&mut conn.readable, &mut conn.writable) {
+            Handshake::Blocked => {}
+            Handshake::Done => {
+                conn.handshaking = false;
+                conn.established = true;
+                open_session(client, self.connect_deadline);
+            }
+            Handshake::Failed(error) => {
+                self.close(client, Some(error));
+            }
+        }
+    }
+
     /// The current attempt failed before a connection was accepted.
     fn attempt_failed(&mut self, client: &Client, error: Error) {
+        log!(client, Level::Warn, "connection attempt failed: {error}");
         self.connect_deadline = None;
         if let Some(attempt) = self.attempt.take() {
             finish_attempt(client, attempt, Err(error));
@@ -303,6 +451,7 @@ impl Reactor {
             return;
         }
         if is_final_refusal(error) || !self.keep_reconnecting {
+            log!(client, Level::Error, "giving up reconnecting: {error}");
             self.keep_reconnecting = false;
             self.report_disconnect(client, Some(error));
             return;
@@ -334,6 +483,12 @@ impl Reactor {
         let delay = floor + Duration::from_nanos(jitter_ns);
         self.failed_attempts = self.failed_attempts.saturating_add(1);
         self.reconnect_at = Some(Instant::now() + delay);
+        log!(
+            client,
+            Level::Info,
+            "reconnecting in {} ms",
+            delay.as_millis()
+        );
     }
 
     fn read(&mut self, client: &Client) -> Result<(), Error> {
@@ -349,7 +504,7 @@ impl Reactor {
             let Some(conn) = self.conn.as_mut() else {
                 return Ok(());
             };
-            match conn.stream.read(&mut self.read_buf[self.read_end..]) {
+            match conn.transport.read(&mut self.read_buf[self.read_end..]) {
                 Ok(0) => return Err(Error::ConnectionLost),
                 Ok(n) => {
                     self.read_end += n;
@@ -366,7 +521,7 @@ impl Reactor {
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
                     return Err(Error::ConnectionLost);
                 }
-                Err(_) => return Err(Error::Io),
+                Err(e) => return Err(io_error(&e, Error::Io)),
             }
         }
         Ok(())
@@ -401,9 +556,20 @@ impl Reactor {
             let (packet, used) = match codec::decode(input, max_packet_size) {
                 Ok(Decoded::Packet(packet, used)) => (packet, used),
                 Ok(Decoded::Incomplete(_)) => return Ok(()),
-                Err(e) => return Err(Error::from_codec(e)),
+                Err(e) => {
+                    log!(
+                        client,
+                        Level::Error,
+                        "invalid packet from the broker: {e:?}"
+                    );
+                    return Err(Error::from_codec(e));
+                }
             };
-            let incoming = client.session().handle_packet(Instant::now(), packet)?;
+            crate::log::received(client, &packet);
+            let name = crate::log::packet_name(&packet);
+            let handled = client.session().handle_packet(Instant::now(), packet);
+            let incoming = handled
+                .inspect_err(|e| log!(client, Level::Error, "{name} from the broker: {e}"))?;
             match incoming {
                 Some(Incoming::ConnAck(ack)) => {
                     self.read_start += used;
@@ -434,6 +600,11 @@ impl Reactor {
     }
 
     fn connect_accepted(&mut self, client: &Client, session_present: bool) {
+        log!(
+            client,
+            Level::Info,
+            "connected (session present: {session_present})"
+        );
         self.connect_deadline = None;
         self.failed_attempts = 0;
         self.async_attempt = false;
@@ -453,12 +624,17 @@ impl Reactor {
         let mut session = client.session();
         loop {
             let pending = session.pending_transmit();
-            if pending.is_empty() {
+            if pending.is_empty() && !conn.transport.has_buffered_output() {
                 return Ok(());
             }
-            match conn.stream.write(pending) {
+            match conn.transport.write(pending) {
+                // TLS: the records still buffered are written out.
+                Ok(0) if pending.is_empty() => return Ok(()),
                 Ok(0) => return Err(Error::ConnectionLost),
-                Ok(n) => session.consume_transmit(Instant::now(), n),
+                Ok(n) => {
+                    crate::log::sent(client, pending, n);
+                    session.consume_transmit(Instant::now(), n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     conn.writable = false;
                     return Ok(());
@@ -472,14 +648,14 @@ impl Reactor {
                 {
                     return Err(Error::ConnectionLost);
                 }
-                Err(_) => return Err(Error::Io),
+                Err(e) => return Err(io_error(&e, Error::Io)),
             }
         }
     }
 
     fn drop_connection(&mut self, client: &Client, mut conn: Connection) {
-        let _ = self.poll.registry().deregister(&mut conn.stream);
-        let _ = conn.stream.shutdown(Shutdown::Both);
+        let _ = self.poll.registry().deregister(conn.transport.tcp_mut());
+        let _ = conn.transport.tcp().shutdown(Shutdown::Both);
         self.read_start = 0;
         self.read_end = 0;
         if conn.established {
@@ -491,16 +667,17 @@ impl Reactor {
     /// report it, and arm a reconnection where that is the policy.
     fn close(&mut self, client: &Client, reason: Option<Error>) -> Error {
         let error = reason.unwrap_or(Error::NotConnected);
-        let Some(conn) = self.conn.take() else {
+        let Some(mut conn) = self.conn.take() else {
             self.connect_deadline = None;
             return error;
         };
         let accepted = conn.accepted;
         if reason.is_none() {
             // Let the DISCONNECT reach the broker before the socket goes away.
-            let _ = conn.stream.shutdown(Shutdown::Write);
+            conn.transport.close_notify();
+            let _ = conn.transport.tcp().shutdown(Shutdown::Write);
             let mut sink = [0u8; 512];
-            let mut stream = &conn.stream;
+            let mut stream = conn.transport.tcp();
             while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
         }
         self.drop_connection(client, conn);
@@ -509,6 +686,10 @@ impl Reactor {
             return error;
         }
         self.connect_deadline = None;
+        match reason {
+            None => log!(client, Level::Info, "disconnected"),
+            Some(e) => log!(client, Level::Warn, "connection lost: {e}"),
+        }
         match reason {
             None => self.keep_reconnecting = false,
             Some(_) if self.keep_reconnecting => self.schedule_reconnect(client),
@@ -551,26 +732,29 @@ impl Reactor {
         self.conn
             .as_ref()
             .is_some_and(|c| c.established && !c.writable)
-            && !client.session().pending_transmit().is_empty()
+            && (self
+                .conn
+                .as_ref()
+                .is_some_and(|c| c.transport.has_buffered_output())
+                || !client.session().pending_transmit().is_empty())
     }
 
     /// Close without callbacks: the client is being freed.
     pub fn shutdown(&mut self, client: &Client) {
-        if let Some(conn) = self.conn.take() {
-            let _ = self.flush_final(client, &conn);
+        if let Some(mut conn) = self.conn.take() {
+            let _ = self.flush_final(client, &mut conn);
             self.drop_connection(client, conn);
         }
         self.reconnect_at = None;
         self.keep_reconnecting = false;
     }
 
-    fn flush_final(&self, client: &Client, conn: &Connection) -> io::Result<()> {
+    fn flush_final(&self, client: &Client, conn: &mut Connection) -> io::Result<()> {
         if !conn.established {
             return Ok(());
         }
         let mut session = client.session();
-        let mut stream = &conn.stream;
-        let n = stream.write(session.pending_transmit())?;
+        let n = conn.transport.write(session.pending_transmit())?;
         session.consume_transmit(Instant::now(), n);
         Ok(())
     }

@@ -8,6 +8,12 @@
 //! LeakSanitizer or UndefinedBehaviorSanitizer report (the Rust library itself is not
 //! instrumented). Every program run is bounded by a timeout.
 //!
+//! `c_examples/*.cpp` (C++17, `$CXX -std=c++17 ... -Werror`) are run the same three ways.
+//! Programs record `NEEDED libmqtt.so.0` (the library's soname): `lib_dir` puts the
+//! `libmqtt.so.0 -> libmqtt.so` symlink next to cargo's output. One program is also
+//! linked statically against `libmqtt.a` with exactly the system libraries CMakeLists.txt
+//! lists (checked against rustc's `--print native-static-libs`) and run.
+//!
 //! `cmake_consumer` runs `tests/cmake_consumer/run.sh`: libmqtt consumed through CMake
 //! (add_subdirectory and an installed package) and pkg-config, shared and static.
 //!
@@ -101,6 +107,7 @@ const PROGRAMS: &[(&str, Kind)] = &[
     ("callbacks", Kind::HostPort),
     ("concurrency", Kind::HostPort),
     ("external_loop", Kind::HostPort),
+    ("logging", Kind::HostPort),
     // c_examples
     ("home_controller", Kind::HomePair),
     ("home_sensor", Kind::HomePair),
@@ -108,9 +115,13 @@ const PROGRAMS: &[(&str, Kind)] = &[
     ("own_loop", Kind::HostPort),
     ("relay_poll", Kind::TwoBrokers),
     ("seed_example", Kind::HostPort),
+    // c_examples, C++17
+    ("cpp_example", Kind::HostPort),
 ];
 
 const C_FLAGS: &[&str] = &["-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror"];
+/// For the `.cpp` programs (built with `$CXX`, default `c++`).
+const CXX_FLAGS: &[&str] = &["-std=c++17", "-Wall", "-Wextra", "-pedantic", "-Werror"];
 
 fn manifest_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -183,7 +194,7 @@ fn lib_dir() -> &'static Path {
             .and_then(|m| m.modified())
             .is_ok_and(|t| t >= sources);
         if fresh {
-            return profile_dir;
+            return with_soname_link(profile_dir);
         }
         eprintln!(
             "{} is missing or stale: building it with cargo build",
@@ -208,8 +219,28 @@ fn lib_dir() -> &'static Path {
             dir.join("libmqtt.so").exists(),
             "cargo build made no libmqtt.so"
         );
-        dir
+        with_soname_link(dir)
     })
+}
+
+/// The library's DT_SONAME: what programs linked with `-lmqtt` load at run time.
+const SONAME: &str = "libmqtt.so.0";
+
+/// Cargo writes only `libmqtt.so`, whose soname is `libmqtt.so.0`: programs linked
+/// against it look for `libmqtt.so.0` (through their rpath), so put that symlink next
+/// to it, as an installation would. Several test binaries may race here.
+fn with_soname_link(dir: PathBuf) -> PathBuf {
+    let link = dir.join(SONAME);
+    if std::fs::read_link(&link).is_ok_and(|t| t == Path::new("libmqtt.so")) {
+        return dir;
+    }
+    let _ = std::fs::remove_file(&link);
+    match std::os::unix::fs::symlink("libmqtt.so", &link) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => panic!("cannot create {}: {e}", link.display()),
+    }
+    dir
 }
 
 /// Run a compiler command; panic with its output on failure.
@@ -226,11 +257,17 @@ fn compile(mut cmd: Command, what: &str) {
     );
 }
 
-/// The path of a C program (`tests/c/<name>.c` or `c_examples/<name>.c`).
+/// The path of a C program (`tests/c/<name>.c` or `c_examples/<name>.c`), or of a C++
+/// one (`c_examples/<name>.cpp`).
 fn source_of(name: &str) -> PathBuf {
     let test = manifest_dir().join("tests/c").join(format!("{name}.c"));
+    let cxx = manifest_dir()
+        .join("c_examples")
+        .join(format!("{name}.cpp"));
     if test.exists() {
         test
+    } else if cxx.exists() {
+        cxx
     } else {
         manifest_dir().join("c_examples").join(format!("{name}.c"))
     }
@@ -259,8 +296,9 @@ fn program_for(name: &str, mode: Mode) -> PathBuf {
     assert!(src.exists(), "no C source for {name}");
     let lib = lib_dir();
     let exe = out_dir().join(&key);
-    let mut cmd = Command::new(c_compiler());
-    cmd.args(C_FLAGS)
+    let is_cxx = src.extension().is_some_and(|e| e == "cpp");
+    let mut cmd = Command::new(if is_cxx { cxx_compiler() } else { c_compiler() });
+    cmd.args(if is_cxx { CXX_FLAGS } else { C_FLAGS })
         .arg("-g")
         .args(if sanitize { SANITIZER_FLAGS } else { &[] })
         .arg("-pthread")
@@ -676,7 +714,7 @@ fn every_c_file_is_covered() {
             .flatten()
         {
             let path = entry.path();
-            if path.extension().is_some_and(|e| e == "c") {
+            if path.extension().is_some_and(|e| e == "c" || e == "cpp") {
                 found.insert(path.file_stem().unwrap().to_string_lossy().into_owned());
             }
         }
@@ -728,6 +766,7 @@ program_tests! {
     "callbacks" => c_callbacks, valgrind_c_callbacks, asan_c_callbacks;
     "concurrency" => c_concurrency, valgrind_c_concurrency, asan_c_concurrency;
     "external_loop" => c_external_loop, valgrind_c_external_loop, asan_c_external_loop;
+    "logging" => c_logging, valgrind_c_logging, asan_c_logging;
     "home_controller" => example_home_heating, valgrind_example_home_heating,
         asan_example_home_heating;
     "mid_callback" => example_mid_callback, valgrind_example_mid_callback,
@@ -736,6 +775,133 @@ program_tests! {
     "relay_poll" => example_relay_poll, valgrind_example_relay_poll, asan_example_relay_poll;
     "seed_example" => example_seed_example, valgrind_example_seed_example,
         asan_example_seed_example;
+    "cpp_example" => example_cpp_example, valgrind_example_cpp_example,
+        asan_example_cpp_example;
+}
+
+// ---- the shared library's soname, the static library's system libraries ---------------
+
+#[test]
+fn programs_record_the_versioned_soname() {
+    let exe = program("api_errors");
+    let out = Command::new("readelf")
+        .arg("-d")
+        .arg(&exe)
+        .output()
+        .expect("readelf (binutils) runs");
+    let dynamic = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dynamic.contains(&format!("Shared library: [{SONAME}]")),
+        "a program linked with -lmqtt must need {SONAME}:\n{dynamic}"
+    );
+    assert!(lib_dir().join(SONAME).exists(), "{SONAME} symlink missing");
+}
+
+/// The Linux list of `MQTT_STATIC_LINK_LIBRARIES` in CMakeLists.txt (also mqtt.pc's
+/// Libs.private, and documented in README.md).
+fn documented_static_libs() -> Vec<String> {
+    let cmake = std::fs::read_to_string(manifest_dir().join("CMakeLists.txt")).unwrap();
+    let line = cmake
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("set(MQTT_STATIC_LINK_LIBRARIES") && !l.contains("System"))
+        .expect("MQTT_STATIC_LINK_LIBRARIES in CMakeLists.txt");
+    line.trim_start_matches("set(MQTT_STATIC_LINK_LIBRARIES")
+        .trim_end_matches(')')
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `-lfoo` entries of rustc's `--print native-static-libs` for a staticlib built by this
+/// toolchain (the list comes from std: libmqtt's dependencies add no native library).
+fn rustc_static_libs() -> Vec<String> {
+    let src = out_dir().join("native_libs_probe.rs");
+    std::fs::write(&src, "pub fn probe() {}\n").unwrap();
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = Command::new(rustc)
+        .args([
+            "--crate-type",
+            "staticlib",
+            "--crate-name",
+            "native_libs_probe",
+        ])
+        .args(["--print", "native-static-libs", "-o"])
+        .arg(out_dir().join("libnative_libs_probe.a"))
+        .arg(&src)
+        .output()
+        .expect("run rustc");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| {
+            l.split_once("native-static-libs:")
+                .map(|(_, libs)| libs.to_owned())
+        })
+        .unwrap_or_else(|| panic!("no native-static-libs note in:\n{text}"));
+    line.split_whitespace()
+        .filter_map(|l| l.strip_prefix("-l").map(str::to_owned))
+        .collect()
+}
+
+/// A program linked against libmqtt.a plus the documented system libraries (nothing
+/// else, no libmqtt.so) builds, does not depend on libmqtt.so, and works.
+#[test]
+fn static_link_with_the_documented_system_libraries() {
+    if !cfg!(target_os = "linux") {
+        eprintln!("the documented list is for Linux: skipped");
+        return;
+    }
+    let documented = documented_static_libs();
+    let mut wanted = rustc_static_libs();
+    wanted.dedup();
+    assert_eq!(
+        documented, wanted,
+        "CMakeLists.txt lists other system libraries than rustc needs"
+    );
+    let flags: Vec<String> = documented.iter().map(|l| format!("-l{l}")).collect();
+
+    let archive = lib_dir().join("libmqtt.a");
+    assert!(archive.exists(), "{} missing", archive.display());
+    let src = source_of("seed_example");
+    let exe = out_dir().join("seed_example-static");
+    let mut cmd = Command::new(c_compiler());
+    cmd.args(C_FLAGS)
+        .arg("-I")
+        .arg(include_dir())
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .arg(&archive)
+        .args(&flags);
+    compile(cmd, "seed_example.c linked statically");
+    let out = Command::new("readelf")
+        .arg("-d")
+        .arg(&exe)
+        .output()
+        .unwrap();
+    let dynamic = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !dynamic.contains("libmqtt"),
+        "depends on libmqtt.so:\n{dynamic}"
+    );
+
+    let broker = Broker::start();
+    let mut run = Command::new(&exe);
+    run.arg(broker.host()).arg(broker.port().to_string());
+    let run = run_bounded(run, RUN_TIMEOUT);
+    assert!(
+        run.success(),
+        "{}\n--- broker log ---\n{}",
+        run.describe("statically linked seed_example"),
+        broker.log()
+    );
 }
 
 // ---- CMake and pkg-config consumers ----------------------------------------------------

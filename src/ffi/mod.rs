@@ -29,6 +29,11 @@ macro_rules! ffi_guard {
     };
 }
 
+#[cfg(feature = "tls")]
+mod tls;
+#[cfg(feature = "tls")]
+pub use tls::*;
+
 fn code(result: crate::Result<()>) -> c_int {
     match result {
         Ok(()) => MQTT_OK,
@@ -809,5 +814,59 @@ pub unsafe extern "C" fn mqtt_client_want_write(client: *mut mqtt_client) -> boo
         unsafe { client_arg(client) }
             .and_then(Client::wants_write)
             .unwrap_or(false)
+    })
+}
+
+/// Send the client's diagnostic messages to `callback`, those of `level` (an
+/// mqtt_log_level: MQTT_LOG_ERROR .. MQTT_LOG_DEBUG) and more severe. Logging is
+/// off by default; a NULL `callback` (or `level` 0) turns it off again. When it
+/// is off, or a message's level is filtered out, the message is not even
+/// formatted (no allocation).
+///
+/// INFO: connecting to host:port, connected (session present), disconnected,
+/// reconnecting in N ms. WARN: connection lost (reason), failed attempts. ERROR:
+/// protocol errors (which packet, why), giving up reconnecting. DEBUG: each
+/// packet sent and received (type, message id).
+///
+/// The callback runs on the thread that runs the client (as callbacks do), gets
+/// `user_data` untouched, and must not call functions on this client. `message`
+/// is valid only during the call. Never called after mqtt_client_free.
+///
+/// Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT (NULL client, level outside
+/// 0..4). Thread-safe; takes effect at once.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mqtt_client_set_log(
+    client: *mut mqtt_client,
+    callback: mqtt_log_callback,
+    level: c_int,
+    user_data: *mut c_void,
+) -> c_int {
+    ffi_guard!(MQTT_ERR_INTERNAL, {
+        // SAFETY: per this function's contract.
+        let Ok(c) = (unsafe { client_arg(client) }) else {
+            return MQTT_ERR_INVALID_ARGUMENT;
+        };
+        if !(0..=4).contains(&level) {
+            return MQTT_ERR_INVALID_ARGUMENT;
+        }
+        let (Some(function), Some(level)) = (callback, crate::log::Level::from_i32(level)) else {
+            c.set_log(None, crate::log::Level::Error);
+            return MQTT_OK;
+        };
+        let handle = PassBack(client);
+        let ud = PassBack(user_data);
+        let log: crate::log::LogFn = Arc::new(move |level, message: &str| {
+            // Messages never contain NUL (topics cannot); keep the part before one.
+            let mut bytes = Vec::with_capacity(message.len() + 1);
+            bytes.extend(message.bytes().take_while(|&b| b != 0));
+            let Ok(line) = std::ffi::CString::new(bytes) else {
+                return;
+            };
+            // SAFETY: a C function pointer given to us for this purpose; `line` lives
+            // for the call, as the header promises.
+            unsafe { function(handle.get(), level as c_int, line.as_ptr(), ud.get()) }
+        });
+        c.set_log(Some(log), level);
+        MQTT_OK
     })
 }

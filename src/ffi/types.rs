@@ -116,6 +116,22 @@ pub enum mqtt_error {
     MQTT_ERR_IN_CALLBACK = -32,
     /// Internal error (a bug); the client should be freed.
     MQTT_ERR_INTERNAL = -33,
+    /// TLS: bad or unreadable CA file/PEM, or (no CA given) an empty system
+    /// trust store.
+    MQTT_ERR_TLS_CA = -40,
+    /// TLS: bad or unreadable client certificate, or a key without certificate.
+    MQTT_ERR_TLS_CERT = -41,
+    /// TLS: bad or unreadable private key, a key not matching the certificate,
+    /// or a certificate without key.
+    MQTT_ERR_TLS_KEY = -42,
+    /// TLS: the broker's certificate is not trusted (unknown issuer, expired...).
+    MQTT_ERR_TLS_NOT_TRUSTED = -43,
+    /// TLS: the broker's certificate does not match the server name.
+    MQTT_ERR_TLS_HOSTNAME = -44,
+    /// TLS: other handshake failure (alert from the broker, e.g. client
+    /// certificate refused or missing; no common version; not a TLS port), or
+    /// a TLS failure later on the connection.
+    MQTT_ERR_TLS_HANDSHAKE = -45,
 }
 
 pub(crate) const MQTT_OK: c_int = mqtt_error::MQTT_OK as c_int;
@@ -182,6 +198,36 @@ pub type mqtt_callback = Option<
 pub type mqtt_condition =
     Option<unsafe extern "C" fn(data: *const mqtt_data, user_data: *mut c_void) -> bool>;
 
+/// Severity of a log message (`mqtt_client_set_log`): a client set to a level
+/// receives the messages of that level and of the more severe ones.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum mqtt_log_level {
+    /// Protocol errors (which packet, why), giving up reconnecting.
+    MQTT_LOG_ERROR = 1,
+    /// Connection lost (with the reason), failed connection attempts.
+    MQTT_LOG_WARN = 2,
+    /// Connecting to host:port, connected (session present), disconnected,
+    /// reconnection scheduled in N ms.
+    MQTT_LOG_INFO = 3,
+    /// Every packet sent and received (type, message id).
+    MQTT_LOG_DEBUG = 4,
+}
+
+/// A log callback (`mqtt_client_set_log`): `level` is an mqtt_log_level,
+/// `message` a NUL-terminated UTF-8 line without trailing newline, valid only
+/// during the call (copy it to keep it). Runs on the thread that runs the
+/// client, possibly while the library holds internal locks: it must not call
+/// any function on the same client (and should return quickly).
+pub type mqtt_log_callback = Option<
+    unsafe extern "C" fn(
+        client: *mut mqtt_client,
+        level: c_int,
+        message: *const c_char,
+        user_data: *mut c_void,
+    ),
+>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,6 +264,12 @@ mod tests {
             MQTT_ERR_LOOP_NOT_RUNNING,
             MQTT_ERR_IN_CALLBACK,
             MQTT_ERR_INTERNAL,
+            MQTT_ERR_TLS_CA,
+            MQTT_ERR_TLS_CERT,
+            MQTT_ERR_TLS_KEY,
+            MQTT_ERR_TLS_NOT_TRUSTED,
+            MQTT_ERR_TLS_HOSTNAME,
+            MQTT_ERR_TLS_HANDSHAKE,
         ];
         assert_eq!(c_codes.len(), Error::ALL.len());
         for (c, e) in c_codes.iter().zip(Error::ALL) {

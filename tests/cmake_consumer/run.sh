@@ -41,13 +41,28 @@ for f in include/mqtt.h lib/libmqtt.so lib/libmqtt.a lib/cmake/mqtt/mqttConfig.c
     [ -f "$prefix/$f" ] || fail "not installed: $f"
 done
 cmp -s "$root/include/mqtt.h" "$prefix/include/mqtt.h" || fail "installed mqtt.h differs"
+# Linux: libmqtt.so -> libmqtt.so.0 -> libmqtt.so.0.X.Y (the file, soname libmqtt.so.0)
+if [ "$(uname -s)" = Linux ]; then
+    [ -L "$libdir/libmqtt.so" ] && [ "$(readlink "$libdir/libmqtt.so")" = libmqtt.so.0 ] ||
+        fail "lib/libmqtt.so is not a symlink to libmqtt.so.0"
+    real=$(readlink "$libdir/libmqtt.so.0") || fail "lib/libmqtt.so.0 is not a symlink"
+    case $real in
+    libmqtt.so.0.*.*) [ -f "$libdir/$real" ] && [ ! -L "$libdir/$real" ] ||
+        fail "lib/$real is not a regular file" ;;
+    *) fail "lib/libmqtt.so.0 points to $real" ;;
+    esac
+    if command -v readelf >/dev/null 2>&1; then
+        readelf -d "$libdir/$real" | grep -q 'SONAME.*\[libmqtt\.so\.0\]' ||
+            fail "installed library lacks SONAME libmqtt.so.0"
+    fi
+fi
 
 run_consumer() { # build dir
     "$1/consumer" || fail "$1/consumer"
     "$1/consumer_static" || fail "$1/consumer_static"
     if command -v readelf >/dev/null 2>&1; then
-        readelf -d "$1/consumer" | grep -q 'NEEDED.*\[libmqtt\.so\]' ||
-            fail "consumer does not load libmqtt.so by name"
+        readelf -d "$1/consumer" | grep -q 'NEEDED.*\[libmqtt\.so\.0\]' ||
+            fail "consumer does not load libmqtt.so.0 by its soname"
         if readelf -d "$1/consumer_static" | grep -q 'NEEDED.*libmqtt'; then
             fail "consumer_static depends on libmqtt.so"
         fi

@@ -47,6 +47,7 @@ pub struct BrokerBuilder {
     persistence: bool,
     debug_log: bool,
     extra: String,
+    tls_listener: Option<String>,
 }
 
 impl BrokerBuilder {
@@ -89,12 +90,22 @@ impl BrokerBuilder {
         self
     }
 
+    /// A second listener on `127.0.0.1:<tls_port>` (a free port picked at start,
+    /// see [`Broker::tls_port`]) followed by `settings`: mosquitto.conf lines
+    /// for that listener, e.g. `cafile`, `certfile`, `keyfile`,
+    /// `require_certificate true`.
+    pub fn tls_listener(mut self, settings: &str) -> Self {
+        self.tls_listener = Some(settings.to_owned());
+        self
+    }
+
     /// Start mosquitto and wait (at most 10 s) until it accepts TCP connections.
     /// Panics, with the broker log, if it cannot be started.
     pub fn start(self) -> Broker {
         let dir = unique_temp_dir("mqtt-broker");
         let broker = Broker {
             port: 0,
+            tls_port: 0,
             conf_path: dir.join("mosquitto.conf"),
             log_path: dir.join("mosquitto.log"),
             out_path: dir.join("mosquitto.out"),
@@ -130,6 +141,14 @@ impl BrokerBuilder {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             let port = free_port();
+            if self.tls_listener.is_some() {
+                broker.tls_port = loop {
+                    let p = free_port();
+                    if p != port {
+                        break p;
+                    }
+                };
+            }
             let conf = self.config(&broker, port, anonymous, &passwd_path);
             fs::write(&broker.conf_path, conf).expect("write mosquitto.conf");
             broker.port = port;
@@ -177,6 +196,11 @@ impl BrokerBuilder {
         } else {
             c.push_str("persistence false\n");
         }
+        if let Some(settings) = &self.tls_listener {
+            c.push_str(&format!("listener {} {HOST}\n", broker.tls_port));
+            c.push_str(settings);
+            c.push('\n');
+        }
         c.push_str(&self.extra);
         c
     }
@@ -196,6 +220,8 @@ enum Launch {
 /// (e.g. `std::thread::scope`) that kill or restart it.
 pub struct Broker {
     port: u16,
+    /// The port of the listener added by `BrokerBuilder::tls_listener` (0: none).
+    tls_port: u16,
     dir: PathBuf,
     conf_path: PathBuf,
     log_path: PathBuf,
@@ -217,6 +243,12 @@ impl Broker {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of the [`BrokerBuilder::tls_listener`] listener; panics without one.
+    pub fn tls_port(&self) -> u16 {
+        assert_ne!(self.tls_port, 0, "the broker has no TLS listener");
+        self.tls_port
     }
 
     /// Always "127.0.0.1".

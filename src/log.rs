@@ -1,0 +1,350 @@
+//! Diagnostic logging: a level and a callback per client, silent by default.
+//!
+//! Every call site goes through `log!`, which checks the level with one
+//! atomic load first: when logging is off (or the level is filtered out), nothing is
+//! formatted and nothing is allocated. Messages are delivered on the thread that runs
+//! the client, while the reactor may hold internal locks: the callback must not call
+//! back into the library for the same client.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::client::{Client, lock};
+use crate::protocol::codec::{self, Packet};
+
+/// Severity of a log message; a client set to a level gets that level and all
+/// lower (more severe) ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Level {
+    Error = 1,
+    Warn = 2,
+    Info = 3,
+    Debug = 4,
+}
+
+impl Level {
+    pub fn from_i32(level: i32) -> Option<Level> {
+        match level {
+            1 => Some(Level::Error),
+            2 => Some(Level::Warn),
+            3 => Some(Level::Info),
+            4 => Some(Level::Debug),
+            _ => None,
+        }
+    }
+}
+
+/// Receives each message that passes the level filter.
+pub type LogFn = Arc<dyn Fn(Level, &str) + Send + Sync>;
+
+/// `sent` offset meaning "not at a known packet boundary".
+const UNKNOWN: usize = usize::MAX;
+
+/// Per-client logger state.
+pub(crate) struct Logger {
+    /// 0 = off, else the highest `Level` delivered.
+    level: AtomicU8,
+    callback: Mutex<Option<LogFn>>,
+    /// Bytes at the start of the outgoing buffer that belong to a packet already
+    /// logged (partially written before), or `UNKNOWN`. Reactor thread only.
+    sent_skip: AtomicUsize,
+}
+
+impl Default for Logger {
+    fn default() -> Self {
+        Logger {
+            level: AtomicU8::new(0),
+            callback: Mutex::new(None),
+            sent_skip: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Logger {
+    /// Install `callback` with `level`; `None` (or level 0) turns logging off.
+    pub fn set(&self, callback: Option<LogFn>, level: u8) {
+        let mut slot = lock(&self.callback);
+        let level = if callback.is_some() { level } else { 0 };
+        *slot = callback;
+        self.level.store(level, Ordering::Release);
+    }
+
+    #[inline]
+    pub fn enabled(&self, level: Level) -> bool {
+        level as u8 <= self.level.load(Ordering::Relaxed)
+    }
+
+    /// Format and deliver (call only after `enabled`).
+    #[cold]
+    pub fn emit(&self, client: &Client, level: Level, args: fmt::Arguments<'_>) {
+        if client.is_closed() {
+            // The handle (and likely the user data) is being released.
+            return;
+        }
+        let Some(callback) = lock(&self.callback).clone() else {
+            return;
+        };
+        if !self.enabled(level) {
+            return;
+        }
+        let message = fmt::format(args);
+        callback(level, &message);
+    }
+}
+
+/// `log!(client, Level::Info, "connecting to {}", addr)`: formats only when the
+/// client's logger wants `level`.
+macro_rules! log {
+    ($client:expr, $level:expr, $($arg:tt)+) => {{
+        let client: &$crate::client::Client = $client;
+        let level: $crate::log::Level = $level;
+        if client.inner.logger.enabled(level) {
+            client.inner.logger.emit(client, level, format_args!($($arg)+));
+        }
+    }};
+}
+pub(crate) use log;
+
+/// The MQTT name of a packet.
+pub(crate) fn packet_name(packet: &Packet<'_>) -> &'static str {
+    type_name(match packet {
+        Packet::Connect(_) => 1,
+        Packet::ConnAck(_) => 2,
+        Packet::Publish(_) => 3,
+        Packet::PubAck(_) => 4,
+        Packet::PubRec(_) => 5,
+        Packet::PubRel(_) => 6,
+        Packet::PubComp(_) => 7,
+        Packet::Subscribe(_) => 8,
+        Packet::SubAck(_) => 9,
+        Packet::Unsubscribe(_) => 10,
+        Packet::UnsubAck(_) => 11,
+        Packet::PingReq => 12,
+        Packet::PingResp => 13,
+        Packet::Disconnect => 14,
+    })
+}
+
+fn type_name(packet_type: u8) -> &'static str {
+    match packet_type {
+        1 => "CONNECT",
+        2 => "CONNACK",
+        3 => "PUBLISH",
+        4 => "PUBACK",
+        5 => "PUBREC",
+        6 => "PUBREL",
+        7 => "PUBCOMP",
+        8 => "SUBSCRIBE",
+        9 => "SUBACK",
+        10 => "UNSUBSCRIBE",
+        11 => "UNSUBACK",
+        12 => "PINGREQ",
+        13 => "PINGRESP",
+        14 => "DISCONNECT",
+        _ => "reserved",
+    }
+}
+
+/// DEBUG: a packet arrived.
+pub(crate) fn received(client: &Client, packet: &Packet<'_>) {
+    if !client.inner.logger.enabled(Level::Debug) {
+        return;
+    }
+    let name = packet_name(packet);
+    match packet {
+        Packet::Publish(p) => log!(
+            client,
+            Level::Debug,
+            "received PUBLISH (mid {}, qos {}, topic '{}', {} bytes{}{})",
+            p.pkid,
+            p.qos as u8,
+            p.topic,
+            p.payload.len(),
+            if p.retain { ", retain" } else { "" },
+            if p.dup { ", dup" } else { "" }
+        ),
+        Packet::ConnAck(ack) => log!(
+            client,
+            Level::Debug,
+            "received CONNACK (return code {}, session present {})",
+            ack.code as u8,
+            ack.session_present
+        ),
+        Packet::PubAck(mid)
+        | Packet::PubRec(mid)
+        | Packet::PubRel(mid)
+        | Packet::PubComp(mid)
+        | Packet::UnsubAck(mid) => {
+            log!(client, Level::Debug, "received {name} (mid {mid})")
+        }
+        Packet::SubAck(ack) => log!(
+            client,
+            Level::Debug,
+            "received SUBACK (mid {}, granted {:?})",
+            ack.pkid,
+            ack.return_codes
+        ),
+        _ => log!(client, Level::Debug, "received {name}"),
+    }
+}
+
+/// A new connection starts with an empty outgoing buffer.
+pub(crate) fn connection_started(client: &Client) {
+    client.inner.logger.sent_skip.store(0, Ordering::Relaxed);
+}
+
+/// DEBUG: the first `written` bytes of `pending` (the outgoing buffer) were written;
+/// log each packet starting in them. Called by the reactor after every write.
+pub(crate) fn sent(client: &Client, pending: &[u8], written: usize) {
+    let logger = &client.inner.logger;
+    let skip = logger.sent_skip.load(Ordering::Relaxed);
+    if !logger.enabled(Level::Debug) || skip == UNKNOWN {
+        // Not tracking: the buffer is at a packet boundary again once fully written.
+        let next = if written >= pending.len() { 0 } else { UNKNOWN };
+        logger.sent_skip.store(next, Ordering::Relaxed);
+        return;
+    }
+    let mut pos = skip;
+    while pos < written {
+        let Ok(Ok(header)) = codec::parse_fixed_header(&pending[pos..], usize::MAX) else {
+            logger.sent_skip.store(UNKNOWN, Ordering::Relaxed);
+            return;
+        };
+        let body = pending
+            .get(pos + header.header_len..pos + header.frame_len())
+            .unwrap_or(&[]);
+        let name = type_name(header.packet_type());
+        match (header.packet_type(), sent_mid(&header, body)) {
+            (3, mid) => {
+                let qos = (header.flags() >> 1) & 3;
+                let topic_len = body
+                    .get(..2)
+                    .map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])));
+                let topic = body
+                    .get(2..2 + topic_len)
+                    .and_then(|t| std::str::from_utf8(t).ok())
+                    .unwrap_or("?");
+                let id_len = if qos > 0 { 2 } else { 0 };
+                let payload_len = body.len().saturating_sub(2 + topic_len + id_len);
+                log!(
+                    client,
+                    Level::Debug,
+                    "sent PUBLISH (mid {}, qos {qos}, topic '{topic}', {payload_len} bytes{}{})",
+                    mid.unwrap_or(0),
+                    if header.flags() & 1 != 0 {
+                        ", retain"
+                    } else {
+                        ""
+                    },
+                    if header.flags() & 8 != 0 { ", dup" } else { "" }
+                )
+            }
+            (_, Some(mid)) => log!(client, Level::Debug, "sent {name} (mid {mid})"),
+            (_, None) => log!(client, Level::Debug, "sent {name}"),
+        }
+        pos += header.frame_len();
+    }
+    logger.sent_skip.store(pos - written, Ordering::Relaxed);
+}
+
+/// The packet identifier of an outgoing packet, for those that have one.
+fn sent_mid(header: &codec::FixedHeader, body: &[u8]) -> Option<u16> {
+    let at = match header.packet_type() {
+        3 if (header.flags() >> 1) & 3 != 0 => {
+            let topic_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
+            2 + topic_len
+        }
+        4..=8 | 10 => 0,
+        _ => return None,
+    };
+    Some(u16::from_be_bytes([*body.get(at)?, *body.get(at + 1)?]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Counts how often it is formatted.
+    struct Counted<'a>(&'a AtomicUsize);
+
+    impl fmt::Display for Counted<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            f.write_str("x")
+        }
+    }
+
+    type Lines = Arc<Mutex<Vec<(Level, String)>>>;
+
+    fn recorder() -> (LogFn, Lines) {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let log: LogFn = Arc::new(move |level, message: &str| {
+            sink.lock().unwrap().push((level, message.to_owned()));
+        });
+        (log, lines)
+    }
+
+    #[test]
+    fn silent_by_default_and_formats_only_when_enabled() {
+        let client = Client::new("log-test", true).unwrap();
+        let formatted = AtomicUsize::new(0);
+        for level in [Level::Error, Level::Warn, Level::Info, Level::Debug] {
+            assert!(!client.inner.logger.enabled(level));
+            log!(&client, level, "{}", Counted(&formatted));
+        }
+        assert_eq!(formatted.load(Ordering::Relaxed), 0);
+
+        let (callback, lines) = recorder();
+        client.set_log(Some(callback), Level::Warn);
+        log!(&client, Level::Info, "{}", Counted(&formatted));
+        assert_eq!(
+            formatted.load(Ordering::Relaxed),
+            0,
+            "filtered: not formatted"
+        );
+        log!(&client, Level::Warn, "w {}", Counted(&formatted));
+        log!(&client, Level::Error, "e {}", Counted(&formatted));
+        assert_eq!(formatted.load(Ordering::Relaxed), 2);
+        assert_eq!(
+            *lines.lock().unwrap(),
+            [
+                (Level::Warn, "w x".to_owned()),
+                (Level::Error, "e x".to_owned())
+            ]
+        );
+
+        client.set_log(None, Level::Debug);
+        log!(&client, Level::Error, "{}", Counted(&formatted));
+        assert_eq!(formatted.load(Ordering::Relaxed), 2, "off again");
+        client.close();
+    }
+
+    #[test]
+    fn sent_packets_are_logged_across_partial_writes() {
+        let client = Client::new("log-test", true).unwrap();
+        let (callback, lines) = recorder();
+        client.set_log(Some(callback), Level::Debug);
+        // PUBLISH QoS 1 "a/b" mid 7 payload "hi", PUBACK mid 9, PINGREQ
+        let mut buf = vec![0x32, 9, 0, 3, b'a', b'/', b'b', 0, 7, b'h', b'i'];
+        buf.extend_from_slice(&[0x40, 2, 0, 9, 0xc0, 0]);
+        connection_started(&client);
+        sent(&client, &buf, 5); // PUBLISH starts here
+        sent(&client, &buf[5..], 8); // rest of PUBLISH + half the PUBACK
+        sent(&client, &buf[13..], 2); // the PUBACK's end
+        sent(&client, &buf[15..], 2); // PINGREQ
+        let got: Vec<String> = lines.lock().unwrap().iter().map(|l| l.1.clone()).collect();
+        assert_eq!(
+            got,
+            [
+                "sent PUBLISH (mid 7, qos 1, topic 'a/b', 2 bytes)",
+                "sent PUBACK (mid 9)",
+                "sent PINGREQ"
+            ]
+        );
+        client.close();
+    }
+}

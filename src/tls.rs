@@ -1,0 +1,350 @@
+//! TLS (feature `tls`): configuration parsed once, when it is set, and a
+//! non-blocking rustls client stream the reactor drives like the plain socket.
+//!
+//! Everything that can be wrong with a CA, certificate or key is found by
+//! [`TlsSetup::new`], so the error reaches the caller of `set_tls`; the
+//! reactor only meets handshake and record errors, mapped by [`error_from_tls`].
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use mio::net::TcpStream;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore,
+    SignatureScheme,
+};
+
+use crate::{Error, Result};
+
+/// Where a PEM document comes from.
+#[derive(Clone, Copy, Debug)]
+pub enum PemSource<'a> {
+    /// A file, read when the options are set.
+    File(&'a Path),
+    /// PEM text in memory.
+    Pem(&'a [u8]),
+}
+
+/// TLS settings for [`Client::set_tls`](crate::Client::set_tls). Everything is
+/// copied and parsed by that call.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TlsOptions<'a> {
+    /// CA certificates (one or more) that the broker's certificate must chain
+    /// to; `None`: the system trust store.
+    pub ca: Option<PemSource<'a>>,
+    /// Client certificate chain (leaf first), for brokers that require one.
+    pub cert: Option<PemSource<'a>>,
+    /// The private key of `cert` (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PemSource<'a>>,
+    /// The name sent as SNI and verified against the certificate; `None`: the
+    /// host given to `connect`.
+    pub server_name: Option<&'a str>,
+    /// ALPN protocols offered, in order of preference.
+    pub alpn: &'a [&'a str],
+    /// Accept any server certificate (still checking the handshake
+    /// signatures). For tests only: it removes all protection against an
+    /// active attacker.
+    pub insecure_skip_verify: bool,
+}
+
+/// A parsed, immutable TLS configuration shared by every connection attempt.
+pub(crate) struct TlsSetup {
+    config: Arc<ClientConfig>,
+    server_name: Option<ServerName<'static>>,
+}
+
+impl fmt::Debug for TlsSetup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsSetup")
+            .field("server_name", &self.server_name)
+            .field("alpn", &self.config.alpn_protocols)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read_pem(source: PemSource<'_>, error: Error) -> Result<Vec<u8>> {
+    match source {
+        PemSource::File(path) => std::fs::read(path).map_err(|_| error),
+        PemSource::Pem(bytes) => Ok(bytes.to_vec()),
+    }
+}
+
+fn certificates(source: PemSource<'_>, error: Error) -> Result<Vec<CertificateDer<'static>>> {
+    let pem = read_pem(source, error)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|_| error)?;
+    if certs.is_empty() {
+        return Err(error);
+    }
+    Ok(certs)
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl TlsSetup {
+    pub(crate) fn new(options: &TlsOptions<'_>) -> Result<TlsSetup> {
+        let server_name = match options.server_name {
+            None => None,
+            Some(name) => {
+                Some(ServerName::try_from(name.to_owned()).map_err(|_| Error::InvalidArgument)?)
+            }
+        };
+        let mut alpn = Vec::with_capacity(options.alpn.len());
+        for protocol in options.alpn {
+            if protocol.is_empty() || protocol.len() > 255 {
+                return Err(Error::InvalidArgument);
+            }
+            alpn.push(protocol.as_bytes().to_vec());
+        }
+        let client_auth = match (options.cert, options.key) {
+            (None, None) => None,
+            (Some(_), None) => return Err(Error::TlsKey),
+            (None, Some(_)) => return Err(Error::TlsCert),
+            (Some(cert), Some(key)) => {
+                let chain = certificates(cert, Error::TlsCert)?;
+                let key_pem = read_pem(key, Error::TlsKey)?;
+                let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| Error::TlsKey)?;
+                Some((chain, key))
+            }
+        };
+
+        let provider = provider();
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|_| Error::Internal)?;
+        let builder = if options.insecure_skip_verify {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(
+                    provider.signature_verification_algorithms,
+                )))
+        } else {
+            let mut roots = RootCertStore::empty();
+            match options.ca {
+                Some(ca) => {
+                    for cert in certificates(ca, Error::TlsCa)? {
+                        roots.add(cert).map_err(|_| Error::TlsCa)?;
+                    }
+                }
+                None => {
+                    let native = rustls_native_certs::load_native_certs();
+                    roots.add_parsable_certificates(native.certs);
+                    if roots.is_empty() {
+                        return Err(Error::TlsCa);
+                    }
+                }
+            }
+            builder.with_root_certificates(roots)
+        };
+        let mut config = match client_auth {
+            None => builder.with_no_client_auth(),
+            Some((chain, key)) => {
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| match e {
+                        rustls::Error::InvalidCertificate(_) => Error::TlsCert,
+                        _ => Error::TlsKey,
+                    })?
+            }
+        };
+        config.alpn_protocols = alpn;
+        Ok(TlsSetup {
+            config: Arc::new(config),
+            server_name,
+        })
+    }
+
+    /// Wrap a connecting TCP stream; `host` is the name given to `connect`,
+    /// used when no server name was set.
+    pub(crate) fn connect(&self, host: &str, tcp: TcpStream) -> Result<TlsStream> {
+        let name = match &self.server_name {
+            Some(name) => name.clone(),
+            None => ServerName::try_from(host.to_owned()).map_err(|_| Error::TlsHostname)?,
+        };
+        let tls = ClientConnection::new(self.config.clone(), name).map_err(|_| Error::Internal)?;
+        Ok(TlsStream { tcp, tls })
+    }
+}
+
+/// The verifier of `insecure_skip_verify`: any certificate, but the handshake
+/// signatures must still be valid for the certificate presented.
+#[derive(Debug)]
+struct AcceptAnyCertificate(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
+/// The error reported for a failed handshake or a TLS failure later on.
+pub(crate) fn error_from_tls(e: &rustls::Error) -> Error {
+    match e {
+        rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        ) => Error::TlsHostname,
+        rustls::Error::InvalidCertificate(_) => Error::TlsNotTrusted,
+        _ => Error::TlsHandshake,
+    }
+}
+
+/// The TLS error an I/O error of [`TlsStream`] carries, if any.
+pub(crate) fn error_from_io(e: &io::Error) -> Option<Error> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .map(error_from_tls)
+}
+
+fn tls_io_error(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// A rustls client connection over a non-blocking TCP stream.
+pub(crate) struct TlsStream {
+    pub(crate) tcp: TcpStream,
+    tls: ClientConnection,
+}
+
+/// What one handshake step achieved.
+pub(crate) enum Handshake {
+    /// Finished: application data may flow.
+    Done,
+    /// Waiting for the socket (readable or writable).
+    Blocked,
+    Failed(Error),
+}
+
+impl TlsStream {
+    /// Drive the handshake as far as the socket allows. `readable` and
+    /// `writable` are the edge-triggered readiness flags, cleared here on
+    /// `WouldBlock`.
+    pub(crate) fn handshake(&mut self, readable: &mut bool, writable: &mut bool) -> Handshake {
+        loop {
+            if !self.tls.is_handshaking() {
+                return Handshake::Done;
+            }
+            let mut progressed = false;
+            if *writable && self.tls.wants_write() {
+                match self.tls.write_tls(&mut self.tcp) {
+                    Ok(_) => progressed = true,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => *writable = false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => progressed = true,
+                    Err(_) => return Handshake::Failed(Error::TlsHandshake),
+                }
+            }
+            if *readable && self.tls.wants_read() {
+                match self.tls.read_tls(&mut self.tcp) {
+                    // The peer closed mid-handshake (e.g. not a TLS listener).
+                    Ok(0) => return Handshake::Failed(Error::TlsHandshake),
+                    Ok(_) => {
+                        progressed = true;
+                        if let Err(e) = self.tls.process_new_packets() {
+                            // Tell the peer why (the alert rustls queued), best effort.
+                            let _ = self.tls.write_tls(&mut self.tcp);
+                            return Handshake::Failed(error_from_tls(&e));
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => *readable = false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => progressed = true,
+                    Err(_) => return Handshake::Failed(Error::TlsHandshake),
+                }
+            }
+            if !progressed {
+                return Handshake::Blocked;
+            }
+        }
+    }
+
+    /// Decrypted bytes into `buf`: `Ok(0)` at the end of the stream (also an
+    /// unclean one), `WouldBlock` once the socket is drained, rustls errors as
+    /// `InvalidData` carrying the `rustls::Error` (see [`error_from_io`]).
+    pub(crate) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.tls.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(e),
+            }
+            // No plaintext buffered: decrypt more from the socket.
+            self.tls.read_tls(&mut self.tcp)?;
+            self.tls.process_new_packets().map_err(tls_io_error)?;
+        }
+    }
+
+    /// Encrypt as much of `data` as rustls buffers (up to its 64 KiB limit)
+    /// and write ciphertext until the socket would block. Returns how many
+    /// bytes of `data` were taken; `WouldBlock` when none could be.
+    pub(crate) fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.flush_tls()?;
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let n = self.tls.writer().write(data)?;
+        match self.flush_tls() {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+            _ if n == 0 => return Err(io::ErrorKind::WouldBlock.into()),
+            _ => {}
+        }
+        Ok(n)
+    }
+
+    /// Write buffered ciphertext until none is left or the socket would block.
+    pub(crate) fn flush_tls(&mut self) -> io::Result<()> {
+        while self.tls.wants_write() {
+            if self.tls.write_tls(&mut self.tcp)? == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Ciphertext waits for the socket.
+    pub(crate) fn has_buffered_output(&self) -> bool {
+        self.tls.wants_write()
+    }
+
+    /// Queue close_notify and try to write it (best effort, never blocks).
+    pub(crate) fn close_notify(&mut self) {
+        self.tls.send_close_notify();
+        let _ = self.flush_tls();
+    }
+}
