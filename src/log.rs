@@ -109,22 +109,7 @@ pub(crate) use log;
 
 /// The MQTT name of a packet.
 pub(crate) fn packet_name(packet: &Packet<'_>) -> &'static str {
-    type_name(match packet {
-        Packet::Connect(_) => 1,
-        Packet::ConnAck(_) => 2,
-        Packet::Publish(_) => 3,
-        Packet::PubAck(_) => 4,
-        Packet::PubRec(_) => 5,
-        Packet::PubRel(_) => 6,
-        Packet::PubComp(_) => 7,
-        Packet::Subscribe(_) => 8,
-        Packet::SubAck(_) => 9,
-        Packet::Unsubscribe(_) => 10,
-        Packet::UnsubAck(_) => 11,
-        Packet::PingReq => 12,
-        Packet::PingResp => 13,
-        Packet::Disconnect => 14,
-    })
+    type_name(packet.packet_type())
 }
 
 fn type_name(packet_type: u8) -> &'static str {
@@ -149,15 +134,19 @@ fn type_name(packet_type: u8) -> &'static str {
 
 /// DEBUG: a packet arrived.
 pub(crate) fn received(client: &Client, packet: &Packet<'_>) {
-    if !client.inner.logger.enabled(Level::Debug) {
-        return;
+    if client.inner.logger.enabled(Level::Debug) {
+        describe(client, "received", packet);
     }
+}
+
+/// One DEBUG line for a packet sent or received.
+fn describe(client: &Client, verb: &str, packet: &Packet<'_>) {
     let name = packet_name(packet);
     match packet {
         Packet::Publish(p) => log!(
             client,
             Level::Debug,
-            "received PUBLISH (mid {}, qos {}, topic '{}', {} bytes{}{})",
+            "{verb} PUBLISH (mid {}, qos {}, topic '{}', {} bytes{}{})",
             p.pkid,
             p.qos as u8,
             p.topic,
@@ -168,7 +157,7 @@ pub(crate) fn received(client: &Client, packet: &Packet<'_>) {
         Packet::ConnAck(ack) => log!(
             client,
             Level::Debug,
-            "received CONNACK (return code {}, session present {})",
+            "{verb} CONNACK (return code {}, session present {})",
             ack.code as u8,
             ack.session_present
         ),
@@ -176,17 +165,19 @@ pub(crate) fn received(client: &Client, packet: &Packet<'_>) {
         | Packet::PubRec(mid)
         | Packet::PubRel(mid)
         | Packet::PubComp(mid)
-        | Packet::UnsubAck(mid) => {
-            log!(client, Level::Debug, "received {name} (mid {mid})")
+        | Packet::UnsubAck(mid) => log!(client, Level::Debug, "{verb} {name} (mid {mid})"),
+        Packet::Subscribe(codec::Subscribe { pkid, .. })
+        | Packet::Unsubscribe(codec::Unsubscribe { pkid, .. }) => {
+            log!(client, Level::Debug, "{verb} {name} (mid {pkid})")
         }
         Packet::SubAck(ack) => log!(
             client,
             Level::Debug,
-            "received SUBACK (mid {}, granted {:?})",
+            "{verb} SUBACK (mid {}, granted {:?})",
             ack.pkid,
             ack.return_codes
         ),
-        _ => log!(client, Level::Debug, "received {name}"),
+        _ => log!(client, Level::Debug, "{verb} {name}"),
     }
 }
 
@@ -215,51 +206,18 @@ pub(crate) fn sent(client: &Client, pending: &[u8], written: usize) {
         let body = pending
             .get(pos + header.header_len..pos + header.frame_len())
             .unwrap_or(&[]);
-        let name = type_name(header.packet_type());
-        match (header.packet_type(), sent_mid(&header, body)) {
-            (3, mid) => {
-                let qos = (header.flags() >> 1) & 3;
-                let topic_len = body
-                    .get(..2)
-                    .map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])));
-                let topic = body
-                    .get(2..2 + topic_len)
-                    .and_then(|t| std::str::from_utf8(t).ok())
-                    .unwrap_or("?");
-                let id_len = if qos > 0 { 2 } else { 0 };
-                let payload_len = body.len().saturating_sub(2 + topic_len + id_len);
-                log!(
-                    client,
-                    Level::Debug,
-                    "sent PUBLISH (mid {}, qos {qos}, topic '{topic}', {payload_len} bytes{}{})",
-                    mid.unwrap_or(0),
-                    if header.flags() & 1 != 0 {
-                        ", retain"
-                    } else {
-                        ""
-                    },
-                    if header.flags() & 8 != 0 { ", dup" } else { "" }
-                )
-            }
-            (_, Some(mid)) => log!(client, Level::Debug, "sent {name} (mid {mid})"),
-            (_, None) => log!(client, Level::Debug, "sent {name}"),
+        match codec::decode_body(header.byte1, body) {
+            Ok(packet) => describe(client, "sent", &packet),
+            Err(_) => log!(
+                client,
+                Level::Debug,
+                "sent {}",
+                type_name(header.packet_type())
+            ),
         }
         pos += header.frame_len();
     }
     logger.sent_skip.store(pos - written, Ordering::Relaxed);
-}
-
-/// The packet identifier of an outgoing packet, for those that have one.
-fn sent_mid(header: &codec::FixedHeader, body: &[u8]) -> Option<u16> {
-    let at = match header.packet_type() {
-        3 if (header.flags() >> 1) & 3 != 0 => {
-            let topic_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
-            2 + topic_len
-        }
-        4..=8 | 10 => 0,
-        _ => return None,
-    };
-    Some(u16::from_be_bytes([*body.get(at)?, *body.get(at + 1)?]))
 }
 
 #[cfg(test)]
