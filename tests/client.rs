@@ -3,93 +3,12 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
+use common::events::{expect, message_on, recorded_client};
 use common::{Broker, ScriptedPeer, TIMEOUT};
 use mqtt::protocol::codec::{ConnectReturnCode, QoS};
-use mqtt::{Client, Command, Data, Error};
-
-/// An owned copy of what a callback saw.
-#[derive(Clone, Debug, PartialEq)]
-struct Event {
-    command: Command,
-    topic: Option<String>,
-    payload: Vec<u8>,
-    qos: Option<QoS>,
-    retain: bool,
-    mid: u16,
-    granted: Vec<u8>,
-    session_present: bool,
-    error: Option<Error>,
-}
-
-impl Event {
-    fn from_data(data: &Data<'_>) -> Event {
-        Event {
-            command: data.command,
-            topic: data.message.map(|m| m.topic.to_owned()),
-            payload: data.message.map(|m| m.payload.to_vec()).unwrap_or_default(),
-            qos: data.message.map(|m| m.qos),
-            retain: data.message.is_some_and(|m| m.retain),
-            mid: data.mid,
-            granted: data.granted_qos.to_vec(),
-            session_present: data.session_present,
-            error: data.error,
-        }
-    }
-}
-
-const ALL_COMMANDS: [Command; 10] = [
-    Command::ConnAck,
-    Command::Publish,
-    Command::PubAck,
-    Command::PubRec,
-    Command::PubRel,
-    Command::PubComp,
-    Command::SubAck,
-    Command::UnsubAck,
-    Command::PingResp,
-    Command::Disconnect,
-];
-
-/// A client whose every callback is recorded, with its loop thread running.
-fn recorded_client(id: &str, clean: bool) -> (Client, Receiver<Event>) {
-    let client = Client::new(id, clean).unwrap();
-    let (tx, rx) = channel();
-    for command in ALL_COMMANDS {
-        let tx = tx.clone();
-        client.on(
-            command,
-            Arc::new(move |_: &Client, data: &Data<'_>| {
-                let _ = tx.send(Event::from_data(data));
-            }),
-            None,
-            0,
-        );
-    }
-    (client, rx)
-}
-
-/// The next event satisfying `want`, skipping others; panics after `TIMEOUT`.
-fn expect(rx: &Receiver<Event>, what: &str, want: impl Fn(&Event) -> bool) -> Event {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(e) if want(&e) => return e,
-            Ok(_) => {}
-            Err(_) => panic!("no {what} within {TIMEOUT:?}"),
-        }
-    }
-}
-
-fn message_on(rx: &Receiver<Event>, topic: &str) -> Event {
-    expect(rx, topic, |e| {
-        matches!(e.command, Command::Publish | Command::PubRel) && e.topic.as_deref() == Some(topic)
-    })
-}
+use mqtt::{Client, Command, Error};
 
 fn start(client: &Client, broker: &Broker) -> bool {
     let present = client.connect(broker.host(), 30, broker.port()).unwrap();

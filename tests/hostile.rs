@@ -8,11 +8,12 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::events::{Event, drain, expect, recorded_client};
 use common::{HOST, OwnedPacket, PeerConn, ScriptedPeer, TIMEOUT, encode};
 use mqtt::protocol::codec::{Packet, Publish, QoS, SubAck};
 use mqtt::{Client, Command, Data, Error};
@@ -75,72 +76,6 @@ fn rss_bytes() -> usize {
 }
 
 // ---------------------------------------------------------------------------
-// Event recorder (as in tests/client.rs).
-
-#[derive(Clone, Debug, PartialEq)]
-struct Event {
-    command: Command,
-    topic: Option<String>,
-    payload: Vec<u8>,
-    mid: u16,
-    error: Option<Error>,
-}
-
-const ALL_COMMANDS: [Command; 10] = [
-    Command::ConnAck,
-    Command::Publish,
-    Command::PubAck,
-    Command::PubRec,
-    Command::PubRel,
-    Command::PubComp,
-    Command::SubAck,
-    Command::UnsubAck,
-    Command::PingResp,
-    Command::Disconnect,
-];
-
-fn recorded_client(id: &str) -> (Client, Receiver<Event>) {
-    let client = Client::new(id, true).unwrap();
-    let (tx, rx) = channel();
-    for command in ALL_COMMANDS {
-        let tx = tx.clone();
-        client.on(
-            command,
-            Arc::new(move |_: &Client, data: &Data<'_>| {
-                let _ = tx.send(Event {
-                    command: data.command,
-                    topic: data.message.map(|m| m.topic.to_owned()),
-                    payload: data.message.map(|m| m.payload.to_vec()).unwrap_or_default(),
-                    mid: data.mid,
-                    error: data.error,
-                });
-            }),
-            None,
-            0,
-        );
-    }
-    (client, rx)
-}
-
-/// The next event satisfying `want`, skipping others; panics after `TIMEOUT`.
-fn expect(rx: &Receiver<Event>, what: &str, want: impl Fn(&Event) -> bool) -> Event {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(e) if want(&e) => return e,
-            Ok(_) => {}
-            Err(_) => panic!("no {what} within {TIMEOUT:?}"),
-        }
-    }
-}
-
-/// Events already recorded, without waiting.
-fn drain(rx: &Receiver<Event>) -> Vec<Event> {
-    rx.try_iter().collect()
-}
-
-// ---------------------------------------------------------------------------
 // The scenario every test shares.
 
 /// A client (loop thread running, reconnection off) connected to a scripted
@@ -170,7 +105,7 @@ fn handshake(client: &Client, peer: &ScriptedPeer) -> PeerConn {
 fn hostile(id: &str, configure: impl FnOnce(&Client)) -> Hostile {
     let serial = serial();
     let peer = ScriptedPeer::bind();
-    let (client, events) = recorded_client(id);
+    let (client, events) = recorded_client(id, true);
     client.set_reconnect(None).unwrap();
     configure(&client);
     client.loop_start(None).unwrap();
@@ -335,7 +270,7 @@ fn a_client_only_packet_from_the_broker_is_a_protocol_violation() {
 fn a_publish_before_connack_fails_the_connect() {
     let _serial = serial();
     let peer = ScriptedPeer::bind();
-    let (client, events) = recorded_client("publish-before-connack");
+    let (client, events) = recorded_client("publish-before-connack", true);
     client.set_reconnect(None).unwrap();
     client.loop_start(None).unwrap();
     let connecting = {
@@ -758,7 +693,7 @@ fn a_missing_connack_times_out_within_the_connect_timeout() {
     let _serial = serial();
     for loop_thread in [true, false] {
         let peer = ScriptedPeer::bind();
-        let (client, _events) = recorded_client("no-connack");
+        let (client, _events) = recorded_client("no-connack", true);
         client.set_reconnect(None).unwrap();
         client.set_connect_timeout(CONNECT_TIMEOUT).unwrap();
         if loop_thread {

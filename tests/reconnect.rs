@@ -14,112 +14,16 @@ use std::sync::mpsc::{Receiver, channel};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::events::{
+    Event, expect, expect_connack, expect_disconnect, expect_message, expect_within,
+    recorded_client,
+};
 use common::{Broker, Direction, FaultProxy, HOST, OwnedPacket, PeerConn, ScriptedPeer, TIMEOUT};
 use mqtt::protocol::codec::{Packet, QoS};
 use mqtt::{Client, Command, Data, Error};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
-}
-
-/// An owned copy of what a callback saw, and when.
-#[derive(Clone, Debug)]
-struct Event {
-    at: Instant,
-    command: Command,
-    topic: Option<String>,
-    payload: Vec<u8>,
-    qos: Option<QoS>,
-    mid: u16,
-    return_code: u8,
-    session_present: bool,
-    error: Option<Error>,
-}
-
-impl Event {
-    fn from_data(data: &Data<'_>) -> Event {
-        Event {
-            at: Instant::now(),
-            command: data.command,
-            topic: data.message.map(|m| m.topic.to_owned()),
-            payload: data.message.map(|m| m.payload.to_vec()).unwrap_or_default(),
-            qos: data.message.map(|m| m.qos),
-            mid: data.mid,
-            return_code: data.return_code,
-            session_present: data.session_present,
-            error: data.error,
-        }
-    }
-
-    fn is_message(&self) -> bool {
-        self.topic.is_some()
-    }
-}
-
-const ALL_COMMANDS: [Command; 10] = [
-    Command::ConnAck,
-    Command::Publish,
-    Command::PubAck,
-    Command::PubRec,
-    Command::PubRel,
-    Command::PubComp,
-    Command::SubAck,
-    Command::UnsubAck,
-    Command::PingResp,
-    Command::Disconnect,
-];
-
-/// A client whose every callback is recorded (generic callbacks, so a test can
-/// still add specific ones).
-fn recorded_client(id: &str, clean: bool) -> (Client, Receiver<Event>) {
-    let client = Client::new(id, clean).unwrap();
-    let (tx, rx) = channel();
-    for command in ALL_COMMANDS {
-        let tx = tx.clone();
-        client.on(
-            command,
-            Arc::new(move |_: &Client, data: &Data<'_>| {
-                let _ = tx.send(Event::from_data(data));
-            }),
-            None,
-            0,
-        );
-    }
-    (client, rx)
-}
-
-/// The next event satisfying `want` within `timeout`, skipping others.
-fn expect_within(
-    rx: &Receiver<Event>,
-    timeout: Duration,
-    what: &str,
-    want: impl Fn(&Event) -> bool,
-) -> Event {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(e) if want(&e) => return e,
-            Ok(_) => {}
-            Err(_) => panic!("no {what} within {timeout:?}"),
-        }
-    }
-}
-
-fn expect(rx: &Receiver<Event>, what: &str, want: impl Fn(&Event) -> bool) -> Event {
-    expect_within(rx, TIMEOUT, what, want)
-}
-
-fn expect_connack(rx: &Receiver<Event>) -> Event {
-    expect(rx, "CONNACK", |e| e.command == Command::ConnAck)
-}
-
-fn expect_disconnect(rx: &Receiver<Event>) -> Event {
-    expect(rx, "DISCONNECT", |e| e.command == Command::Disconnect)
-}
-
-fn expect_message(rx: &Receiver<Event>, what: &str) -> Event {
-    expect(rx, what, Event::is_message)
 }
 
 /// Connect `client` to a fresh scripted peer that accepts it (no session), and

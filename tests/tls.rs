@@ -8,13 +8,13 @@ mod common;
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
+use common::events::{self, Event, expect, message_on};
 use common::{Broker, TIMEOUT, unique_temp_dir};
 use mqtt::protocol::codec::QoS;
-use mqtt::{Client, Command, Data, Error, PemSource, TlsOptions};
+use mqtt::{Client, Command, Error, PemSource, TlsOptions};
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair,
@@ -124,66 +124,24 @@ fn ca_only(ca: &Path) -> TlsOptions<'_> {
     }
 }
 
-#[derive(Debug)]
-struct Event {
-    command: Command,
-    topic: Option<String>,
-    payload: Vec<u8>,
-    qos: Option<QoS>,
-    mid: u16,
-    error: Option<Error>,
-}
-
+/// A client (reconnection off) whose callbacks for these commands are recorded.
 fn recorded_client(id: &str) -> (Client, Receiver<Event>) {
     let client = Client::new(id, true).unwrap();
     client.set_reconnect(None).unwrap();
     client.set_connect_timeout(TIMEOUT).unwrap();
-    let (tx, rx) = channel();
-    for command in [
-        Command::ConnAck,
-        Command::Publish,
-        Command::PubAck,
-        Command::PubComp,
-        Command::PubRel,
-        Command::SubAck,
-        Command::Disconnect,
-    ] {
-        let tx = tx.clone();
-        client.on(
-            command,
-            Arc::new(move |_: &Client, data: &Data<'_>| {
-                let _ = tx.send(Event {
-                    command: data.command,
-                    topic: data.message.map(|m| m.topic.to_owned()),
-                    payload: data.message.map(|m| m.payload.to_vec()).unwrap_or_default(),
-                    qos: data.message.map(|m| m.qos),
-                    mid: data.mid,
-                    error: data.error,
-                });
-            }),
-            None,
-            0,
-        );
-    }
+    let rx = events::record(
+        &client,
+        &[
+            Command::ConnAck,
+            Command::Publish,
+            Command::PubAck,
+            Command::PubComp,
+            Command::PubRel,
+            Command::SubAck,
+            Command::Disconnect,
+        ],
+    );
     (client, rx)
-}
-
-fn expect(rx: &Receiver<Event>, what: &str, want: impl Fn(&Event) -> bool) -> Event {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(e) if want(&e) => return e,
-            Ok(_) => {}
-            Err(_) => panic!("no {what} within {TIMEOUT:?}"),
-        }
-    }
-}
-
-fn message_on(rx: &Receiver<Event>, topic: &str) -> Event {
-    expect(rx, topic, |e| {
-        matches!(e.command, Command::Publish | Command::PubRel) && e.topic.as_deref() == Some(topic)
-    })
 }
 
 /// Connect with `options` to the broker's TLS listener.

@@ -3,15 +3,18 @@
 //! * [`Broker`]: a private mosquitto on a free loopback port.
 //! * [`ScriptedPeer`] / [`PeerConn`]: play the broker (or a raw client) packet by packet.
 //! * [`FaultProxy`]: a TCP proxy that cuts, delays or blackholes traffic on demand.
+//! * [`events`]: records a client's callbacks as owned [`Event`]s and waits for them.
 //!
 //! Every integration test file only uses part of this module, hence the `allow`s.
 #![allow(dead_code, unused_imports)]
 
 pub mod broker;
+pub mod events;
 pub mod peer;
 pub mod proxy;
 
 pub use broker::{Broker, BrokerBuilder};
+pub use events::Event;
 pub use peer::{OwnedPacket, PeerConn, PeerError, ScriptedPeer};
 pub use proxy::{Direction, FaultProxy, ProxyStats};
 
