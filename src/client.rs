@@ -243,29 +243,24 @@ impl Client {
     /// Time until the client must run again even without events, for external
     /// event loops. `Err(LoopRunning)` while another thread runs the client.
     pub fn next_timeout(&self) -> Result<Option<Duration>> {
-        // The loop thread may not have taken the reactor yet: ask the flag too.
-        if self.loop_running() {
-            return Err(Error::LoopRunning);
-        }
-        let reactor = self
-            .inner
-            .reactor
-            .try_lock()
-            .map_err(|_| Error::LoopRunning)?;
-        Ok(reactor.next_timeout(self))
+        Ok(self.idle_reactor()?.next_timeout(self))
     }
 
     /// Whether queued bytes wait for the socket to become writable.
     pub fn wants_write(&self) -> Result<bool> {
+        Ok(self.idle_reactor()?.wants_write(self))
+    }
+
+    /// The reactor, for a query from the thread that drives it.
+    fn idle_reactor(&self) -> Result<MutexGuard<'_, Reactor>> {
+        // The loop thread may not have taken the reactor yet: ask the flag too.
         if self.loop_running() {
             return Err(Error::LoopRunning);
         }
-        let reactor = self
-            .inner
+        self.inner
             .reactor
             .try_lock()
-            .map_err(|_| Error::LoopRunning)?;
-        Ok(reactor.wants_write(self))
+            .map_err(|_| Error::LoopRunning)
     }
 
     /// Connect again to the host of the last `connect`, with the same options.

@@ -109,27 +109,7 @@ pub(crate) use log;
 
 /// The MQTT name of a packet.
 pub(crate) fn packet_name(packet: &Packet<'_>) -> &'static str {
-    type_name(packet.packet_type())
-}
-
-fn type_name(packet_type: u8) -> &'static str {
-    match packet_type {
-        1 => "CONNECT",
-        2 => "CONNACK",
-        3 => "PUBLISH",
-        4 => "PUBACK",
-        5 => "PUBREC",
-        6 => "PUBREL",
-        7 => "PUBCOMP",
-        8 => "SUBSCRIBE",
-        9 => "SUBACK",
-        10 => "UNSUBSCRIBE",
-        11 => "UNSUBACK",
-        12 => "PINGREQ",
-        13 => "PINGRESP",
-        14 => "DISCONNECT",
-        _ => "reserved",
-    }
+    codec::packet_type_name(packet.packet_type())
 }
 
 /// DEBUG: a packet arrived.
@@ -212,7 +192,7 @@ pub(crate) fn sent(client: &Client, pending: &[u8], written: usize) {
                 client,
                 Level::Debug,
                 "sent {}",
-                type_name(header.packet_type())
+                codec::packet_type_name(header.packet_type())
             ),
         }
         pos += header.frame_len();

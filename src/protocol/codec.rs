@@ -244,6 +244,28 @@ impl FixedHeader {
     }
 }
 
+/// The MQTT name of a control packet type ("PUBLISH" for 3); "reserved"
+/// for 0, 15 and anything else.
+pub fn packet_type_name(packet_type: u8) -> &'static str {
+    match packet_type {
+        1 => "CONNECT",
+        2 => "CONNACK",
+        3 => "PUBLISH",
+        4 => "PUBACK",
+        5 => "PUBREC",
+        6 => "PUBREL",
+        7 => "PUBCOMP",
+        8 => "SUBSCRIBE",
+        9 => "SUBACK",
+        10 => "UNSUBSCRIBE",
+        11 => "UNSUBACK",
+        12 => "PINGREQ",
+        13 => "PINGRESP",
+        14 => "DISCONNECT",
+        _ => "reserved",
+    }
+}
+
 /// Parse the fixed header, enforcing `max_packet_size` before any payload is
 /// looked at, so a peer announcing a huge packet costs nothing.
 /// `Ok(Err(n))` means at least `n` more bytes are needed.

@@ -227,23 +227,7 @@ impl fmt::Debug for OwnedPacket {
 }
 
 pub fn packet_name(packet_type: u8) -> &'static str {
-    match packet_type {
-        1 => "CONNECT",
-        2 => "CONNACK",
-        3 => "PUBLISH",
-        4 => "PUBACK",
-        5 => "PUBREC",
-        6 => "PUBREL",
-        7 => "PUBCOMP",
-        8 => "SUBSCRIBE",
-        9 => "SUBACK",
-        10 => "UNSUBSCRIBE",
-        11 => "UNSUBACK",
-        12 => "PINGREQ",
-        13 => "PINGRESP",
-        14 => "DISCONNECT",
-        _ => "RESERVED",
-    }
+    mqtt::protocol::codec::packet_type_name(packet_type)
 }
 
 /// Why [`PeerConn::read_packet`] returned no packet.
