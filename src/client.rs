@@ -181,13 +181,18 @@ impl Client {
         if self.connection_active() {
             return Err(Error::AlreadyConnected);
         }
+        self.set_target(host, keepalive, port);
+        self.connect_and_wait()
+    }
+
+    /// Where `connect`, `connect_async` and later reconnections go.
+    fn set_target(&self, host: &str, keepalive: u16, port: u16) {
         {
             let mut options = lock(&self.inner.options);
             options.host = Some(host.to_owned());
             options.port = port;
         }
         self.session().config_mut().keep_alive = keepalive;
-        self.connect_and_wait()
     }
 
     /// Start connecting and return at once; the CONNACK callback reports success,
@@ -201,12 +206,7 @@ impl Client {
         if self.connection_active() || lock(&self.inner.connect_wait).in_progress.is_some() {
             return Err(Error::AlreadyConnected);
         }
-        {
-            let mut options = lock(&self.inner.options);
-            options.host = Some(host.to_owned());
-            options.port = port;
-        }
-        self.session().config_mut().keep_alive = keepalive;
+        self.set_target(host, keepalive, port);
         if let Ok(ip) = host.parse::<std::net::IpAddr>() {
             let addrs = vec![SocketAddr::new(ip, port)];
             lock(&self.inner.commands).push(ReactorCommand::Connect {

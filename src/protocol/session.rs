@@ -623,11 +623,9 @@ impl Session {
         qos: QoS,
         retain: bool,
     ) -> Result<u16> {
-        if !topic::valid_topic_name(topic) {
-            return Err(Error::InvalidTopic);
-        }
         // The id only affects the size through its presence, so any non-zero
-        // placeholder gives the exact length.
+        // placeholder gives the exact length. Sizing also validates the topic
+        // (InvalidTopic for wildcards, empty or over-long names).
         let mut publish = Publish {
             dup: false,
             qos,
