@@ -47,7 +47,16 @@ pub(crate) struct Inner {
     pub waker: mio::Waker,
     /// The poll instance's epoll descriptor, constant for the client's life.
     event_fd: std::os::fd::RawFd,
+    /// Work was queued for the reactor since its last turn began.
     wake_pending: AtomicBool,
+    /// A turn is blocked in (or about to enter) its poll: queued work must
+    /// write the waker. Otherwise the next turn finds `wake_pending` and does
+    /// the work before it sleeps, which saves the caller's loop a syscall and a
+    /// turn per publish.
+    sleeping: AtomicBool,
+    /// `event_fd` was handed out: an external loop may be asleep on it, so
+    /// every wake writes the waker.
+    external_poller: AtomicBool,
     pub commands: Mutex<Vec<ReactorCommand>>,
     pub connect_wait: Mutex<ConnectWait>,
     pub connect_done: Condvar,
@@ -105,6 +114,8 @@ impl Client {
                 waker,
                 event_fd,
                 wake_pending: AtomicBool::new(false),
+                sleeping: AtomicBool::new(false),
+                external_poller: AtomicBool::new(false),
                 commands: Mutex::new(Vec::new()),
                 connect_wait: Mutex::new(ConnectWait::default()),
                 connect_done: Condvar::new(),
@@ -152,17 +163,41 @@ impl Client {
 
     /// Tell the reactor there is work (bytes to write or a command). Inside a
     /// callback the reactor flushes right after it returns, so no wake is needed.
+    ///
+    /// SeqCst pairs with [`Client::prepare_sleep`]: either the reactor sees
+    /// `wake_pending` before it sleeps, or this call sees `sleeping` and writes
+    /// the waker.
     pub(crate) fn wake(&self) {
         if self.in_callback() {
             return;
         }
-        if !self.inner.wake_pending.swap(true, Ordering::AcqRel) {
-            let _ = self.inner.waker.wake();
+        let inner = &self.inner;
+        if !inner.wake_pending.swap(true, Ordering::SeqCst)
+            && (inner.sleeping.load(Ordering::SeqCst)
+                || inner.external_poller.load(Ordering::Relaxed))
+        {
+            let _ = inner.waker.wake();
         }
     }
 
+    /// Take the pending-work flag: the caller is about to do that work.
     pub(crate) fn clear_wake(&self) -> bool {
-        self.inner.wake_pending.swap(false, Ordering::AcqRel)
+        self.inner.wake_pending.swap(false, Ordering::SeqCst)
+    }
+
+    pub(crate) fn wake_is_pending(&self) -> bool {
+        self.inner.wake_pending.load(Ordering::SeqCst)
+    }
+
+    /// The reactor is about to poll: from now on wakes write the waker.
+    /// Returns false when work arrived meanwhile and the poll must not block.
+    pub(crate) fn prepare_sleep(&self) -> bool {
+        self.inner.sleeping.store(true, Ordering::SeqCst);
+        !self.inner.wake_pending.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn end_sleep(&self) {
+        self.inner.sleeping.store(false, Ordering::SeqCst);
     }
 
     pub(crate) fn session(&self) -> MutexGuard<'_, Session> {
@@ -237,6 +272,11 @@ impl Client {
     /// A file descriptor that becomes readable whenever the client has work
     /// (socket ready, a command from another thread): for external event loops.
     pub fn event_fd(&self) -> std::os::fd::RawFd {
+        self.inner.external_poller.store(true, Ordering::SeqCst);
+        if self.wake_is_pending() {
+            // Queued before anyone could sleep on the descriptor: announce it now.
+            let _ = self.inner.waker.wake();
+        }
         self.inner.event_fd
     }
 

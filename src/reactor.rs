@@ -83,6 +83,10 @@ impl Transport {
         }
     }
 
+    fn is_plain(&self) -> bool {
+        matches!(self, Transport::Plain(_))
+    }
+
     /// Bytes already taken from the session that still wait for the socket
     /// (TLS records); never for plain TCP.
     #[inline]
@@ -153,6 +157,9 @@ struct Connection {
     accepted: bool,
     /// Edge-triggered readiness not yet used up.
     readable: bool,
+    /// The peer's FIN or an error was reported: read until read() says so,
+    /// since no further edge will come.
+    read_closed: bool,
     writable: bool,
 }
 
@@ -221,12 +228,23 @@ impl Reactor {
     /// `None` waits as long as nothing is due), then do all due work.
     /// Returns the error that ended a connection during this turn, if any.
     pub fn turn(&mut self, client: &Client, max_wait: Option<Duration>) -> Option<Error> {
-        let mut ended = None;
-        let wait = match (self.next_timeout(client), max_wait) {
+        // Work queued since the last turn (a publish from the caller's loop
+        // thread, say) goes out before this turn sleeps.
+        if client.clear_wake()
+            && let Some(e) = self.work(client)
+        {
+            return Some(e);
+        }
+        let mut wait = match (self.next_timeout(client), max_wait) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        if let Err(e) = self.poll.poll(&mut self.events, wait)
+        if wait != Some(Duration::ZERO) && !client.prepare_sleep() {
+            wait = Some(Duration::ZERO);
+        }
+        let polled = self.poll.poll(&mut self.events, wait);
+        client.end_sleep();
+        if let Err(e) = polled
             && e.kind() != io::ErrorKind::Interrupted
         {
             return Some(Error::Io);
@@ -237,10 +255,15 @@ impl Reactor {
                 && let Some(conn) = self.conn.as_mut()
             {
                 conn.readable |= event.is_readable() || event.is_read_closed() || event.is_error();
+                conn.read_closed |= event.is_read_closed() || event.is_error();
                 conn.writable |= event.is_writable() || event.is_error();
             }
         }
+        self.work(client)
+    }
 
+    /// Commands from API calls, then everything else that is due.
+    fn work(&mut self, client: &Client) -> Option<Error> {
         let commands = std::mem::take(&mut *lock(&client.inner.commands));
         for command in commands {
             match command {
@@ -273,11 +296,7 @@ impl Reactor {
                 }
             }
         }
-
-        if let Some(e) = self.advance(client) {
-            ended = Some(e);
-        }
-        ended
+        self.advance(client)
     }
 
     /// Everything after the wait: connect progress, reads, timers, writes.
@@ -373,6 +392,7 @@ impl Reactor {
                 established: false,
                 accepted: false,
                 readable: false,
+                read_closed: false,
                 writable: false,
             });
             return;
@@ -504,12 +524,21 @@ impl Reactor {
             let Some(conn) = self.conn.as_mut() else {
                 return Ok(());
             };
+            let space = self.read_buf.len() - self.read_end;
             match conn.transport.read(&mut self.read_buf[self.read_end..]) {
                 Ok(0) => return Err(Error::ConnectionLost),
                 Ok(n) => {
+                    // A short read from a TCP socket took all it held (epoll(7)):
+                    // the next edge reports new bytes, so skip the read that
+                    // would only say EAGAIN. Not for TLS, whose plaintext comes
+                    // in records, nor after a FIN, which gives no further edge.
+                    let drained = n < space && conn.transport.is_plain() && !conn.read_closed;
+                    if drained {
+                        conn.readable = false;
+                    }
                     self.read_end += n;
                     self.process(client, max_packet_size)?;
-                    if client.is_closed() || self.conn.is_none() {
+                    if drained || client.is_closed() || self.conn.is_none() {
                         return Ok(());
                     }
                 }
@@ -708,7 +737,9 @@ impl Reactor {
     /// Time until the next deadline the reactor must act on (`None`: nothing is
     /// due until an event arrives); zero when work is already waiting.
     pub fn next_timeout(&self, client: &Client) -> Option<Duration> {
-        if self.conn.as_ref().is_some_and(|c| c.readable) && !self.write_backlogged(client) {
+        if client.wake_is_pending()
+            || self.conn.as_ref().is_some_and(|c| c.readable) && !self.write_backlogged(client)
+        {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();

@@ -162,3 +162,81 @@ fn closing_while_the_loop_delivers_stops_callbacks_at_once() {
     );
     assert!(!client.loop_running());
 }
+
+/// Counts PUBACKs into a channel.
+fn acks_to_channel(client: &Client) -> std::sync::mpsc::Receiver<u16> {
+    let (tx, rx) = channel();
+    let tx = Mutex::new(tx);
+    client.on(
+        Command::PubAck,
+        Arc::new(move |_: &Client, data: &Data<'_>| {
+            let _ = tx.lock().unwrap().send(data.mid);
+        }),
+        None,
+        0,
+    );
+    rx
+}
+
+#[test]
+fn a_publish_between_turns_of_the_callers_loop_leaves_before_the_next_turn_sleeps() {
+    // No waker is written for it (nobody sleeps yet); the next turn must send it
+    // before blocking, or each round trip would wait out the long poll timeout.
+    let broker = Broker::start();
+    let client = Client::new("callers-loop", true).unwrap();
+    let acks = acks_to_channel(&client);
+    client.connect(broker.host(), 60, broker.port()).unwrap();
+    let started = std::time::Instant::now();
+    for i in 0..200 {
+        let mid = client
+            .publish("callers/loop", b"x", QoS::AtLeastOnce, false)
+            .unwrap();
+        let mut turns = 0;
+        while acks.try_recv().ok() != Some(mid) {
+            client.run_once(Duration::from_secs(30)).unwrap();
+            turns += 1;
+            assert!(turns <= 10, "message {i}: no PUBACK after {turns} turns");
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "message {i} after {:?}: a turn slept with a publish queued",
+                started.elapsed()
+            );
+        }
+    }
+    client.close();
+}
+
+#[test]
+fn a_publish_from_another_thread_always_wakes_a_sleeping_loop() {
+    // The publisher races the loop thread going back to sleep right after each
+    // PUBACK callback: a lost wake-up shows as a 30-second stall.
+    let broker = Broker::start();
+    let client = Client::new("wake-race", true).unwrap();
+    let acks = acks_to_channel(&client);
+    client.connect(broker.host(), 60, broker.port()).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let looper = {
+        let (client, stop) = (client.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                client.run_once(Duration::from_secs(30)).unwrap();
+            }
+        })
+    };
+    for i in 0..2000 {
+        let mid = client
+            .publish("wake/race", b"x", QoS::AtLeastOnce, false)
+            .unwrap();
+        assert_eq!(
+            acks.recv_timeout(Duration::from_secs(5)),
+            Ok(mid),
+            "message {i}: PUBACK not seen within 5 s"
+        );
+    }
+    stop.store(true, Ordering::SeqCst);
+    client
+        .publish("wake/race", b"stop", QoS::AtMostOnce, false)
+        .unwrap();
+    looper.join().unwrap();
+    client.close();
+}

@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::events::{
-    Event, expect, expect_connack, expect_disconnect, expect_message, expect_within,
+    Event, drain, expect, expect_connack, expect_disconnect, expect_message, expect_within,
     recorded_client,
 };
 use common::{Broker, Direction, FaultProxy, HOST, OwnedPacket, PeerConn, ScriptedPeer, TIMEOUT};
@@ -1053,4 +1053,55 @@ fn a_broker_killed_mid_stream_and_restarted_loses_nothing() {
     }
     publisher.close();
     sub.close();
+}
+
+#[test]
+fn a_close_that_arrives_with_the_last_packet_is_noticed_at_once() {
+    // Data and FIN are both queued before the client's next poll, so one
+    // readiness edge reports both: the reader must go on past the data to the
+    // end of stream instead of waiting for an edge that will not come.
+    let peer = ScriptedPeer::bind();
+    let (client, events) = recorded_client("fin-with-data", true);
+    client.set_reconnect(None).unwrap();
+    let port = peer.port();
+    let broker_side = thread::spawn(move || {
+        let mut conn = peer.accept(TIMEOUT);
+        conn.handshake(false, TIMEOUT);
+        conn
+    });
+    client.connect(HOST, 60, port).unwrap();
+    let mut conn = broker_side.join().unwrap();
+    conn.send_packet(&Packet::Publish(mqtt::protocol::codec::Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic: "last/words",
+        pkid: 0,
+        payload: b"bye",
+    }));
+    conn.close();
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|e: &Event| e.command == Command::Disconnect)
+    {
+        client.run_once(Duration::from_secs(30)).ok();
+        seen.extend(drain(&events));
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "end of stream not noticed after {:?}; events: {seen:?}",
+            started.elapsed()
+        );
+    }
+    assert!(
+        seen.iter()
+            .any(|e| e.topic.as_deref() == Some("last/words"))
+    );
+    let lost = seen
+        .iter()
+        .find(|e| e.command == Command::Disconnect)
+        .unwrap();
+    assert_eq!(lost.error, Some(Error::ConnectionLost));
+    client.close();
 }
