@@ -143,7 +143,8 @@ static void frost(mqtt_client *client, const mqtt_data *data, void *user_data)
     struct reading r;
     (void)client;
     (void)user_data;
-    parse_reading(data, &r);
+    if (!parse_reading(data, &r)) /* the condition checked it; never taken */
+        return;
     printf("controller: %s %.1fC -> heating ON at full power (frost below %.1fC)\n", r.room,
            r.celsius, FROST_CELSIUS);
     bump(&n_readings);
@@ -182,7 +183,8 @@ static void regulate(mqtt_client *client, const mqtt_data *data, void *user_data
     struct reading r;
     (void)client;
 
-    parse_reading(data, &r);
+    if (!parse_reading(data, &r)) /* the condition checked it; never taken */
+        return;
     printf("controller: %s %.1fC -> heating %s (%s, target %.1fC)\n", r.room, r.celsius,
            r.celsius < type->target ? "ON" : "OFF", type->name, type->target);
     bump(&n_readings);

@@ -300,7 +300,9 @@ fn program_for(name: &str, mode: Mode) -> PathBuf {
     let mut cmd = Command::new(if is_cxx { cxx_compiler() } else { c_compiler() });
     cmd.args(if is_cxx { CXX_FLAGS } else { C_FLAGS })
         .arg("-g")
-        .args(if sanitize { SANITIZER_FLAGS } else { &[] })
+        // -O2 as a release build would: some warnings (maybe-uninitialized,
+        // format-truncation) only appear with the optimiser's analysis.
+        .args(if sanitize { SANITIZER_FLAGS } else { &["-O2"] })
         .arg("-pthread")
         .arg("-I")
         .arg(include_dir())

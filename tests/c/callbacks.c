@@ -25,7 +25,7 @@ enum match_mode { MATCH_TOPIC, MATCH_ANY_MESSAGE, MATCH_NEVER };
 
 struct rule {
     enum match_mode mode;
-    char topic[128];
+    char topic[256];
     int cond_calls;
     struct t_log log; /* what the callback got */
 };
