@@ -27,13 +27,44 @@ static inline double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* user + sys CPU seconds of the whole process (all its threads) */
-static inline double cpu_s(void)
+/*
+ * CPU time and context switches of the whole process (all its threads, also the
+ * ones that already ended). A voluntary switch is the process giving up its CPU
+ * because it blocks (epoll_wait, poll, read, a condition variable, ...): on this
+ * kind of machine the cost of one message is mostly such sleep/wake cycles and the
+ * TCP stack, so the number of them per message is reported next to the CPU time.
+ */
+struct usage {
+    double cpu;  /* user + sys seconds */
+    long nvcsw;  /* voluntary context switches (wake-ups) */
+    long nivcsw; /* involuntary context switches (preemptions) */
+};
+
+static inline struct usage usage_now(void)
 {
     struct rusage ru;
+    struct usage u;
     getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+    u.cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+    u.nvcsw = ru.ru_nvcsw;
+    u.nivcsw = ru.ru_nivcsw;
+    return u;
+}
+
+/*
+ * RESULT line of a publisher; cpu, nvcsw and nivcsw count from SINCE (taken just
+ * before the first publish) to now. T0, T1: first publish, last completion.
+ */
+static inline void pub_report(int ok, long sent, long acked, double t0, double t1,
+                              struct usage since)
+{
+    struct usage u = usage_now();
+    printf("RESULT role=pub ok=%d sent=%ld acked=%ld t_start=%.6f t_end=%.6f cpu=%.6f "
+           "nvcsw=%ld nivcsw=%ld\n",
+           ok, sent, acked, t0, t1, u.cpu - since.cpu, u.nvcsw - since.nvcsw,
+           u.nivcsw - since.nivcsw);
+    fflush(stdout);
 }
 
 /* peak resident set size (VmHWM) in kB, -1 if unknown */
@@ -111,17 +142,22 @@ static inline int tally_add(struct tally *t, const void *payload, size_t len)
     return t->distinct >= t->count;
 }
 
-/* RESULT line of a subscriber; exit status 0 only when all arrived exactly once */
-static inline int tally_report(const struct tally *t, double cpu)
+/*
+ * RESULT line of a subscriber; cpu, nvcsw and nivcsw count from SINCE (taken when
+ * it said "ready") to now. Exit status 0 only when all arrived exactly once.
+ */
+static inline int tally_report(const struct tally *t, struct usage since)
 {
+    struct usage u = usage_now();
     int ok = t->distinct == t->count && t->bad == 0 && t->dups == 0;
     long first_missing = -1, i;
     for (i = 0; i < t->count && first_missing < 0; i++)
         if (!t->seen[i])
             first_missing = i;
     printf("RESULT role=sub ok=%d received=%ld expected=%ld dups=%ld bad=%ld first_missing=%ld "
-           "t_first=%.6f t_last=%.6f cpu=%.6f\n",
-           ok, t->distinct, t->count, t->dups, t->bad, first_missing, t->t_first, t->t_last, cpu);
+           "t_first=%.6f t_last=%.6f cpu=%.6f nvcsw=%ld nivcsw=%ld\n",
+           ok, t->distinct, t->count, t->dups, t->bad, first_missing, t->t_first, t->t_last,
+           u.cpu - since.cpu, u.nvcsw - since.nvcsw, u.nivcsw - since.nivcsw);
     fflush(stdout);
     return ok ? 0 : 1;
 }
@@ -149,7 +185,8 @@ static inline int latency_report(double *rtt, long n, long expected)
 }
 
 /*
- * Common command line of bench_libmqtt, bench_mosquitto, bench_paho:
+ * Common command line of bench_libmqtt, bench_mosquitto, bench_paho, bench_raw
+ * (bench_raw: pub and sub only):
  *   PROG pub  HOST PORT TOPIC QOS COUNT WINDOW
  *   PROG sub  HOST PORT TOPIC QOS COUNT
  *   PROG lat  HOST PORT TOPIC QOS COUNT      (COUNT round trips after 100 warm-up ones)

@@ -142,12 +142,13 @@ static int run_pub(void)
     unsigned char p[PAYLOAD_LEN];
     mqtt_client *c = setup("pub");
     long sent = 0;
-    double t0, c0, t1, c1;
+    double t0, t1;
+    struct usage u0;
     int rc;
 
     mqtt_client_set_queue_limits(c, (size_t)A.window + 1, 1 << 20);
     t0 = now_s();
-    c0 = cpu_s();
+    u0 = usage_now();
     if (!use_thread) {
         /* QoS 1/2: keep WINDOW messages unacknowledged. QoS 0: publish
          * WINDOW messages, then run the loop until they are written. */
@@ -201,11 +202,8 @@ static int run_pub(void)
         }
     }
     t1 = now_s();
-    c1 = cpu_s();
-    printf("RESULT role=pub ok=%d sent=%ld acked=%ld t_start=%.6f t_end=%.6f cpu=%.6f\n",
-           !connected_lost && sent == A.count && (A.qos == 0 || acked == A.count), sent, acked,
-           t0, t1, c1 - c0);
-    fflush(stdout);
+    pub_report(!connected_lost && sent == A.count && (A.qos == 0 || acked == A.count), sent,
+               acked, t0, t1, u0);
     mqtt_client_disconnect(c);
     if (!use_thread)
         for (int i = 0; i < 20 && mqtt_client_is_connected(c); i++)
@@ -219,13 +217,14 @@ static int run_pub(void)
 static int run_sub(void)
 {
     mqtt_client *c = setup("sub");
-    double c0, last_progress;
+    double last_progress;
+    struct usage u0;
     long last = 0;
     int status;
 
     tally_init(&tally, A.count);
     subscribe(c, A.qos);
-    c0 = cpu_s();
+    u0 = usage_now();
     printf("ready\n");
     fflush(stdout);
     last_progress = now_s();
@@ -253,7 +252,7 @@ static int run_sub(void)
         }
         pthread_mutex_unlock(&mu);
     }
-    status = tally_report(&tally, cpu_s() - c0);
+    status = tally_report(&tally, u0);
     mqtt_client_free(c);
     return status;
 }

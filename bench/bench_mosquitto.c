@@ -119,11 +119,12 @@ static int run_pub(void)
     unsigned char p[PAYLOAD_LEN];
     struct mosquitto *m = setup("pub");
     long sent = 0;
-    double t0, c0, t1, c1;
+    double t0, t1;
+    struct usage u0;
     int rc;
 
     t0 = now_s();
-    c0 = cpu_s();
+    u0 = usage_now();
     /* at most WINDOW messages published and not yet acknowledged (QoS 1/2)
      * or not yet written (QoS 0: on_publish fires once it is written) */
     while (!lost && acked < A.count) {
@@ -140,10 +141,7 @@ static int run_pub(void)
             mosquitto_loop(m, 1000, 1);
     }
     t1 = now_s();
-    c1 = cpu_s();
-    printf("RESULT role=pub ok=%d sent=%ld acked=%ld t_start=%.6f t_end=%.6f cpu=%.6f\n",
-           !lost && acked == A.count, sent, acked, t0, t1, c1 - c0);
-    fflush(stdout);
+    pub_report(!lost && acked == A.count, sent, acked, t0, t1, u0);
     mosquitto_disconnect(m);
     mosquitto_loop(m, 10, 1);
     mosquitto_destroy(m);
@@ -153,13 +151,14 @@ static int run_pub(void)
 static int run_sub(void)
 {
     struct mosquitto *m = setup("sub");
-    double c0, last_progress;
+    double last_progress;
+    struct usage u0;
     long last = 0;
     int status;
 
     tally_init(&tally, A.count);
     subscribe(m, A.qos);
-    c0 = cpu_s();
+    u0 = usage_now();
     printf("ready\n");
     fflush(stdout);
     last_progress = now_s();
@@ -171,7 +170,7 @@ static int run_sub(void)
         } else if (now_s() - last_progress > SUB_STALL_S)
             break;
     }
-    status = tally_report(&tally, cpu_s() - c0);
+    status = tally_report(&tally, u0);
     mosquitto_destroy(m);
     return status;
 }

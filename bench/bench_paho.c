@@ -215,13 +215,14 @@ static int run_pub(void)
     MQTTAsync c = setup("pub");
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
     long sent = 0;
-    double t0, c0, t1, c1;
+    double t0, t1;
+    struct usage u0;
     int rc, ok;
 
     ro.onSuccess = on_sent;
     ro.onFailure = on_failure;
     t0 = now_s();
-    c0 = cpu_s();
+    u0 = usage_now();
     pthread_mutex_lock(&mu);
     while (sent < A.count && !lost && !failed) {
         while (sent - acked >= A.window && !lost && !failed) {
@@ -248,10 +249,7 @@ static int run_pub(void)
     ok = !lost && !failed && acked == A.count;
     pthread_mutex_unlock(&mu);
     t1 = now_s();
-    c1 = cpu_s();
-    printf("RESULT role=pub ok=%d sent=%ld acked=%ld t_start=%.6f t_end=%.6f cpu=%.6f\n", ok,
-           sent, acked, t0, t1, c1 - c0);
-    fflush(stdout);
+    pub_report(ok, sent, acked, t0, t1, u0);
     finish(c);
     return !ok;
 }
@@ -259,13 +257,14 @@ static int run_pub(void)
 static int run_sub(void)
 {
     MQTTAsync c = setup("sub");
-    double c0, last_progress;
+    double last_progress;
+    struct usage u0;
     long last = 0;
     int status;
 
     tally_init(&tally, A.count);
     subscribe(c, A.qos);
-    c0 = cpu_s();
+    u0 = usage_now();
     printf("ready\n");
     fflush(stdout);
     last_progress = now_s();
@@ -279,7 +278,7 @@ static int run_sub(void)
             break;
     }
     pthread_mutex_unlock(&mu);
-    status = tally_report(&tally, cpu_s() - c0);
+    status = tally_report(&tally, u0);
     finish(c);
     return status;
 }

@@ -132,7 +132,8 @@ throughput() {
     topic="bench/$t/$lib/$$/$seq_id"
     prog=$bin/bench_$lib
     w=$WINDOW
-    [ "$lib" = raw ] && w=64
+    # raw QoS 0: 64 PUBLISHes per write(); QoS 1/2: the same window as everyone
+    if [ "$lib" = raw ] && [ "$qos" = 0 ]; then w=64; fi
     b0=$(broker_ticks)
     timeout 120 "$prog" sub $HOST $PORT "$topic" "$qos" "$n" > "$work/sub.out" 2>"$work/sub.err" &
     sp=$!
@@ -156,13 +157,18 @@ throughput() {
     fi
     vals=$(awk -v n="$n" -v t0="$(field t_start "$pl")" -v t1="$(field t_last "$sl")" \
         -v pc="$(field cpu "$pl")" -v sc="$(field cpu "$sl")" -v bt=$((b1 - b0)) -v hz="$HZ" \
-        'BEGIN { printf "%.0f %.3f %.3f %.3f", n / (t1 - t0), pc / n * 1e6, sc / n * 1e6, bt / hz / n * 1e6 }')
+        -v pw="$(field nvcsw "$pl")" -v sw="$(field nvcsw "$sl")" \
+        'BEGIN { printf "%.0f %.3f %.3f %.3f %.2f %.2f", n / (t1 - t0), pc / n * 1e6, sc / n * 1e6,
+                 bt / hz / n * 1e6, pw / n, sw / n }')
     set -- $vals
     record "$t" "$lib" rate "$1"
     record "$t" "$lib" pubcpu "$2"
     record "$t" "$lib" subcpu "$3"
     record "$t" "$lib" brokercpu "$4"
-    printf '  %-6s %-9s %8s msg/s  pub %6s us/msg  sub %6s us/msg  broker %6s us/msg\n' "$t" "$lib" "$1" "$2" "$3" "$4"
+    record "$t" "$lib" pubwake "$5"
+    record "$t" "$lib" subwake "$6"
+    printf '  %-6s %-9s %8s msg/s  pub %6s us/msg  sub %6s us/msg  broker %6s us/msg  wake-ups/msg pub %5s sub %5s\n' \
+        "$t" "$lib" "$1" "$2" "$3" "$4" "$5" "$6"
 }
 
 pin=
@@ -206,8 +212,8 @@ while [ $r -lt "$rounds" ]; do
     r=$((r + 1))
     echo "round $r/$rounds"
     for lib in $LIBS raw; do throughput q0 $lib 0 $N0; done
-    for lib in $LIBS; do throughput q1 $lib 1 $N1; done
-    for lib in $LIBS; do throughput q2 $lib 2 $N2; done
+    for lib in $LIBS raw; do throughput q1 $lib 1 $N1; done
+    for lib in $LIBS raw; do throughput q2 $lib 2 $N2; done
     for lib in $LIBS; do latency lat0 $lib 0; done
     for lib in $LIBS; do latency lat1 $lib 1; done
     for lib in $LIBS; do idle $lib; done
@@ -239,12 +245,13 @@ function median(key,   n, i, j, tmp, a) {
     for (i = 2; i <= n; i++) { tmp = a[i]; for (j = i - 1; j >= 1 && a[j] > tmp; j--) a[j + 1] = a[j]; a[j + 1] = tmp }
     return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
 }
-function cell(t, lib, m,   key, x, ref, s) {
+function cell(t, lib, m, f,   key, x, ref, s) {
     key = t SUBSEP lib SUBSEP m
     if (fail[t, lib]) return "FAIL"
     if (!(key in cnt)) return "-"
     x = median(key)
-    s = (x >= 100 ? sprintf("%.0f", x) : (x >= 10 ? sprintf("%.1f", x) : sprintf("%.3f", x)))
+    if (f != "") s = sprintf(f, x)
+    else s = (x >= 100 ? sprintf("%.0f", x) : (x >= 10 ? sprintf("%.1f", x) : sprintf("%.3f", x)))
     rk = t SUBSEP "mosquitto" SUBSEP m
     if (lib != "mosquitto" && (rk in cnt) && !fail[t, "mosquitto"]) {
         ref = median(rk)
@@ -265,6 +272,8 @@ END {
         printf fmt, "QoS " q " publisher CPU, us/msg", cell(t, "libmqtt", "pubcpu"), cell(t, "mosquitto", "pubcpu"), cell(t, "paho", "pubcpu"), cell(t, "raw", "pubcpu")
         printf fmt, "QoS " q " subscriber CPU, us/msg", cell(t, "libmqtt", "subcpu"), cell(t, "mosquitto", "subcpu"), cell(t, "paho", "subcpu"), cell(t, "raw", "subcpu")
         printf fmt, "QoS " q " broker CPU, us/msg", cell(t, "libmqtt", "brokercpu"), cell(t, "mosquitto", "brokercpu"), cell(t, "paho", "brokercpu"), cell(t, "raw", "brokercpu")
+        printf fmt, "QoS " q " publisher wake-ups/msg", cell(t, "libmqtt", "pubwake", "%.2f"), cell(t, "mosquitto", "pubwake", "%.2f"), cell(t, "paho", "pubwake", "%.2f"), cell(t, "raw", "pubwake", "%.2f")
+        printf fmt, "QoS " q " subscriber wake-ups/msg", cell(t, "libmqtt", "subwake", "%.2f"), cell(t, "mosquitto", "subwake", "%.2f"), cell(t, "paho", "subwake", "%.2f"), cell(t, "raw", "subwake", "%.2f")
     }
     printf fmt, "QoS 0 round trip p50, us", cell("lat0", "libmqtt", "p50"), cell("lat0", "mosquitto", "p50"), cell("lat0", "paho", "p50"), ""
     printf fmt, "QoS 0 round trip p99, us", cell("lat0", "libmqtt", "p99"), cell("lat0", "mosquitto", "p99"), cell("lat0", "paho", "p99"), ""
