@@ -620,6 +620,11 @@ int mqtt_client_set_connect_timeout(struct mqtt_client *client, uint32_t timeout
  * fix (bad credentials, not authorized, identifier rejected, protocol
  * version) stop it. `min_ms` 0 turns it off.
  *
+ * Each retry to a host name resolves it again, on a short-lived thread, so a
+ * broker whose address changed is found; if that resolution fails or outlasts
+ * the connect timeout, the addresses that worked before are tried. An IP
+ * literal is never resolved (no thread).
+ *
  * Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT (max_ms < min_ms). Thread-safe.
  */
 int mqtt_client_set_reconnect(struct mqtt_client *client, uint32_t min_ms, uint32_t max_ms);

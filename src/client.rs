@@ -19,7 +19,7 @@ use crate::reactor::{Reactor, ReactorCommand};
 use crate::{Error, Result};
 
 /// Options the reactor reads when it (re)connects.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct Options {
     pub host: Option<String>,
     pub port: u16,
@@ -27,10 +27,16 @@ pub(crate) struct Options {
     /// `None` disables automatic reconnection.
     pub reconnect: Option<(Duration, Duration)>,
     pub max_packet_size: usize,
+    /// `None`: the system resolver (getaddrinfo).
+    pub resolver: Option<Resolver>,
     /// `None`: plain TCP.
     #[cfg(feature = "tls")]
     pub tls: Option<Arc<crate::tls::TlsSetup>>,
 }
+
+/// Turns a host name and port into addresses to try in order, in place of the
+/// system resolver. Called on a short-lived thread, never on the loop's.
+pub type Resolver = Arc<dyn Fn(&str, u16) -> std::io::Result<Vec<SocketAddr>> + Send + Sync>;
 
 /// The outcome of the connection attempt a `connect` call waits for.
 #[derive(Default)]
@@ -125,6 +131,7 @@ impl Client {
                     connect_timeout: Duration::from_secs(10),
                     reconnect: Some((Duration::from_millis(500), Duration::from_secs(30))),
                     max_packet_size,
+                    resolver: None,
                     #[cfg(feature = "tls")]
                     tls: None,
                 }),
@@ -218,6 +225,22 @@ impl Client {
         }
         self.set_target(host, keepalive, port);
         self.connect_and_wait()
+    }
+
+    /// Resolve host names with `resolver` instead of the system's (`None`
+    /// restores it): service discovery, a fixed table on a device without
+    /// DNS. Used by `connect`, `reconnect`, `connect_async` and each automatic
+    /// reconnection; IP literals are not resolved.
+    pub fn set_resolver(&self, resolver: Option<Resolver>) {
+        lock(&self.inner.options).resolver = resolver;
+    }
+
+    /// The host to connect to when it must be resolved (not an IP literal).
+    pub(crate) fn host_name(&self) -> Option<String> {
+        lock(&self.inner.options)
+            .host
+            .clone()
+            .filter(|host| host.parse::<std::net::IpAddr>().is_err())
     }
 
     /// Where `connect`, `connect_async` and later reconnections go.
@@ -326,18 +349,22 @@ impl Client {
         )
     }
 
-    fn resolve(&self) -> Result<Vec<SocketAddr>> {
-        let (host, port) = {
+    pub(crate) fn resolve(&self) -> Result<Vec<SocketAddr>> {
+        let (host, port, resolver) = {
             let options = lock(&self.inner.options);
             (
                 options.host.clone().ok_or(Error::NotConnected)?,
                 options.port,
+                options.resolver.clone(),
             )
         };
-        let addrs: Vec<SocketAddr> = (host.as_str(), port)
-            .to_socket_addrs()
-            .map_err(|_| Error::Dns)?
-            .collect();
+        let addrs: Vec<SocketAddr> = match resolver {
+            Some(resolve) => resolve(&host, port).map_err(|_| Error::Dns)?,
+            None => (host.as_str(), port)
+                .to_socket_addrs()
+                .map_err(|_| Error::Dns)?
+                .collect(),
+        };
         if addrs.is_empty() {
             return Err(Error::Dns);
         }

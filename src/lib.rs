@@ -14,7 +14,7 @@ mod reactor;
 #[cfg(feature = "tls")]
 pub mod tls;
 
-pub use client::Client;
+pub use client::{Client, Resolver};
 pub use dispatch::{Command, Data, MessageView};
 pub use error::{Error, Result};
 pub use protocol::codec::QoS;

@@ -38,6 +38,11 @@ pub(crate) enum ReactorCommand {
     },
     /// An asynchronous connect failed before the reactor could start it.
     Failed(Error),
+    /// The host name, resolved again for automatic reconnection `generation`.
+    Resolved {
+        generation: u64,
+        result: Result<Vec<SocketAddr>, Error>,
+    },
     StopReconnecting,
 }
 
@@ -180,6 +185,9 @@ pub(crate) struct Reactor {
     async_attempt: bool,
     connect_deadline: Option<Instant>,
     reconnect_at: Option<Instant>,
+    /// The automatic reconnection waiting for its name resolution, if any.
+    resolving: Option<u64>,
+    resolve_generation: u64,
     /// Automatic reconnection is armed (after a successful connect, until
     /// `disconnect` or a refusal that retrying cannot fix).
     keep_reconnecting: bool,
@@ -211,6 +219,8 @@ impl Reactor {
                 async_attempt: false,
                 connect_deadline: None,
                 reconnect_at: None,
+                resolving: None,
+                resolve_generation: 0,
                 keep_reconnecting: false,
                 failed_attempts: 0,
                 rng: seed | 1,
@@ -278,6 +288,7 @@ impl Reactor {
                     }
                     self.addrs = addrs;
                     self.next_addr = 0;
+                    self.resolving = None;
                     self.attempt = attempt;
                     self.async_attempt = attempt.is_none();
                     self.reconnect_at = None;
@@ -290,9 +301,16 @@ impl Reactor {
                     self.async_attempt = true;
                     self.attempt_failed(client, error);
                 }
+                ReactorCommand::Resolved { generation, result } => {
+                    if self.resolving == Some(generation) {
+                        self.resolving = None;
+                        self.connect_resolved(client, result);
+                    }
+                }
                 ReactorCommand::StopReconnecting => {
                     self.keep_reconnecting = false;
                     self.reconnect_at = None;
+                    self.resolving = None;
                 }
             }
         }
@@ -337,7 +355,12 @@ impl Reactor {
         if let Some(deadline) = self.connect_deadline
             && now >= deadline
         {
-            return Some(self.close(client, Some(Error::Timeout)));
+            if self.resolving.take().is_some() {
+                // The resolver hangs: the addresses that worked before may still.
+                self.connect_resolved(client, Err(Error::Timeout));
+            } else {
+                return Some(self.close(client, Some(Error::Timeout)));
+            }
         }
         if let Some(at) = self.reconnect_at
             && now >= at
@@ -346,7 +369,9 @@ impl Reactor {
             let timeout = lock(&client.inner.options).connect_timeout;
             self.connect_deadline = Some(now + timeout);
             self.next_addr = 0;
-            self.start_connect(client);
+            if !self.resolve_again(client) {
+                self.start_connect(client);
+            }
         }
         if let Err(e) = self.flush(client) {
             return Some(self.close(client, Some(e)));
@@ -454,8 +479,56 @@ impl Reactor {
         }
     }
 
+    /// Start resolving the host name again for an automatic reconnection, so
+    /// that a broker whose address changed (DNS failover, a new cloud
+    /// instance) is found. False for an IP literal, or if no thread can run
+    /// the resolver: connect to the known addresses then.
+    fn resolve_again(&mut self, client: &Client) -> bool {
+        if client.host_name().is_none() {
+            return false;
+        }
+        self.resolve_generation += 1;
+        let generation = self.resolve_generation;
+        let resolver_client = client.clone();
+        let spawned = std::thread::Builder::new()
+            .name("mqtt-resolve".into())
+            .spawn(move || {
+                let result = resolver_client.resolve();
+                lock(&resolver_client.inner.commands)
+                    .push(ReactorCommand::Resolved { generation, result });
+                resolver_client.wake();
+            });
+        if spawned.is_err() {
+            return false;
+        }
+        self.resolving = Some(generation);
+        true
+    }
+
+    /// Connect with the addresses a resolution gave, or, when it failed, with
+    /// the ones that were known before.
+    fn connect_resolved(&mut self, client: &Client, result: Result<Vec<SocketAddr>, Error>) {
+        match result {
+            Ok(addrs) => self.addrs = addrs,
+            Err(e) if !self.addrs.is_empty() => log!(
+                client,
+                Level::Warn,
+                "resolving the host again failed ({e}): trying its last known addresses"
+            ),
+            Err(e) => {
+                self.attempt_failed(client, e);
+                return;
+            }
+        }
+        self.next_addr = 0;
+        let timeout = lock(&client.inner.options).connect_timeout;
+        self.connect_deadline = Some(Instant::now() + timeout);
+        self.start_connect(client);
+    }
+
     /// The current attempt failed before a connection was accepted.
     fn attempt_failed(&mut self, client: &Client, error: Error) {
+        self.resolving = None;
         log!(client, Level::Warn, "connection attempt failed: {error}");
         self.connect_deadline = None;
         if let Some(attempt) = self.attempt.take() {

@@ -1105,3 +1105,149 @@ fn a_close_that_arrives_with_the_last_packet_is_noticed_at_once() {
     assert_eq!(lost.error, Some(Error::ConnectionLost));
     client.close();
 }
+
+// ---------------------------------------------------------------------------
+// Name resolution on automatic reconnection
+// ---------------------------------------------------------------------------
+
+/// A resolver that answers `first` on its first call and `later()` after, and
+/// counts its calls.
+fn scripted_resolver(
+    first: std::net::SocketAddr,
+    later: impl Fn() -> std::io::Result<Vec<std::net::SocketAddr>> + Send + Sync + 'static,
+) -> (mqtt::Resolver, Arc<std::sync::atomic::AtomicUsize>) {
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = calls.clone();
+    let resolver: mqtt::Resolver = Arc::new(move |host: &str, _port: u16| {
+        assert_eq!(host, "broker.invalid");
+        match counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+            0 => Ok(vec![first]),
+            _ => later(),
+        }
+    });
+    (resolver, calls)
+}
+
+/// Connect `client` to "broker.invalid" (answered by its resolver) where `peer`
+/// accepts it, then start the loop thread.
+fn start_by_name(client: &Client, peer: &ScriptedPeer) -> PeerConn {
+    thread::scope(|s| {
+        let script = s.spawn(|| accept_handshake(peer, false).0);
+        assert_eq!(client.connect("broker.invalid", 60, 1883), Ok(false));
+        let conn = script.join().unwrap();
+        client.loop_start(None).unwrap();
+        conn
+    })
+}
+
+#[test]
+fn automatic_reconnection_resolves_the_host_name_again() {
+    // The broker moved (DNS failover): the old address still accepts TCP but is
+    // not where the name points any more.
+    let (old, new) = (ScriptedPeer::bind(), ScriptedPeer::bind());
+    let new_addr = new.addr();
+    let (resolver, calls) = scripted_resolver(old.addr(), move || Ok(vec![new_addr]));
+    let (client, rx) = recorded_client("re-resolve", true);
+    client.set_resolver(Some(resolver));
+    client.set_reconnect(Some((ms(20), ms(200)))).unwrap();
+    let conn = start_by_name(&client, &old);
+    expect_connack(&rx);
+
+    conn.close();
+    assert_eq!(expect_disconnect(&rx).error, Some(Error::ConnectionLost));
+    let (_conn, _) = accept_handshake(&new, false);
+    expect_connack(&rx);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    old.expect_no_connection(ms(100));
+    client.close();
+}
+
+#[test]
+fn a_failed_resolution_on_reconnection_falls_back_to_the_last_known_addresses() {
+    let peer = ScriptedPeer::bind();
+    let (resolver, calls) =
+        scripted_resolver(peer.addr(), || Err(std::io::Error::other("resolver down")));
+    let (client, rx) = recorded_client("re-resolve-fails", true);
+    client.set_resolver(Some(resolver));
+    client.set_reconnect(Some((ms(20), ms(200)))).unwrap();
+    let conn = start_by_name(&client, &peer);
+    expect_connack(&rx);
+
+    conn.close();
+    expect_disconnect(&rx);
+    let (_conn, _) = accept_handshake(&peer, false);
+    expect_connack(&rx);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    client.close();
+}
+
+#[test]
+fn a_resolver_that_hangs_past_the_connect_timeout_does_not_stop_reconnection() {
+    let peer = ScriptedPeer::bind();
+    let (resolver, calls) = scripted_resolver(peer.addr(), || {
+        thread::sleep(Duration::from_secs(3));
+        Err(std::io::Error::other("too late"))
+    });
+    let (client, rx) = recorded_client("re-resolve-hangs", true);
+    client.set_resolver(Some(resolver));
+    client.set_reconnect(Some((ms(20), ms(200)))).unwrap();
+    client.set_connect_timeout(ms(300)).unwrap();
+    let conn = start_by_name(&client, &peer);
+    expect_connack(&rx);
+
+    conn.close();
+    expect_disconnect(&rx);
+    let started = Instant::now();
+    let (_conn, _) = accept_handshake(&peer, false);
+    expect_connack(&rx);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "reconnected after {:?}: the attempt waited for the resolver",
+        started.elapsed()
+    );
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    client.close();
+}
+
+#[test]
+fn an_asynchronous_connect_whose_name_does_not_resolve_yet_keeps_trying_to_resolve_it() {
+    let peer = ScriptedPeer::bind();
+    let addr = peer.addr();
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = calls.clone();
+    let (client, rx) = recorded_client("resolve-later", true);
+    client.set_resolver(Some(Arc::new(move |_: &str, _: u16| {
+        match counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+            0 | 1 => Err(std::io::Error::other("not yet")),
+            _ => Ok(vec![addr]),
+        }
+    })));
+    client.set_reconnect(Some((ms(20), ms(100)))).unwrap();
+    client.loop_start(None).unwrap();
+    client.connect_async("broker.invalid", 60, 1883).unwrap();
+    assert_eq!(expect_disconnect(&rx).error, Some(Error::Dns));
+    assert_eq!(expect_disconnect(&rx).error, Some(Error::Dns));
+    let (_conn, _) = accept_handshake(&peer, false);
+    expect_connack(&rx);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+    client.close();
+}
+
+#[test]
+fn automatic_reconnection_to_localhost_resolves_through_the_system() {
+    let peer = ScriptedPeer::bind();
+    let (client, rx) = recorded_client("re-resolve-system", true);
+    client.set_reconnect(Some((ms(20), ms(200)))).unwrap();
+    let conn = thread::scope(|s| {
+        let script = s.spawn(|| accept_handshake(&peer, false).0);
+        assert_eq!(client.connect("localhost", 60, peer.port()), Ok(false));
+        script.join().unwrap()
+    });
+    client.loop_start(None).unwrap();
+    expect_connack(&rx);
+    conn.close();
+    expect_disconnect(&rx);
+    let (_conn, _) = accept_handshake(&peer, false);
+    expect_connack(&rx);
+    client.close();
+}
