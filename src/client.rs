@@ -274,22 +274,31 @@ impl Client {
             self.wake();
             return Ok(());
         }
+        self.resolve_in_background(|result| match result {
+            Ok(addrs) => ReactorCommand::Connect {
+                attempt: None,
+                addrs,
+            },
+            Err(e) => ReactorCommand::Failed(e),
+        })
+    }
+
+    /// Resolve the host on a short-lived thread, so that no loop blocks on
+    /// DNS, and hand the reactor `command(outcome)`.
+    pub(crate) fn resolve_in_background(
+        &self,
+        command: impl FnOnce(Result<Vec<SocketAddr>>) -> ReactorCommand + Send + 'static,
+    ) -> Result<()> {
         let client = self.clone();
         std::thread::Builder::new()
             .name("mqtt-resolve".into())
             .spawn(move || {
-                let command = match client.resolve() {
-                    Ok(addrs) => ReactorCommand::Connect {
-                        attempt: None,
-                        addrs,
-                    },
-                    Err(e) => ReactorCommand::Failed(e),
-                };
+                let command = command(client.resolve());
                 lock(&client.inner.commands).push(command);
                 client.wake();
             })
-            .map_err(|_| Error::NoMemory)?;
-        Ok(())
+            .map(drop)
+            .map_err(|_| Error::NoMemory)
     }
 
     /// A file descriptor that becomes readable whenever the client has work

@@ -489,15 +489,8 @@ impl Reactor {
         }
         self.resolve_generation += 1;
         let generation = self.resolve_generation;
-        let resolver_client = client.clone();
-        let spawned = std::thread::Builder::new()
-            .name("mqtt-resolve".into())
-            .spawn(move || {
-                let result = resolver_client.resolve();
-                lock(&resolver_client.inner.commands)
-                    .push(ReactorCommand::Resolved { generation, result });
-                resolver_client.wake();
-            });
+        let spawned = client
+            .resolve_in_background(move |result| ReactorCommand::Resolved { generation, result });
         if spawned.is_err() {
             return false;
         }
