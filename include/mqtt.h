@@ -565,7 +565,7 @@ int mqtt_client_loop(struct mqtt_client *client, int timeout_ms);
 
 /**
  * A static, human-readable description of `code` (any value; unknown codes
- * get "unknown error"). Never NULL; do not free.
+ * get "unknown error"). Never NULL; do not free. Thread-safe.
  */
 const char *mqtt_strerror(int code);
 
@@ -579,7 +579,7 @@ bool mqtt_topic_matches(const char *filter, const char *topic);
 
 /**
  * The library's version, "MAJOR.MINOR.PATCH" (compare with MQTT_VERSION_STRING
- * to detect a header/library mismatch). Static; do not free.
+ * to detect a header/library mismatch). Static; do not free. Thread-safe.
  */
 const char *mqtt_version(void);
 
@@ -644,6 +644,8 @@ int mqtt_client_set_queue_limits(struct mqtt_client *client, size_t max_messages
  * client (mosquitto: max_inflight_messages, default 20): beyond it mosquitto
  * 2.0 may acknowledge QoS 1 messages it then drops, and MQTT 3.1.1 gives the
  * client no way to learn that limit. Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT.
+ * Thread-safe; takes effect at once (a raised window lets queued messages go
+ * out, oldest first).
  */
 int mqtt_client_set_max_inflight(struct mqtt_client *client, uint32_t max_inflight);
 
@@ -651,6 +653,7 @@ int mqtt_client_set_max_inflight(struct mqtt_client *client, uint32_t max_inflig
  * The number of incoming QoS 2 messages held at once between their PUBLISH
  * and PUBREL (default 1000). A broker starting one more closes the connection
  * with MQTT_ERR_TOO_MANY_INCOMING. Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT (0).
+ * Thread-safe; takes effect at once.
  */
 int mqtt_client_set_max_incoming_qos2(struct mqtt_client *client, uint32_t max_held);
 
@@ -659,20 +662,23 @@ int mqtt_client_set_max_incoming_qos2(struct mqtt_client *client, uint32_t max_h
  * (default 4 MiB). A larger incoming packet closes the connection with
  * MQTT_ERR_PACKET_TOO_LARGE before any buffer grows to its size.
  * Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT (below 16 or above 268435460).
+ * Thread-safe; takes effect at once.
  */
 int mqtt_client_set_max_packet_size(struct mqtt_client *client, size_t bytes);
 
 /**
  * Queue QoS 0 messages published while offline (`true`) instead of refusing
  * them with MQTT_ERR_NOT_CONNECTED (`false`, the default).
- * Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT.
+ * Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT. Thread-safe; applies to the
+ * publishes that follow.
  */
 int mqtt_client_set_offline_qos0(struct mqtt_client *client, bool queue);
 
 /**
  * After a reconnection where the broker kept no session, subscribe again to
  * every filter subscribed before (`true`, the default).
- * Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT.
+ * Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT. Thread-safe; applies from the
+ * next reconnection.
  */
 int mqtt_client_set_resubscribe(struct mqtt_client *client, bool resubscribe);
 
@@ -704,12 +710,13 @@ int mqtt_client_connect_async(struct mqtt_client *client, const char *host, uint
 /**
  * For an external event loop: a file descriptor to watch for readability
  * (POLLIN / EPOLLIN). It becomes readable whenever the client has work — its
- * socket is readable or writable, or another thread queued a command — and
- * stays the same for the client's life (it is not the TCP socket; do not
- * read, write or close it). When it is readable, or when
- * `mqtt_client_next_timeout_ms` has passed, call `mqtt_client_loop(client, 0)`.
+ * socket is readable or writable, or a call on any thread queued a packet or
+ * a command since this function was first called — and stays the same for
+ * the client's life (it is not the TCP socket; do not read, write or close
+ * it). When it is readable, or when `mqtt_client_next_timeout_ms` has
+ * passed, call `mqtt_client_loop(client, 0)`.
  *
- * Returns the descriptor (>= 0) or MQTT_ERR_INVALID_ARGUMENT.
+ * Returns the descriptor (>= 0) or MQTT_ERR_INVALID_ARGUMENT. Thread-safe.
  */
 int mqtt_client_socket(struct mqtt_client *client);
 

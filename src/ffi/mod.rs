@@ -476,7 +476,7 @@ pub unsafe extern "C" fn mqtt_client_loop(client: *mut mqtt_client, timeout_ms: 
 }
 
 /// A static, human-readable description of `code` (any value; unknown codes
-/// get "unknown error"). Never NULL; do not free.
+/// get "unknown error"). Never NULL; do not free. Thread-safe.
 #[unsafe(no_mangle)]
 pub extern "C" fn mqtt_strerror(code: c_int) -> *const c_char {
     if code == MQTT_OK {
@@ -507,7 +507,7 @@ const VERSION: &CStr =
     };
 
 /// The library's version, "MAJOR.MINOR.PATCH" (compare with MQTT_VERSION_STRING
-/// to detect a header/library mismatch). Static; do not free.
+/// to detect a header/library mismatch). Static; do not free. Thread-safe.
 #[unsafe(no_mangle)]
 pub extern "C" fn mqtt_version() -> *const c_char {
     VERSION.as_ptr()
@@ -653,6 +653,8 @@ pub unsafe extern "C" fn mqtt_client_set_queue_limits(
 /// client (mosquitto: max_inflight_messages, default 20): beyond it mosquitto
 /// 2.0 may acknowledge QoS 1 messages it then drops, and MQTT 3.1.1 gives the
 /// client no way to learn that limit. Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT.
+/// Thread-safe; takes effect at once (a raised window lets queued messages go
+/// out, oldest first).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mqtt_client_set_max_inflight(
     client: *mut mqtt_client,
@@ -669,6 +671,7 @@ pub unsafe extern "C" fn mqtt_client_set_max_inflight(
 /// The number of incoming QoS 2 messages held at once between their PUBLISH
 /// and PUBREL (default 1000). A broker starting one more closes the connection
 /// with MQTT_ERR_TOO_MANY_INCOMING. Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT (0).
+/// Thread-safe; takes effect at once.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mqtt_client_set_max_incoming_qos2(
     client: *mut mqtt_client,
@@ -686,6 +689,7 @@ pub unsafe extern "C" fn mqtt_client_set_max_incoming_qos2(
 /// (default 4 MiB). A larger incoming packet closes the connection with
 /// MQTT_ERR_PACKET_TOO_LARGE before any buffer grows to its size.
 /// Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT (below 16 or above 268435460).
+/// Thread-safe; takes effect at once.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mqtt_client_set_max_packet_size(
     client: *mut mqtt_client,
@@ -699,7 +703,8 @@ pub unsafe extern "C" fn mqtt_client_set_max_packet_size(
 
 /// Queue QoS 0 messages published while offline (`true`) instead of refusing
 /// them with MQTT_ERR_NOT_CONNECTED (`false`, the default).
-/// Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT.
+/// Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT. Thread-safe; applies to the
+/// publishes that follow.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mqtt_client_set_offline_qos0(
     client: *mut mqtt_client,
@@ -713,7 +718,8 @@ pub unsafe extern "C" fn mqtt_client_set_offline_qos0(
 
 /// After a reconnection where the broker kept no session, subscribe again to
 /// every filter subscribed before (`true`, the default).
-/// Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT.
+/// Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT. Thread-safe; applies from the
+/// next reconnection.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mqtt_client_set_resubscribe(
     client: *mut mqtt_client,
@@ -770,12 +776,13 @@ pub unsafe extern "C" fn mqtt_client_connect_async(
 
 /// For an external event loop: a file descriptor to watch for readability
 /// (POLLIN / EPOLLIN). It becomes readable whenever the client has work — its
-/// socket is readable or writable, or another thread queued a command — and
-/// stays the same for the client's life (it is not the TCP socket; do not
-/// read, write or close it). When it is readable, or when
-/// `mqtt_client_next_timeout_ms` has passed, call `mqtt_client_loop(client, 0)`.
+/// socket is readable or writable, or a call on any thread queued a packet or
+/// a command since this function was first called — and stays the same for
+/// the client's life (it is not the TCP socket; do not read, write or close
+/// it). When it is readable, or when `mqtt_client_next_timeout_ms` has
+/// passed, call `mqtt_client_loop(client, 0)`.
 ///
-/// Returns the descriptor (>= 0) or MQTT_ERR_INVALID_ARGUMENT.
+/// Returns the descriptor (>= 0) or MQTT_ERR_INVALID_ARGUMENT. Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mqtt_client_socket(client: *mut mqtt_client) -> c_int {
     ffi_guard!(MQTT_ERR_INTERNAL, {
