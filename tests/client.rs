@@ -339,3 +339,34 @@ fn api_errors_change_nothing() {
         Err(Error::Dns)
     );
 }
+
+#[test]
+fn an_ipv6_literal_reaches_the_broker_and_messages_cross_to_ipv4_clients() {
+    let Ok(probe) = std::net::TcpListener::bind("[::1]:0") else {
+        eprintln!("skipped: no IPv6 loopback on this machine");
+        return;
+    };
+    let v6_port = probe.local_addr().unwrap().port();
+    drop(probe);
+    let broker = Broker::builder()
+        .extra_config(&format!("listener {v6_port} ::1\n"))
+        .start();
+    let (v6, v6_events) = recorded_client("over-ipv6", true);
+    let (v4, v4_events) = recorded_client("over-ipv4", true);
+    assert_eq!(v6.connect("::1", 30, v6_port), Ok(false));
+    v4.connect(broker.host(), 30, broker.port()).unwrap();
+    v6.loop_start(None).unwrap();
+    v4.loop_start(None).unwrap();
+    v6.subscribe(&[("ip/v4-to-v6", QoS::AtLeastOnce)]).unwrap();
+    v4.subscribe(&[("ip/v6-to-v4", QoS::AtLeastOnce)]).unwrap();
+    expect(&v6_events, "SUBACK", |e| e.command == Command::SubAck);
+    expect(&v4_events, "SUBACK", |e| e.command == Command::SubAck);
+    v6.publish("ip/v6-to-v4", b"from v6", QoS::AtLeastOnce, false)
+        .unwrap();
+    v4.publish("ip/v4-to-v6", b"from v4", QoS::AtLeastOnce, false)
+        .unwrap();
+    assert_eq!(message_on(&v4_events, "ip/v6-to-v4").payload, b"from v6");
+    assert_eq!(message_on(&v6_events, "ip/v4-to-v6").payload, b"from v4");
+    v6.close();
+    v4.close();
+}
