@@ -18,8 +18,11 @@ const PREAMBLE: &str = r#"/*
  * Threading
  * - Every function may be called from any thread.
  * - Callbacks run one at a time, in packet order, on the thread that runs the
- *   client: the loop thread (mqtt_client_loop_start), or the caller of
- *   mqtt_client_loop / mqtt_client_connect. No library lock is held while a
+ *   client: the loop thread (mqtt_client_loop_start) or, without one, the
+ *   caller of mqtt_client_loop, mqtt_client_connect, mqtt_client_reconnect or
+ *   mqtt_client_disconnect (which runs a turn to write the DISCONNECT and
+ *   report it). Do not hold a lock your callbacks take across those calls.
+ *   No library lock is held while a
  *   callback runs: a callback may publish, subscribe, unsubscribe, disconnect
  *   and even free its client. It may not call connect, reconnect, loop or
  *   loop_stop of its own client (MQTT_ERR_IN_CALLBACK).

@@ -12,8 +12,11 @@
  * Threading
  * - Every function may be called from any thread.
  * - Callbacks run one at a time, in packet order, on the thread that runs the
- *   client: the loop thread (mqtt_client_loop_start), or the caller of
- *   mqtt_client_loop / mqtt_client_connect. No library lock is held while a
+ *   client: the loop thread (mqtt_client_loop_start) or, without one, the
+ *   caller of mqtt_client_loop, mqtt_client_connect, mqtt_client_reconnect or
+ *   mqtt_client_disconnect (which runs a turn to write the DISCONNECT and
+ *   report it). Do not hold a lock your callbacks take across those calls.
+ *   No library lock is held while a
  *   callback runs: a callback may publish, subscribe, unsubscribe, disconnect
  *   and even free its client. It may not call connect, reconnect, loop or
  *   loop_stop of its own client (MQTT_ERR_IN_CALLBACK).
@@ -460,9 +463,14 @@ int mqtt_client_on(struct mqtt_client *client, int command, mqtt_callback functi
  * `port`: usually 1883.
  *
  * Returns MQTT_OK once the broker accepted, or: MQTT_ERR_INVALID_ARGUMENT,
- * MQTT_ERR_INVALID_UTF8, MQTT_ERR_ALREADY_CONNECTED, MQTT_ERR_DNS,
- * MQTT_ERR_CONNECT_FAILED, MQTT_ERR_TIMEOUT, MQTT_ERR_CONNECTION_LOST,
- * MQTT_ERR_REFUSED_* (one per CONNACK return code 1..5), MQTT_ERR_IN_CALLBACK.
+ * MQTT_ERR_INVALID_UTF8, MQTT_ERR_ALREADY_CONNECTED (connected, or an
+ * attempt is under way), MQTT_ERR_DNS, MQTT_ERR_CONNECT_FAILED,
+ * MQTT_ERR_TIMEOUT, MQTT_ERR_CONNECTION_LOST, MQTT_ERR_IO,
+ * MQTT_ERR_MALFORMED_PACKET, MQTT_ERR_PROTOCOL_VIOLATION,
+ * MQTT_ERR_PACKET_TOO_LARGE (the broker's answer), MQTT_ERR_REFUSED_* (one
+ * per CONNACK return code 1..5), MQTT_ERR_TLS_* (with TLS set),
+ * MQTT_ERR_NOT_CONNECTED (another thread's `mqtt_client_disconnect` gave the
+ * attempt up), MQTT_ERR_IN_CALLBACK.
  *
  * Threading: blocks the caller. With a loop thread running, that thread does
  * the work and runs the CONNACK callback; otherwise the caller's thread does.
@@ -487,8 +495,10 @@ int mqtt_client_reconnect(struct mqtt_client *client);
  * Returns the SUBSCRIBE's message id (1..65535; SUBACK data carries it and one
  * granted QoS per filter), or MQTT_ERR_INVALID_ARGUMENT (NULL, count 0),
  * MQTT_ERR_INVALID_UTF8, MQTT_ERR_INVALID_TOPIC (invalid filter),
- * MQTT_ERR_INVALID_QOS, MQTT_ERR_QUEUE_FULL. While disconnected the request is
- * kept and sent on the next connection. Thread-safe, also from callbacks.
+ * MQTT_ERR_INVALID_QOS, MQTT_ERR_QUEUE_FULL, MQTT_ERR_PAYLOAD_TOO_LARGE (the
+ * SUBSCRIBE would exceed the maximum packet size). While disconnected the
+ * request is kept and sent on the next connection. Thread-safe, also from
+ * callbacks.
  */
 int mqtt_client_subscribe(struct mqtt_client *client, const struct mqtt_subscription *topics, size_t count);
 
@@ -497,7 +507,8 @@ int mqtt_client_subscribe(struct mqtt_client *client, const struct mqtt_subscrip
  *
  * Returns the UNSUBSCRIBE's message id (UNSUBACK data carries it), or
  * MQTT_ERR_INVALID_ARGUMENT, MQTT_ERR_INVALID_UTF8, MQTT_ERR_INVALID_TOPIC,
- * MQTT_ERR_QUEUE_FULL. Thread-safe, also from callbacks.
+ * MQTT_ERR_QUEUE_FULL, MQTT_ERR_PAYLOAD_TOO_LARGE. Thread-safe, also from
+ * callbacks.
  */
 int mqtt_client_unsubscribe(struct mqtt_client *client, const char *const *topics, size_t count);
 
@@ -522,8 +533,14 @@ int mqtt_client_publish(struct mqtt_client *client, const char *topic, const voi
  * Send DISCONNECT and close the connection once it is written; the
  * DISCONNECT callback then runs with error MQTT_OK. Stops automatic
  * reconnection. Unacknowledged QoS 1/2 messages stay in the session.
+ * During a connection attempt (connect_async, an automatic reconnection, a
+ * blocking connect on another thread) the attempt is given up instead: the
+ * DISCONNECT callback runs with MQTT_OK (a waiting connect returns
+ * MQTT_ERR_NOT_CONNECTED).
  *
- * Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT or MQTT_ERR_NOT_CONNECTED.
+ * Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT or MQTT_ERR_NOT_CONNECTED
+ * (neither connected nor connecting; a pending automatic reconnection is
+ * still cancelled).
  * Thread-safe, also from callbacks. Without a loop thread the DISCONNECT is
  * written before this returns.
  */
@@ -535,7 +552,9 @@ int mqtt_client_disconnect(struct mqtt_client *client);
  *
  * `on_message` (nullable) receives every application message once, whatever
  * its QoS: it is registered as the generic PUBREL callback and as a specific
- * PUBLISH callback at priority -1 with the condition "message != NULL".
+ * PUBLISH callback at priority -1 with the condition "message != NULL". A
+ * later loop_start with another `on_message` replaces it (with its
+ * `user_data`); NULL keeps the current one.
  *
  * Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT, MQTT_ERR_LOOP_RUNNING,
  * MQTT_ERR_IN_CALLBACK or MQTT_ERR_NO_MEMORY (thread creation failed).
@@ -556,8 +575,9 @@ int mqtt_client_loop_stop(struct mqtt_client *client);
  * (negative: until the next event or protocol deadline) for the socket, then
  * read, run callbacks, handle keepalive and reconnection timers, and write.
  *
- * Returns MQTT_OK; the error that ended the connection during this turn (the
- * DISCONNECT callback got it too); MQTT_ERR_INVALID_ARGUMENT;
+ * Returns MQTT_OK; the error that ended an established connection during
+ * this turn (the DISCONNECT callback got it too; failed connection attempts
+ * are reported to the DISCONNECT callback only); MQTT_ERR_INVALID_ARGUMENT;
  * MQTT_ERR_LOOP_RUNNING (a loop thread or another thread is running the
  * client); MQTT_ERR_IN_CALLBACK.
  */
@@ -745,7 +765,7 @@ bool mqtt_client_want_write(struct mqtt_client *client);
  * is off, or a message's level is filtered out, the message is not even
  * formatted (no allocation).
  *
- * INFO: connecting to host:port, connected (session present), disconnected,
+ * INFO: connecting to address:port, connected (session present), disconnected,
  * reconnecting in N ms. WARN: connection lost (reason), failed attempts. ERROR:
  * protocol errors (which packet, why), giving up reconnecting. DEBUG: each
  * packet sent and received (type, message id).

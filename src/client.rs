@@ -63,11 +63,16 @@ pub(crate) struct Inner {
     /// `event_fd` was handed out: an external loop may be asleep on it, so
     /// every wake writes the waker.
     external_poller: AtomicBool,
+    /// A connection attempt is under way (name resolution, TCP, TLS, CONNECT
+    /// awaiting its CONNACK): requested, or an automatic reconnection.
+    pub attempt_in_progress: AtomicBool,
     pub commands: Mutex<Vec<ReactorCommand>>,
     pub connect_wait: Mutex<ConnectWait>,
     pub connect_done: Condvar,
     pub options: Mutex<Options>,
     loop_thread: Mutex<Option<JoinHandle<()>>>,
+    /// The message callback of the latest `loop_start` that gave one.
+    loop_on_message: Mutex<Option<Callback<Client>>>,
     pub stop_loop: AtomicBool,
     /// Set once the owner released the client: no further callback may run.
     pub closed: AtomicBool,
@@ -122,6 +127,7 @@ impl Client {
                 wake_pending: AtomicBool::new(false),
                 sleeping: AtomicBool::new(false),
                 external_poller: AtomicBool::new(false),
+                attempt_in_progress: AtomicBool::new(false),
                 commands: Mutex::new(Vec::new()),
                 connect_wait: Mutex::new(ConnectWait::default()),
                 connect_done: Condvar::new(),
@@ -136,6 +142,7 @@ impl Client {
                     tls: None,
                 }),
                 loop_thread: Mutex::new(None),
+                loop_on_message: Mutex::new(None),
                 stop_loop: AtomicBool::new(false),
                 closed: AtomicBool::new(false),
                 logger: crate::log::Logger::default(),
@@ -168,17 +175,18 @@ impl Client {
         CallbackGuard(me)
     }
 
-    /// Tell the reactor there is work (bytes to write or a command). Inside a
-    /// callback the reactor flushes right after it returns, so no wake is needed.
+    /// Tell the reactor there is work (bytes to write or a command).
     ///
     /// SeqCst pairs with [`Client::prepare_sleep`]: either the reactor sees
     /// `wake_pending` before it sleeps, or this call sees `sleeping` and writes
-    /// the waker.
+    /// the waker. Inside a callback the turn running it is awake, so the flag
+    /// alone makes the next turn do the work before sleeping.
     pub(crate) fn wake(&self) {
+        let inner = &self.inner;
         if self.in_callback() {
+            inner.wake_pending.store(true, Ordering::SeqCst);
             return;
         }
-        let inner = &self.inner;
         if !inner.wake_pending.swap(true, Ordering::SeqCst)
             && (inner.sleeping.load(Ordering::SeqCst)
                 || inner.external_poller.load(Ordering::Relaxed))
@@ -261,9 +269,10 @@ impl Client {
         if host.is_empty() || host.len() > 255 {
             return Err(Error::InvalidArgument);
         }
-        if self.connection_active() || lock(&self.inner.connect_wait).in_progress.is_some() {
+        if lock(&self.inner.connect_wait).in_progress.is_some() {
             return Err(Error::AlreadyConnected);
         }
+        self.claim_attempt()?;
         self.set_target(host, keepalive, port);
         if let Ok(ip) = host.parse::<std::net::IpAddr>() {
             let addrs = vec![SocketAddr::new(ip, port)];
@@ -280,6 +289,11 @@ impl Client {
                 addrs,
             },
             Err(e) => ReactorCommand::Failed(e),
+        })
+        .inspect_err(|_| {
+            self.inner
+                .attempt_in_progress
+                .store(false, Ordering::SeqCst)
         })
     }
 
@@ -352,10 +366,26 @@ impl Client {
     /// Connected or connecting; a connection being closed by `disconnect` does not
     /// count (the next attempt finishes closing it first).
     fn connection_active(&self) -> bool {
-        matches!(
-            self.session().state(),
-            ConnectionState::AwaitingConnAck | ConnectionState::Connected
-        )
+        self.inner.attempt_in_progress.load(Ordering::SeqCst)
+            || matches!(
+                self.session().state(),
+                ConnectionState::AwaitingConnAck | ConnectionState::Connected
+            )
+    }
+
+    /// Mark a requested attempt as under way; `AlreadyConnected` when one is
+    /// already (two racing calls cannot both start one).
+    fn claim_attempt(&self) -> Result<()> {
+        if self.connection_active()
+            || self
+                .inner
+                .attempt_in_progress
+                .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+        {
+            return Err(Error::AlreadyConnected);
+        }
+        Ok(())
     }
 
     pub(crate) fn resolve(&self) -> Result<Vec<SocketAddr>> {
@@ -388,6 +418,7 @@ impl Client {
             if wait.in_progress.is_some() {
                 return Err(Error::AlreadyConnected);
             }
+            self.claim_attempt()?;
             wait.next_attempt += 1;
             let attempt = wait.next_attempt;
             wait.in_progress = Some(attempt);
@@ -410,6 +441,9 @@ impl Client {
                 let mut wait = lock(&self.inner.connect_wait);
                 if wait.in_progress == Some(attempt) {
                     wait.in_progress = None;
+                    self.inner
+                        .attempt_in_progress
+                        .store(false, Ordering::SeqCst);
                 }
                 return Err(Error::Timeout);
             }
@@ -467,8 +501,12 @@ impl Client {
     pub fn disconnect(&self) -> Result<()> {
         lock(&self.inner.commands).push(ReactorCommand::StopReconnecting);
         // When not connected, the command above still cancels a pending automatic
-        // reconnection, which is what the caller asked for.
-        self.session().disconnect(Instant::now())?;
+        // reconnection, which is what the caller asked for, and gives up an
+        // attempt under way, which counts as success.
+        let sent = self.session().disconnect(Instant::now());
+        if sent.is_err() && !self.inner.attempt_in_progress.load(Ordering::SeqCst) {
+            return sent;
+        }
         self.wake();
         if !self.in_callback() && !self.loop_running() {
             // Nobody else will write the DISCONNECT: do it now.
@@ -490,9 +528,23 @@ impl Client {
             return Err(Error::LoopRunning);
         }
         if let Some(on_message) = on_message {
-            self.on(Command::PubRel, on_message.clone(), None, 0);
-            let has_message: Condition = Arc::new(|data: &Data<'_>| data.message.is_some());
-            self.on(Command::Publish, on_message, Some(has_message), -1);
+            // One registration forwarding to the latest `on_message`, so that a
+            // later loop_start replaces it rather than sharing messages with it.
+            let first = lock(&self.inner.loop_on_message)
+                .replace(on_message)
+                .is_none();
+            let forward: Callback<Client> = Arc::new(|client: &Client, data: &Data<'_>| {
+                let on_message = lock(&client.inner.loop_on_message).clone();
+                if let Some(on_message) = on_message {
+                    on_message(client, data);
+                }
+            });
+            // The generic PUBREL slot has one occupant: taking it again is harmless.
+            self.on(Command::PubRel, forward.clone(), None, 0);
+            if first {
+                let has_message: Condition = Arc::new(|data: &Data<'_>| data.message.is_some());
+                self.on(Command::Publish, forward, Some(has_message), -1);
+            }
         }
         self.inner.stop_loop.store(false, Ordering::Release);
         let client = self.clone();
@@ -669,7 +721,8 @@ impl Client {
         if max_inflight == 0 || max_inflight > u16::MAX as usize {
             return Err(Error::InvalidArgument);
         }
-        self.session().config_mut().max_inflight = max_inflight;
+        self.session().set_max_inflight(max_inflight);
+        self.wake();
         Ok(())
     }
 

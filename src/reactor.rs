@@ -269,7 +269,18 @@ impl Reactor {
                 conn.writable |= event.is_writable() || event.is_error();
             }
         }
-        self.work(client)
+        let mut ended = self.work(client);
+        // Commands queued by this turn's callbacks (a connect_async, say) are
+        // carried out now rather than after the next poll.
+        if ended.is_none() && client.clear_wake() {
+            ended = self.work(client);
+        }
+        if client.is_closed() {
+            // Freed from a callback: nobody else will write what it queued
+            // (a DISCONNECT, say) before the connection goes.
+            self.shutdown(client);
+        }
+        ended
     }
 
     /// Commands from API calls, then everything else that is due.
@@ -310,7 +321,7 @@ impl Reactor {
                 ReactorCommand::StopReconnecting => {
                     self.keep_reconnecting = false;
                     self.reconnect_at = None;
-                    self.resolving = None;
+                    self.abandon_attempt(client);
                 }
             }
         }
@@ -369,6 +380,10 @@ impl Reactor {
             let timeout = lock(&client.inner.options).connect_timeout;
             self.connect_deadline = Some(now + timeout);
             self.next_addr = 0;
+            client
+                .inner
+                .attempt_in_progress
+                .store(true, Ordering::SeqCst);
             if !self.resolve_again(client) {
                 self.start_connect(client);
             }
@@ -519,9 +534,37 @@ impl Reactor {
         self.start_connect(client);
     }
 
+    /// `disconnect` during a connection attempt: give the attempt up. The
+    /// caller of a blocking `connect` gets NotConnected; otherwise the
+    /// DISCONNECT callback reports a requested disconnect (MQTT_OK).
+    fn abandon_attempt(&mut self, client: &Client) {
+        self.resolving = None;
+        if !client
+            .inner
+            .attempt_in_progress
+            .swap(false, Ordering::SeqCst)
+        {
+            return;
+        }
+        if let Some(conn) = self.conn.take_if(|c| !c.accepted) {
+            self.drop_connection(client, conn);
+        }
+        self.connect_deadline = None;
+        self.async_attempt = false;
+        log!(client, Level::Info, "connection attempt abandoned");
+        match self.attempt.take() {
+            Some(attempt) => finish_attempt(client, attempt, Err(Error::NotConnected)),
+            None => self.report_disconnect(client, None),
+        }
+    }
+
     /// The current attempt failed before a connection was accepted.
     fn attempt_failed(&mut self, client: &Client, error: Error) {
         self.resolving = None;
+        client
+            .inner
+            .attempt_in_progress
+            .store(false, Ordering::SeqCst);
         log!(client, Level::Warn, "connection attempt failed: {error}");
         self.connect_deadline = None;
         if let Some(attempt) = self.attempt.take() {
@@ -703,6 +746,10 @@ impl Reactor {
         self.connect_deadline = None;
         self.failed_attempts = 0;
         self.async_attempt = false;
+        client
+            .inner
+            .attempt_in_progress
+            .store(false, Ordering::SeqCst);
         if let Some(conn) = self.conn.as_mut() {
             conn.accepted = true;
         }

@@ -240,3 +240,143 @@ fn a_publish_from_another_thread_always_wakes_a_sleeping_loop() {
     looper.join().unwrap();
     client.close();
 }
+
+#[test]
+fn connect_async_from_a_disconnect_callback_connects_again() {
+    let broker = Broker::start();
+    let (client, events) = common::events::recorded_client("async-from-callback", true);
+    client.set_reconnect(None).unwrap();
+    let port = broker.port();
+    let (disconnected_tx, disconnected) = channel();
+    let disconnected_tx = Mutex::new(disconnected_tx);
+    // Replaces the recorder's DISCONNECT callback.
+    client.on(
+        Command::Disconnect,
+        Arc::new(move |c: &Client, data: &Data<'_>| {
+            let _ = disconnected_tx.lock().unwrap().send(data.error);
+            c.connect_async(common::HOST, 30, port).unwrap();
+        }),
+        None,
+        0,
+    );
+    client.connect(broker.host(), 30, port).unwrap();
+    client.loop_start(None).unwrap();
+    common::events::expect_connack(&events);
+    client.disconnect().unwrap();
+    assert_eq!(disconnected.recv_timeout(TIMEOUT), Ok(None));
+    // Queued inside the callback: carried out without another thread's help.
+    common::events::expect_connack(&events);
+    assert!(client.is_connected());
+    client.close();
+}
+
+#[test]
+fn freeing_a_client_inside_its_callback_still_sends_the_disconnect_it_queued() {
+    let peer = common::ScriptedPeer::bind();
+    let client = Client::new("free-in-callback", true).unwrap();
+    client.on(
+        Command::Publish,
+        Arc::new(|c: &Client, _: &Data<'_>| {
+            c.disconnect().unwrap();
+            c.close();
+        }),
+        None,
+        0,
+    );
+    let mut conn = std::thread::scope(|s| {
+        let script = s.spawn(|| {
+            let mut conn = peer.accept(TIMEOUT);
+            conn.handshake(false, TIMEOUT);
+            conn
+        });
+        client.connect(common::HOST, 60, peer.port()).unwrap();
+        script.join().unwrap()
+    });
+    client.loop_start(None).unwrap();
+    conn.send_packet(&mqtt::protocol::codec::Packet::Publish(
+        mqtt::protocol::codec::Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: "bye",
+            pkid: 0,
+            payload: b"",
+        },
+    ));
+    let disconnect = conn.expect_packet(TIMEOUT);
+    assert_eq!(disconnect.name(), "DISCONNECT");
+    conn.expect_closed(TIMEOUT);
+}
+
+#[test]
+fn raising_the_inflight_window_sends_queued_messages_at_once() {
+    let peer = common::ScriptedPeer::bind();
+    let client = Client::new("raise-window", true).unwrap();
+    client.set_max_inflight(1).unwrap();
+    let mut conn = std::thread::scope(|s| {
+        let script = s.spawn(|| {
+            let mut conn = peer.accept(TIMEOUT);
+            conn.handshake(false, TIMEOUT);
+            conn
+        });
+        client.connect(common::HOST, 60, peer.port()).unwrap();
+        script.join().unwrap()
+    });
+    client.loop_start(None).unwrap();
+    let mids: Vec<u16> = (0..3)
+        .map(|i| {
+            client
+                .publish("window", format!("{i}").as_bytes(), QoS::AtLeastOnce, false)
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(conn.expect_packet(TIMEOUT).pkid(), Some(mids[0]));
+    conn.expect_silence(Duration::from_millis(200));
+    // No acknowledgement comes: only the larger window lets the others go.
+    client.set_max_inflight(10).unwrap();
+    assert_eq!(conn.expect_packet(TIMEOUT).pkid(), Some(mids[1]));
+    assert_eq!(conn.expect_packet(TIMEOUT).pkid(), Some(mids[2]));
+    client.close();
+}
+
+#[test]
+fn a_second_loop_start_message_callback_replaces_the_first_for_every_qos() {
+    let broker = Broker::start();
+    let client = Client::new("two-loop-starts", true).unwrap();
+    let (first_tx, first) = channel::<u8>();
+    let (second_tx, second) = channel::<u8>();
+    let first_tx = Mutex::new(first_tx);
+    client
+        .loop_start(Some(Arc::new(move |_: &Client, d: &Data<'_>| {
+            let _ = first_tx.lock().unwrap().send(d.message.unwrap().payload[0]);
+        })))
+        .unwrap();
+    client.loop_stop().unwrap();
+    let second_tx = Mutex::new(second_tx);
+    client
+        .loop_start(Some(Arc::new(move |_: &Client, d: &Data<'_>| {
+            let _ = second_tx
+                .lock()
+                .unwrap()
+                .send(d.message.unwrap().payload[0]);
+        })))
+        .unwrap();
+    client.connect(broker.host(), 30, broker.port()).unwrap();
+    client
+        .subscribe(&[("replace/#", QoS::ExactlyOnce)])
+        .unwrap();
+    for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+        // The subscription may still be on its way: retry QoS 0 until it lands.
+        let payload = [qos as u8];
+        assert!(wait_until(TIMEOUT, || {
+            client.publish("replace/t", &payload, qos, false).unwrap();
+            second.recv_timeout(Duration::from_millis(200)) == Ok(qos as u8)
+        }));
+    }
+    assert_eq!(
+        first.try_recv().ok(),
+        None,
+        "the first on_message still got messages"
+    );
+    client.close();
+}

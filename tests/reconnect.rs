@@ -1251,3 +1251,60 @@ fn automatic_reconnection_to_localhost_resolves_through_the_system() {
     expect_connack(&rx);
     client.close();
 }
+
+#[test]
+fn disconnect_during_a_connection_attempt_abandons_it() {
+    let peer = ScriptedPeer::bind();
+    let (client, rx) = recorded_client("abandon-attempt", true);
+    client.set_reconnect(Some((ms(20), ms(100)))).unwrap();
+    client.loop_start(None).unwrap();
+    client.connect_async(HOST, 60, peer.port()).unwrap();
+    let mut conn = peer.accept(TIMEOUT);
+    conn.expect_type(1, TIMEOUT); // CONNECT, left without CONNACK
+    assert_eq!(
+        client.connect_async(HOST, 60, peer.port()),
+        Err(Error::AlreadyConnected),
+        "a second attempt while one is under way"
+    );
+    assert_eq!(client.disconnect(), Ok(()));
+    assert_eq!(expect_disconnect(&rx).error, None);
+    conn.expect_closed(TIMEOUT);
+    peer.expect_no_connection(ms(300));
+    assert!(!client.is_connected());
+    // Abandoned, not wedged: a new connect works.
+    let (_conn, _) = thread::scope(|s| {
+        let script = s.spawn(|| accept_handshake(&peer, false));
+        client.connect(HOST, 60, peer.port()).unwrap();
+        script.join().unwrap()
+    });
+    expect_connack(&rx);
+    client.close();
+}
+
+#[test]
+fn a_second_connect_while_the_name_is_still_resolving_is_refused() {
+    let peer = ScriptedPeer::bind();
+    let addr = peer.addr();
+    let (release_tx, release) = channel::<()>();
+    let release = std::sync::Mutex::new(release);
+    let (client, rx) = recorded_client("connect-while-resolving", true);
+    client.set_resolver(Some(Arc::new(move |_: &str, _: u16| {
+        let _ = release.lock().unwrap().recv_timeout(TIMEOUT);
+        Ok(vec![addr])
+    })));
+    client.loop_start(None).unwrap();
+    client.connect_async("broker.invalid", 60, 1883).unwrap();
+    assert_eq!(
+        client.connect_async("broker.invalid", 60, 1883),
+        Err(Error::AlreadyConnected)
+    );
+    assert_eq!(
+        client.connect("broker.invalid", 60, 1883),
+        Err(Error::AlreadyConnected)
+    );
+    release_tx.send(()).unwrap();
+    let (_conn, _) = accept_handshake(&peer, false);
+    expect_connack(&rx);
+    peer.expect_no_connection(ms(200));
+    client.close();
+}

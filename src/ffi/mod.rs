@@ -256,9 +256,14 @@ pub unsafe extern "C" fn mqtt_client_on(
 /// `port`: usually 1883.
 ///
 /// Returns MQTT_OK once the broker accepted, or: MQTT_ERR_INVALID_ARGUMENT,
-/// MQTT_ERR_INVALID_UTF8, MQTT_ERR_ALREADY_CONNECTED, MQTT_ERR_DNS,
-/// MQTT_ERR_CONNECT_FAILED, MQTT_ERR_TIMEOUT, MQTT_ERR_CONNECTION_LOST,
-/// MQTT_ERR_REFUSED_* (one per CONNACK return code 1..5), MQTT_ERR_IN_CALLBACK.
+/// MQTT_ERR_INVALID_UTF8, MQTT_ERR_ALREADY_CONNECTED (connected, or an
+/// attempt is under way), MQTT_ERR_DNS, MQTT_ERR_CONNECT_FAILED,
+/// MQTT_ERR_TIMEOUT, MQTT_ERR_CONNECTION_LOST, MQTT_ERR_IO,
+/// MQTT_ERR_MALFORMED_PACKET, MQTT_ERR_PROTOCOL_VIOLATION,
+/// MQTT_ERR_PACKET_TOO_LARGE (the broker's answer), MQTT_ERR_REFUSED_* (one
+/// per CONNACK return code 1..5), MQTT_ERR_TLS_* (with TLS set),
+/// MQTT_ERR_NOT_CONNECTED (another thread's `mqtt_client_disconnect` gave the
+/// attempt up), MQTT_ERR_IN_CALLBACK.
 ///
 /// Threading: blocks the caller. With a loop thread running, that thread does
 /// the work and runs the CONNACK callback; otherwise the caller's thread does.
@@ -304,8 +309,10 @@ pub unsafe extern "C" fn mqtt_client_reconnect(client: *mut mqtt_client) -> c_in
 /// Returns the SUBSCRIBE's message id (1..65535; SUBACK data carries it and one
 /// granted QoS per filter), or MQTT_ERR_INVALID_ARGUMENT (NULL, count 0),
 /// MQTT_ERR_INVALID_UTF8, MQTT_ERR_INVALID_TOPIC (invalid filter),
-/// MQTT_ERR_INVALID_QOS, MQTT_ERR_QUEUE_FULL. While disconnected the request is
-/// kept and sent on the next connection. Thread-safe, also from callbacks.
+/// MQTT_ERR_INVALID_QOS, MQTT_ERR_QUEUE_FULL, MQTT_ERR_PAYLOAD_TOO_LARGE (the
+/// SUBSCRIBE would exceed the maximum packet size). While disconnected the
+/// request is kept and sent on the next connection. Thread-safe, also from
+/// callbacks.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mqtt_client_subscribe(
     client: *mut mqtt_client,
@@ -336,7 +343,8 @@ pub unsafe extern "C" fn mqtt_client_subscribe(
 ///
 /// Returns the UNSUBSCRIBE's message id (UNSUBACK data carries it), or
 /// MQTT_ERR_INVALID_ARGUMENT, MQTT_ERR_INVALID_UTF8, MQTT_ERR_INVALID_TOPIC,
-/// MQTT_ERR_QUEUE_FULL. Thread-safe, also from callbacks.
+/// MQTT_ERR_QUEUE_FULL, MQTT_ERR_PAYLOAD_TOO_LARGE. Thread-safe, also from
+/// callbacks.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mqtt_client_unsubscribe(
     client: *mut mqtt_client,
@@ -400,8 +408,14 @@ pub unsafe extern "C" fn mqtt_client_publish(
 /// Send DISCONNECT and close the connection once it is written; the
 /// DISCONNECT callback then runs with error MQTT_OK. Stops automatic
 /// reconnection. Unacknowledged QoS 1/2 messages stay in the session.
+/// During a connection attempt (connect_async, an automatic reconnection, a
+/// blocking connect on another thread) the attempt is given up instead: the
+/// DISCONNECT callback runs with MQTT_OK (a waiting connect returns
+/// MQTT_ERR_NOT_CONNECTED).
 ///
-/// Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT or MQTT_ERR_NOT_CONNECTED.
+/// Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT or MQTT_ERR_NOT_CONNECTED
+/// (neither connected nor connecting; a pending automatic reconnection is
+/// still cancelled).
 /// Thread-safe, also from callbacks. Without a loop thread the DISCONNECT is
 /// written before this returns.
 #[unsafe(no_mangle)]
@@ -418,7 +432,9 @@ pub unsafe extern "C" fn mqtt_client_disconnect(client: *mut mqtt_client) -> c_i
 ///
 /// `on_message` (nullable) receives every application message once, whatever
 /// its QoS: it is registered as the generic PUBREL callback and as a specific
-/// PUBLISH callback at priority -1 with the condition "message != NULL".
+/// PUBLISH callback at priority -1 with the condition "message != NULL". A
+/// later loop_start with another `on_message` replaces it (with its
+/// `user_data`); NULL keeps the current one.
 ///
 /// Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT, MQTT_ERR_LOOP_RUNNING,
 /// MQTT_ERR_IN_CALLBACK or MQTT_ERR_NO_MEMORY (thread creation failed).
@@ -455,8 +471,9 @@ pub unsafe extern "C" fn mqtt_client_loop_stop(client: *mut mqtt_client) -> c_in
 /// (negative: until the next event or protocol deadline) for the socket, then
 /// read, run callbacks, handle keepalive and reconnection timers, and write.
 ///
-/// Returns MQTT_OK; the error that ended the connection during this turn (the
-/// DISCONNECT callback got it too); MQTT_ERR_INVALID_ARGUMENT;
+/// Returns MQTT_OK; the error that ended an established connection during
+/// this turn (the DISCONNECT callback got it too; failed connection attempts
+/// are reported to the DISCONNECT callback only); MQTT_ERR_INVALID_ARGUMENT;
 /// MQTT_ERR_LOOP_RUNNING (a loop thread or another thread is running the
 /// client); MQTT_ERR_IN_CALLBACK.
 #[unsafe(no_mangle)]
@@ -835,7 +852,7 @@ pub unsafe extern "C" fn mqtt_client_want_write(client: *mut mqtt_client) -> boo
 /// is off, or a message's level is filtered out, the message is not even
 /// formatted (no allocation).
 ///
-/// INFO: connecting to host:port, connected (session present), disconnected,
+/// INFO: connecting to address:port, connected (session present), disconnected,
 /// reconnecting in N ms. WARN: connection lost (reason), failed attempts. ERROR:
 /// protocol errors (which packet, why), giving up reconnecting. DEBUG: each
 /// packet sent and received (type, message id).

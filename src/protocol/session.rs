@@ -441,6 +441,13 @@ impl Session {
 
     /// Credentials, will and keepalive changes apply to the next
     /// `connection_opened`; limits apply from their next check.
+    /// Change the in-flight window; a raised one takes queued messages, oldest
+    /// first, at once.
+    pub fn set_max_inflight(&mut self, max_inflight: usize) {
+        self.config.max_inflight = max_inflight;
+        self.refill();
+    }
+
     pub fn config_mut(&mut self) -> &mut SessionConfig {
         &mut self.config
     }
