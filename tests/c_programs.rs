@@ -108,6 +108,7 @@ const PROGRAMS: &[(&str, Kind)] = &[
     ("concurrency", Kind::HostPort),
     ("external_loop", Kind::HostPort),
     ("logging", Kind::HostPort),
+    ("promises", Kind::HostPort),
     // c_examples
     ("home_controller", Kind::HomePair),
     ("home_sensor", Kind::HomePair),
@@ -769,6 +770,7 @@ program_tests! {
     "concurrency" => c_concurrency, valgrind_c_concurrency, asan_c_concurrency;
     "external_loop" => c_external_loop, valgrind_c_external_loop, asan_c_external_loop;
     "logging" => c_logging, valgrind_c_logging, asan_c_logging;
+    "promises" => c_promises, valgrind_c_promises, asan_c_promises;
     "home_controller" => example_home_heating, valgrind_example_home_heating,
         asan_example_home_heating;
     "mid_callback" => example_mid_callback, valgrind_example_mid_callback,
