@@ -55,6 +55,12 @@ static const int all_codes[] = {
     MQTT_ERR_LOOP_NOT_RUNNING,
     MQTT_ERR_IN_CALLBACK,
     MQTT_ERR_INTERNAL,
+    MQTT_ERR_TLS_CA,
+    MQTT_ERR_TLS_CERT,
+    MQTT_ERR_TLS_KEY,
+    MQTT_ERR_TLS_NOT_TRUSTED,
+    MQTT_ERR_TLS_HOSTNAME,
+    MQTT_ERR_TLS_HANDSHAKE,
 };
 
 static void strerror_every_code(void)
@@ -72,6 +78,8 @@ static void strerror_every_code(void)
     CHECK_EQ(MQTT_ERR_REFUSED_NOT_AUTHORIZED, -25);
     CHECK_EQ(MQTT_ERR_LOOP_RUNNING, -30);
     CHECK_EQ(MQTT_ERR_INTERNAL, -33);
+    CHECK_EQ(MQTT_ERR_TLS_CA, -40);
+    CHECK_EQ(MQTT_ERR_TLS_HANDSHAKE, -45);
 
     for (i = 0; i < n; i++) {
         msg[i] = mqtt_strerror(all_codes[i]);
