@@ -63,7 +63,9 @@ typedef enum mqtt_command {
    */
   MQTT_PUBREL = 6,
   /**
-   * An outgoing QoS 2 message completed (`mid`).
+   * An outgoing QoS 2 message completed (`mid`). `error` is
+   * MQTT_ERR_SESSION_LOST instead of MQTT_OK when the broker had
+   * acknowledged it (PUBREC) and then came back without the session.
    */
   MQTT_PUBCOMP = 7,
   /**
@@ -186,6 +188,13 @@ typedef enum mqtt_error {
    * CONNACK 5: not authorized.
    */
   MQTT_ERR_REFUSED_NOT_AUTHORIZED = -25,
+  /**
+   * On a PUBCOMP callback: the broker acknowledged this QoS 2 message
+   * (PUBREC), then came back without the session. It may or may not have
+   * been delivered; MQTT forbids publishing it again, so the client does
+   * not. Publish it anew if a duplicate is better than a loss.
+   */
+  MQTT_ERR_SESSION_LOST = -26,
   /**
    * A loop already runs this client (loop_start twice, or mqtt_client_loop
    * while the loop thread or another thread runs it).
@@ -314,6 +323,7 @@ typedef struct mqtt_data {
   size_t granted_qos_len;
   /**
    * DISCONNECT: MQTT_OK or the mqtt_error that ended the connection.
+   * PUBCOMP: MQTT_OK, or MQTT_ERR_SESSION_LOST (see MQTT_PUBCOMP).
    */
   int error;
 } mqtt_data;
@@ -516,9 +526,11 @@ int mqtt_client_unsubscribe(struct mqtt_client *client, const char *const *topic
  * Publish `payload_len` bytes at `payload` on `topic` (no wildcards). Both
  * are copied; `payload` may be NULL when `payload_len` is 0.
  *
- * QoS 1/2 messages are kept until acknowledged, across connection losses;
- * when the in-flight window is full or the client is offline they wait in a
- * bounded queue. QoS 0 while offline is refused with MQTT_ERR_NOT_CONNECTED
+ * QoS 1/2 messages are kept until acknowledged, across connection losses
+ * (published again, DUP=1, if the broker comes back without the session; a
+ * QoS 2 message it had already acknowledged with PUBREC then gets its PUBCOMP
+ * callback with MQTT_ERR_SESSION_LOST instead); when the in-flight window is
+ * full or the client is offline they wait in a bounded queue. QoS 0 while offline is refused with MQTT_ERR_NOT_CONNECTED
  * unless `mqtt_client_set_offline_qos0(client, true)`.
  *
  * Returns the message id (1..65535, QoS 0 included; PUBACK/PUBCOMP data

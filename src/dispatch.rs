@@ -69,6 +69,8 @@ pub struct Data<'a> {
     pub session_present: bool,
     pub granted_qos: &'a [u8],
     /// DISCONNECT: why the connection ended (`None` after a requested disconnect).
+    /// PUBCOMP: `Some(SessionLost)` when the broker acknowledged the message
+    /// (PUBREC) and then came back without the session.
     pub error: Option<Error>,
 }
 

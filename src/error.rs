@@ -56,6 +56,10 @@ pub enum Error {
     RefusedBadCredentials = -24,
     /// CONNACK 5: not authorized.
     RefusedNotAuthorized = -25,
+    /// An outgoing QoS 2 message the broker had acknowledged (PUBREC) when it
+    /// came back without the session: it may or may not have been delivered,
+    /// and MQTT forbids publishing it again. Reported on its PUBCOMP callback.
+    SessionLost = -26,
     /// A loop is already running for this client (`loop_start` twice, or
     /// `mqtt_client_loop` while the loop thread runs).
     LoopRunning = -30,
@@ -117,6 +121,9 @@ impl Error {
             Error::RefusedServerUnavailable => c"connection refused: server unavailable",
             Error::RefusedBadCredentials => c"connection refused: bad user name or password",
             Error::RefusedNotAuthorized => c"connection refused: not authorized",
+            Error::SessionLost => {
+                c"QoS 2 message acknowledged, then the broker lost the session: delivery unknown"
+            }
             Error::LoopRunning => c"a loop is already running for this client",
             Error::LoopNotRunning => c"the loop thread is not running",
             Error::InCallback => c"not allowed from inside a callback",
@@ -135,7 +142,7 @@ impl Error {
         self.message_c().to_str().unwrap_or("error")
     }
 
-    pub const ALL: [Error; 34] = [
+    pub const ALL: [Error; 35] = [
         Error::InvalidArgument,
         Error::InvalidUtf8,
         Error::InvalidTopic,
@@ -160,6 +167,7 @@ impl Error {
         Error::RefusedServerUnavailable,
         Error::RefusedBadCredentials,
         Error::RefusedNotAuthorized,
+        Error::SessionLost,
         Error::LoopRunning,
         Error::LoopNotRunning,
         Error::InCallback,

@@ -722,6 +722,21 @@ impl Reactor {
                     }
                     self.connect_accepted(client, ack.session_present);
                     run_callbacks(client, &data);
+                    let unresolved = client.session().take_unresolved();
+                    for mid in unresolved {
+                        if client.is_closed() {
+                            break;
+                        }
+                        log!(
+                            client,
+                            Level::Warn,
+                            "QoS 2 message {mid}: the broker lost its session after PUBREC; delivery unknown"
+                        );
+                        let mut data = Data::new(Command::PubComp);
+                        data.mid = mid;
+                        data.error = Some(Error::SessionLost);
+                        run_callbacks(client, &data);
+                    }
                     if client.is_closed() || self.conn.is_none() {
                         return Ok(());
                     }

@@ -159,7 +159,7 @@ fn after_pubrec_only_the_pubrel_is_resent() {
 }
 
 #[test]
-fn without_a_session_in_flight_messages_restart_as_fresh_publishes() {
+fn without_a_session_unacknowledged_messages_are_published_again_and_pubrecd_ones_reported() {
     let (client, rx) = recorded_client("resend-fresh", true);
     client.set_reconnect(Some((ms(20), ms(200)))).unwrap();
     let (peer, mut conn) = start_on_peer(&client, 60);
@@ -183,41 +183,45 @@ fn without_a_session_in_flight_messages_restart_as_fresh_publishes() {
     conn.close();
     expect_disconnect(&rx);
 
-    // The broker lost the session: every flow restarts from PUBLISH, none is dropped.
+    // The broker lost the session. The unacknowledged messages are published
+    // again (DUP=1); the PUBREC'd one must not be [MQTT-4.3.3-1]: its PUBCOMP
+    // callback says the outcome is unknown.
     let (mut conn, _) = accept_handshake(&peer, false);
     assert!(!expect_connack(&rx).session_present);
-    for (&mid, (topic, payload, qos)) in mids.iter().zip(sent) {
+    let given_up = expect(&rx, "PUBCOMP", |e| e.command == Command::PubComp);
+    assert_eq!(
+        (given_up.mid, given_up.error),
+        (mids[1], Some(Error::SessionLost))
+    );
+    for i in [0, 2] {
         let p = conn.expect_packet(TIMEOUT);
-        assert!(p.is(3), "expected a fresh PUBLISH {mid}, got {p:?}");
+        assert!(p.is(3), "expected PUBLISH {}, got {p:?}", mids[i]);
         let p = p.publish();
-        assert!(!p.dup, "a new session gets a fresh PUBLISH (DUP=0): {p:?}");
+        assert!(p.dup, "a re-delivery carries DUP=1: {p:?}");
+        let (topic, payload, qos) = sent[i];
         assert_eq!(
             (p.pkid, p.topic, p.payload, p.qos),
-            (mid, topic, payload, qos)
+            (mids[i], topic, payload, qos)
         );
     }
     conn.send_packet(&Packet::PubAck(mids[0]));
-    conn.send_packet(&Packet::PubRec(mids[1]));
     conn.send_packet(&Packet::PubRec(mids[2]));
-    assert_eq!(conn.expect_type(6, TIMEOUT).pkid(), Some(mids[1]));
     assert_eq!(conn.expect_type(6, TIMEOUT).pkid(), Some(mids[2]));
-    conn.send_packet(&Packet::PubComp(mids[1]));
     conn.send_packet(&Packet::PubComp(mids[2]));
 
     // Exactly one final outcome per message, carrying its mid.
     let mut finals = Vec::new();
-    while finals.len() < 3 {
+    while finals.len() < 2 {
         let e = expect(&rx, "PUBACK/PUBCOMP", |e| {
             matches!(e.command, Command::PubAck | Command::PubComp)
         });
-        finals.push((e.command, e.mid));
+        finals.push((e.command, e.mid, e.error));
     }
     assert_eq!(
         finals,
         vec![
-            (Command::PubAck, mids[0]),
-            (Command::PubComp, mids[1]),
-            (Command::PubComp, mids[2])
+            (Command::PubAck, mids[0], None),
+            (Command::PubComp, mids[2], None)
         ]
     );
     conn.expect_silence(ms(200));

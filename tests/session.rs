@@ -1000,37 +1000,116 @@ fn reconnect_with_session_resends_dup_and_pubrel() {
 }
 
 #[test]
-fn reconnect_without_session_restarts_flows_and_discards_nothing() {
+fn reconnect_without_session_republishes_unacknowledged_and_gives_up_pubrecd_qos2() {
+    // three_in_flight: 1 (QoS 1) and 2 (QoS 2) unacknowledged, 3 (QoS 2) PUBREC'd.
     let (mut s, t0) = three_in_flight();
     let out = connect(&mut s, ms(t0, 100), false);
+    // Re-deliveries carry DUP=1 [MQTT-3.3.1-1]; message 3 reached the broker
+    // (PUBREC) and must not be published again [MQTT-4.3.3-1].
     assert_eq!(
         out,
         vec![
-            publ("t", b"1", QoS::AtLeastOnce, 1, false),
-            publ("t", b"2", QoS::ExactlyOnce, 2, false),
-            Out::Publish {
-                topic: "t".into(),
-                payload: b"3".to_vec(),
-                qos: QoS::ExactlyOnce,
-                pkid: 3,
-                dup: false,
-                retain: true
-            },
+            publ("t", b"1", QoS::AtLeastOnce, 1, true),
+            publ("t", b"2", QoS::ExactlyOnce, 2, true),
         ]
     );
-    assert_eq!(s.inflight_len(), 3);
-    // Message 3 is back to awaiting PUBREC: a PUBCOMP is now stray.
+    assert_eq!(s.take_unresolved(), vec![3]);
+    assert_eq!(s.take_unresolved(), Vec::<u16>::new());
+    assert_eq!(s.inflight_len(), 2);
+    // Its id is free again; a late PUBCOMP for it is stray.
     assert_eq!(s.handle_packet(t0, Packet::PubComp(3)), Ok(None));
     assert_eq!(
-        s.handle_packet(t0, Packet::PubRec(3)),
-        Ok(Some(Incoming::PubRec(3)))
+        s.handle_packet(t0, Packet::PubRec(2)),
+        Ok(Some(Incoming::PubRec(2)))
     );
-    assert_eq!(sent(&mut s, t0), vec![Out::PubRel(3)]);
+    assert_eq!(sent(&mut s, t0), vec![Out::PubRel(2)]);
     assert_eq!(
-        s.handle_packet(t0, Packet::PubComp(3)),
-        Ok(Some(Incoming::PubComp(3)))
+        s.handle_packet(t0, Packet::PubComp(2)),
+        Ok(Some(Incoming::PubComp(2)))
     );
-    assert_eq!(s.inflight_len(), 2);
+    assert_eq!(
+        s.handle_packet(t0, Packet::PubAck(1)),
+        Ok(Some(Incoming::PubAck(1)))
+    );
+    assert_eq!(s.inflight_len(), 0);
+}
+
+#[test]
+fn pubrels_are_resent_in_pubrec_order() {
+    // [MQTT-4.6.0-4]: PUBRELs go out in the order their PUBRECs arrived, also
+    // when they are resent after a reconnection.
+    let (mut s, t0) = connected(cfg());
+    for i in 1..=2u8 {
+        s.publish(t0, "t", &[i], QoS::ExactlyOnce, false).unwrap();
+    }
+    sent(&mut s, t0);
+    s.handle_packet(t0, Packet::PubRec(2)).unwrap();
+    s.handle_packet(t0, Packet::PubRec(1)).unwrap();
+    assert_eq!(sent(&mut s, t0), vec![Out::PubRel(2), Out::PubRel(1)]);
+    s.connection_lost(t0);
+    let out = connect(&mut s, ms(t0, 100), true);
+    assert_eq!(out, vec![Out::PubRel(2), Out::PubRel(1)]);
+}
+
+#[test]
+fn incoming_acks_follow_the_order_of_the_publishes() {
+    // [MQTT-4.6.0-2], [MQTT-4.6.0-3]
+    let (mut s, t0) = connected(cfg());
+    for id in [5, 3, 9] {
+        s.handle_packet(t0, incoming("t", b"x", QoS::AtLeastOnce, id, false))
+            .unwrap();
+    }
+    for id in [8, 4] {
+        s.handle_packet(t0, incoming("t", b"x", QoS::ExactlyOnce, id, false))
+            .unwrap();
+    }
+    assert_eq!(
+        sent(&mut s, t0),
+        vec![
+            Out::PubAck(5),
+            Out::PubAck(3),
+            Out::PubAck(9),
+            Out::PubRec(8),
+            Out::PubRec(4)
+        ]
+    );
+}
+
+#[test]
+fn an_id_reused_after_pubcomp_is_a_new_qos2_message() {
+    // [MQTT-4.3.3-2]: after PUBREL/PUBCOMP the id may carry a new message.
+    let (mut s, t0) = connected(cfg());
+    s.handle_packet(t0, incoming("t", b"first", QoS::ExactlyOnce, 9, false))
+        .unwrap();
+    let released = s.handle_packet(t0, Packet::PubRel(9)).unwrap();
+    assert!(
+        matches!(released, Some(Incoming::PubRel { mid: 9, message: Some(m) }) if m.payload == b"first")
+    );
+    assert_eq!(sent(&mut s, t0), vec![Out::PubRec(9), Out::PubComp(9)]);
+    s.handle_packet(t0, incoming("t", b"second", QoS::ExactlyOnce, 9, false))
+        .unwrap();
+    assert_eq!(s.held_incoming_len(), 1);
+    assert_eq!(sent(&mut s, t0), vec![Out::PubRec(9)]);
+    let released = s.handle_packet(t0, Packet::PubRel(9)).unwrap();
+    assert!(
+        matches!(released, Some(Incoming::PubRel { mid: 9, message: Some(m) }) if m.payload == b"second")
+    );
+}
+
+#[test]
+fn an_empty_client_id_needs_a_clean_session() {
+    // [MQTT-3.1.3-7], also for callers of the sans-IO engine.
+    let config = SessionConfig {
+        client_id: String::new(),
+        clean_session: false,
+        ..cfg()
+    };
+    assert_eq!(config.validate(), Err(mqtt::Error::InvalidArgument));
+    let config = SessionConfig {
+        clean_session: true,
+        ..config
+    };
+    assert_eq!(config.validate(), Ok(()));
 }
 
 #[test]
@@ -1622,6 +1701,11 @@ mod properties {
                         wire.clear();
                         s.connection_opened(now);
                         let _ = s.handle_packet(now, accepted(present));
+                        // Given up (PUBREC'd, then no session): final outcomes too.
+                        for m in s.take_unresolved() {
+                            prop_assert!(!present, "id {} given up with the session kept", m);
+                            prop_assert!(in_use.remove(&m), "id {} given up, not in use", m);
+                        }
                     }
                     Op::Lost => {
                         s.connection_lost(now);

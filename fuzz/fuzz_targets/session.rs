@@ -271,6 +271,12 @@ impl Harness {
                     // The broker forgot the incoming QoS 2 flows.
                     self.held.clear();
                 }
+                // PUBREC'd QoS 2 messages given up for want of a session end
+                // their flows too (never with the session kept).
+                for id in self.session.take_unresolved() {
+                    assert!(!ack.session_present, "{id} given up with the session kept");
+                    self.finish(id, Flow::Publish(QoS::ExactlyOnce));
+                }
             }
             Incoming::Publish { mid, message } => match message {
                 Some(m) => {

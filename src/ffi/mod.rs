@@ -373,9 +373,11 @@ pub unsafe extern "C" fn mqtt_client_unsubscribe(
 /// Publish `payload_len` bytes at `payload` on `topic` (no wildcards). Both
 /// are copied; `payload` may be NULL when `payload_len` is 0.
 ///
-/// QoS 1/2 messages are kept until acknowledged, across connection losses;
-/// when the in-flight window is full or the client is offline they wait in a
-/// bounded queue. QoS 0 while offline is refused with MQTT_ERR_NOT_CONNECTED
+/// QoS 1/2 messages are kept until acknowledged, across connection losses
+/// (published again, DUP=1, if the broker comes back without the session; a
+/// QoS 2 message it had already acknowledged with PUBREC then gets its PUBCOMP
+/// callback with MQTT_ERR_SESSION_LOST instead); when the in-flight window is
+/// full or the client is offline they wait in a bounded queue. QoS 0 while offline is refused with MQTT_ERR_NOT_CONNECTED
 /// unless `mqtt_client_set_offline_qos0(client, true)`.
 ///
 /// Returns the message id (1..65535, QoS 0 included; PUBACK/PUBCOMP data

@@ -26,7 +26,9 @@ pub enum mqtt_command {
     MQTT_PUBREC = 5,
     /// An incoming QoS 2 message is released: `message` is delivered here.
     MQTT_PUBREL = 6,
-    /// An outgoing QoS 2 message completed (`mid`).
+    /// An outgoing QoS 2 message completed (`mid`). `error` is
+    /// MQTT_ERR_SESSION_LOST instead of MQTT_OK when the broker had
+    /// acknowledged it (PUBREC) and then came back without the session.
     MQTT_PUBCOMP = 7,
     /// A SUBSCRIBE was answered (`mid`, `granted_qos`).
     MQTT_SUBACK = 9,
@@ -107,6 +109,11 @@ pub enum mqtt_error {
     MQTT_ERR_REFUSED_BAD_CREDENTIALS = -24,
     /// CONNACK 5: not authorized.
     MQTT_ERR_REFUSED_NOT_AUTHORIZED = -25,
+    /// On a PUBCOMP callback: the broker acknowledged this QoS 2 message
+    /// (PUBREC), then came back without the session. It may or may not have
+    /// been delivered; MQTT forbids publishing it again, so the client does
+    /// not. Publish it anew if a duplicate is better than a loss.
+    MQTT_ERR_SESSION_LOST = -26,
     /// A loop already runs this client (loop_start twice, or mqtt_client_loop
     /// while the loop thread or another thread runs it).
     MQTT_ERR_LOOP_RUNNING = -30,
@@ -170,6 +177,7 @@ pub struct mqtt_data {
     pub granted_qos: *const u8,
     pub granted_qos_len: usize,
     /// DISCONNECT: MQTT_OK or the mqtt_error that ended the connection.
+    /// PUBCOMP: MQTT_OK, or MQTT_ERR_SESSION_LOST (see MQTT_PUBCOMP).
     pub error: c_int,
 }
 
@@ -260,6 +268,7 @@ mod tests {
             MQTT_ERR_REFUSED_SERVER_UNAVAILABLE,
             MQTT_ERR_REFUSED_BAD_CREDENTIALS,
             MQTT_ERR_REFUSED_NOT_AUTHORIZED,
+            MQTT_ERR_SESSION_LOST,
             MQTT_ERR_LOOP_RUNNING,
             MQTT_ERR_LOOP_NOT_RUNNING,
             MQTT_ERR_IN_CALLBACK,

@@ -121,6 +121,10 @@ impl SessionConfig {
     /// reject a bad option before connecting; `connection_opened` with an
     /// invalid config makes the next `handle_timeout` return this error.
     pub fn validate(&self) -> Result<()> {
+        // A zero-byte client id is only allowed with a clean session [MQTT-3.1.3-7].
+        if self.client_id.is_empty() && !self.clean_session {
+            return Err(Error::InvalidArgument);
+        }
         self.connect_packet()
             .encoded_len()
             .map(drop)
@@ -390,6 +394,9 @@ pub struct Session {
     subscriptions: BTreeMap<String, QoS>,
     /// Incoming QoS 2 messages between PUBLISH and PUBREL, by the broker's id.
     held: HashMap<u16, OwnedMessage>,
+    /// QoS 2 messages the broker acknowledged (PUBREC) and then reconnected
+    /// without their session: their outcome is unknown. See `take_unresolved`.
+    unresolved: Vec<u16>,
     seq: u64,
     /// Encoded packets not yet written; `outbox[outbox_start..]` is pending.
     /// One buffer reused for the whole session so sending allocates nothing.
@@ -421,6 +428,7 @@ impl Session {
             requests: HashMap::new(),
             subscriptions: BTreeMap::new(),
             held: HashMap::new(),
+            unresolved: Vec::new(),
             spare_packets: Vec::new(),
             spare_messages: Vec::new(),
             seq: 0,
@@ -441,6 +449,13 @@ impl Session {
 
     /// Credentials, will and keepalive changes apply to the next
     /// `connection_opened`; limits apply from their next check.
+    /// The ids of outgoing QoS 2 messages given up by the last CONNACK: the
+    /// broker had acknowledged them with PUBREC, then came back without a
+    /// session, so they were neither completed nor may be published again.
+    pub fn take_unresolved(&mut self) -> Vec<u16> {
+        std::mem::take(&mut self.unresolved)
+    }
+
     /// Change the in-flight window; a raised one takes queued messages, oldest
     /// first, at once.
     pub fn set_max_inflight(&mut self, max_inflight: usize) {
@@ -887,24 +902,34 @@ impl Session {
             self.held.clear();
         }
 
-        // (2) Nothing in flight is discarded. With the session, each flow
-        // continues where it stopped; without it, each restarts from PUBLISH.
+        // (2) With the session, each flow continues where it stopped. Without
+        // it, a message not yet acknowledged is published again rather than
+        // lost; one the broker acknowledged with PUBREC must not be
+        // [MQTT-4.3.3-1], and whether the broker delivered it before losing
+        // its session cannot be known: it is reported as unresolved.
+        // DUP=1 on every resent PUBLISH [MQTT-3.3.1-1].
         let mut order: Vec<(u64, u16)> = self.inflight.iter().map(|(id, o)| (o.seq, *id)).collect();
         order.sort_unstable();
         for &(_, id) in &order {
-            let Some(out) = self.inflight.get_mut(&id) else {
+            let Some(out) = self.inflight.get(&id) else {
                 continue;
             };
-            if session_present && out.stage == Awaiting::PubComp {
-                let _ = Packet::PubRel(id).encode(&mut self.outbox);
-                continue;
-            }
-            let start = self.outbox.len();
-            self.outbox.extend_from_slice(&out.packet);
-            if session_present {
-                self.outbox[start] |= 0b1000;
-            } else if out.stage == Awaiting::PubComp {
-                out.stage = Awaiting::PubRec;
+            match (out.stage, session_present) {
+                (Awaiting::PubComp, true) => {
+                    let _ = Packet::PubRel(id).encode(&mut self.outbox);
+                }
+                (Awaiting::PubComp, false) => {
+                    if let Some(out) = self.inflight.remove(&id) {
+                        self.recycle_packet(out.packet);
+                    }
+                    self.ids.release(id);
+                    self.unresolved.push(id);
+                }
+                _ => {
+                    let start = self.outbox.len();
+                    self.outbox.extend_from_slice(&out.packet);
+                    self.outbox[start] |= 0b1000;
+                }
             }
         }
 
@@ -1034,20 +1059,24 @@ impl Session {
     }
 
     fn on_pubrec(&mut self, id: u16) -> Option<Incoming<'static>> {
-        match self.inflight.get_mut(&id).map(|o| &mut o.stage) {
-            Some(stage @ Awaiting::PubRec) => {
-                *stage = Awaiting::PubComp;
+        let seq = self.seq + 1;
+        match self.inflight.get_mut(&id) {
+            Some(out) if out.stage == Awaiting::PubRec => {
+                out.stage = Awaiting::PubComp;
+                // PUBRELs are resent in PUBREC order [MQTT-4.6.0-4].
+                out.seq = seq;
+                self.seq = seq;
                 self.emit(&Packet::PubRel(id));
                 Some(Incoming::PubRec(id))
             }
             // Our PUBREL was lost or is late: send it again.
-            Some(Awaiting::PubComp) => {
+            Some(out) if out.stage == Awaiting::PubComp => {
                 self.emit(&Packet::PubRel(id));
                 None
             }
             // A PUBREC for a QoS 1 message: answering would confuse the
             // broker about an id it is using for another flow.
-            Some(Awaiting::PubAck) => None,
+            Some(_) => None,
             // The broker holds a flow we no longer know (e.g. completed before
             // a crash): releasing it lets it finish and free the id.
             None => {
