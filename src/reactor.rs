@@ -306,6 +306,11 @@ impl Reactor {
                     self.failed_attempts = 0;
                     let timeout = lock(&client.inner.options).connect_timeout;
                     self.connect_deadline = Some(Instant::now() + timeout);
+                    // Closing a preempted automatic attempt above cleared it.
+                    client
+                        .inner
+                        .attempt_in_progress
+                        .store(true, Ordering::SeqCst);
                     self.start_connect(client);
                 }
                 ReactorCommand::Failed(error) => {
