@@ -480,7 +480,8 @@ int mqtt_client_on(struct mqtt_client *client, int command, mqtt_callback functi
  * MQTT_ERR_PACKET_TOO_LARGE (the broker's answer), MQTT_ERR_REFUSED_* (one
  * per CONNACK return code 1..5), MQTT_ERR_TLS_* (with TLS set),
  * MQTT_ERR_NOT_CONNECTED (another thread's `mqtt_client_disconnect` gave the
- * attempt up), MQTT_ERR_IN_CALLBACK.
+ * attempt up), MQTT_ERR_IN_CALLBACK. After MQTT_ERR_TIMEOUT the attempt is
+ * over: it never connects later.
  *
  * Threading: blocks the caller. With a loop thread running, that thread does
  * the work and runs the CONNACK callback; otherwise the caller's thread does.

@@ -7,7 +7,7 @@
 
 use std::cell::RefCell;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -63,17 +63,23 @@ pub(crate) struct Inner {
     /// `event_fd` was handed out: an external loop may be asleep on it, so
     /// every wake writes the waker.
     external_poller: AtomicBool,
-    /// A connection attempt is under way (name resolution, TCP, TLS, CONNECT
-    /// awaiting its CONNACK): requested, or an automatic reconnection.
-    pub attempt_in_progress: AtomicBool,
+    /// Bit 0: a connection attempt is under way (name resolution, TCP, TLS,
+    /// CONNECT awaiting its CONNACK), requested or automatic. Bits 1..: the
+    /// intent, bumped by every connect request and every disconnect; commands
+    /// carry the intent they were issued under, and the reactor drops those a
+    /// later request overtook (a resolution finishing after disconnect, say).
+    /// One word, so that a disconnect learns atomically whether the attempt
+    /// it supersedes had been claimed.
+    attempt_state: AtomicU64,
     pub commands: Mutex<Vec<ReactorCommand>>,
     pub connect_wait: Mutex<ConnectWait>,
     pub connect_done: Condvar,
     pub options: Mutex<Options>,
-    loop_thread: Mutex<Option<JoinHandle<()>>>,
+    /// The loop thread and its own stop flag: a flag per thread, so that a
+    /// loop_start racing a loop_stop cannot un-stop the thread being joined.
+    loop_thread: Mutex<Option<(JoinHandle<()>, Arc<AtomicBool>)>>,
     /// The message callback of the latest `loop_start` that gave one.
     loop_on_message: Mutex<Option<Callback<Client>>>,
-    pub stop_loop: AtomicBool,
     /// Set once the owner released the client: no further callback may run.
     pub closed: AtomicBool,
     /// Diagnostic logging (off by default).
@@ -127,7 +133,7 @@ impl Client {
                 wake_pending: AtomicBool::new(false),
                 sleeping: AtomicBool::new(false),
                 external_poller: AtomicBool::new(false),
-                attempt_in_progress: AtomicBool::new(false),
+                attempt_state: AtomicU64::new(0),
                 commands: Mutex::new(Vec::new()),
                 connect_wait: Mutex::new(ConnectWait::default()),
                 connect_done: Condvar::new(),
@@ -143,7 +149,6 @@ impl Client {
                 }),
                 loop_thread: Mutex::new(None),
                 loop_on_message: Mutex::new(None),
-                stop_loop: AtomicBool::new(false),
                 closed: AtomicBool::new(false),
                 logger: crate::log::Logger::default(),
             }),
@@ -189,7 +194,7 @@ impl Client {
         }
         if !inner.wake_pending.swap(true, Ordering::SeqCst)
             && (inner.sleeping.load(Ordering::SeqCst)
-                || inner.external_poller.load(Ordering::Relaxed))
+                || inner.external_poller.load(Ordering::SeqCst))
         {
             let _ = inner.waker.wake();
         }
@@ -272,29 +277,27 @@ impl Client {
         if lock(&self.inner.connect_wait).in_progress.is_some() {
             return Err(Error::AlreadyConnected);
         }
-        self.claim_attempt()?;
+        let intent = self.claim_attempt()?;
         self.set_target(host, keepalive, port);
         if let Ok(ip) = host.parse::<std::net::IpAddr>() {
             let addrs = vec![SocketAddr::new(ip, port)];
             lock(&self.inner.commands).push(ReactorCommand::Connect {
                 attempt: None,
                 addrs,
+                intent,
             });
             self.wake();
             return Ok(());
         }
-        self.resolve_in_background(|result| match result {
+        self.resolve_in_background(move |result| match result {
             Ok(addrs) => ReactorCommand::Connect {
                 attempt: None,
                 addrs,
+                intent,
             },
-            Err(e) => ReactorCommand::Failed(e),
+            Err(error) => ReactorCommand::Failed { error, intent },
         })
-        .inspect_err(|_| {
-            self.inner
-                .attempt_in_progress
-                .store(false, Ordering::SeqCst)
-        })
+        .inspect_err(|_| self.set_attempt_in_progress(false))
     }
 
     /// Resolve the host on a short-lived thread, so that no loop blocks on
@@ -366,26 +369,60 @@ impl Client {
     /// Connected or connecting; a connection being closed by `disconnect` does not
     /// count (the next attempt finishes closing it first).
     fn connection_active(&self) -> bool {
-        self.inner.attempt_in_progress.load(Ordering::SeqCst)
+        self.attempt_in_progress()
             || matches!(
                 self.session().state(),
                 ConnectionState::AwaitingConnAck | ConnectionState::Connected
             )
     }
 
-    /// Mark a requested attempt as under way; `AlreadyConnected` when one is
-    /// already (two racing calls cannot both start one).
-    fn claim_attempt(&self) -> Result<()> {
-        if self.connection_active()
-            || self
-                .inner
-                .attempt_in_progress
-                .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
-                .is_err()
-        {
+    /// Mark a requested attempt as under way and return its intent;
+    /// `AlreadyConnected` when one is already (two racing calls cannot both
+    /// start one).
+    fn claim_attempt(&self) -> Result<u64> {
+        if self.connection_active() {
             return Err(Error::AlreadyConnected);
         }
-        Ok(())
+        let state = &self.inner.attempt_state;
+        let mut current = state.load(Ordering::SeqCst);
+        loop {
+            if current & 1 == 1 {
+                return Err(Error::AlreadyConnected);
+            }
+            let claimed = (current + 2) | 1;
+            match state.compare_exchange(current, claimed, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return Ok(claimed >> 1),
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    /// A new intent superseding every command issued so far; also whether an
+    /// attempt was under way at that instant.
+    fn new_intent(&self) -> (u64, bool) {
+        let before = self.inner.attempt_state.fetch_add(2, Ordering::SeqCst);
+        ((before + 2) >> 1, before & 1 == 1)
+    }
+
+    pub(crate) fn current_intent(&self) -> u64 {
+        self.inner.attempt_state.load(Ordering::SeqCst) >> 1
+    }
+
+    pub(crate) fn attempt_in_progress(&self) -> bool {
+        self.inner.attempt_state.load(Ordering::SeqCst) & 1 == 1
+    }
+
+    pub(crate) fn set_attempt_in_progress(&self, on: bool) {
+        if on {
+            self.inner.attempt_state.fetch_or(1, Ordering::SeqCst);
+        } else {
+            self.inner.attempt_state.fetch_and(!1, Ordering::SeqCst);
+        }
+    }
+
+    /// Clear the attempt bit; whether it was set.
+    pub(crate) fn take_attempt_in_progress(&self) -> bool {
+        self.inner.attempt_state.fetch_and(!1, Ordering::SeqCst) & 1 == 1
     }
 
     pub(crate) fn resolve(&self) -> Result<Vec<SocketAddr>> {
@@ -413,20 +450,21 @@ impl Client {
     fn connect_and_wait(&self) -> Result<bool> {
         let addrs = self.resolve()?;
         let timeout = lock(&self.inner.options).connect_timeout;
-        let attempt = {
+        let (attempt, intent) = {
             let mut wait = lock(&self.inner.connect_wait);
             if wait.in_progress.is_some() {
                 return Err(Error::AlreadyConnected);
             }
-            self.claim_attempt()?;
+            let intent = self.claim_attempt()?;
             wait.next_attempt += 1;
             let attempt = wait.next_attempt;
             wait.in_progress = Some(attempt);
-            attempt
+            (attempt, intent)
         };
         lock(&self.inner.commands).push(ReactorCommand::Connect {
             attempt: Some(attempt),
             addrs,
+            intent,
         });
         self.wake();
         // The reactor bounds the attempt by the connect timeout; this margin only
@@ -437,15 +475,29 @@ impl Client {
                 return result;
             }
             let now = Instant::now();
-            if now >= give_up {
+            let closed = self.is_closed();
+            if now >= give_up || closed {
                 let mut wait = lock(&self.inner.connect_wait);
                 if wait.in_progress == Some(attempt) {
                     wait.in_progress = None;
-                    self.inner
-                        .attempt_in_progress
-                        .store(false, Ordering::SeqCst);
+                    // The attempt must not go on after this call reported it
+                    // failed: supersede it (clearing its bit in the same step,
+                    // so a new connect may start at once), and have the
+                    // reactor drop it.
+                    let before = self
+                        .inner
+                        .attempt_state
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| Some((s + 2) & !1))
+                        .unwrap_or_default();
+                    let intent = (before + 2) >> 1;
+                    lock(&self.inner.commands).push(ReactorCommand::StopReconnecting { intent });
+                    self.wake();
                 }
-                return Err(Error::Timeout);
+                return Err(if closed {
+                    Error::NotConnected
+                } else {
+                    Error::Timeout
+                });
             }
             if let Ok(mut reactor) = self.inner.reactor.try_lock() {
                 let step = (give_up - now).min(Duration::from_millis(100));
@@ -499,12 +551,13 @@ impl Client {
     /// Send DISCONNECT and close the connection once it is written. Automatic
     /// reconnection stops until the next `connect`.
     pub fn disconnect(&self) -> Result<()> {
-        lock(&self.inner.commands).push(ReactorCommand::StopReconnecting);
+        let (intent, attempting) = self.new_intent();
+        lock(&self.inner.commands).push(ReactorCommand::StopReconnecting { intent });
         // When not connected, the command above still cancels a pending automatic
         // reconnection, which is what the caller asked for, and gives up an
         // attempt under way, which counts as success.
         let sent = self.session().disconnect(Instant::now());
-        if sent.is_err() && !self.inner.attempt_in_progress.load(Ordering::SeqCst) {
+        if sent.is_err() && !attempting {
             return sent;
         }
         self.wake();
@@ -546,13 +599,14 @@ impl Client {
                 self.on(Command::Publish, forward, Some(has_message), -1);
             }
         }
-        self.inner.stop_loop.store(false, Ordering::Release);
+        let stop = Arc::new(AtomicBool::new(false));
         let client = self.clone();
+        let stop_seen = stop.clone();
         let handle = std::thread::Builder::new()
             .name("mqtt-loop".into())
             .spawn(move || {
                 let mut reactor = lock(&client.inner.reactor);
-                while !client.inner.stop_loop.load(Ordering::Acquire)
+                while !stop_seen.load(Ordering::Acquire)
                     && !client.inner.closed.load(Ordering::Acquire)
                 {
                     reactor.turn(&client, None);
@@ -563,7 +617,7 @@ impl Client {
                 }
             })
             .map_err(|_| Error::NoMemory)?;
-        *thread = Some(handle);
+        *thread = Some((handle, stop));
         Ok(())
     }
 
@@ -576,11 +630,11 @@ impl Client {
         if self.in_callback() {
             return Err(Error::InCallback);
         }
-        let handle = lock(&self.inner.loop_thread).take();
-        let Some(handle) = handle else {
+        let taken = lock(&self.inner.loop_thread).take();
+        let Some((handle, stop)) = taken else {
             return Err(Error::LoopNotRunning);
         };
-        self.inner.stop_loop.store(true, Ordering::Release);
+        stop.store(true, Ordering::Release);
         let _ = self.inner.waker.wake();
         let _ = handle.join();
         Ok(())
@@ -608,13 +662,13 @@ impl Client {
     /// From inside a callback the loop thread finishes after that callback returns.
     pub fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
-        self.inner.stop_loop.store(true, Ordering::Release);
         let _ = self.inner.waker.wake();
         if self.in_callback() {
             // Joining the loop thread from itself would deadlock; it exits on its own.
             return;
         }
-        if let Some(handle) = lock(&self.inner.loop_thread).take() {
+        let taken = lock(&self.inner.loop_thread).take();
+        if let Some((handle, _)) = taken {
             let _ = handle.join();
         }
         lock(&self.inner.reactor).shutdown(self);

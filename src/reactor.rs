@@ -35,15 +35,21 @@ pub(crate) enum ReactorCommand {
     Connect {
         attempt: Option<u64>,
         addrs: Vec<SocketAddr>,
+        intent: u64,
     },
     /// An asynchronous connect failed before the reactor could start it.
-    Failed(Error),
+    Failed {
+        error: Error,
+        intent: u64,
+    },
     /// The host name, resolved again for automatic reconnection `generation`.
     Resolved {
         generation: u64,
         result: Result<Vec<SocketAddr>, Error>,
     },
-    StopReconnecting,
+    StopReconnecting {
+        intent: u64,
+    },
 }
 
 /// The byte stream under MQTT: plain TCP (the fast path) or TLS over it.
@@ -286,9 +292,22 @@ impl Reactor {
     /// Commands from API calls, then everything else that is due.
     fn work(&mut self, client: &Client) -> Option<Error> {
         let commands = std::mem::take(&mut *lock(&client.inner.commands));
+        let current = client.current_intent();
         for command in commands {
             match command {
-                ReactorCommand::Connect { attempt, addrs } => {
+                // Overtaken by a later connect or disconnect: dropped, and a
+                // blocking connect waiting for it is told so.
+                ReactorCommand::Connect {
+                    attempt, intent, ..
+                } if intent != current => {
+                    if let Some(attempt) = attempt {
+                        finish_attempt(client, attempt, Err(Error::NotConnected));
+                    }
+                }
+                ReactorCommand::Failed { intent, .. }
+                | ReactorCommand::StopReconnecting { intent }
+                    if intent != current => {}
+                ReactorCommand::Connect { attempt, addrs, .. } => {
                     if self.conn.is_some() {
                         // Finish a requested disconnect: write the DISCONNECT, report it.
                         let _ = self.flush(client);
@@ -307,13 +326,10 @@ impl Reactor {
                     let timeout = lock(&client.inner.options).connect_timeout;
                     self.connect_deadline = Some(Instant::now() + timeout);
                     // Closing a preempted automatic attempt above cleared it.
-                    client
-                        .inner
-                        .attempt_in_progress
-                        .store(true, Ordering::SeqCst);
+                    client.set_attempt_in_progress(true);
                     self.start_connect(client);
                 }
-                ReactorCommand::Failed(error) => {
+                ReactorCommand::Failed { error, .. } => {
                     self.async_attempt = true;
                     self.attempt_failed(client, error);
                 }
@@ -323,10 +339,16 @@ impl Reactor {
                         self.connect_resolved(client, result);
                     }
                 }
-                ReactorCommand::StopReconnecting => {
+                ReactorCommand::StopReconnecting { .. } => {
                     self.keep_reconnecting = false;
                     self.reconnect_at = None;
                     self.abandon_attempt(client);
+                    // The attempt that disconnect() meant to give up was
+                    // accepted meanwhile: close that connection instead.
+                    let mut session = client.session();
+                    if session.state() == ConnectionState::Connected {
+                        let _ = session.disconnect(Instant::now());
+                    }
                 }
             }
         }
@@ -385,10 +407,7 @@ impl Reactor {
             let timeout = lock(&client.inner.options).connect_timeout;
             self.connect_deadline = Some(now + timeout);
             self.next_addr = 0;
-            client
-                .inner
-                .attempt_in_progress
-                .store(true, Ordering::SeqCst);
+            client.set_attempt_in_progress(true);
             if !self.resolve_again(client) {
                 self.start_connect(client);
             }
@@ -544,11 +563,9 @@ impl Reactor {
     /// DISCONNECT callback reports a requested disconnect (MQTT_OK).
     fn abandon_attempt(&mut self, client: &Client) {
         self.resolving = None;
-        if !client
-            .inner
-            .attempt_in_progress
-            .swap(false, Ordering::SeqCst)
-        {
+        let flagged = client.take_attempt_in_progress();
+        let connecting = self.conn.as_ref().is_some_and(|c| !c.accepted);
+        if !flagged && !connecting && self.attempt.is_none() {
             return;
         }
         if let Some(conn) = self.conn.take_if(|c| !c.accepted) {
@@ -559,17 +576,15 @@ impl Reactor {
         log!(client, Level::Info, "connection attempt abandoned");
         match self.attempt.take() {
             Some(attempt) => finish_attempt(client, attempt, Err(Error::NotConnected)),
-            None => self.report_disconnect(client, None),
+            None if flagged || connecting => self.report_disconnect(client, None),
+            None => {}
         }
     }
 
     /// The current attempt failed before a connection was accepted.
     fn attempt_failed(&mut self, client: &Client, error: Error) {
         self.resolving = None;
-        client
-            .inner
-            .attempt_in_progress
-            .store(false, Ordering::SeqCst);
+        client.set_attempt_in_progress(false);
         log!(client, Level::Warn, "connection attempt failed: {error}");
         self.connect_deadline = None;
         if let Some(attempt) = self.attempt.take() {
@@ -766,10 +781,7 @@ impl Reactor {
         self.connect_deadline = None;
         self.failed_attempts = 0;
         self.async_attempt = false;
-        client
-            .inner
-            .attempt_in_progress
-            .store(false, Ordering::SeqCst);
+        client.set_attempt_in_progress(false);
         if let Some(conn) = self.conn.as_mut() {
             conn.accepted = true;
         }
