@@ -283,15 +283,8 @@ fn freeing_a_client_inside_its_callback_still_sends_the_disconnect_it_queued() {
         None,
         0,
     );
-    let mut conn = std::thread::scope(|s| {
-        let script = s.spawn(|| {
-            let mut conn = peer.accept(TIMEOUT);
-            conn.handshake(false, TIMEOUT);
-            conn
-        });
-        client.connect(common::HOST, 60, peer.port()).unwrap();
-        script.join().unwrap()
-    });
+    let (connected, mut conn, _) = common::peer::connect_through(&client, &peer, false);
+    connected.unwrap();
     client.loop_start(None).unwrap();
     conn.send_packet(&mqtt::protocol::codec::Packet::Publish(
         mqtt::protocol::codec::Publish {
@@ -313,15 +306,8 @@ fn raising_the_inflight_window_sends_queued_messages_at_once() {
     let peer = common::ScriptedPeer::bind();
     let client = Client::new("raise-window", true).unwrap();
     client.set_max_inflight(1).unwrap();
-    let mut conn = std::thread::scope(|s| {
-        let script = s.spawn(|| {
-            let mut conn = peer.accept(TIMEOUT);
-            conn.handshake(false, TIMEOUT);
-            conn
-        });
-        client.connect(common::HOST, 60, peer.port()).unwrap();
-        script.join().unwrap()
-    });
+    let (connected, mut conn, _) = common::peer::connect_through(&client, &peer, false);
+    connected.unwrap();
     client.loop_start(None).unwrap();
     let mids: Vec<u16> = (0..3)
         .map(|i| {

@@ -46,26 +46,6 @@ fn quiet_client(id: &str, clean: bool) -> (Client, Receiver<Event>) {
     (client, rx)
 }
 
-/// `client.connect()` in this thread (which then runs the client: no loop
-/// thread) while the peer accepts and answers CONNACK with `session_present`.
-/// Returns the connect result, the broker side and the CONNECT received.
-fn connect_to_peer(
-    client: &Client,
-    peer: &ScriptedPeer,
-    session_present: bool,
-) -> (Result<bool, Error>, PeerConn, OwnedPacket) {
-    thread::scope(|s| {
-        let script = s.spawn(|| {
-            let mut conn = peer.accept(TIMEOUT);
-            let connect = conn.handshake(session_present, TIMEOUT);
-            (conn, connect)
-        });
-        let result = client.connect(HOST, 60, peer.port());
-        let (conn, connect) = script.join().unwrap();
-        (result, conn, connect)
-    })
-}
-
 // ---------------------------------------------------------------------------
 // 1. mqtt_client_set_tls: "Returns MQTT_OK, or (the previous setting then
 //    stays in force): ..."
@@ -324,23 +304,6 @@ mod tls {
         client.close();
     }
 
-    fn no_tls_options() -> mqtt_tls_options {
-        mqtt_tls_options {
-            ca_file: std::ptr::null(),
-            ca_pem: std::ptr::null(),
-            ca_pem_len: 0,
-            cert_file: std::ptr::null(),
-            cert_pem: std::ptr::null(),
-            cert_pem_len: 0,
-            key_file: std::ptr::null(),
-            key_pem: std::ptr::null(),
-            key_pem_len: 0,
-            server_name: std::ptr::null(),
-            alpn: std::ptr::null(),
-            insecure_skip_verify: false,
-        }
-    }
-
     /// The same promise through the C entry point, including the errors only
     /// the C boundary can produce (file and PEM both given, bad UTF-8).
     #[test]
@@ -359,14 +322,14 @@ mod tls {
             assert_eq!(mqtt_client_set_connect_timeout(c.0, 3000), OK);
             let good = mqtt_tls_options {
                 ca_file: ca_path.as_ptr(),
-                ..no_tls_options()
+                ..common::no_tls_options()
             };
             assert_eq!(mqtt_client_set_tls(c.0, &good), OK);
             for (options, want) in [
                 (
                     mqtt_tls_options {
                         ca_file: missing.as_ptr(),
-                        ..no_tls_options()
+                        ..common::no_tls_options()
                     },
                     Error::TlsCa,
                 ),
@@ -375,7 +338,7 @@ mod tls {
                         ca_file: ca_path.as_ptr(),
                         ca_pem: ca_pem.as_ptr(),
                         ca_pem_len: ca_pem.len(),
-                        ..no_tls_options()
+                        ..common::no_tls_options()
                     },
                     Error::InvalidArgument,
                 ),
@@ -383,14 +346,14 @@ mod tls {
                     mqtt_tls_options {
                         ca_pem: std::ptr::null(),
                         ca_pem_len: 10,
-                        ..no_tls_options()
+                        ..common::no_tls_options()
                     },
                     Error::InvalidArgument,
                 ),
                 (
                     mqtt_tls_options {
                         ca_file: not_utf8.as_ptr(),
-                        ..no_tls_options()
+                        ..common::no_tls_options()
                     },
                     Error::InvalidUtf8,
                 ),
@@ -422,7 +385,7 @@ fn unacknowledged_messages_survive_disconnect_and_are_resent_with_dup_after_the_
     let (client, rx) = quiet_client("promise-disconnect-session", false);
     client.loop_start(None).unwrap();
     let peer = ScriptedPeer::bind();
-    let (result, mut conn, connect) = connect_to_peer(&client, &peer, false);
+    let (result, mut conn, connect) = common::peer::connect_through(&client, &peer, false);
     assert_eq!(result, Ok(false));
     assert!(!connect.connect().clean_session);
     expect_connack(&rx);
@@ -455,7 +418,7 @@ fn unacknowledged_messages_survive_disconnect_and_are_resent_with_dup_after_the_
     );
 
     // The next connect: the broker kept the session.
-    let (result, mut conn, connect) = connect_to_peer(&client, &peer, true);
+    let (result, mut conn, connect) = common::peer::connect_through(&client, &peer, true);
     assert_eq!(result, Ok(true));
     assert!(!connect.connect().clean_session);
     for (&mid, (topic, payload, qos)) in mids.iter().zip(sent) {
@@ -491,7 +454,7 @@ fn unacknowledged_messages_survive_disconnect_and_are_resent_with_dup_after_the_
 fn without_a_loop_thread_disconnect_writes_the_disconnect_before_returning() {
     let (client, rx) = quiet_client("promise-disconnect-written", true);
     let peer = ScriptedPeer::bind();
-    let (result, mut conn, _) = connect_to_peer(&client, &peer, false);
+    let (result, mut conn, _) = common::peer::connect_through(&client, &peer, false);
     assert_eq!(result, Ok(false));
     expect_connack(&rx);
     assert!(!client.loop_running());
@@ -837,7 +800,7 @@ fn run_once_returns_the_error_that_ended_the_connection_in_its_turn() {
     ] {
         let (client, rx) = quiet_client(&format!("promise-run-once-{case}"), true);
         let peer = ScriptedPeer::bind();
-        let (result, mut conn, _) = connect_to_peer(&client, &peer, false);
+        let (result, mut conn, _) = common::peer::connect_through(&client, &peer, false);
         assert_eq!(result, Ok(false), "{case}");
         expect_connack(&rx);
         match bytes {

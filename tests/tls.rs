@@ -536,20 +536,6 @@ fn the_c_entry_point_reads_files_and_buffers_and_checks_its_arguments() {
     let host = CString::new(broker.host()).unwrap();
     let id = CString::new("tls-ffi").unwrap();
     let alpn = CString::new("mqtt, x-test").unwrap();
-    let empty = || mqtt_tls_options {
-        ca_file: std::ptr::null(),
-        ca_pem: std::ptr::null(),
-        ca_pem_len: 0,
-        cert_file: std::ptr::null(),
-        cert_pem: std::ptr::null(),
-        cert_pem_len: 0,
-        key_file: std::ptr::null(),
-        key_pem: std::ptr::null(),
-        key_pem_len: 0,
-        server_name: std::ptr::null(),
-        alpn: std::ptr::null(),
-        insecure_skip_verify: false,
-    };
     let ok = mqtt_error::MQTT_OK as i32;
     // SAFETY: valid pointers throughout; the client is freed once.
     unsafe {
@@ -562,7 +548,7 @@ fn the_c_entry_point_reads_files_and_buffers_and_checks_its_arguments() {
             ca_file: ca_path.as_ptr(),
             ca_pem: ca_pem.as_ptr(),
             ca_pem_len: ca_pem.len(),
-            ..empty()
+            ..common::no_tls_options()
         };
         assert_eq!(
             mqtt_client_set_tls(client, &both),
@@ -573,7 +559,7 @@ fn the_c_entry_point_reads_files_and_buffers_and_checks_its_arguments() {
             cert_pem_len: issued.cert_pem.len(),
             key_pem: b"junk".as_ptr(),
             key_pem_len: 4,
-            ..empty()
+            ..common::no_tls_options()
         };
         assert_eq!(
             mqtt_client_set_tls(client, &bad_key),
@@ -590,7 +576,7 @@ fn the_c_entry_point_reads_files_and_buffers_and_checks_its_arguments() {
             key_pem: issued.key_pem.as_ptr(),
             key_pem_len: issued.key_pem.len(),
             alpn: alpn.as_ptr(),
-            ..empty()
+            ..common::no_tls_options()
         };
         assert_eq!(mqtt_client_set_tls(client, &good), ok);
         assert_eq!(

@@ -104,3 +104,22 @@ pub fn encode(packet: &Packet<'_>) -> Vec<u8> {
         .unwrap_or_else(|e| panic!("cannot encode {packet:?}: {e}"));
     out
 }
+
+/// `mqtt_tls_options` with every field NULL, 0 or false, to fill in with `..`.
+#[cfg(feature = "tls")]
+pub fn no_tls_options() -> mqtt::ffi::mqtt_tls_options {
+    mqtt::ffi::mqtt_tls_options {
+        ca_file: std::ptr::null(),
+        ca_pem: std::ptr::null(),
+        ca_pem_len: 0,
+        cert_file: std::ptr::null(),
+        cert_pem: std::ptr::null(),
+        cert_pem_len: 0,
+        key_file: std::ptr::null(),
+        key_pem: std::ptr::null(),
+        key_pem_len: 0,
+        server_name: std::ptr::null(),
+        alpn: std::ptr::null(),
+        insecure_skip_verify: false,
+    }
+}

@@ -502,3 +502,22 @@ impl PeerConn {
         drop(self);
     }
 }
+
+/// `client.connect` to `peer`, which answers CONNACK accepted with
+/// `session_present`: connect's result, the broker side, and the CONNECT.
+pub fn connect_through(
+    client: &mqtt::Client,
+    peer: &ScriptedPeer,
+    session_present: bool,
+) -> (Result<bool, mqtt::Error>, PeerConn, OwnedPacket) {
+    std::thread::scope(|s| {
+        let script = s.spawn(|| {
+            let mut conn = peer.accept(TIMEOUT);
+            let connect = conn.handshake(session_present, TIMEOUT);
+            (conn, connect)
+        });
+        let result = client.connect(super::HOST, 60, peer.port());
+        let (conn, connect) = script.join().unwrap();
+        (result, conn, connect)
+    })
+}
