@@ -78,6 +78,11 @@ pub(crate) struct Inner {
     /// The loop thread and its own stop flag: a flag per thread, so that a
     /// loop_start racing a loop_stop cannot un-stop the thread being joined.
     loop_thread: Mutex<Option<(JoinHandle<()>, Arc<AtomicBool>)>>,
+    /// Held by loop_start, loop_stop and close for their whole run (joins
+    /// included), so that a new loop thread never starts while the old one is
+    /// still alive: the two would fight over the reactor. Never taken from a
+    /// callback (those calls refuse or return early there).
+    loop_lifecycle: Mutex<()>,
     /// The message callback of the latest `loop_start` that gave one.
     loop_on_message: Mutex<Option<Callback<Client>>>,
     /// Set once the owner released the client: no further callback may run.
@@ -148,6 +153,7 @@ impl Client {
                     tls: None,
                 }),
                 loop_thread: Mutex::new(None),
+                loop_lifecycle: Mutex::new(()),
                 loop_on_message: Mutex::new(None),
                 closed: AtomicBool::new(false),
                 logger: crate::log::Logger::default(),
@@ -576,6 +582,7 @@ impl Client {
         if self.in_callback() {
             return Err(Error::InCallback);
         }
+        let _lifecycle = lock(&self.inner.loop_lifecycle);
         let mut thread = lock(&self.inner.loop_thread);
         if thread.is_some() {
             return Err(Error::LoopRunning);
@@ -630,6 +637,7 @@ impl Client {
         if self.in_callback() {
             return Err(Error::InCallback);
         }
+        let _lifecycle = lock(&self.inner.loop_lifecycle);
         let taken = lock(&self.inner.loop_thread).take();
         let Some((handle, stop)) = taken else {
             return Err(Error::LoopNotRunning);
@@ -667,6 +675,7 @@ impl Client {
             // Joining the loop thread from itself would deadlock; it exits on its own.
             return;
         }
+        let _lifecycle = lock(&self.inner.loop_lifecycle);
         let taken = lock(&self.inner.loop_thread).take();
         if let Some((handle, _)) = taken {
             let _ = handle.join();

@@ -49,7 +49,7 @@ fn commands(events: &[Event]) -> Vec<(Command, Option<Error>)> {
 
 #[test]
 fn loop_stop_racing_loop_start_neither_hangs_nor_leaves_a_thread_running_unseen() {
-    for i in 0..500 {
+    for i in 0..3000 {
         let client = Client::new("", true).unwrap();
         client.loop_start(None).unwrap();
         let barrier = Arc::new(Barrier::new(2));
