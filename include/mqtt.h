@@ -734,9 +734,13 @@ bool mqtt_client_is_connected(struct mqtt_client *client);
  * short-lived thread, so the caller's loop never blocks (pass an IP literal
  * for a strictly thread-free client).
  *
+ * `mqtt_client_disconnect` before the outcome gives the attempt up (the
+ * DISCONNECT callback then reports MQTT_OK, and a resolution still running
+ * is ignored when it ends).
+ *
  * Returns MQTT_OK (started), MQTT_ERR_INVALID_ARGUMENT, MQTT_ERR_INVALID_UTF8,
- * MQTT_ERR_ALREADY_CONNECTED or MQTT_ERR_NO_MEMORY. Thread-safe, also from
- * callbacks.
+ * MQTT_ERR_ALREADY_CONNECTED (connected, or an attempt is under way) or
+ * MQTT_ERR_NO_MEMORY. Thread-safe, also from callbacks.
  */
 int mqtt_client_connect_async(struct mqtt_client *client, const char *host, uint16_t keepalive, uint16_t port);
 

@@ -773,9 +773,13 @@ pub unsafe extern "C" fn mqtt_client_is_connected(client: *mut mqtt_client) -> b
 /// short-lived thread, so the caller's loop never blocks (pass an IP literal
 /// for a strictly thread-free client).
 ///
+/// `mqtt_client_disconnect` before the outcome gives the attempt up (the
+/// DISCONNECT callback then reports MQTT_OK, and a resolution still running
+/// is ignored when it ends).
+///
 /// Returns MQTT_OK (started), MQTT_ERR_INVALID_ARGUMENT, MQTT_ERR_INVALID_UTF8,
-/// MQTT_ERR_ALREADY_CONNECTED or MQTT_ERR_NO_MEMORY. Thread-safe, also from
-/// callbacks.
+/// MQTT_ERR_ALREADY_CONNECTED (connected, or an attempt is under way) or
+/// MQTT_ERR_NO_MEMORY. Thread-safe, also from callbacks.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mqtt_client_connect_async(
     client: *mut mqtt_client,
