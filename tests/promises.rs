@@ -54,113 +54,9 @@ fn quiet_client(id: &str, clean: bool) -> (Client, Receiver<Event>) {
 #[cfg(feature = "tls")]
 mod tls {
     use super::*;
+    use common::pki::{ca_only, pki_for_loopback, tls_broker};
     use mqtt::{PemSource, TlsOptions};
-    use rcgen::{
-        BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-        KeyPair,
-    };
-    use std::path::{Path, PathBuf};
-
-    /// A CA, a server certificate for 127.0.0.1 it signed, and a client
-    /// certificate, as PEM files in a temp dir (removed on drop). Made like
-    /// tests/tls.rs makes them.
-    pub(super) struct Pki {
-        pub dir: PathBuf,
-        ca_cert: Certificate,
-        ca_key: KeyPair,
-    }
-
-    pub(super) struct Issued {
-        pub cert_pem: String,
-        pub key_pem: String,
-    }
-
-    impl Pki {
-        pub fn new(name: &str) -> Pki {
-            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params
-                .distinguished_name
-                .push(DnType::CommonName, format!("{name} test CA"));
-            let ca_key = KeyPair::generate().unwrap();
-            let ca_cert = params.self_signed(&ca_key).unwrap();
-            let pki = Pki {
-                dir: common::unique_temp_dir("mqtt-promises-tls"),
-                ca_cert,
-                ca_key,
-            };
-            std::fs::write(pki.path("ca.pem"), pki.ca_cert.pem()).unwrap();
-            pki
-        }
-
-        pub fn path(&self, name: &str) -> PathBuf {
-            self.dir.join(name)
-        }
-
-        pub fn ca_pem(&self) -> String {
-            self.ca_cert.pem()
-        }
-
-        pub fn issue(
-            &self,
-            file: &str,
-            names: &[&str],
-            purpose: ExtendedKeyUsagePurpose,
-        ) -> Issued {
-            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-            let mut params = CertificateParams::new(names).unwrap();
-            params
-                .distinguished_name
-                .push(DnType::CommonName, file.to_owned());
-            params.extended_key_usages = vec![purpose];
-            let key = KeyPair::generate().unwrap();
-            let cert = params.signed_by(&key, &self.ca_cert, &self.ca_key).unwrap();
-            let issued = Issued {
-                cert_pem: cert.pem(),
-                key_pem: key.serialize_pem(),
-            };
-            std::fs::write(self.path(&format!("{file}.pem")), &issued.cert_pem).unwrap();
-            std::fs::write(self.path(&format!("{file}.key")), &issued.key_pem).unwrap();
-            issued
-        }
-    }
-
-    impl Drop for Pki {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-
-    /// A PKI with a server certificate for 127.0.0.1 (files server.pem/.key).
-    pub(super) fn loopback_pki(name: &str) -> Pki {
-        let pki = Pki::new(name);
-        pki.issue(
-            "server",
-            &["127.0.0.1", "localhost"],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        );
-        pki
-    }
-
-    /// mosquitto with its plain listener (`port()`) and a TLS-only listener
-    /// (`tls_port()`) using `pki`'s server certificate.
-    pub(super) fn tls_broker(pki: &Pki) -> Broker {
-        Broker::builder()
-            .tls_listener(&format!(
-                "cafile {}\ncertfile {}\nkeyfile {}",
-                pki.path("ca.pem").display(),
-                pki.path("server.pem").display(),
-                pki.path("server.key").display(),
-            ))
-            .start()
-    }
-
-    fn ca_only(ca: &Path) -> TlsOptions<'_> {
-        TlsOptions {
-            ca: Some(PemSource::File(ca)),
-            ..TlsOptions::default()
-        }
-    }
+    use rcgen::ExtendedKeyUsagePurpose;
 
     fn plain_client(id: &str) -> Client {
         let client = Client::new(id, true).unwrap();
@@ -173,8 +69,8 @@ mod tls {
     /// there would prove nothing), and TLS to the plain listener fails.
     #[test]
     fn control_the_tls_listener_refuses_plaintext_and_the_plain_one_refuses_tls() {
-        let pki = loopback_pki("control");
-        let broker = tls_broker(&pki);
+        let pki = pki_for_loopback();
+        let broker = tls_broker(&pki, "server", false);
         let plain = plain_client("promise-tls-control-plain");
         let err = plain.connect(HOST, 30, broker.tls_port());
         assert!(
@@ -196,12 +92,12 @@ mod tls {
 
     #[test]
     fn a_failing_set_tls_leaves_the_previous_tls_setting_in_force() {
-        let pki = loopback_pki("keep");
-        let broker = tls_broker(&pki);
+        let pki = pki_for_loopback();
+        let broker = tls_broker(&pki, "server", false);
         // A second, valid CA that does not know the broker: had any failing call
         // below installed part of its options, the handshake would fail with
         // TlsNotTrusted.
-        let other = loopback_pki("other");
+        let other = pki_for_loopback();
         let other_client = other.issue("client", &["client"], ExtendedKeyUsagePurpose::ClientAuth);
         let ca = pki.path("ca.pem");
         let other_ca = other.path("ca.pem");
@@ -284,8 +180,8 @@ mod tls {
 
     #[test]
     fn a_failing_set_tls_on_a_plain_client_leaves_it_plain() {
-        let pki = loopback_pki("plain");
-        let broker = tls_broker(&pki);
+        let pki = pki_for_loopback();
+        let broker = tls_broker(&pki, "server", false);
         let missing = pki.path("missing.pem");
         let client = plain_client("promise-tls-stays-plain");
         assert_eq!(client.set_tls(Some(&ca_only(&missing))), Err(Error::TlsCa));
@@ -308,8 +204,8 @@ mod tls {
     /// the C boundary can produce (file and PEM both given, bad UTF-8).
     #[test]
     fn a_failing_mqtt_client_set_tls_leaves_the_previous_setting_in_force() {
-        let pki = loopback_pki("c-keep");
-        let broker = tls_broker(&pki);
+        let pki = pki_for_loopback();
+        let broker = tls_broker(&pki, "server", false);
         let ca_path = CString::new(pki.path("ca.pem").to_str().unwrap()).unwrap();
         let missing = CString::new(pki.path("missing.pem").to_str().unwrap()).unwrap();
         let not_utf8 = CString::new(vec![b'/', 0xff, 0xfe, b'x']).unwrap();

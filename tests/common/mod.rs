@@ -11,6 +11,8 @@
 pub mod broker;
 pub mod events;
 pub mod peer;
+#[cfg(feature = "tls")]
+pub mod pki;
 pub mod proxy;
 
 pub use broker::{Broker, BrokerBuilder};
