@@ -40,11 +40,10 @@ fn main() {
     let [major, minor, patch] = ["MAJOR", "MINOR", "PATCH"]
         .map(|part| std::env::var(format!("CARGO_PKG_VERSION_{part}")).unwrap());
     // A versioned soname: programs linked with -lmqtt record NEEDED libmqtt.so.<major>
-    // (0 for 0.x), so an incompatible major version is never loaded by mistake. Cargo
-    // only writes libmqtt.so: installers and test runners add the libmqtt.so.<major>
-    // symlink (see CMakeLists.txt and README.md).
+    // (0 for 0.x), so an incompatible major version is never loaded by mistake.
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
         println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libmqtt.so.{major}");
+        link_soname_in_profile_dir(&format!("libmqtt.so.{major}"));
     }
     config.header = Some(PREAMBLE.to_string());
     config.after_includes = Some(format!(
@@ -69,3 +68,29 @@ fn main() {
         Err(e) => println!("cargo:warning=mqtt.h not regenerated: {e}"),
     }
 }
+
+/// Cargo writes only `libmqtt.so`, but a program linked against it loads the soname:
+/// lay out `libmqtt.so.<major> -> libmqtt.so` beside it, so that `cargo build` followed
+/// by `cc ... -L target/release -lmqtt -Wl,-rpath,...` gives a program that starts.
+/// The link is made before rustc writes the library (a build script runs first) and
+/// resolves once it exists. OUT_DIR is `<profile dir>/build/mqtt-<hash>/out`.
+#[cfg(unix)]
+fn link_soname_in_profile_dir(soname: &str) {
+    let Some(out_dir) = std::env::var_os("OUT_DIR") else {
+        return;
+    };
+    let Some(profile_dir) = PathBuf::from(out_dir).ancestors().nth(3).map(PathBuf::from) else {
+        return;
+    };
+    let link = profile_dir.join(soname);
+    if std::fs::read_link(&link).is_ok_and(|target| target.as_os_str() == "libmqtt.so") {
+        return;
+    }
+    let _ = std::fs::remove_file(&link);
+    if let Err(e) = std::os::unix::fs::symlink("libmqtt.so", &link) {
+        println!("cargo:warning=cannot create {}: {e}", link.display());
+    }
+}
+
+#[cfg(not(unix))]
+fn link_soname_in_profile_dir(_soname: &str) {}

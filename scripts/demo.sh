@@ -9,8 +9,9 @@
 #   5. the controller's decisions are printed; mosquitto is stopped
 #
 # Usage: scripts/demo.sh [rounds]      (default 3)
-# Needs: a Rust toolchain, a C compiler (cc or $CC), mosquitto (Debian: apt-get install
-# mosquitto; the service does not need to run). Exits 0 when the demo worked.
+# Needs a Rust toolchain; installs mosquitto and a C compiler when missing (as root or
+# with password-less sudo; MQTT_NO_INSTALL=1 never installs). The mosquitto service is
+# not used. Exits 0 when the demo worked.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -33,6 +34,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+source "$root/scripts/packages.sh"
 say() { printf '==> %s\n' "$*"; }
 die() { echo "demo: $*" >&2; exit 1; }
 
@@ -42,7 +44,7 @@ find_mosquitto() {
     for m in /usr/sbin/mosquitto /usr/local/sbin/mosquitto; do
         [ -x "$m" ] && { echo "$m"; return; }
     done
-    die "mosquitto not found (Debian: sudo apt-get install mosquitto)"
+    die "mosquitto not found (Debian: apt-get install mosquitto)"
 }
 
 free_port() {
@@ -68,12 +70,18 @@ wait_for_line() {
     done
 }
 
+# $MOSQUITTO names a broker binary of the user's own: then only the compiler is needed
+if [ -n "${MOSQUITTO:-}" ]; then
+    need_packages "the demo compiles two C programs" "$cc":gcc || exit 1
+else
+    need_packages "the demo runs a private mosquitto broker and compiles two C programs" \
+        mosquitto:mosquitto "$cc":gcc || exit 1
+fi
+
 say "building libmqtt (cargo build --release)"
 (cd "$root" && cargo build --release --lib)
 lib_dir=$target_dir/release
 [ -f "$lib_dir/libmqtt.so" ] || die "no $lib_dir/libmqtt.so after the build"
-# the library's soname is libmqtt.so.0: programs linked with -lmqtt load that name
-ln -sf libmqtt.so "$lib_dir/libmqtt.so.0"
 
 say "building the home-heating programs into $bin_dir"
 mkdir -p "$bin_dir"

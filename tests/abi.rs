@@ -1,5 +1,7 @@
 //! The shared library exports exactly the functions that mqtt.h declares.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
@@ -19,9 +21,7 @@ fn header_functions() -> BTreeSet<String> {
 }
 
 fn library() -> PathBuf {
-    // target/<profile>/deps/abi-<hash> -> target/<profile>/libmqtt.so
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join("libmqtt.so")
+    common::library::lib_dir().join("libmqtt.so")
 }
 
 #[test]

@@ -9,8 +9,9 @@
 //! instrumented). Every program run is bounded by a timeout.
 //!
 //! `c_examples/*.cpp` (C++17, `$CXX -std=c++17 ... -Werror`) are run the same three ways.
-//! Programs record `NEEDED libmqtt.so.0` (the library's soname): `lib_dir` puts the
-//! `libmqtt.so.0 -> libmqtt.so` symlink next to cargo's output. One program is also
+//! Programs record `NEEDED libmqtt.so.0` (the library's soname) and load it through
+//! the `libmqtt.so.0 -> libmqtt.so` symlink that build.rs lays out next to cargo's
+//! output, as a user's program linked against `target/release` does. One program is also
 //! linked statically against `libmqtt.a` with exactly the system libraries CMakeLists.txt
 //! lists (checked against rustc's `--print native-static-libs`) and run.
 //!
@@ -30,9 +31,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, OnceLock, mpsc};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use common::Broker;
+use common::library::{SONAME, lib_dir};
 
 /// Programs run natively.
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -151,97 +153,6 @@ fn cxx_compiler() -> String {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "c++".into())
-}
-
-fn newest_mtime(dir: &Path) -> SystemTime {
-    let mut newest = SystemTime::UNIX_EPOCH;
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let t = if path.is_dir() {
-                newest_mtime(&path)
-            } else {
-                entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .unwrap_or(SystemTime::UNIX_EPOCH)
-            };
-            newest = newest.max(t);
-        }
-    }
-    newest
-}
-
-/// The directory holding an up-to-date `libmqtt.so`.
-///
-/// `cargo test` builds the library target with all its crate types (rlib, cdylib,
-/// staticlib), so `libmqtt.so` normally sits in the profile dir next to `deps/`, where
-/// this test binary lives. If it is missing or older than the sources (say the tests run
-/// from a copied binary), build it with `cargo build` into a separate target dir: the one
-/// cargo is using may be locked by the `cargo test` that runs us.
-fn lib_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let exe = std::env::current_exe().expect("current_exe");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test binary lives in <target>/<profile>/deps")
-            .to_path_buf();
-        let so = profile_dir.join("libmqtt.so");
-        let sources = newest_mtime(&manifest_dir().join("src"));
-        let fresh = so
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t >= sources);
-        if fresh {
-            return with_soname_link(profile_dir);
-        }
-        eprintln!(
-            "{} is missing or stale: building it with cargo build",
-            so.display()
-        );
-        let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("c_programs-cargo");
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.arg("build")
-            .arg("--lib")
-            .arg("--manifest-path")
-            .arg(manifest_dir().join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target_dir);
-        if release {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("run cargo build");
-        assert!(status.success(), "cargo build --lib failed");
-        let dir = target_dir.join(if release { "release" } else { "debug" });
-        assert!(
-            dir.join("libmqtt.so").exists(),
-            "cargo build made no libmqtt.so"
-        );
-        with_soname_link(dir)
-    })
-}
-
-/// The library's DT_SONAME: what programs linked with `-lmqtt` load at run time.
-const SONAME: &str = "libmqtt.so.0";
-
-/// Cargo writes only `libmqtt.so`, whose soname is `libmqtt.so.0`: programs linked
-/// against it look for `libmqtt.so.0` (through their rpath), so put that symlink next
-/// to it, as an installation would. Several test binaries may race here.
-fn with_soname_link(dir: PathBuf) -> PathBuf {
-    let link = dir.join(SONAME);
-    if std::fs::read_link(&link).is_ok_and(|t| t == Path::new("libmqtt.so")) {
-        return dir;
-    }
-    let _ = std::fs::remove_file(&link);
-    match std::os::unix::fs::symlink("libmqtt.so", &link) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => panic!("cannot create {}: {e}", link.display()),
-    }
-    dir
 }
 
 /// Run a compiler command; panic with its output on failure.
@@ -798,7 +709,12 @@ fn programs_record_the_versioned_soname() {
         dynamic.contains(&format!("Shared library: [{SONAME}]")),
         "a program linked with -lmqtt must need {SONAME}:\n{dynamic}"
     );
-    assert!(lib_dir().join(SONAME).exists(), "{SONAME} symlink missing");
+    let link = lib_dir().join(SONAME);
+    assert_eq!(
+        std::fs::read_link(&link).ok().as_deref(),
+        Some(Path::new("libmqtt.so")),
+        "build.rs must lay out {SONAME} -> libmqtt.so beside the library"
+    );
 }
 
 /// The Linux list of `MQTT_STATIC_LINK_LIBRARIES` in CMakeLists.txt (also mqtt.pc's

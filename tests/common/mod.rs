@@ -3,6 +3,7 @@
 //! * [`Broker`]: a private mosquitto on a free loopback port.
 //! * [`ScriptedPeer`] / [`PeerConn`]: play the broker (or a raw client) packet by packet.
 //! * [`FaultProxy`]: a TCP proxy that cuts, delays or blackholes traffic on demand.
+//! * [`library`]: the cdylib and staticlib cargo built, for tests that link them.
 //! * [`events`]: records a client's callbacks as owned [`Event`]s and waits for them.
 //!
 //! Every integration test file only uses part of this module, hence the `allow`s.
@@ -10,6 +11,7 @@
 
 pub mod broker;
 pub mod events;
+pub mod library;
 pub mod peer;
 #[cfg(feature = "tls")]
 pub mod pki;
