@@ -558,11 +558,16 @@ impl Client {
     /// reconnection stops until the next `connect`.
     pub fn disconnect(&self) -> Result<()> {
         let (intent, attempting) = self.new_intent();
-        lock(&self.inner.commands).push(ReactorCommand::StopReconnecting { intent });
-        // When not connected, the command above still cancels a pending automatic
+        // The session stays locked until the command is queued: a loop thread
+        // taking the command at once must find the DISCONNECT already queued,
+        // or it would send one itself and this call would report NotConnected.
+        let mut session = self.session();
+        let sent = session.disconnect(Instant::now());
+        // When not connected, the command still cancels a pending automatic
         // reconnection, which is what the caller asked for, and gives up an
         // attempt under way, which counts as success.
-        let sent = self.session().disconnect(Instant::now());
+        lock(&self.inner.commands).push(ReactorCommand::StopReconnecting { intent });
+        drop(session);
         if sent.is_err() && !attempting {
             return sent;
         }

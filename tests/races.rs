@@ -241,3 +241,49 @@ fn a_blocking_connect_that_timed_out_does_not_connect_later() {
     assert!(!client.is_connected());
     client.close();
 }
+
+/// disconnect() from the application's thread while the loop thread is busy
+/// (a stream of incoming messages keeps it turning). The loop thread used to
+/// take disconnect's command before disconnect itself queued the DISCONNECT:
+/// it sent one on its own, and disconnect() then reported NotConnected for a
+/// disconnect that happened.
+#[test]
+fn disconnect_while_the_loop_thread_is_busy_succeeds() {
+    let broker = Broker::start();
+    let feeder = Client::new("busy-feeder", true).unwrap();
+    feeder.connect(broker.host(), 30, broker.port()).unwrap();
+    feeder.loop_start(None).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let feeding = {
+        let (feeder, stop) = (feeder.clone(), stop.clone());
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = feeder.publish("busy/stream", b"x", mqtt::QoS::AtMostOnce, false);
+                thread::sleep(Duration::from_micros(50));
+            }
+        })
+    };
+    let client = Client::new("busy-listener", true).unwrap();
+    client.set_reconnect(None).unwrap();
+    let (arrived_tx, arrived) = channel::<()>();
+    let arrived_tx = Mutex::new(arrived_tx);
+    let on_message: mqtt::dispatch::Callback<Client> = Arc::new(move |_: &Client, _: &Data<'_>| {
+        let _ = arrived_tx.lock().unwrap().send(());
+    });
+    for i in 0..150 {
+        client.connect(broker.host(), 30, broker.port()).unwrap();
+        client
+            .subscribe(&[("busy/stream", mqtt::QoS::AtMostOnce)])
+            .unwrap();
+        client.loop_start(Some(on_message.clone())).unwrap();
+        while arrived.try_recv().is_ok() {}
+        // The loop thread is busy delivering the stream.
+        arrived.recv_timeout(TIMEOUT).expect("a message of the stream");
+        assert_eq!(client.disconnect(), Ok(()), "iteration {i}");
+        client.loop_stop().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    feeding.join().unwrap();
+    feeder.close();
+    client.close();
+}
