@@ -137,15 +137,49 @@ fn describe(client: &Client, verb: &str, packet: &Packet<'_>) {
         Packet::ConnAck(ack) => log!(
             client,
             Level::Debug,
-            "{verb} CONNACK (return code {}, session present {})",
-            ack.code as u8,
+            "{verb} CONNACK ({} code {}, session present {})",
+            if ack.properties.is_some() {
+                "reason"
+            } else {
+                "return"
+            },
+            ack.reason_code,
             ack.session_present
         ),
-        Packet::PubAck(mid)
-        | Packet::PubRec(mid)
-        | Packet::PubRel(mid)
-        | Packet::PubComp(mid)
-        | Packet::UnsubAck(mid) => log!(client, Level::Debug, "{verb} {name} (mid {mid})"),
+        Packet::PubAck(ack) | Packet::PubRec(ack) | Packet::PubRel(ack) | Packet::PubComp(ack) => {
+            let mid = ack.pkid;
+            match ack.reason_code {
+                0 => log!(client, Level::Debug, "{verb} {name} (mid {mid})"),
+                code => log!(
+                    client,
+                    Level::Debug,
+                    "{verb} {name} (mid {mid}, reason code {code:#04x})"
+                ),
+            }
+        }
+        Packet::UnsubAck(ack) => {
+            let mid = ack.pkid;
+            if ack.reason_codes.is_empty() {
+                log!(client, Level::Debug, "{verb} {name} (mid {mid})")
+            } else {
+                log!(
+                    client,
+                    Level::Debug,
+                    "{verb} {name} (mid {mid}, reason codes {:02x?})",
+                    ack.reason_codes
+                )
+            }
+        }
+        Packet::Disconnect(codec::Disconnect { reason_code, .. })
+        | Packet::Auth(codec::Auth { reason_code, .. })
+            if *reason_code != 0 =>
+        {
+            log!(
+                client,
+                Level::Debug,
+                "{verb} {name} (reason code {reason_code:#04x})"
+            )
+        }
         Packet::Subscribe(codec::Subscribe { pkid, .. })
         | Packet::Unsubscribe(codec::Unsubscribe { pkid, .. }) => {
             log!(client, Level::Debug, "{verb} {name} (mid {pkid})")

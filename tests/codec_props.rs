@@ -22,7 +22,7 @@ enum Owned {
         /// User name, and a password that only exists with a user name.
         credentials: Option<(String, Option<Vec<u8>>)>,
     },
-    ConnAck(ConnAck),
+    ConnAck(bool, ConnectReturnCode),
     Publish {
         dup: bool,
         qos: QoS,
@@ -62,11 +62,15 @@ impl Owned {
                     payload,
                     qos: *qos,
                     retain: *retain,
+                    properties: None,
                 }),
                 username: credentials.as_ref().map(|(u, _)| u.as_str()),
                 password: credentials.as_ref().and_then(|(_, p)| p.as_deref()),
+                properties: None,
             }),
-            Owned::ConnAck(a) => Packet::ConnAck(*a),
+            Owned::ConnAck(session_present, code) => {
+                Packet::ConnAck(ConnAck::new(*session_present, *code))
+            }
             Owned::Publish {
                 dup,
                 qos,
@@ -81,27 +85,34 @@ impl Owned {
                 topic,
                 pkid: *pkid,
                 payload,
+                properties: None,
             }),
-            Owned::PubAck(id) => Packet::PubAck(*id),
-            Owned::PubRec(id) => Packet::PubRec(*id),
-            Owned::PubRel(id) => Packet::PubRel(*id),
-            Owned::PubComp(id) => Packet::PubComp(*id),
+            Owned::PubAck(id) => Packet::puback(*id),
+            Owned::PubRec(id) => Packet::pubrec(*id),
+            Owned::PubRel(id) => Packet::pubrel(*id),
+            Owned::PubComp(id) => Packet::pubcomp(*id),
             Owned::Subscribe(pkid, filters) => Packet::Subscribe(Subscribe {
                 pkid: *pkid,
-                filters: filters.iter().map(|(f, q)| (f.as_str(), *q)).collect(),
+                filters: filters
+                    .iter()
+                    .map(|(f, q)| (f.as_str(), (*q).into()))
+                    .collect(),
+                properties: None,
             }),
             Owned::SubAck(pkid, codes) => Packet::SubAck(SubAck {
                 pkid: *pkid,
                 return_codes: codes,
+                properties: None,
             }),
             Owned::Unsubscribe(pkid, filters) => Packet::Unsubscribe(Unsubscribe {
                 pkid: *pkid,
                 filters: filters.iter().map(String::as_str).collect(),
+                properties: None,
             }),
-            Owned::UnsubAck(id) => Packet::UnsubAck(*id),
+            Owned::UnsubAck(id) => Packet::unsuback(*id),
             Owned::PingReq => Packet::PingReq,
             Owned::PingResp => Packet::PingResp,
-            Owned::Disconnect => Packet::Disconnect,
+            Owned::Disconnect => Packet::disconnect(),
         }
     }
 
@@ -197,11 +208,8 @@ fn connect() -> impl Strategy<Value = Owned> {
 fn connack() -> impl Strategy<Value = Owned> {
     (any::<bool>(), 0u8..=5).prop_map(|(session_present, code)| {
         let code = ConnectReturnCode::from_u8(code).unwrap();
-        Owned::ConnAck(ConnAck {
-            // Session present is only allowed with an acceptance.
-            session_present: session_present && code == ConnectReturnCode::Accepted,
-            code,
-        })
+        // Session present is only allowed with an acceptance.
+        Owned::ConnAck(session_present && code == ConnectReturnCode::Accepted, code)
     })
 }
 
