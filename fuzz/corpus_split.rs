@@ -93,8 +93,8 @@ fn api_call(frame: &[u8], out: &mut Vec<u8>) {
         Packet::Subscribe(s) => {
             let n = s.filters.len().clamp(1, 3);
             out.extend([SUBSCRIBE, n as u8 - 1]);
-            for (i, (_, qos)) in s.filters.iter().take(n).enumerate() {
-                out.extend([i as u8, *qos as u8]);
+            for (i, (_, options)) in s.filters.iter().take(n).enumerate() {
+                out.extend([i as u8, options.qos as u8]);
             }
         }
         Packet::Unsubscribe(u) => {
@@ -102,7 +102,7 @@ fn api_call(frame: &[u8], out: &mut Vec<u8>) {
             out.extend([UNSUBSCRIBE, n as u8 - 1]);
             out.extend((0..n as u8).collect::<Vec<_>>());
         }
-        Packet::Disconnect => out.push(DISCONNECT),
+        Packet::Disconnect(_) => out.push(DISCONNECT),
         _ => return,
     }
     out.extend(WRITE_ALL);
@@ -120,9 +120,8 @@ fn request_id(p: &Packet<'_>) -> Option<u16> {
 
 fn ack_id(p: &Packet<'_>) -> Option<u16> {
     match p {
-        Packet::PubAck(id) | Packet::PubRec(id) | Packet::PubComp(id) | Packet::UnsubAck(id) => {
-            Some(*id)
-        }
+        Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubComp(a) => Some(a.pkid),
+        Packet::UnsubAck(u) => Some(u.pkid),
         Packet::SubAck(s) => Some(s.pkid),
         _ => None,
     }

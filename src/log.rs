@@ -134,18 +134,54 @@ fn describe(client: &Client, verb: &str, packet: &Packet<'_>) {
             if p.retain { ", retain" } else { "" },
             if p.dup { ", dup" } else { "" }
         ),
+        Packet::ConnAck(ack) if ack.properties.is_some() => log!(
+            client,
+            Level::Debug,
+            "{verb} CONNACK (reason code {:#04x}, session present {})",
+            ack.reason_code,
+            ack.session_present
+        ),
         Packet::ConnAck(ack) => log!(
             client,
             Level::Debug,
             "{verb} CONNACK (return code {}, session present {})",
-            ack.code as u8,
+            ack.reason_code,
             ack.session_present
         ),
-        Packet::PubAck(mid)
-        | Packet::PubRec(mid)
-        | Packet::PubRel(mid)
-        | Packet::PubComp(mid)
-        | Packet::UnsubAck(mid) => log!(client, Level::Debug, "{verb} {name} (mid {mid})"),
+        Packet::PubAck(ack) | Packet::PubRec(ack) | Packet::PubRel(ack) | Packet::PubComp(ack) => {
+            let mid = ack.pkid;
+            match ack.reason_code {
+                0 => log!(client, Level::Debug, "{verb} {name} (mid {mid})"),
+                code => log!(
+                    client,
+                    Level::Debug,
+                    "{verb} {name} (mid {mid}, reason code {code:#04x})"
+                ),
+            }
+        }
+        Packet::UnsubAck(ack) => {
+            let mid = ack.pkid;
+            if ack.reason_codes.is_empty() {
+                log!(client, Level::Debug, "{verb} {name} (mid {mid})")
+            } else {
+                log!(
+                    client,
+                    Level::Debug,
+                    "{verb} {name} (mid {mid}, reason codes {:02x?})",
+                    ack.reason_codes
+                )
+            }
+        }
+        Packet::Disconnect(codec::Disconnect { reason_code, .. })
+        | Packet::Auth(codec::Auth { reason_code, .. })
+            if *reason_code != 0 =>
+        {
+            log!(
+                client,
+                Level::Debug,
+                "{verb} {name} (reason code {reason_code:#04x})"
+            )
+        }
         Packet::Subscribe(codec::Subscribe { pkid, .. })
         | Packet::Unsubscribe(codec::Unsubscribe { pkid, .. }) => {
             log!(client, Level::Debug, "{verb} {name} (mid {pkid})")
@@ -281,6 +317,68 @@ mod tests {
                 "sent PUBLISH (mid 7, qos 1, topic 'a/b', 2 bytes)",
                 "sent PUBACK (mid 9)",
                 "sent PINGREQ"
+            ]
+        );
+        client.close();
+    }
+
+    #[test]
+    fn non_zero_reason_codes_are_logged() {
+        use crate::protocol::codec::{
+            Ack, Auth, ConnAck, ConnectReturnCode, Disconnect, Properties, UnsubAck,
+        };
+        let client = Client::new("log-test", true).unwrap();
+        let (callback, lines) = recorder();
+        client.set_log(Some(callback), Level::Debug);
+        let v5 = Some(Properties::EMPTY);
+        for packet in [
+            Packet::PubAck(Ack {
+                pkid: 3,
+                reason_code: 0x10,
+                properties: v5,
+            }),
+            Packet::PubRel(Ack {
+                pkid: 4,
+                reason_code: 0,
+                properties: v5,
+            }),
+            Packet::UnsubAck(UnsubAck {
+                pkid: 5,
+                reason_codes: &[0x00, 0x11],
+                properties: v5,
+            }),
+            Packet::unsuback(6),
+            Packet::ConnAck(ConnAck {
+                session_present: false,
+                reason_code: 0x87,
+                properties: v5,
+            }),
+            Packet::ConnAck(ConnAck::new(false, ConnectReturnCode::NotAuthorized)),
+            Packet::Disconnect(Disconnect {
+                reason_code: 0x8e,
+                properties: v5,
+            }),
+            Packet::disconnect(),
+            Packet::Auth(Auth {
+                reason_code: 0x18,
+                properties: v5,
+            }),
+        ] {
+            describe(&client, "received", &packet);
+        }
+        let got: Vec<String> = lines.lock().unwrap().iter().map(|l| l.1.clone()).collect();
+        assert_eq!(
+            got,
+            [
+                "received PUBACK (mid 3, reason code 0x10)",
+                "received PUBREL (mid 4)",
+                "received UNSUBACK (mid 5, reason codes [00, 11])",
+                "received UNSUBACK (mid 6)",
+                "received CONNACK (reason code 0x87, session present false)",
+                "received CONNACK (return code 5, session present false)",
+                "received DISCONNECT (reason code 0x8e)",
+                "received DISCONNECT",
+                "received AUTH (reason code 0x18)",
             ]
         );
         client.close();

@@ -15,7 +15,7 @@ use crate::Error;
 use crate::client::{Client, lock};
 use crate::dispatch::{Command, Data, MessageView};
 use crate::log::{Level, log};
-use crate::protocol::codec::{self, ConnectReturnCode, Decoded};
+use crate::protocol::codec::{self, Decoded};
 use crate::protocol::session::{ConnectionState, Incoming, Message};
 
 const SOCKET: Token = Token(0);
@@ -731,8 +731,11 @@ impl Reactor {
             match incoming {
                 Some(Incoming::ConnAck(ack)) => {
                     self.read_start += used;
-                    let data = connack_data(ack.code, ack.session_present);
-                    if let Some(error) = Error::from_connack(ack.code) {
+                    // Decoded as MQTT 3.1.1 (`codec::decode`): every CONNACK
+                    // carries a 3.1.1 return code.
+                    let code = ack.code().ok_or(Error::ProtocolViolation)?;
+                    let data = connack_data(code as u8, ack.session_present);
+                    if let Some(error) = Error::from_connack(code) {
                         run_callbacks(client, &data);
                         if let Some(conn) = self.conn.take() {
                             self.drop_connection(client, conn);
@@ -955,9 +958,9 @@ fn finish_attempt(client: &Client, attempt: u64, result: Result<bool, Error>) {
     }
 }
 
-fn connack_data<'a>(code: ConnectReturnCode, session_present: bool) -> Data<'a> {
+fn connack_data<'a>(code: u8, session_present: bool) -> Data<'a> {
     let mut data = Data::new(Command::ConnAck);
-    data.return_code = code as u8;
+    data.return_code = code;
     data.session_present = session_present;
     data
 }
@@ -965,7 +968,7 @@ fn connack_data<'a>(code: ConnectReturnCode, session_present: bool) -> Data<'a> 
 fn dispatch_incoming(client: &Client, topic_buf: &mut Vec<u8>, incoming: Incoming<'_>) {
     match incoming {
         Incoming::ConnAck(ack) => {
-            run_callbacks(client, &connack_data(ack.code, ack.session_present))
+            run_callbacks(client, &connack_data(ack.reason_code, ack.session_present))
         }
         Incoming::Publish { mid, message } => {
             dispatch_message(client, topic_buf, Command::Publish, mid, message)

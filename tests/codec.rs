@@ -92,6 +92,7 @@ fn minimal_connect() -> Connect<'static> {
         will: None,
         username: None,
         password: None,
+        properties: None,
     }
 }
 
@@ -103,6 +104,7 @@ fn publish<'a>(qos: QoS, pkid: u16, topic: &'a str, payload: &'a [u8]) -> Publis
         topic,
         pkid,
         payload,
+        properties: None,
     }
 }
 
@@ -140,6 +142,7 @@ fn connect_round_trips_every_will_qos_and_retain() {
                     payload: b"bye\x00\xff",
                     qos,
                     retain,
+                    properties: None,
                 }),
                 ..minimal_connect()
             }));
@@ -181,9 +184,11 @@ fn connect_round_trips_everything_and_empty_fields() {
             payload: b"",
             qos: QoS::ExactlyOnce,
             retain: true,
+            properties: None,
         }),
         username: Some(""),
         password: Some(b""),
+        properties: None,
     }));
 }
 
@@ -203,16 +208,13 @@ fn connect_round_trips_max_length_client_id() {
 fn connack_round_trips_every_code() {
     for code in 0..=5u8 {
         let code = ConnectReturnCode::from_u8(code).unwrap();
-        let bytes = round_trip(Packet::ConnAck(ConnAck {
-            session_present: false,
-            code,
-        }));
+        let bytes = round_trip(Packet::ConnAck(ConnAck::new(false, code)));
         assert_eq!(bytes, [0x20, 0x02, 0x00, code as u8]);
     }
-    let bytes = round_trip(Packet::ConnAck(ConnAck {
-        session_present: true,
-        code: ConnectReturnCode::Accepted,
-    }));
+    let bytes = round_trip(Packet::ConnAck(ConnAck::new(
+        true,
+        ConnectReturnCode::Accepted,
+    )));
     assert_eq!(bytes, [0x20, 0x02, 0x01, 0x00]);
 }
 
@@ -232,6 +234,7 @@ fn publish_round_trips_every_flag_combination() {
                     topic: "sensors/temp",
                     pkid,
                     payload: b"21.5",
+                    properties: None,
                 }));
                 let flags = ((dup as u8) << 3) | ((qos as u8) << 1) | retain as u8;
                 assert_eq!(bytes[0], 0x30 | flags);
@@ -269,11 +272,11 @@ fn publish_round_trips_binary_payload_and_odd_topics() {
 fn ack_packets_round_trip() {
     type Ctor = fn(u16) -> Packet<'static>;
     let cases: [(Ctor, u8); 5] = [
-        (Packet::PubAck, 0x40),
-        (Packet::PubRec, 0x50),
-        (Packet::PubRel, 0x62),
-        (Packet::PubComp, 0x70),
-        (Packet::UnsubAck, 0xb0),
+        (Packet::puback, 0x40),
+        (Packet::pubrec, 0x50),
+        (Packet::pubrel, 0x62),
+        (Packet::pubcomp, 0x70),
+        (Packet::unsuback, 0xb0),
     ];
     for (ctor, byte1) in cases {
         for id in [1u16, 0x0102, 0xff00, u16::MAX] {
@@ -288,11 +291,12 @@ fn subscribe_round_trips_several_filters() {
     let bytes = round_trip(Packet::Subscribe(Subscribe {
         pkid: 10,
         filters: vec![
-            ("a/b", QoS::AtMostOnce),
-            ("sport/+/player1", QoS::AtLeastOnce),
-            ("#", QoS::ExactlyOnce),
-            ("$SYS/#", QoS::AtLeastOnce),
+            ("a/b", QoS::AtMostOnce.into()),
+            ("sport/+/player1", QoS::AtLeastOnce.into()),
+            ("#", QoS::ExactlyOnce.into()),
+            ("$SYS/#", QoS::AtLeastOnce.into()),
         ],
+        properties: None,
     }));
     assert_eq!(bytes[0], 0x82);
     assert_eq!(&bytes[2..4], &[0x00, 0x0a]);
@@ -304,6 +308,7 @@ fn suback_round_trips_with_failure_code() {
     let bytes = round_trip(Packet::SubAck(SubAck {
         pkid: 0x1234,
         return_codes: &[0, 1, 2, SUBACK_FAILURE],
+        properties: None,
     }));
     assert_eq!(bytes, [0x90, 0x06, 0x12, 0x34, 0x00, 0x01, 0x02, 0x80]);
 }
@@ -313,6 +318,7 @@ fn unsubscribe_round_trips_several_filters() {
     let bytes = round_trip(Packet::Unsubscribe(Unsubscribe {
         pkid: 0x0203,
         filters: vec!["a/b", "c/+", "#"],
+        properties: None,
     }));
     assert_eq!(
         bytes,
@@ -327,40 +333,40 @@ fn unsubscribe_round_trips_several_filters() {
 fn empty_packets_round_trip() {
     assert_eq!(round_trip(Packet::PingReq), [0xc0, 0x00]);
     assert_eq!(round_trip(Packet::PingResp), [0xd0, 0x00]);
-    assert_eq!(round_trip(Packet::Disconnect), [0xe0, 0x00]);
+    assert_eq!(round_trip(Packet::disconnect()), [0xe0, 0x00]);
 }
 
 #[test]
 fn packet_type_numbers() {
     let sub = Subscribe {
         pkid: 1,
-        filters: vec![("a", QoS::AtMostOnce)],
+        filters: vec![("a", QoS::AtMostOnce.into())],
+        properties: None,
     };
     let unsub = Unsubscribe {
         pkid: 1,
         filters: vec!["a"],
+        properties: None,
     };
     let packets = [
         Packet::Connect(minimal_connect()),
-        Packet::ConnAck(ConnAck {
-            session_present: false,
-            code: ConnectReturnCode::Accepted,
-        }),
+        Packet::ConnAck(ConnAck::new(false, ConnectReturnCode::Accepted)),
         Packet::Publish(publish(QoS::AtMostOnce, 0, "t", b"")),
-        Packet::PubAck(1),
-        Packet::PubRec(1),
-        Packet::PubRel(1),
-        Packet::PubComp(1),
+        Packet::puback(1),
+        Packet::pubrec(1),
+        Packet::pubrel(1),
+        Packet::pubcomp(1),
         Packet::Subscribe(sub),
         Packet::SubAck(SubAck {
             pkid: 1,
             return_codes: &[0],
+            properties: None,
         }),
         Packet::Unsubscribe(unsub),
-        Packet::UnsubAck(1),
+        Packet::unsuback(1),
         Packet::PingReq,
         Packet::PingResp,
-        Packet::Disconnect,
+        Packet::disconnect(),
     ];
     for (i, p) in packets.iter().enumerate() {
         assert_eq!(p.packet_type() as usize, i + 1);
@@ -386,7 +392,7 @@ fn decoding_borrows_from_the_input() {
 
 #[test]
 fn several_packets_in_one_buffer_decode_one_at_a_time() {
-    let mut stream = encode(&Packet::PubAck(5));
+    let mut stream = encode(&Packet::puback(5));
     stream.extend(encode(&Packet::PingReq));
     stream.extend(encode(&Packet::Publish(publish(
         QoS::AtMostOnce,
@@ -404,7 +410,7 @@ fn several_packets_in_one_buffer_decode_one_at_a_time() {
     assert_eq!(
         got,
         [
-            (Packet::PubAck(5), 4),
+            (Packet::puback(5), 4),
             (Packet::PingReq, 2),
             (Packet::Publish(publish(QoS::AtMostOnce, 0, "t", b"x")), 6),
         ]
@@ -439,9 +445,11 @@ fn spec_connect_example_decodes_and_encodes_byte_for_byte() {
             payload: b"bye",
             qos: QoS::AtLeastOnce,
             retain: false,
+            properties: None,
         }),
         username: Some("u"),
         password: Some(b"p"),
+        properties: None,
     });
     assert_eq!(decode_ok(&bytes), expected);
     assert_eq!(encode(&expected), bytes);
@@ -458,9 +466,11 @@ fn connect_with_empty_will_payload_encodes_its_two_length_bytes() {
             payload: b"",
             qos: QoS::AtMostOnce,
             retain: false,
+            properties: None,
         }),
         username: None,
         password: None,
+        properties: None,
     });
     let expected = [
         0x10, 0x12, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x06, 0x00, 0x3c, 0x00, 0x01, b'c',
@@ -483,10 +493,10 @@ fn sixteen_bit_fields_are_big_endian() {
     }));
     assert_eq!(&bytes[10..12], &[0x12, 0x34]);
     // Packet identifier.
-    assert_eq!(encode(&Packet::PubAck(0x1234)), [0x40, 0x02, 0x12, 0x34]);
-    assert_eq!(decode_ok(&[0x40, 0x02, 0x12, 0x34]), Packet::PubAck(0x1234));
-    assert_eq!(decode_ok(&[0x40, 0x02, 0x00, 0x01]), Packet::PubAck(1));
-    assert_eq!(decode_ok(&[0x40, 0x02, 0x01, 0x00]), Packet::PubAck(256));
+    assert_eq!(encode(&Packet::puback(0x1234)), [0x40, 0x02, 0x12, 0x34]);
+    assert_eq!(decode_ok(&[0x40, 0x02, 0x12, 0x34]), Packet::puback(0x1234));
+    assert_eq!(decode_ok(&[0x40, 0x02, 0x00, 0x01]), Packet::puback(1));
+    assert_eq!(decode_ok(&[0x40, 0x02, 0x01, 0x00]), Packet::puback(256));
     // String length 300 = 0x012c.
     let topic = "t".repeat(300);
     let bytes = encode(&Packet::Publish(publish(QoS::AtMostOnce, 0, &topic, b"")));
@@ -880,7 +890,7 @@ fn connect_protocol_name_and_level_are_checked() {
         decode_err(&frame(0x10, &body)),
         CodecError::InvalidProtocolName
     );
-    for level in [0, 3, 5, 255] {
+    for level in [0, 3, 6, 255] {
         let mut body = connect_body(0x02, &field(b"id"));
         body[6] = level;
         assert_eq!(
@@ -888,6 +898,11 @@ fn connect_protocol_name_and_level_are_checked() {
             CodecError::InvalidProtocolLevel(level)
         );
     }
+    // Level 5 is MQTT 5, decoded as such even by the 3.1.1 `decode`: this
+    // body lacks the property length, so its client id overruns the packet.
+    let mut body = connect_body(0x02, &field(b"id"));
+    body[6] = 5;
+    assert_eq!(decode_err(&frame(0x10, &body)), CodecError::Truncated);
 }
 
 #[test]
@@ -968,9 +983,11 @@ fn truncated_fields_are_rejected() {
             payload: b"wp",
             qos: QoS::AtLeastOnce,
             retain: true,
+            properties: None,
         }),
         username: Some("u"),
         password: Some(b"pw"),
+        properties: None,
     });
     let bytes = encode(&full);
     let body = &bytes[2..];
@@ -1178,22 +1195,25 @@ fn encode_rejects_zero_packet_ids() {
         );
     }
     for p in [
-        Packet::PubAck(0),
-        Packet::PubRec(0),
-        Packet::PubRel(0),
-        Packet::PubComp(0),
-        Packet::UnsubAck(0),
+        Packet::puback(0),
+        Packet::pubrec(0),
+        Packet::pubrel(0),
+        Packet::pubcomp(0),
+        Packet::unsuback(0),
         Packet::Subscribe(Subscribe {
             pkid: 0,
-            filters: vec![("a", QoS::AtMostOnce)],
+            filters: vec![("a", QoS::AtMostOnce.into())],
+            properties: None,
         }),
         Packet::SubAck(SubAck {
             pkid: 0,
             return_codes: &[0],
+            properties: None,
         }),
         Packet::Unsubscribe(Unsubscribe {
             pkid: 0,
             filters: vec!["a"],
+            properties: None,
         }),
     ] {
         assert_encode_err(p, CodecError::ZeroPacketId);
@@ -1233,6 +1253,7 @@ fn encode_rejects_fields_longer_than_65535() {
                 payload: long_bytes,
                 qos: QoS::AtMostOnce,
                 retain: false,
+                properties: None,
             }),
             ..minimal_connect()
         }),
@@ -1246,6 +1267,7 @@ fn encode_rejects_fields_longer_than_65535() {
                 payload: b"",
                 qos: QoS::AtMostOnce,
                 retain: false,
+                properties: None,
             }),
             ..minimal_connect()
         }),
@@ -1258,7 +1280,11 @@ fn encode_rejects_fields_longer_than_65535() {
     assert_encode_err(
         Packet::Subscribe(Subscribe {
             pkid: 1,
-            filters: vec![("a", QoS::AtMostOnce), (&long, QoS::AtMostOnce)],
+            filters: vec![
+                ("a", QoS::AtMostOnce.into()),
+                (&long, QoS::AtMostOnce.into()),
+            ],
+            properties: None,
         }),
         CodecError::InvalidTopic,
     );
@@ -1266,6 +1292,7 @@ fn encode_rejects_fields_longer_than_65535() {
         Packet::Unsubscribe(Unsubscribe {
             pkid: 1,
             filters: vec![&long],
+            properties: None,
         }),
         CodecError::InvalidTopic,
     );
@@ -1314,16 +1341,14 @@ fn encode_rejects_other_invalid_packets() {
                 payload: b"",
                 qos: QoS::AtMostOnce,
                 retain: false,
+                properties: None,
             }),
             ..minimal_connect()
         }),
         CodecError::InvalidTopic,
     );
     assert_encode_err(
-        Packet::ConnAck(ConnAck {
-            session_present: true,
-            code: ConnectReturnCode::NotAuthorized,
-        }),
+        Packet::ConnAck(ConnAck::new(true, ConnectReturnCode::NotAuthorized)),
         CodecError::InvalidConnackFlags(1),
     );
     for topic in ["a/+", "#", "", "a\0"] {
@@ -1346,13 +1371,15 @@ fn encode_rejects_other_invalid_packets() {
         Packet::Subscribe(Subscribe {
             pkid: 1,
             filters: vec![],
+            properties: None,
         }),
         CodecError::EmptyPayload,
     );
     assert_encode_err(
         Packet::Subscribe(Subscribe {
             pkid: 1,
-            filters: vec![("a/#/b", QoS::AtMostOnce)],
+            filters: vec![("a/#/b", QoS::AtMostOnce.into())],
+            properties: None,
         }),
         CodecError::InvalidTopic,
     );
@@ -1360,6 +1387,7 @@ fn encode_rejects_other_invalid_packets() {
         Packet::Unsubscribe(Unsubscribe {
             pkid: 1,
             filters: vec![],
+            properties: None,
         }),
         CodecError::EmptyPayload,
     );
@@ -1367,6 +1395,7 @@ fn encode_rejects_other_invalid_packets() {
         Packet::Unsubscribe(Unsubscribe {
             pkid: 1,
             filters: vec!["a+"],
+            properties: None,
         }),
         CodecError::InvalidTopic,
     );
@@ -1374,6 +1403,7 @@ fn encode_rejects_other_invalid_packets() {
         Packet::SubAck(SubAck {
             pkid: 1,
             return_codes: &[],
+            properties: None,
         }),
         CodecError::EmptyPayload,
     );
@@ -1381,6 +1411,7 @@ fn encode_rejects_other_invalid_packets() {
         Packet::SubAck(SubAck {
             pkid: 1,
             return_codes: &[0, 3],
+            properties: None,
         }),
         CodecError::InvalidSubackCode(3),
     );
@@ -1390,6 +1421,6 @@ fn encode_rejects_other_invalid_packets() {
 fn encode_appends_after_existing_bytes() {
     let mut out = vec![0x01, 0x02];
     assert_eq!(Packet::PingReq.encode(&mut out), Ok(2));
-    assert_eq!(Packet::PubAck(9).encode(&mut out), Ok(4));
+    assert_eq!(Packet::puback(9).encode(&mut out), Ok(4));
     assert_eq!(out, [0x01, 0x02, 0xc0, 0x00, 0x40, 0x02, 0x00, 0x09]);
 }

@@ -294,6 +294,7 @@ fn freeing_a_client_inside_its_callback_still_sends_the_disconnect_it_queued() {
             topic: "bye",
             pkid: 0,
             payload: b"",
+            properties: None,
         },
     ));
     let disconnect = conn.expect_packet(TIMEOUT);

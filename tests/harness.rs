@@ -13,11 +13,8 @@ use std::time::{Duration, Instant};
 
 const SHORT: Duration = Duration::from_millis(300);
 
-fn accepted() -> ConnAck {
-    ConnAck {
-        session_present: false,
-        code: ConnectReturnCode::Accepted,
-    }
+fn accepted() -> ConnAck<'static> {
+    ConnAck::new(false, ConnectReturnCode::Accepted)
 }
 
 #[test]
@@ -28,7 +25,7 @@ fn broker_accepts_a_raw_connect() {
     assert_eq!(ack, accepted());
     conn.send_packet(&Packet::PingReq);
     assert_eq!(conn.expect_packet(TIMEOUT).packet(), Packet::PingResp);
-    conn.send_packet(&Packet::Disconnect);
+    conn.send_packet(&Packet::disconnect());
     conn.expect_closed(TIMEOUT);
     assert!(wait_until(TIMEOUT, || broker.log().contains("harness-raw")));
 }
@@ -67,8 +64,8 @@ fn password_broker_checks_credentials() {
     ] {
         let (mut conn, ack) = PeerConn::connect_mqtt(broker.port(), &connect);
         assert_eq!(
-            ack.code,
-            ConnectReturnCode::NotAuthorized,
+            ack.code(),
+            Some(ConnectReturnCode::NotAuthorized),
             "{connect:?}\n{}",
             broker.log()
         );
@@ -118,10 +115,11 @@ fn persistence_survives_sigkill() {
     assert!(!ack.session_present);
     sub.send_packet(&Packet::Subscribe(Subscribe {
         pkid: 1,
-        filters: vec![("harness/t", QoS::AtLeastOnce)],
+        filters: vec![("harness/t", QoS::AtLeastOnce.into())],
+        properties: None,
     }));
     assert_eq!(sub.expect_packet(TIMEOUT).pkid(), Some(1));
-    sub.send_packet(&Packet::Disconnect);
+    sub.send_packet(&Packet::disconnect());
     sub.expect_closed(TIMEOUT);
 
     // Queue a QoS 1 message for the offline session.
@@ -133,8 +131,9 @@ fn persistence_survives_sigkill() {
         topic: "harness/t",
         pkid: 7,
         payload: b"kept",
+        properties: None,
     }));
-    assert_eq!(publisher.expect_packet(TIMEOUT).packet(), Packet::PubAck(7));
+    assert_eq!(publisher.expect_packet(TIMEOUT).packet(), Packet::puback(7));
     // One more round trip: mosquitto autosaves at the end of the loop iteration.
     publisher.send_packet(&Packet::PingReq);
     publisher.expect_type(13, TIMEOUT);
@@ -291,37 +290,43 @@ fn scripted_peer_round_trip() {
     assert_eq!(got.connect().client_id, "scripted");
     assert_eq!(got.connect().keep_alive, 30);
     assert_eq!(got.bytes(), &connect[..]);
-    let ack = client.expect_packet(TIMEOUT).connack();
+    let reply = client.expect_packet(TIMEOUT);
+    let ack = reply.connack();
     assert!(ack.session_present);
 
     client.send_packet(&Packet::Subscribe(Subscribe {
         pkid: 9,
-        filters: vec![("a/#", QoS::ExactlyOnce)],
+        filters: vec![("a/#", QoS::ExactlyOnce.into())],
+        properties: None,
     }));
     let sub = server.expect_type(8, TIMEOUT);
-    assert_eq!(sub.subscribe().filters, vec![("a/#", QoS::ExactlyOnce)]);
+    assert_eq!(
+        sub.subscribe().filters,
+        vec![("a/#", QoS::ExactlyOnce.into())]
+    );
     server.send_packet(&Packet::SubAck(SubAck {
         pkid: 9,
         return_codes: &[2],
+        properties: None,
     }));
     // Two packets in one write: both come out, in order.
     let mut two = common::encode(&Packet::PingResp);
-    two.extend(common::encode(&Packet::UnsubAck(3)));
+    two.extend(common::encode(&Packet::unsuback(3)));
     server.send(&two);
     assert_eq!(client.expect_packet(TIMEOUT).pkid(), Some(9));
     assert_eq!(client.expect_packet(TIMEOUT).packet(), Packet::PingResp);
-    assert_eq!(client.expect_packet(TIMEOUT).packet(), Packet::UnsubAck(3));
+    assert_eq!(client.expect_packet(TIMEOUT).packet(), Packet::unsuback(3));
     client.expect_silence(Duration::from_millis(50));
 
     // An invalid CONNACK code goes out as is.
     server.send_connack(false, 6);
     assert!(client.read_packet(TIMEOUT).is_err());
 
-    client.send_packet(&Packet::Disconnect);
+    client.send_packet(&Packet::disconnect());
     client.shutdown_write();
     let before = server.expect_closed(TIMEOUT);
     assert_eq!(before.len(), 1);
-    assert_eq!(before[0].packet(), Packet::Disconnect);
+    assert_eq!(before[0].packet(), Packet::disconnect());
     server.close();
     client.expect_closed(TIMEOUT);
 }

@@ -162,7 +162,7 @@ impl Hostile {
         };
         assert_eq!(publish.publish().pkid, mid);
         assert_eq!(publish.publish().payload, b"still alive");
-        conn.send_packet(&Packet::PubAck(mid));
+        conn.send_packet(&Packet::puback(mid));
         expect(&events, "PUBACK", |e| {
             e.command == Command::PubAck && e.mid == mid
         });
@@ -372,6 +372,7 @@ fn suback_with_codes(id: &str, codes: &[u8]) {
     h.conn.send_packet(&Packet::SubAck(SubAck {
         pkid: mid,
         return_codes: codes,
+        properties: None,
     }));
     let sent = h.assert_closed_with(Error::ProtocolViolation);
     assert!(sent.is_empty(), "{sent:?}");
@@ -393,6 +394,7 @@ fn suback_with_fewer_codes_than_filters_is_a_protocol_violation() {
     h.conn.send_packet(&Packet::SubAck(SubAck {
         pkid: mid,
         return_codes: &[1],
+        properties: None,
     }));
     h.assert_closed_with(Error::ProtocolViolation);
 }
@@ -451,6 +453,7 @@ fn a_packet_at_the_configured_maximum_is_accepted() {
         topic: "max",
         pkid: 0,
         payload: &payload,
+        properties: None,
     }));
     assert_eq!(bytes.len(), 64);
     h.conn.send(&bytes);
@@ -474,6 +477,7 @@ fn a_slow_sender_does_not_block_the_client() {
         topic: "slow/topic",
         pkid: 77,
         payload: b"trickled in five-byte steps",
+        properties: None,
     }));
     let mut mids = Vec::new();
     let mut subscribe_mid = None;
@@ -518,7 +522,7 @@ fn a_slow_sender_does_not_block_the_client() {
     assert_eq!(h.conn.expect_type(4, TIMEOUT).pkid(), Some(77));
     // The acks that had to wait behind the partial packet arrive now.
     for &mid in &mids {
-        h.conn.send_packet(&Packet::PubAck(mid));
+        h.conn.send_packet(&Packet::puback(mid));
         expect(&h.events, "PUBACK", |e| {
             e.command == Command::PubAck && e.mid == mid
         });
@@ -527,6 +531,7 @@ fn a_slow_sender_does_not_block_the_client() {
     h.conn.send_packet(&Packet::SubAck(SubAck {
         pkid: subscribe_mid,
         return_codes: &[1],
+        properties: None,
     }));
     expect(&h.events, "SUBACK", |e| {
         e.command == Command::SubAck && e.mid == subscribe_mid
@@ -576,6 +581,7 @@ fn a_publish_flood_is_throttled_by_tcp_not_buffered() {
         topic: "flood",
         pkid: 0,
         payload: &[0x5a; PAYLOAD],
+        properties: None,
     }));
     let frame = packet.len();
     let block: Vec<u8> = packet.repeat(256);
@@ -653,6 +659,7 @@ fn qos2_publish(pkid: u16, dup: bool) -> Vec<u8> {
         topic: "qos2/in",
         pkid,
         payload: &pkid.to_be_bytes(),
+        properties: None,
     }))
 }
 
@@ -671,7 +678,7 @@ fn more_concurrent_incoming_qos2_flows_than_allowed_is_too_many_incoming() {
     h.conn.send(&qos2_publish(2, true));
     assert_eq!(h.conn.expect_type(5, TIMEOUT).pkid(), Some(2));
     // Releasing one makes room for another.
-    h.conn.send_packet(&Packet::PubRel(1));
+    h.conn.send_packet(&Packet::pubrel(1));
     assert_eq!(h.conn.expect_type(7, TIMEOUT).pkid(), Some(1));
     let released = expect(&h.events, "PUBREL", |e| e.command == Command::PubRel);
     assert_eq!(released.payload, 1u16.to_be_bytes());
@@ -771,9 +778,10 @@ fn nothing_is_sent_after_disconnect_even_while_packets_keep_arriving() {
             topic: "mid/stream",
             pkid,
             payload,
+            properties: None,
         })));
     }
-    bytes.extend(encode(&Packet::PubRel(9)));
+    bytes.extend(encode(&Packet::pubrel(9)));
     h.conn.send(&bytes);
     let sent = h.conn.expect_closed(TIMEOUT);
     let types: Vec<&str> = sent.iter().map(|p| p.name()).collect();

@@ -328,10 +328,10 @@ fn unacknowledged_messages_survive_disconnect_and_are_resent_with_dup_after_the_
         );
     }
     // And they complete normally on the new connection.
-    conn.send_packet(&mqtt::protocol::codec::Packet::PubAck(mids[0]));
-    conn.send_packet(&mqtt::protocol::codec::Packet::PubRec(mids[1]));
+    conn.send_packet(&mqtt::protocol::codec::Packet::puback(mids[0]));
+    conn.send_packet(&mqtt::protocol::codec::Packet::pubrec(mids[1]));
     assert_eq!(conn.expect_type(6, TIMEOUT).pkid(), Some(mids[1]));
-    conn.send_packet(&mqtt::protocol::codec::Packet::PubComp(mids[1]));
+    conn.send_packet(&mqtt::protocol::codec::Packet::pubcomp(mids[1]));
     expect(&rx, "PUBACK", |e| {
         e.command == Command::PubAck && e.mid == mids[0]
     });
@@ -444,7 +444,8 @@ fn null_user_name_clears_the_credentials_and_null_will_topic_clears_the_will() {
             topic: "will/topic",
             payload: b"bye",
             qos: QoS::AtLeastOnce,
-            retain: true
+            retain: true,
+            properties: None
         })
     );
     // SAFETY: valid handle; NULL is the documented way to clear.
@@ -564,7 +565,8 @@ fn a_will_set_or_cleared_inside_a_callback_applies_to_the_next_attempt() {
             topic: "will/second",
             payload: b"second",
             qos: QoS::ExactlyOnce,
-            retain: true
+            retain: true,
+            properties: None
         }),
         "the will set inside the DISCONNECT callback must apply to the next attempt"
     );

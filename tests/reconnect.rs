@@ -108,10 +108,10 @@ fn unacknowledged_publishes_are_resent_with_dup_and_the_same_ids_when_the_sessio
             "resent in the original order with the original id"
         );
     }
-    conn.send_packet(&Packet::PubAck(mids[0]));
-    conn.send_packet(&Packet::PubRec(mids[1]));
+    conn.send_packet(&Packet::puback(mids[0]));
+    conn.send_packet(&Packet::pubrec(mids[1]));
     assert_eq!(conn.expect_type(6, TIMEOUT).pkid(), Some(mids[1]));
-    conn.send_packet(&Packet::PubComp(mids[1]));
+    conn.send_packet(&Packet::pubcomp(mids[1]));
     expect(&rx, "PUBACK", |e| {
         e.command == Command::PubAck && e.mid == mids[0]
     });
@@ -133,7 +133,7 @@ fn after_pubrec_only_the_pubrel_is_resent() {
         .publish("r/q2", b"exactly once", QoS::ExactlyOnce, false)
         .unwrap();
     assert_eq!(conn.expect_type(3, TIMEOUT).pkid(), Some(mid));
-    conn.send_packet(&Packet::PubRec(mid));
+    conn.send_packet(&Packet::pubrec(mid));
     assert_eq!(conn.expect_type(6, TIMEOUT).pkid(), Some(mid));
     expect(&rx, "PUBREC", |e| {
         e.command == Command::PubRec && e.mid == mid
@@ -148,7 +148,7 @@ fn after_pubrec_only_the_pubrel_is_resent() {
         first.is(6) && first.pkid() == Some(mid),
         "expected PUBREL {mid} after the reconnection, got {first:?}"
     );
-    conn.send_packet(&Packet::PubComp(mid));
+    conn.send_packet(&Packet::pubcomp(mid));
     expect(&rx, "PUBCOMP", |e| {
         e.command == Command::PubComp && e.mid == mid
     });
@@ -178,7 +178,7 @@ fn without_a_session_unacknowledged_messages_are_published_again_and_pubrecd_one
         assert_eq!(conn.expect_type(3, TIMEOUT).pkid(), Some(mid));
     }
     // The second message gets as far as PUBREL before the link drops.
-    conn.send_packet(&Packet::PubRec(mids[1]));
+    conn.send_packet(&Packet::pubrec(mids[1]));
     assert_eq!(conn.expect_type(6, TIMEOUT).pkid(), Some(mids[1]));
     conn.close();
     expect_disconnect(&rx);
@@ -204,10 +204,10 @@ fn without_a_session_unacknowledged_messages_are_published_again_and_pubrecd_one
             (mids[i], topic, payload, qos)
         );
     }
-    conn.send_packet(&Packet::PubAck(mids[0]));
-    conn.send_packet(&Packet::PubRec(mids[2]));
+    conn.send_packet(&Packet::puback(mids[0]));
+    conn.send_packet(&Packet::pubrec(mids[2]));
     assert_eq!(conn.expect_type(6, TIMEOUT).pkid(), Some(mids[2]));
-    conn.send_packet(&Packet::PubComp(mids[2]));
+    conn.send_packet(&Packet::pubcomp(mids[2]));
 
     // Exactly one final outcome per message, carrying its mid.
     let mut finals = Vec::new();
@@ -520,7 +520,7 @@ fn manual_reconnect_works_without_automatic_reconnection() {
         .publish("m/t", b"after", QoS::AtLeastOnce, false)
         .unwrap();
     assert_eq!(conn.expect_type(3, TIMEOUT).pkid(), Some(mid));
-    conn.send_packet(&Packet::PubAck(mid));
+    conn.send_packet(&Packet::puback(mid));
     expect(&rx, "PUBACK", |e| {
         e.command == Command::PubAck && e.mid == mid
     });
@@ -1082,6 +1082,7 @@ fn a_close_that_arrives_with_the_last_packet_is_noticed_at_once() {
         topic: "last/words",
         pkid: 0,
         payload: b"bye",
+        properties: None,
     }));
     conn.close();
     let started = Instant::now();

@@ -53,19 +53,23 @@ impl From<Packet<'_>> for Out {
                 dup: p.dup,
                 retain: p.retain,
             },
-            Packet::PubAck(id) => Out::PubAck(id),
-            Packet::PubRec(id) => Out::PubRec(id),
-            Packet::PubRel(id) => Out::PubRel(id),
-            Packet::PubComp(id) => Out::PubComp(id),
+            Packet::PubAck(Ack { pkid: id, .. }) => Out::PubAck(id),
+            Packet::PubRec(Ack { pkid: id, .. }) => Out::PubRec(id),
+            Packet::PubRel(Ack { pkid: id, .. }) => Out::PubRel(id),
+            Packet::PubComp(Ack { pkid: id, .. }) => Out::PubComp(id),
             Packet::Subscribe(s) => Out::Subscribe(
                 s.pkid,
-                s.filters.iter().map(|(f, q)| (f.to_string(), *q)).collect(),
+                // Decoded as 3.1.1: the options are the QoS alone.
+                s.filters
+                    .iter()
+                    .map(|(f, o)| (f.to_string(), o.qos))
+                    .collect(),
             ),
             Packet::Unsubscribe(u) => {
                 Out::Unsubscribe(u.pkid, u.filters.iter().map(|f| f.to_string()).collect())
             }
             Packet::PingReq => Out::PingReq,
-            Packet::Disconnect => Out::Disconnect,
+            Packet::Disconnect(_) => Out::Disconnect,
             other => Out::Other(other.packet_type()),
         }
     }
@@ -109,10 +113,7 @@ fn ms(t0: Instant, n: u64) -> Instant {
 }
 
 fn accepted(session_present: bool) -> Packet<'static> {
-    Packet::ConnAck(ConnAck {
-        session_present,
-        code: ConnectReturnCode::Accepted,
-    })
+    Packet::ConnAck(ConnAck::new(session_present, ConnectReturnCode::Accepted))
 }
 
 fn incoming(topic: &str, payload: &[u8], qos: QoS, pkid: u16, dup: bool) -> Packet<'static> {
@@ -126,6 +127,7 @@ fn incoming(topic: &str, payload: &[u8], qos: QoS, pkid: u16, dup: bool) -> Pack
         topic,
         pkid,
         payload,
+        properties: None,
     })
 }
 
@@ -140,10 +142,10 @@ fn connect(s: &mut Session, now: Instant, session_present: bool) -> Vec<Out> {
     let ev = s.handle_packet(now, accepted(session_present)).unwrap();
     assert_eq!(
         ev,
-        Some(Incoming::ConnAck(ConnAck {
+        Some(Incoming::ConnAck(ConnAck::new(
             session_present,
-            code: ConnectReturnCode::Accepted
-        }))
+            ConnectReturnCode::Accepted
+        )))
     );
     assert_eq!(s.state(), ConnectionState::Connected);
     sent(s, now)
@@ -289,10 +291,7 @@ fn refused_connack_is_reported_and_disconnects() {
     let t0 = Instant::now();
     let mut s = Session::new(cfg());
     s.connection_opened(t0);
-    let ack = ConnAck {
-        session_present: false,
-        code: ConnectReturnCode::NotAuthorized,
-    };
+    let ack = ConnAck::new(false, ConnectReturnCode::NotAuthorized);
     assert_eq!(
         s.handle_packet(t0, Packet::ConnAck(ack)),
         Ok(Some(Incoming::ConnAck(ack)))
@@ -320,7 +319,7 @@ fn protocol_violations() {
     // Anything but CONNACK first.
     for p in [
         Packet::PingResp,
-        Packet::PubAck(1),
+        Packet::puback(1),
         incoming("t", b"x", QoS::AtMostOnce, 0, false),
     ] {
         assert_eq!(s.handle_packet(t0, p), Err(Error::ProtocolViolation));
@@ -335,14 +334,16 @@ fn protocol_violations() {
     // Packets only a client may send.
     let server_only = [
         Packet::PingReq,
-        Packet::Disconnect,
+        Packet::disconnect(),
         Packet::Subscribe(Subscribe {
             pkid: 1,
-            filters: vec![("a", QoS::AtMostOnce)],
+            filters: vec![("a", QoS::AtMostOnce.into())],
+            properties: None,
         }),
         Packet::Unsubscribe(Unsubscribe {
             pkid: 1,
             filters: vec!["a"],
+            properties: None,
         }),
         Packet::Connect(Connect {
             client_id: "x",
@@ -351,6 +352,7 @@ fn protocol_violations() {
             will: None,
             username: None,
             password: None,
+            properties: None,
         }),
     ];
     for p in server_only {
@@ -358,7 +360,7 @@ fn protocol_violations() {
     }
     // Hand-built packets with id 0 (the decoder never yields them).
     assert_eq!(
-        s.handle_packet(t0, Packet::PubRel(0)),
+        s.handle_packet(t0, Packet::pubrel(0)),
         Err(Error::MalformedPacket)
     );
     assert!(s.pending_transmit().is_empty());
@@ -413,13 +415,13 @@ fn qos1_outgoing_flow() {
     );
     assert_eq!(s.inflight_len(), 1);
     assert_eq!(
-        s.handle_packet(t0, Packet::PubAck(mid)),
+        s.handle_packet(t0, Packet::puback(mid)),
         Ok(Some(Incoming::PubAck(mid)))
     );
     assert_eq!(s.inflight_len(), 0);
     assert!(sent(&mut s, t0).is_empty());
     // A second PUBACK for the same id is stray now.
-    assert_eq!(s.handle_packet(t0, Packet::PubAck(mid)), Ok(None));
+    assert_eq!(s.handle_packet(t0, Packet::puback(mid)), Ok(None));
 }
 
 #[test]
@@ -431,19 +433,19 @@ fn qos2_outgoing_flow() {
         vec![publ("t", b"2", QoS::ExactlyOnce, mid, false)]
     );
     // PUBCOMP before PUBREC is the wrong stage: ignored.
-    assert_eq!(s.handle_packet(t0, Packet::PubComp(mid)), Ok(None));
+    assert_eq!(s.handle_packet(t0, Packet::pubcomp(mid)), Ok(None));
     assert_eq!(s.inflight_len(), 1);
     assert_eq!(
-        s.handle_packet(t0, Packet::PubRec(mid)),
+        s.handle_packet(t0, Packet::pubrec(mid)),
         Ok(Some(Incoming::PubRec(mid)))
     );
     assert_eq!(sent(&mut s, t0), vec![Out::PubRel(mid)]);
     assert_eq!(s.inflight_len(), 1);
     // PUBACK for a QoS 2 message is stray.
-    assert_eq!(s.handle_packet(t0, Packet::PubAck(mid)), Ok(None));
+    assert_eq!(s.handle_packet(t0, Packet::puback(mid)), Ok(None));
     assert_eq!(s.inflight_len(), 1);
     assert_eq!(
-        s.handle_packet(t0, Packet::PubComp(mid)),
+        s.handle_packet(t0, Packet::pubcomp(mid)),
         Ok(Some(Incoming::PubComp(mid)))
     );
     assert_eq!(s.inflight_len(), 0);
@@ -462,29 +464,29 @@ fn acks_in_any_order() {
     assert_eq!(s.inflight_len(), 4);
 
     assert_eq!(
-        s.handle_packet(t0, Packet::PubAck(c)),
+        s.handle_packet(t0, Packet::puback(c)),
         Ok(Some(Incoming::PubAck(c)))
     );
     assert_eq!(
-        s.handle_packet(t0, Packet::PubRec(d)),
+        s.handle_packet(t0, Packet::pubrec(d)),
         Ok(Some(Incoming::PubRec(d)))
     );
     assert_eq!(
-        s.handle_packet(t0, Packet::PubRec(b)),
+        s.handle_packet(t0, Packet::pubrec(b)),
         Ok(Some(Incoming::PubRec(b)))
     );
     assert_eq!(sent(&mut s, t0), vec![Out::PubRel(d), Out::PubRel(b)]);
     assert_eq!(
-        s.handle_packet(t0, Packet::PubComp(d)),
+        s.handle_packet(t0, Packet::pubcomp(d)),
         Ok(Some(Incoming::PubComp(d)))
     );
     assert_eq!(
-        s.handle_packet(t0, Packet::PubAck(a)),
+        s.handle_packet(t0, Packet::puback(a)),
         Ok(Some(Incoming::PubAck(a)))
     );
     assert_eq!(s.inflight_len(), 1);
     assert_eq!(
-        s.handle_packet(t0, Packet::PubComp(b)),
+        s.handle_packet(t0, Packet::pubcomp(b)),
         Ok(Some(Incoming::PubComp(b)))
     );
     assert_eq!(s.inflight_len(), 0);
@@ -498,31 +500,31 @@ fn stray_and_duplicate_acks() {
     sent(&mut s, t0);
 
     // Unknown ids.
-    assert_eq!(s.handle_packet(t0, Packet::PubAck(999)), Ok(None));
-    assert_eq!(s.handle_packet(t0, Packet::PubComp(999)), Ok(None));
+    assert_eq!(s.handle_packet(t0, Packet::puback(999)), Ok(None));
+    assert_eq!(s.handle_packet(t0, Packet::pubcomp(999)), Ok(None));
     assert!(sent(&mut s, t0).is_empty());
     // PUBREC for an unknown id is still released.
-    assert_eq!(s.handle_packet(t0, Packet::PubRec(999)), Ok(None));
+    assert_eq!(s.handle_packet(t0, Packet::pubrec(999)), Ok(None));
     assert_eq!(sent(&mut s, t0), vec![Out::PubRel(999)]);
     // PUBREC for a QoS 1 message: ignored, no PUBREL for an id in use.
-    assert_eq!(s.handle_packet(t0, Packet::PubRec(q1)), Ok(None));
+    assert_eq!(s.handle_packet(t0, Packet::pubrec(q1)), Ok(None));
     assert!(sent(&mut s, t0).is_empty());
     assert_eq!(s.inflight_len(), 2);
 
     // Duplicate PUBREC: PUBREL again, no second event.
     assert_eq!(
-        s.handle_packet(t0, Packet::PubRec(q2)),
+        s.handle_packet(t0, Packet::pubrec(q2)),
         Ok(Some(Incoming::PubRec(q2)))
     );
-    assert_eq!(s.handle_packet(t0, Packet::PubRec(q2)), Ok(None));
+    assert_eq!(s.handle_packet(t0, Packet::pubrec(q2)), Ok(None));
     assert_eq!(sent(&mut s, t0), vec![Out::PubRel(q2), Out::PubRel(q2)]);
     assert_eq!(
-        s.handle_packet(t0, Packet::PubComp(q2)),
+        s.handle_packet(t0, Packet::pubcomp(q2)),
         Ok(Some(Incoming::PubComp(q2)))
     );
-    assert_eq!(s.handle_packet(t0, Packet::PubComp(q2)), Ok(None));
+    assert_eq!(s.handle_packet(t0, Packet::pubcomp(q2)), Ok(None));
     assert_eq!(
-        s.handle_packet(t0, Packet::PubAck(q1)),
+        s.handle_packet(t0, Packet::puback(q1)),
         Ok(Some(Incoming::PubAck(q1)))
     );
     assert_eq!(s.inflight_len(), 0);
@@ -550,7 +552,7 @@ fn window_refills_after_acks() {
         (2, 3, 6)
     );
     // Acking the newer one first frees a slot all the same.
-    s.handle_packet(t0, Packet::PubAck(2)).unwrap();
+    s.handle_packet(t0, Packet::puback(2)).unwrap();
     assert_eq!(
         sent(&mut s, t0),
         vec![publ("t", &[2], QoS::AtLeastOnce, 3, false)]
@@ -562,8 +564,8 @@ fn window_refills_after_acks() {
         sent(&mut s, t0),
         vec![publ("z", b"", QoS::AtMostOnce, 0, false)]
     );
-    s.handle_packet(t0, Packet::PubAck(1)).unwrap();
-    s.handle_packet(t0, Packet::PubAck(3)).unwrap();
+    s.handle_packet(t0, Packet::puback(1)).unwrap();
+    s.handle_packet(t0, Packet::puback(3)).unwrap();
     assert_eq!(
         sent(&mut s, t0),
         vec![
@@ -764,7 +766,7 @@ fn ids_wrap_around_and_skip_ids_in_use() {
         );
         s.consume_transmit(t0, usize::MAX);
     }
-    s.handle_packet(t0, Packet::PubAck(1)).unwrap();
+    s.handle_packet(t0, Packet::puback(1)).unwrap();
     // 1 was freed; 2, 3 (in flight) and 4 (pending SUBSCRIBE) are skipped;
     // 5 was a QoS 0 id and never reserved; 0 is never used.
     assert_eq!(s.publish(t0, "t", b"", QoS::AtLeastOnce, false), Ok(1));
@@ -812,7 +814,7 @@ fn no_free_id_is_queue_full() {
     // Connect with a window of 100; acking one frees exactly that id.
     connect(&mut s, t0, false);
     assert_eq!(s.inflight_len(), 100);
-    s.handle_packet(t0, Packet::PubAck(42)).unwrap();
+    s.handle_packet(t0, Packet::puback(42)).unwrap();
     assert_eq!(s.inflight_len(), 100);
     assert_eq!(s.queued_len(), 65535 - 101);
     assert_eq!(s.publish(t0, "t", b"", QoS::AtLeastOnce, false), Ok(42));
@@ -873,7 +875,7 @@ fn incoming_qos2_is_held_and_delivered_once_on_pubrel() {
     assert_eq!(sent(&mut s, t0), vec![Out::PubRec(9)]);
     assert_eq!(s.held_incoming_len(), 1);
 
-    let ev = s.handle_packet(t0, Packet::PubRel(9)).unwrap();
+    let ev = s.handle_packet(t0, Packet::pubrel(9)).unwrap();
     let Some(Incoming::PubRel {
         mid: 9,
         message: Some(m),
@@ -896,7 +898,7 @@ fn incoming_qos2_is_held_and_delivered_once_on_pubrel() {
     assert_eq!(s.held_incoming_len(), 0);
     // A repeated PUBREL: completed again, nothing delivered.
     assert_eq!(
-        s.handle_packet(t0, Packet::PubRel(9)),
+        s.handle_packet(t0, Packet::pubrel(9)),
         Ok(Some(Incoming::PubRel {
             mid: 9,
             message: None
@@ -909,7 +911,7 @@ fn incoming_qos2_is_held_and_delivered_once_on_pubrel() {
 fn pubrel_for_unknown_id_is_completed() {
     let (mut s, t0) = connected(cfg());
     assert_eq!(
-        s.handle_packet(t0, Packet::PubRel(1234)),
+        s.handle_packet(t0, Packet::pubrel(1234)),
         Ok(Some(Incoming::PubRel {
             mid: 1234,
             message: None
@@ -937,7 +939,7 @@ fn too_many_incoming_qos2() {
     let p = incoming("q", b"", QoS::ExactlyOnce, 2, true);
     assert_eq!(s.handle_packet(t0, p), Ok(None));
     // After a release there is room again.
-    s.handle_packet(t0, Packet::PubRel(1)).unwrap();
+    s.handle_packet(t0, Packet::pubrel(1)).unwrap();
     let p = incoming("q", b"", QoS::ExactlyOnce, 3, false);
     assert!(s.handle_packet(t0, p).unwrap().is_some());
     assert_eq!(s.held_incoming_len(), 2);
@@ -954,7 +956,7 @@ fn three_in_flight() -> (Session, Instant) {
     assert_eq!(s.publish(t0, "t", b"1", QoS::AtLeastOnce, false), Ok(1));
     assert_eq!(s.publish(t0, "t", b"2", QoS::ExactlyOnce, false), Ok(2));
     assert_eq!(s.publish(t0, "t", b"3", QoS::ExactlyOnce, true), Ok(3));
-    s.handle_packet(t0, Packet::PubRec(3)).unwrap();
+    s.handle_packet(t0, Packet::pubrec(3)).unwrap();
     assert_eq!(sent(&mut s, t0).len(), 4);
     // Some unsent bytes are lost with the connection.
     s.handle_packet(t0, Packet::PingResp).unwrap();
@@ -981,15 +983,15 @@ fn reconnect_with_session_resends_dup_and_pubrel() {
     );
     // The flows continue where they were.
     assert_eq!(
-        s.handle_packet(t0, Packet::PubComp(3)),
+        s.handle_packet(t0, Packet::pubcomp(3)),
         Ok(Some(Incoming::PubComp(3)))
     );
     assert_eq!(
-        s.handle_packet(t0, Packet::PubRec(2)),
+        s.handle_packet(t0, Packet::pubrec(2)),
         Ok(Some(Incoming::PubRec(2)))
     );
     assert_eq!(
-        s.handle_packet(t0, Packet::PubAck(1)),
+        s.handle_packet(t0, Packet::puback(1)),
         Ok(Some(Incoming::PubAck(1)))
     );
     // A second reconnection resends the same way again (DUP is not sticky
@@ -1017,18 +1019,18 @@ fn reconnect_without_session_republishes_unacknowledged_and_gives_up_pubrecd_qos
     assert_eq!(s.take_unresolved(), Vec::<u16>::new());
     assert_eq!(s.inflight_len(), 2);
     // Its id is free again; a late PUBCOMP for it is stray.
-    assert_eq!(s.handle_packet(t0, Packet::PubComp(3)), Ok(None));
+    assert_eq!(s.handle_packet(t0, Packet::pubcomp(3)), Ok(None));
     assert_eq!(
-        s.handle_packet(t0, Packet::PubRec(2)),
+        s.handle_packet(t0, Packet::pubrec(2)),
         Ok(Some(Incoming::PubRec(2)))
     );
     assert_eq!(sent(&mut s, t0), vec![Out::PubRel(2)]);
     assert_eq!(
-        s.handle_packet(t0, Packet::PubComp(2)),
+        s.handle_packet(t0, Packet::pubcomp(2)),
         Ok(Some(Incoming::PubComp(2)))
     );
     assert_eq!(
-        s.handle_packet(t0, Packet::PubAck(1)),
+        s.handle_packet(t0, Packet::puback(1)),
         Ok(Some(Incoming::PubAck(1)))
     );
     assert_eq!(s.inflight_len(), 0);
@@ -1043,8 +1045,8 @@ fn pubrels_are_resent_in_pubrec_order() {
         s.publish(t0, "t", &[i], QoS::ExactlyOnce, false).unwrap();
     }
     sent(&mut s, t0);
-    s.handle_packet(t0, Packet::PubRec(2)).unwrap();
-    s.handle_packet(t0, Packet::PubRec(1)).unwrap();
+    s.handle_packet(t0, Packet::pubrec(2)).unwrap();
+    s.handle_packet(t0, Packet::pubrec(1)).unwrap();
     assert_eq!(sent(&mut s, t0), vec![Out::PubRel(2), Out::PubRel(1)]);
     s.connection_lost(t0);
     let out = connect(&mut s, ms(t0, 100), true);
@@ -1081,7 +1083,7 @@ fn an_id_reused_after_pubcomp_is_a_new_qos2_message() {
     let (mut s, t0) = connected(cfg());
     s.handle_packet(t0, incoming("t", b"first", QoS::ExactlyOnce, 9, false))
         .unwrap();
-    let released = s.handle_packet(t0, Packet::PubRel(9)).unwrap();
+    let released = s.handle_packet(t0, Packet::pubrel(9)).unwrap();
     assert!(
         matches!(released, Some(Incoming::PubRel { mid: 9, message: Some(m) }) if m.payload == b"first")
     );
@@ -1090,7 +1092,7 @@ fn an_id_reused_after_pubcomp_is_a_new_qos2_message() {
         .unwrap();
     assert_eq!(s.held_incoming_len(), 1);
     assert_eq!(sent(&mut s, t0), vec![Out::PubRec(9)]);
-    let released = s.handle_packet(t0, Packet::PubRel(9)).unwrap();
+    let released = s.handle_packet(t0, Packet::pubrel(9)).unwrap();
     assert!(
         matches!(released, Some(Incoming::PubRel { mid: 9, message: Some(m) }) if m.payload == b"second")
     );
@@ -1120,7 +1122,7 @@ fn resend_keeps_original_order_after_out_of_order_acks() {
     }
     sent(&mut s, t0);
     for id in [5, 2, 3] {
-        s.handle_packet(t0, Packet::PubAck(id)).unwrap();
+        s.handle_packet(t0, Packet::puback(id)).unwrap();
     }
     s.connection_lost(t0);
     let out = connect(&mut s, t0, true);
@@ -1155,7 +1157,7 @@ fn reconnect_resends_in_flight_then_requests_then_fills_the_window() {
         ]
     );
     // The window (1) is full; the ack of 1 lets 3 go.
-    s.handle_packet(t0, Packet::PubAck(1)).unwrap();
+    s.handle_packet(t0, Packet::puback(1)).unwrap();
     assert_eq!(
         sent(&mut s, t0),
         vec![publ("t", b"b", QoS::AtLeastOnce, 3, false)]
@@ -1171,7 +1173,7 @@ fn held_incoming_qos2_survives_only_with_the_session() {
     assert_eq!(s.held_incoming_len(), 1);
     connect(&mut s, t0, true);
     assert_eq!(s.held_incoming_len(), 1);
-    let ev = s.handle_packet(t0, Packet::PubRel(5)).unwrap();
+    let ev = s.handle_packet(t0, Packet::pubrel(5)).unwrap();
     assert!(matches!(
         ev,
         Some(Incoming::PubRel {
@@ -1209,13 +1211,15 @@ fn subscribe_and_unsubscribe_flows() {
     let ack = Packet::SubAck(SubAck {
         pkid: 77,
         return_codes: &[0],
+        properties: None,
     });
     assert_eq!(s.handle_packet(t0, ack), Ok(None));
-    assert_eq!(s.handle_packet(t0, Packet::UnsubAck(77)), Ok(None));
+    assert_eq!(s.handle_packet(t0, Packet::unsuback(77)), Ok(None));
     // Wrong number of return codes.
     let ack = Packet::SubAck(SubAck {
         pkid: mid,
         return_codes: &[1],
+        properties: None,
     });
     assert_eq!(s.handle_packet(t0, ack), Err(Error::ProtocolViolation));
 
@@ -1223,6 +1227,7 @@ fn subscribe_and_unsubscribe_flows() {
     let ack = Packet::SubAck(SubAck {
         pkid: mid,
         return_codes: &codes,
+        properties: None,
     });
     assert_eq!(
         s.handle_packet(t0, ack.clone()),
@@ -1249,10 +1254,11 @@ fn subscribe_and_unsubscribe_flows() {
     let ack = Packet::SubAck(SubAck {
         pkid: umid,
         return_codes: &[0],
+        properties: None,
     });
     assert_eq!(s.handle_packet(t0, ack), Ok(None));
     assert_eq!(
-        s.handle_packet(t0, Packet::UnsubAck(umid)),
+        s.handle_packet(t0, Packet::unsuback(umid)),
         Ok(Some(Incoming::UnsubAck(umid)))
     );
     assert_eq!(s.subscriptions().count(), 0);
@@ -1283,6 +1289,7 @@ fn subscribe_offline_is_sent_after_connack_with_the_same_id() {
         Packet::SubAck(SubAck {
             pkid: mid,
             return_codes: &[0],
+            properties: None,
         }),
     );
     assert!(ev.unwrap().starts_with("SubAck"));
@@ -1301,6 +1308,7 @@ fn subscribed(filters: &[(&str, QoS)], resubscribe: bool) -> (Session, Instant) 
         Packet::SubAck(SubAck {
             pkid: mid,
             return_codes: &codes,
+            properties: None,
         }),
     )
     .unwrap();
@@ -1326,6 +1334,7 @@ fn resubscribe_after_a_lost_session() {
     let ack = Packet::SubAck(SubAck {
         pkid: *id,
         return_codes: &[1, 2],
+        properties: None,
     });
     assert_eq!(s.handle_packet(t0, ack), Ok(None));
     assert_eq!(s.pending_requests_len(), 0);
@@ -1370,10 +1379,11 @@ fn resubscribe_skips_filters_covered_by_pending_requests() {
         Packet::SubAck(SubAck {
             pkid: sub,
             return_codes: &[2],
+            properties: None,
         }),
     );
     assert!(ev.is_some());
-    s.handle_packet(t0, Packet::UnsubAck(unsub)).unwrap();
+    s.handle_packet(t0, Packet::unsuback(unsub)).unwrap();
     assert_eq!(
         s.subscriptions().collect::<Vec<_>>(),
         vec![("a", QoS::ExactlyOnce), ("c", QoS::AtMostOnce)]
@@ -1550,7 +1560,7 @@ fn disconnecting_still_processes_acks_but_queues_new_messages() {
     let mid = s.publish(t0, "t", b"", QoS::AtLeastOnce, false).unwrap();
     s.disconnect(t0).unwrap();
     assert_eq!(
-        s.handle_packet(t0, Packet::PubAck(mid)),
+        s.handle_packet(t0, Packet::puback(mid)),
         Ok(Some(Incoming::PubAck(mid)))
     );
     assert_eq!(
@@ -1672,11 +1682,11 @@ mod properties {
                     }
                     Op::Ack(kind, id) => {
                         let packet = match kind {
-                            0 => Packet::PubAck(id),
-                            1 => Packet::PubRec(id),
-                            2 => Packet::PubComp(id),
-                            3 => Packet::UnsubAck(id),
-                            _ => Packet::SubAck(SubAck { pkid: id, return_codes: &[1] }),
+                            0 => Packet::puback(id),
+                            1 => Packet::pubrec(id),
+                            2 => Packet::pubcomp(id),
+                            3 => Packet::unsuback(id),
+                            _ => Packet::SubAck(SubAck { pkid: id, return_codes: &[1], properties: None }),
                         };
                         if let Ok(Some(
                             Incoming::PubAck(m)
@@ -1694,7 +1704,7 @@ mod properties {
                         let _ = s.handle_packet(now, incoming("t", b"x", qos, pkid, false));
                     }
                     Op::PubRel(id) => {
-                        let _ = s.handle_packet(now, Packet::PubRel(id));
+                        let _ = s.handle_packet(now, Packet::pubrel(id));
                     }
                     Op::Reconnect(present) => {
                         s.connection_lost(now);

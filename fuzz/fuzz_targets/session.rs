@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 use mqtt::Error;
 use mqtt::protocol::codec::{
-    self, ConnAck, ConnectReturnCode, Decoded, Packet, Publish, QoS, SubAck, Subscribe, Unsubscribe,
+    self, Ack, ConnAck, ConnectReturnCode, Decoded, Packet, Publish, QoS, SubAck, Subscribe,
+    Unsubscribe,
 };
 use mqtt::protocol::session::{ConnectionState, Incoming, Session, SessionConfig};
 
@@ -261,7 +262,7 @@ impl Harness {
         match incoming {
             Incoming::ConnAck(ack) => {
                 assert!(was_awaiting, "CONNACK event outside the handshake");
-                if ack.code != ConnectReturnCode::Accepted {
+                if ack.code() != Some(ConnectReturnCode::Accepted) {
                     assert_eq!(self.session.state(), ConnectionState::Disconnected);
                     assert!(self.session.pending_transmit().is_empty());
                     self.lose();
@@ -347,11 +348,11 @@ impl Harness {
         let payload = input.bytes(payload_len).to_vec();
         let topic = TOPICS[input.below(6)];
         let packet = match input.below(16) {
-            0 => Packet::ConnAck(ConnAck {
-                session_present: input.bool(),
-                code: ConnectReturnCode::from_u8(input.u8() % 8 % 6)
+            0 => Packet::ConnAck(ConnAck::new(
+                input.bool(),
+                ConnectReturnCode::from_u8(input.u8() % 8 % 6)
                     .unwrap_or(ConnectReturnCode::Accepted),
-            }),
+            )),
             1..=3 => {
                 let qos = input.qos();
                 Packet::Publish(Publish {
@@ -361,26 +362,30 @@ impl Harness {
                     topic,
                     pkid: if qos == QoS::AtMostOnce { 0 } else { id },
                     payload: &payload,
+                    properties: None,
                 })
             }
-            4 | 5 => Packet::PubAck(id),
-            6 => Packet::PubRec(id),
-            7 | 8 => Packet::PubRel(id),
-            9 => Packet::PubComp(id),
+            4 | 5 => Packet::puback(id),
+            6 => Packet::pubrec(id),
+            7 | 8 => Packet::pubrel(id),
+            9 => Packet::pubcomp(id),
             10 => Packet::SubAck(SubAck {
                 pkid: id,
                 return_codes: &codes_buf,
+                properties: None,
             }),
-            11 => Packet::UnsubAck(id),
+            11 => Packet::unsuback(id),
             12 => Packet::PingResp,
             13 => Packet::PingReq,
             14 => Packet::Subscribe(Subscribe {
                 pkid: id.max(1),
-                filters: vec![("a", QoS::AtMostOnce)],
+                filters: vec![("a", QoS::AtMostOnce.into())],
+                properties: None,
             }),
             _ => Packet::Unsubscribe(Unsubscribe {
                 pkid: id.max(1),
                 filters: vec!["a"],
+                properties: None,
             }),
         };
         let mut bytes = Vec::new();
@@ -416,8 +421,8 @@ impl Harness {
                         Packet::Publish(p) => ids.push(p.pkid),
                         Packet::Subscribe(s) => ids.push(s.pkid),
                         Packet::Unsubscribe(u) => ids.push(u.pkid),
-                        Packet::PubRel(id) => ids.push(id),
-                        Packet::Disconnect => self.disconnect_written = true,
+                        Packet::PubRel(Ack { pkid, .. }) => ids.push(pkid),
+                        Packet::Disconnect(_) => self.disconnect_written = true,
                         _ => {}
                     }
                     self.written_packets += 1;
@@ -510,7 +515,7 @@ impl Harness {
                 Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
                     panic!("server packet {packet:?} from the client")
                 }
-                Packet::Disconnect => disconnect = true,
+                Packet::Disconnect(_) => disconnect = true,
                 _ => assert_ne!(
                     s.state(),
                     ConnectionState::AwaitingConnAck,

@@ -1,11 +1,21 @@
-//! Every MQTT 3.1.1 control packet: encoding into a caller's buffer and strict,
-//! allocation-bounded decoding from a byte slice.
+//! Every MQTT 3.1.1 and MQTT 5.0 control packet: encoding into a caller's
+//! buffer and strict, allocation-bounded decoding from a byte slice.
 //!
-//! Decoding borrows strings and payloads from the input so the receive hot path
-//! copies nothing; encoding appends to a caller-owned `Vec<u8>` whose capacity is
-//! reused from packet to packet.
+//! Decoding borrows strings, payloads and properties from the input so the
+//! receive hot path copies nothing; encoding appends to a caller-owned
+//! `Vec<u8>` whose capacity is reused from packet to packet.
+//!
+//! One packet type serves both versions: a packet carrying `properties:
+//! Some(..)` (even empty) is in MQTT 5 form, one with `None` in 3.1.1 form, so
+//! encoding needs no version. Decoding does: [`decode`] and [`decode_body`]
+//! read MQTT 3.1.1, [`decode_as`] and [`decode_body_as`] either version.
 
 use std::fmt;
+
+use crate::protocol::properties::{self, property_name};
+pub use crate::protocol::properties::{
+    Properties, PropertiesBuf, Property, PropertyContext, PropertyType,
+};
 
 /// Default limit on the size of one incoming packet (fixed header included).
 pub const DEFAULT_MAX_PACKET_SIZE: usize = 4 * 1024 * 1024;
@@ -62,14 +72,66 @@ impl ConnectReturnCode {
 /// SUBACK return code for a refused filter.
 pub const SUBACK_FAILURE: u8 = 0x80;
 
+/// The protocol a connection speaks: the CONNECT's protocol level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ProtocolVersion {
+    /// MQTT 3.1.1 (protocol level 4).
+    V311 = 4,
+    /// MQTT 5.0 (protocol level 5).
+    V5 = 5,
+}
+
+/// Whether `code` is a reason code MQTT 5.0 allows in packets of type
+/// `packet_type` (CONNACK 2, PUBACK 4, PUBREC 5, PUBREL 6, PUBCOMP 7, SUBACK 9,
+/// UNSUBACK 11, DISCONNECT 14, AUTH 15); `false` for the other types.
+pub fn valid_reason_code(packet_type: u8, code: u8) -> bool {
+    match packet_type {
+        // Table 3-1.
+        2 => matches!(
+            code,
+            0x00 | 0x80..=0x8A | 0x8C | 0x90 | 0x95 | 0x97 | 0x99..=0x9D | 0x9F
+        ),
+        // Tables 3-4 and 3-5.
+        4 | 5 => matches!(
+            code,
+            0x00 | 0x10 | 0x80 | 0x83 | 0x87 | 0x90 | 0x91 | 0x97 | 0x99
+        ),
+        // Tables 3-6 and 3-7.
+        6 | 7 => matches!(code, 0x00 | 0x92),
+        // Table 3-8.
+        9 => matches!(
+            code,
+            0x00 | 0x01 | 0x02 | 0x80 | 0x83 | 0x87 | 0x8F | 0x91 | 0x97 | 0x9E | 0xA1 | 0xA2
+        ),
+        // Table 3-9.
+        11 => matches!(code, 0x00 | 0x11 | 0x80 | 0x83 | 0x87 | 0x8F | 0x91),
+        // Table 3-10, plus 0x8C (Bad authentication method), which table 2-6
+        // lists for DISCONNECT too.
+        14 => matches!(
+            code,
+            0x00 | 0x04 | 0x80..=0x83 | 0x87 | 0x89 | 0x8B..=0x90 | 0x93..=0xA2
+        ),
+        // Table 3-11.
+        15 => matches!(code, 0x00 | 0x18 | 0x19),
+        _ => false,
+    }
+}
+
+/// The last will of a CONNECT. `properties` (the will properties) is `Some`
+/// exactly when the CONNECT is in MQTT 5 form.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LastWill<'a> {
     pub topic: &'a str,
     pub payload: &'a [u8],
     pub qos: QoS,
     pub retain: bool,
+    pub properties: Option<Properties<'a>>,
 }
 
+/// A CONNECT: protocol level 4 when `properties` is `None`, 5 when `Some`.
+/// In MQTT 5 `clean_session` is the Clean Start flag, and a password may
+/// come without a user name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Connect<'a> {
     pub client_id: &'a str,
@@ -78,15 +140,55 @@ pub struct Connect<'a> {
     pub will: Option<LastWill<'a>>,
     pub username: Option<&'a str>,
     pub password: Option<&'a [u8]>,
+    pub properties: Option<Properties<'a>>,
 }
 
+impl Connect<'_> {
+    pub fn version(&self) -> ProtocolVersion {
+        if self.properties.is_some() {
+            ProtocolVersion::V5
+        } else {
+            ProtocolVersion::V311
+        }
+    }
+}
+
+/// A CONNACK. In 3.1.1 form (`properties: None`) `reason_code` is a return
+/// code 0..=5 (see [`ConnAck::code`]); in MQTT 5 form a CONNACK reason code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConnAck {
+pub struct ConnAck<'a> {
     pub session_present: bool,
-    pub code: ConnectReturnCode,
+    pub reason_code: u8,
+    pub properties: Option<Properties<'a>>,
+}
+
+impl ConnAck<'_> {
+    /// A CONNACK in 3.1.1 form.
+    pub fn new(session_present: bool, code: ConnectReturnCode) -> ConnAck<'static> {
+        ConnAck {
+            session_present,
+            reason_code: code as u8,
+            properties: None,
+        }
+    }
+
+    /// The 3.1.1 return code; `None` for a CONNACK in MQTT 5 form.
+    pub fn code(&self) -> Option<ConnectReturnCode> {
+        if self.properties.is_some() {
+            None
+        } else {
+            ConnectReturnCode::from_u8(self.reason_code)
+        }
+    }
+
+    /// Whether the connection was accepted (return or reason code 0).
+    pub fn is_success(&self) -> bool {
+        self.reason_code == 0
+    }
 }
 
 /// A PUBLISH. `pkid` is 0 for QoS 0 (no packet identifier on the wire).
+/// In MQTT 5 form the topic may be empty when a Topic Alias property is present.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Publish<'a> {
     pub dup: bool,
@@ -95,43 +197,130 @@ pub struct Publish<'a> {
     pub topic: &'a str,
     pub pkid: u16,
     pub payload: &'a [u8],
+    pub properties: Option<Properties<'a>>,
+}
+
+/// PUBACK, PUBREC, PUBREL or PUBCOMP. In 3.1.1 form (`properties: None`)
+/// `reason_code` must be 0. In MQTT 5 form the encoding is as short as the
+/// content allows: 2 bytes for reason 0 without properties, 3 with another
+/// reason code and no properties; decoding always yields `Some` properties.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ack<'a> {
+    pub pkid: u16,
+    pub reason_code: u8,
+    pub properties: Option<Properties<'a>>,
+}
+
+impl Ack<'_> {
+    /// The 3.1.1 form: reason 0, no properties.
+    pub fn new(pkid: u16) -> Ack<'static> {
+        Ack {
+            pkid,
+            reason_code: 0,
+            properties: None,
+        }
+    }
+}
+
+/// The options byte of one SUBSCRIBE entry. 3.1.1 only has `qos`; the rest
+/// must keep their defaults there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    pub qos: QoS,
+    pub no_local: bool,
+    pub retain_as_published: bool,
+    /// 0: send retained messages at subscribe, 1: only for a new
+    /// subscription, 2: never. 3 is a protocol error.
+    pub retain_handling: u8,
+}
+
+impl From<QoS> for SubscribeOptions {
+    fn from(qos: QoS) -> SubscribeOptions {
+        SubscribeOptions {
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: 0,
+        }
+    }
+}
+
+impl SubscribeOptions {
+    /// The options byte.
+    pub fn to_byte(self) -> u8 {
+        self.qos as u8
+            | (self.no_local as u8) << 2
+            | (self.retain_as_published as u8) << 3
+            | (self.retain_handling & 3) << 4
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Subscribe<'a> {
     pub pkid: u16,
-    pub filters: Vec<(&'a str, QoS)>,
+    pub filters: Vec<(&'a str, SubscribeOptions)>,
+    pub properties: Option<Properties<'a>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SubAck<'a> {
     pub pkid: u16,
-    /// One per requested filter: 0, 1, 2 or `SUBACK_FAILURE`.
+    /// One per requested filter. 3.1.1: 0, 1, 2 or `SUBACK_FAILURE`; MQTT 5:
+    /// a SUBACK reason code.
     pub return_codes: &'a [u8],
+    pub properties: Option<Properties<'a>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unsubscribe<'a> {
     pub pkid: u16,
     pub filters: Vec<&'a str>,
+    pub properties: Option<Properties<'a>>,
+}
+
+/// An UNSUBACK. 3.1.1 form: no reason codes, `properties: None`; MQTT 5 form:
+/// one reason code per filter (at least one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnsubAck<'a> {
+    pub pkid: u16,
+    pub reason_codes: &'a [u8],
+    pub properties: Option<Properties<'a>>,
+}
+
+/// A DISCONNECT. 3.1.1 form: reason 0, `properties: None` (no body).
+/// MQTT 5 form: 0 bytes for reason 0 without properties, 1 byte for another
+/// reason code without properties; decoding always yields `Some` properties.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Disconnect<'a> {
+    pub reason_code: u8,
+    pub properties: Option<Properties<'a>>,
+}
+
+/// An AUTH (MQTT 5 only, so `properties` must be `Some`). Reason 0 without
+/// properties encodes as an empty body; decoding always yields `Some`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Auth<'a> {
+    pub reason_code: u8,
+    pub properties: Option<Properties<'a>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Packet<'a> {
     Connect(Connect<'a>),
-    ConnAck(ConnAck),
+    ConnAck(ConnAck<'a>),
     Publish(Publish<'a>),
-    PubAck(u16),
-    PubRec(u16),
-    PubRel(u16),
-    PubComp(u16),
+    PubAck(Ack<'a>),
+    PubRec(Ack<'a>),
+    PubRel(Ack<'a>),
+    PubComp(Ack<'a>),
     Subscribe(Subscribe<'a>),
     SubAck(SubAck<'a>),
     Unsubscribe(Unsubscribe<'a>),
-    UnsubAck(u16),
+    UnsubAck(UnsubAck<'a>),
     PingReq,
     PingResp,
-    Disconnect,
+    Disconnect(Disconnect<'a>),
+    Auth(Auth<'a>),
 }
 
 /// Why bytes could not be decoded (or a packet could not be encoded).
@@ -144,7 +333,7 @@ pub enum CodecError {
         size: usize,
         max: usize,
     },
-    /// Packet type 0 or 15.
+    /// Packet type 0, or 15 (AUTH) outside MQTT 5.
     ReservedPacketType(u8),
     /// Fixed-header flag bits that the spec fixes to other values.
     InvalidFlags {
@@ -167,9 +356,9 @@ pub enum CodecError {
     InvalidProtocolName,
     InvalidProtocolLevel(u8),
     InvalidConnectFlags(u8),
-    /// SUBACK return code other than 0, 1, 2 or 0x80.
+    /// SUBACK return code other than 0, 1, 2 or 0x80 (3.1.1).
     InvalidSubackCode(u8),
-    /// SUBSCRIBE, UNSUBSCRIBE or SUBACK without a single entry.
+    /// SUBSCRIBE, UNSUBSCRIBE, SUBACK or MQTT 5 UNSUBACK without a single entry.
     EmptyPayload,
     /// A topic name containing a wildcard or an invalid topic filter.
     InvalidTopic,
@@ -177,6 +366,66 @@ pub enum CodecError {
     FieldTooLong,
     /// The packet would need a remaining length above 268,435,455 (encoding only).
     PacketTooLongToEncode,
+    /// A Variable Byte Integer inside the packet (a property length or a
+    /// Subscription Identifier) that does not end within 4 bytes.
+    MalformedVarInt,
+    /// A property identifier MQTT 5.0 does not define.
+    UnknownProperty(u8),
+    /// A property the packet (or the will properties) may not carry.
+    PropertyNotAllowed {
+        id: u8,
+        context: PropertyContext,
+    },
+    /// A property that may appear once appears again (protocol error).
+    DuplicateProperty(u8),
+    /// A property value outside its range, e.g. a flag other than 0 or 1 or
+    /// a Topic Alias of 0 (protocol error).
+    InvalidPropertyValue(u8),
+    /// A `PropertiesBuf::push_*` call for a property of another type (encoding only).
+    WrongPropertyType(u8),
+    /// A reason code the packet type does not allow (protocol error).
+    InvalidReasonCode {
+        packet_type: u8,
+        code: u8,
+    },
+    /// An MQTT 5 PUBLISH with an empty topic and no Topic Alias (protocol error).
+    EmptyTopicWithoutAlias,
+    /// MQTT 5 subscription options with reserved bits 6-7 set.
+    InvalidSubscribeOptions(u8),
+    /// MQTT 5 subscription options with Retain Handling 3 (protocol error).
+    InvalidRetainHandling(u8),
+    /// No Local on a shared subscription (`$share/...`) (protocol error).
+    NoLocalOnSharedSubscription,
+    /// A packet mixing the two protocol versions, e.g. will properties on a
+    /// 3.1.1 CONNECT, or a reason code on a 3.1.1 PUBACK (encoding only).
+    VersionMismatch(&'static str),
+}
+
+impl CodecError {
+    /// Whether MQTT 5 calls this a Protocol Error (reason code 0x82) rather
+    /// than a Malformed Packet (0x81): the packet parses but breaks a rule.
+    pub fn is_protocol_error(&self) -> bool {
+        matches!(
+            self,
+            CodecError::DuplicateProperty(_)
+                | CodecError::InvalidPropertyValue(_)
+                | CodecError::InvalidReasonCode { .. }
+                | CodecError::EmptyTopicWithoutAlias
+                | CodecError::InvalidRetainHandling(_)
+                | CodecError::NoLocalOnSharedSubscription
+        )
+    }
+
+    /// The MQTT 5 reason code a DISCONNECT sent because of this error
+    /// carries: 0x95 (Packet too large), 0x82 (Protocol Error) or 0x81
+    /// (Malformed Packet).
+    pub fn reason_code(&self) -> u8 {
+        match self {
+            CodecError::PacketTooLarge { .. } => 0x95,
+            e if e.is_protocol_error() => 0x82,
+            _ => 0x81,
+        }
+    }
 }
 
 impl fmt::Display for CodecError {
@@ -209,6 +458,49 @@ impl fmt::Display for CodecError {
             CodecError::InvalidTopic => write!(f, "invalid topic"),
             CodecError::FieldTooLong => write!(f, "field longer than 65535 bytes"),
             CodecError::PacketTooLongToEncode => write!(f, "packet too long to encode"),
+            CodecError::MalformedVarInt => {
+                write!(f, "variable byte integer longer than 4 bytes")
+            }
+            CodecError::UnknownProperty(id) => write!(f, "unknown property identifier {id:#04x}"),
+            CodecError::PropertyNotAllowed { id, context } => write!(
+                f,
+                "property {id:#04x} ({}) not allowed in {}",
+                property_name(*id),
+                context.name()
+            ),
+            CodecError::DuplicateProperty(id) => write!(
+                f,
+                "property {id:#04x} ({}) included more than once",
+                property_name(*id)
+            ),
+            CodecError::InvalidPropertyValue(id) => write!(
+                f,
+                "invalid value for property {id:#04x} ({})",
+                property_name(*id)
+            ),
+            CodecError::WrongPropertyType(id) => write!(
+                f,
+                "property {id:#04x} ({}) has another value type",
+                property_name(*id)
+            ),
+            CodecError::InvalidReasonCode { packet_type, code } => write!(
+                f,
+                "reason code {code:#04x} not allowed in {}",
+                packet_type_name(*packet_type)
+            ),
+            CodecError::EmptyTopicWithoutAlias => {
+                write!(f, "PUBLISH with an empty topic and no Topic Alias")
+            }
+            CodecError::InvalidSubscribeOptions(b) => {
+                write!(f, "reserved bits set in subscription options {b:#04x}")
+            }
+            CodecError::InvalidRetainHandling(b) => {
+                write!(f, "retain handling 3 in subscription options {b:#04x}")
+            }
+            CodecError::NoLocalOnSharedSubscription => {
+                write!(f, "No Local set on a shared subscription")
+            }
+            CodecError::VersionMismatch(what) => write!(f, "{what}"),
         }
     }
 }
@@ -245,7 +537,7 @@ impl FixedHeader {
 }
 
 /// The MQTT name of a control packet type ("PUBLISH" for 3); "reserved"
-/// for 0, 15 and anything else.
+/// for 0 and anything above 15.
 pub fn packet_type_name(packet_type: u8) -> &'static str {
     match packet_type {
         1 => "CONNECT",
@@ -262,22 +554,32 @@ pub fn packet_type_name(packet_type: u8) -> &'static str {
         12 => "PINGREQ",
         13 => "PINGRESP",
         14 => "DISCONNECT",
+        15 => "AUTH",
         _ => "reserved",
     }
 }
 
-/// Parse the fixed header, enforcing `max_packet_size` before any payload is
-/// looked at, so a peer announcing a huge packet costs nothing.
-/// `Ok(Err(n))` means at least `n` more bytes are needed.
+/// Parse the fixed header of an MQTT 3.1.1 packet, enforcing
+/// `max_packet_size` before any payload is looked at, so a peer announcing a
+/// huge packet costs nothing. `Ok(Err(n))` means at least `n` more bytes are needed.
 pub fn parse_fixed_header(
     buf: &[u8],
     max_packet_size: usize,
+) -> Result<Result<FixedHeader, usize>, CodecError> {
+    parse_fixed_header_as(buf, max_packet_size, ProtocolVersion::V311)
+}
+
+/// [`parse_fixed_header`] for `version`: type 15 (AUTH) is reserved in 3.1.1 only.
+pub fn parse_fixed_header_as(
+    buf: &[u8],
+    max_packet_size: usize,
+    version: ProtocolVersion,
 ) -> Result<Result<FixedHeader, usize>, CodecError> {
     let Some(&byte1) = buf.first() else {
         return Ok(Err(2));
     };
     let packet_type = byte1 >> 4;
-    if packet_type == 0 || packet_type == 15 {
+    if packet_type == 0 || (packet_type == 15 && version == ProtocolVersion::V311) {
         return Err(CodecError::ReservedPacketType(packet_type));
     }
     let mut remaining_length = 0usize;
@@ -309,9 +611,20 @@ pub fn parse_fixed_header(
     Ok(Ok(header))
 }
 
-/// Decode one packet from the front of `buf`.
+/// Decode one MQTT 3.1.1 packet from the front of `buf`.
 pub fn decode(buf: &[u8], max_packet_size: usize) -> Result<Decoded<'_>, CodecError> {
-    let header = match parse_fixed_header(buf, max_packet_size)? {
+    decode_as(buf, max_packet_size, ProtocolVersion::V311)
+}
+
+/// Decode one packet of a connection speaking `version` from the front of
+/// `buf`. A CONNECT is decoded by its own protocol level whatever `version`
+/// says.
+pub fn decode_as(
+    buf: &[u8],
+    max_packet_size: usize,
+    version: ProtocolVersion,
+) -> Result<Decoded<'_>, CodecError> {
+    let header = match parse_fixed_header_as(buf, max_packet_size, version)? {
         Ok(h) => h,
         Err(needed) => return Ok(Decoded::Incomplete(needed)),
     };
@@ -320,12 +633,24 @@ pub fn decode(buf: &[u8], max_packet_size: usize) -> Result<Decoded<'_>, CodecEr
         return Ok(Decoded::Incomplete(frame_len - buf.len()));
     }
     let body = &buf[header.header_len..frame_len];
-    let packet = decode_body(header.byte1, body)?;
+    let packet = decode_body_as(header.byte1, body, version)?;
     Ok(Decoded::Packet(packet, frame_len))
 }
 
-/// Decode the variable header and payload of a packet whose fixed header is known.
+/// Decode the variable header and payload of an MQTT 3.1.1 packet whose
+/// fixed header is known.
 pub fn decode_body(byte1: u8, body: &[u8]) -> Result<Packet<'_>, CodecError> {
+    decode_body_as(byte1, body, ProtocolVersion::V311)
+}
+
+/// [`decode_body`] for a connection speaking `version`. MQTT 5 packets come
+/// back with `Some` properties (`Properties::EMPTY` when the wire omitted them).
+pub fn decode_body_as(
+    byte1: u8,
+    body: &[u8],
+    version: ProtocolVersion,
+) -> Result<Packet<'_>, CodecError> {
+    let v5 = version == ProtocolVersion::V5;
     let packet_type = byte1 >> 4;
     let flags = byte1 & 0x0f;
     let expect_flags = |want: u8| {
@@ -333,6 +658,13 @@ pub fn decode_body(byte1: u8, body: &[u8]) -> Result<Packet<'_>, CodecError> {
             Ok(())
         } else {
             Err(CodecError::InvalidFlags { packet_type, flags })
+        }
+    };
+    let check_reason = |code: u8| {
+        if valid_reason_code(packet_type, code) {
+            Ok(code)
+        } else {
+            Err(CodecError::InvalidReasonCode { packet_type, code })
         }
     };
     let mut r = Reader { buf: body, pos: 0 };
@@ -348,15 +680,21 @@ pub fn decode_body(byte1: u8, body: &[u8]) -> Result<Packet<'_>, CodecError> {
             if ack_flags & 0xfe != 0 {
                 return Err(CodecError::InvalidConnackFlags(ack_flags));
             }
-            let code =
+            let properties = if v5 {
+                check_reason(code)?;
+                Some(r.properties(PropertyContext::ConnAck)?)
+            } else {
                 ConnectReturnCode::from_u8(code).ok_or(CodecError::InvalidConnackCode(code))?;
+                None
+            };
             let session_present = ack_flags & 1 == 1;
-            if session_present && code != ConnectReturnCode::Accepted {
+            if session_present && code != 0 {
                 return Err(CodecError::InvalidConnackFlags(ack_flags));
             }
             Packet::ConnAck(ConnAck {
                 session_present,
-                code,
+                reason_code: code,
+                properties,
             })
         }
         3 => {
@@ -367,10 +705,21 @@ pub fn decode_body(byte1: u8, body: &[u8]) -> Result<Packet<'_>, CodecError> {
                 return Err(CodecError::InvalidFlags { packet_type, flags });
             }
             let topic = r.string()?;
-            if !crate::protocol::topic::valid_topic_name(topic) {
+            // An empty MQTT 5 topic stands for a Topic Alias, checked below.
+            let aliased = v5 && topic.is_empty();
+            if !aliased && !crate::protocol::topic::valid_topic_name(topic) {
                 return Err(CodecError::InvalidTopic);
             }
             let pkid = if qos == QoS::AtMostOnce { 0 } else { r.pkid()? };
+            let properties = if v5 {
+                let properties = r.properties(PropertyContext::Publish)?;
+                if topic.is_empty() && properties.get(properties::TOPIC_ALIAS).is_none() {
+                    return Err(CodecError::EmptyTopicWithoutAlias);
+                }
+                Some(properties)
+            } else {
+                None
+            };
             let payload = r.rest();
             return Ok(Packet::Publish(Publish {
                 dup,
@@ -379,60 +728,109 @@ pub fn decode_body(byte1: u8, body: &[u8]) -> Result<Packet<'_>, CodecError> {
                 topic,
                 pkid,
                 payload,
+                properties,
             }));
         }
-        4 => {
-            expect_flags(0)?;
-            Packet::PubAck(r.pkid()?)
-        }
-        5 => {
-            expect_flags(0)?;
-            Packet::PubRec(r.pkid()?)
-        }
-        6 => {
-            expect_flags(0b0010)?;
-            Packet::PubRel(r.pkid()?)
-        }
-        7 => {
-            expect_flags(0)?;
-            Packet::PubComp(r.pkid()?)
+        4..=7 => {
+            expect_flags(if packet_type == 6 { 0b0010 } else { 0 })?;
+            let pkid = r.pkid()?;
+            let (reason_code, properties) = if v5 {
+                let reason_code = if r.is_empty() {
+                    0
+                } else {
+                    check_reason(r.u8()?)?
+                };
+                let properties = if r.is_empty() {
+                    Properties::EMPTY
+                } else {
+                    r.properties(ack_context(packet_type))?
+                };
+                (reason_code, Some(properties))
+            } else {
+                (0, None)
+            };
+            let ack = Ack {
+                pkid,
+                reason_code,
+                properties,
+            };
+            match packet_type {
+                4 => Packet::PubAck(ack),
+                5 => Packet::PubRec(ack),
+                6 => Packet::PubRel(ack),
+                _ => Packet::PubComp(ack),
+            }
         }
         8 => {
             expect_flags(0b0010)?;
             let pkid = r.pkid()?;
+            let properties = if v5 {
+                Some(r.properties(PropertyContext::Subscribe)?)
+            } else {
+                None
+            };
             let mut filters = Vec::new();
             while !r.is_empty() {
                 let filter = r.string()?;
                 if !crate::protocol::topic::valid_topic_filter(filter) {
                     return Err(CodecError::InvalidTopic);
                 }
-                let options = r.u8()?;
-                if options & 0xfc != 0 {
-                    return Err(CodecError::InvalidQoS(options));
-                }
-                let qos = QoS::from_u8(options).ok_or(CodecError::InvalidQoS(options))?;
-                filters.push((filter, qos));
+                let byte = r.u8()?;
+                let options = if v5 {
+                    decode_subscribe_options(filter, byte)?
+                } else {
+                    if byte & 0xfc != 0 {
+                        return Err(CodecError::InvalidQoS(byte));
+                    }
+                    QoS::from_u8(byte)
+                        .ok_or(CodecError::InvalidQoS(byte))?
+                        .into()
+                };
+                filters.push((filter, options));
             }
             if filters.is_empty() {
                 return Err(CodecError::EmptyPayload);
             }
-            return Ok(Packet::Subscribe(Subscribe { pkid, filters }));
+            return Ok(Packet::Subscribe(Subscribe {
+                pkid,
+                filters,
+                properties,
+            }));
         }
         9 => {
             expect_flags(0)?;
             let pkid = r.pkid()?;
+            let properties = if v5 {
+                Some(r.properties(PropertyContext::SubAck)?)
+            } else {
+                None
+            };
             let return_codes = r.rest();
             if return_codes.is_empty() {
                 return Err(CodecError::EmptyPayload);
             }
-            if let Some(&bad) = return_codes.iter().find(|&&c| c > 2 && c != SUBACK_FAILURE) {
+            if v5 {
+                for &code in return_codes {
+                    check_reason(code)?;
+                }
+            } else if let Some(&bad) = return_codes.iter().find(|&&c| c > 2 && c != SUBACK_FAILURE)
+            {
                 return Err(CodecError::InvalidSubackCode(bad));
             }
-            return Ok(Packet::SubAck(SubAck { pkid, return_codes }));
+            return Ok(Packet::SubAck(SubAck {
+                pkid,
+                return_codes,
+                properties,
+            }));
         }
         10 => {
             expect_flags(0b0010)?;
             let pkid = r.pkid()?;
+            let properties = if v5 {
+                Some(r.properties(PropertyContext::Unsubscribe)?)
+            } else {
+                None
+            };
             let mut filters = Vec::new();
             while !r.is_empty() {
                 let filter = r.string()?;
@@ -444,11 +842,31 @@ pub fn decode_body(byte1: u8, body: &[u8]) -> Result<Packet<'_>, CodecError> {
             if filters.is_empty() {
                 return Err(CodecError::EmptyPayload);
             }
-            return Ok(Packet::Unsubscribe(Unsubscribe { pkid, filters }));
+            return Ok(Packet::Unsubscribe(Unsubscribe {
+                pkid,
+                filters,
+                properties,
+            }));
         }
         11 => {
             expect_flags(0)?;
-            Packet::UnsubAck(r.pkid()?)
+            let pkid = r.pkid()?;
+            if v5 {
+                let properties = r.properties(PropertyContext::UnsubAck)?;
+                let reason_codes = r.rest();
+                if reason_codes.is_empty() {
+                    return Err(CodecError::EmptyPayload);
+                }
+                for &code in reason_codes {
+                    check_reason(code)?;
+                }
+                return Ok(Packet::UnsubAck(UnsubAck {
+                    pkid,
+                    reason_codes,
+                    properties: Some(properties),
+                }));
+            }
+            Packet::unsuback(pkid)
         }
         12 => {
             expect_flags(0)?;
@@ -460,7 +878,38 @@ pub fn decode_body(byte1: u8, body: &[u8]) -> Result<Packet<'_>, CodecError> {
         }
         14 => {
             expect_flags(0)?;
-            Packet::Disconnect
+            if v5 {
+                let reason_code = if r.is_empty() {
+                    0
+                } else {
+                    check_reason(r.u8()?)?
+                };
+                let properties = if r.is_empty() {
+                    Properties::EMPTY
+                } else {
+                    r.properties(PropertyContext::Disconnect)?
+                };
+                Packet::Disconnect(Disconnect {
+                    reason_code,
+                    properties: Some(properties),
+                })
+            } else {
+                Packet::disconnect()
+            }
+        }
+        15 if v5 => {
+            expect_flags(0)?;
+            // Reason code and property length are omitted together or not
+            // at all (section 3.15.2): a lone reason code is truncated.
+            let (reason_code, properties) = if r.is_empty() {
+                (0, Properties::EMPTY)
+            } else {
+                (check_reason(r.u8()?)?, r.properties(PropertyContext::Auth)?)
+            };
+            Packet::Auth(Auth {
+                reason_code,
+                properties: Some(properties),
+            })
         }
         _ => return Err(CodecError::ReservedPacketType(packet_type)),
     };
@@ -470,14 +919,55 @@ pub fn decode_body(byte1: u8, body: &[u8]) -> Result<Packet<'_>, CodecError> {
     Ok(packet)
 }
 
+fn ack_context(packet_type: u8) -> PropertyContext {
+    match packet_type {
+        4 => PropertyContext::PubAck,
+        5 => PropertyContext::PubRec,
+        6 => PropertyContext::PubRel,
+        _ => PropertyContext::PubComp,
+    }
+}
+
+fn is_shared(filter: &str) -> bool {
+    filter.starts_with("$share/")
+}
+
+fn decode_subscribe_options(filter: &str, byte: u8) -> Result<SubscribeOptions, CodecError> {
+    if byte & 0xc0 != 0 {
+        return Err(CodecError::InvalidSubscribeOptions(byte));
+    }
+    let qos = QoS::from_u8(byte & 3).ok_or(CodecError::InvalidQoS(byte & 3))?;
+    let options = SubscribeOptions {
+        qos,
+        no_local: byte & 0b100 != 0,
+        retain_as_published: byte & 0b1000 != 0,
+        retain_handling: (byte >> 4) & 3,
+    };
+    check_subscribe_options(filter, options)?;
+    Ok(options)
+}
+
+/// The MQTT 5 rules on subscription options beyond their encoding.
+fn check_subscribe_options(filter: &str, options: SubscribeOptions) -> Result<(), CodecError> {
+    if options.retain_handling > 2 {
+        return Err(CodecError::InvalidRetainHandling(options.to_byte()));
+    }
+    if options.no_local && is_shared(filter) {
+        return Err(CodecError::NoLocalOnSharedSubscription);
+    }
+    Ok(())
+}
+
 fn decode_connect<'a>(r: &mut Reader<'a>) -> Result<Connect<'a>, CodecError> {
     if r.binary()? != b"MQTT" {
         return Err(CodecError::InvalidProtocolName);
     }
     let level = r.u8()?;
-    if level != 4 {
-        return Err(CodecError::InvalidProtocolLevel(level));
-    }
+    let v5 = match level {
+        4 => false,
+        5 => true,
+        _ => return Err(CodecError::InvalidProtocolLevel(level)),
+    };
     let flags = r.u8()?;
     let will_flag = flags & 0b0000_0100 != 0;
     let will_qos_bits = (flags >> 3) & 3;
@@ -487,13 +977,23 @@ fn decode_connect<'a>(r: &mut Reader<'a>) -> Result<Connect<'a>, CodecError> {
     let invalid = flags & 1 != 0
         || (!will_flag && (will_qos_bits != 0 || will_retain))
         || will_qos_bits == 3
-        || (has_password && !has_username);
+        || (has_password && !has_username && !v5);
     if invalid {
         return Err(CodecError::InvalidConnectFlags(flags));
     }
     let keep_alive = r.u16()?;
+    let properties = if v5 {
+        Some(r.properties(PropertyContext::Connect)?)
+    } else {
+        None
+    };
     let client_id = r.string()?;
     let will = if will_flag {
+        let will_properties = if v5 {
+            Some(r.properties(PropertyContext::Will)?)
+        } else {
+            None
+        };
         let topic = r.string()?;
         if !crate::protocol::topic::valid_topic_name(topic) {
             return Err(CodecError::InvalidTopic);
@@ -504,6 +1004,7 @@ fn decode_connect<'a>(r: &mut Reader<'a>) -> Result<Connect<'a>, CodecError> {
             payload,
             qos: QoS::from_u8(will_qos_bits).ok_or(CodecError::InvalidQoS(will_qos_bits))?,
             retain: will_retain,
+            properties: will_properties,
         })
     } else {
         None
@@ -525,6 +1026,7 @@ fn decode_connect<'a>(r: &mut Reader<'a>) -> Result<Connect<'a>, CodecError> {
         will,
         username,
         password,
+        properties,
     })
 }
 
@@ -568,6 +1070,12 @@ impl<'a> Reader<'a> {
         }
         Ok(s)
     }
+    /// A property length and the property section it announces, validated.
+    fn properties(&mut self, ctx: PropertyContext) -> Result<Properties<'a>, CodecError> {
+        let len = properties::read_varint(self.buf, &mut self.pos)?;
+        let bytes = self.take(len as usize)?;
+        Properties::parse(bytes, ctx)
+    }
     fn rest(&mut self) -> &'a [u8] {
         let rest = &self.buf[self.pos.min(self.buf.len())..];
         self.pos = self.buf.len();
@@ -576,27 +1084,26 @@ impl<'a> Reader<'a> {
 }
 
 /// Append the remaining-length varint for `len`.
-fn put_remaining_length(out: &mut Vec<u8>, mut len: usize) -> Result<(), CodecError> {
+fn put_remaining_length(out: &mut Vec<u8>, len: usize) -> Result<(), CodecError> {
     if len > MAX_REMAINING_LENGTH {
         return Err(CodecError::PacketTooLongToEncode);
     }
-    loop {
-        let mut byte = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if len == 0 {
-            return Ok(());
-        }
-    }
+    properties::put_varint(out, len);
+    Ok(())
 }
 
 fn put_binary(out: &mut Vec<u8>, bytes: &[u8]) {
     // Lengths are checked by `encoded_len` before anything is written.
     out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
     out.extend_from_slice(bytes);
+}
+
+/// Append a property section (length and properties), if any.
+fn put_properties(out: &mut Vec<u8>, properties: Option<Properties<'_>>) {
+    if let Some(p) = properties {
+        properties::put_varint(out, p.as_bytes().len());
+        out.extend_from_slice(p.as_bytes());
+    }
 }
 
 fn field_len(bytes: &[u8]) -> Result<usize, CodecError> {
@@ -622,8 +1129,138 @@ fn check_pkid(pkid: u16) -> Result<(), CodecError> {
     }
 }
 
+/// Validate a property section for `ctx` and return its encoded size
+/// (property length included); 0 for `None`.
+fn check_properties(
+    properties: Option<Properties<'_>>,
+    ctx: PropertyContext,
+) -> Result<usize, CodecError> {
+    let Some(p) = properties else {
+        return Ok(0);
+    };
+    Properties::parse(p.as_bytes(), ctx)?;
+    if p.as_bytes().len() > MAX_REMAINING_LENGTH {
+        return Err(CodecError::PacketTooLongToEncode);
+    }
+    Ok(p.encoded_len())
+}
+
+fn check_reason_code(packet_type: u8, code: u8) -> Result<(), CodecError> {
+    if valid_reason_code(packet_type, code) {
+        Ok(())
+    } else {
+        Err(CodecError::InvalidReasonCode { packet_type, code })
+    }
+}
+
+/// How much of "reason code, properties" an ack, DISCONNECT or AUTH puts
+/// on the wire.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tail {
+    /// Neither (reason 0, no properties).
+    None,
+    /// The reason code only.
+    Reason,
+    /// Both.
+    Full,
+}
+
+fn tail(reason_code: u8, properties: Option<Properties<'_>>, reason_alone: bool) -> Tail {
+    let empty = properties.is_none_or(|p| p.is_empty());
+    match (reason_code, empty) {
+        (0, true) => Tail::None,
+        (_, true) if reason_alone => Tail::Reason,
+        _ => Tail::Full,
+    }
+}
+
+fn tail_len(tail: Tail, properties: Option<Properties<'_>>) -> usize {
+    match tail {
+        Tail::None => 0,
+        Tail::Reason => 1,
+        Tail::Full => 1 + properties.unwrap_or_default().encoded_len(),
+    }
+}
+
+fn put_tail(out: &mut Vec<u8>, tail: Tail, reason_code: u8, properties: Option<Properties<'_>>) {
+    match tail {
+        Tail::None => {}
+        Tail::Reason => out.push(reason_code),
+        Tail::Full => {
+            out.push(reason_code);
+            put_properties(out, Some(properties.unwrap_or_default()));
+        }
+    }
+}
+
+impl<'a> Packet<'a> {
+    /// PUBACK in 3.1.1 form.
+    pub fn puback(pkid: u16) -> Packet<'a> {
+        Packet::PubAck(Ack::new(pkid))
+    }
+    /// PUBREC in 3.1.1 form.
+    pub fn pubrec(pkid: u16) -> Packet<'a> {
+        Packet::PubRec(Ack::new(pkid))
+    }
+    /// PUBREL in 3.1.1 form.
+    pub fn pubrel(pkid: u16) -> Packet<'a> {
+        Packet::PubRel(Ack::new(pkid))
+    }
+    /// PUBCOMP in 3.1.1 form.
+    pub fn pubcomp(pkid: u16) -> Packet<'a> {
+        Packet::PubComp(Ack::new(pkid))
+    }
+    /// UNSUBACK in 3.1.1 form.
+    pub fn unsuback(pkid: u16) -> Packet<'a> {
+        Packet::UnsubAck(UnsubAck {
+            pkid,
+            reason_codes: &[],
+            properties: None,
+        })
+    }
+    /// DISCONNECT in 3.1.1 form.
+    pub fn disconnect() -> Packet<'a> {
+        Packet::Disconnect(Disconnect::default())
+    }
+
+    /// The packet's property section: `None` for a packet in 3.1.1 form and
+    /// for PINGREQ/PINGRESP. For CONNECT, the CONNECT properties (the will's
+    /// are in `will.properties`).
+    pub fn properties(&self) -> Option<Properties<'a>> {
+        match self {
+            Packet::Connect(c) => c.properties,
+            Packet::ConnAck(a) => a.properties,
+            Packet::Publish(p) => p.properties,
+            Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
+                a.properties
+            }
+            Packet::Subscribe(s) => s.properties,
+            Packet::SubAck(s) => s.properties,
+            Packet::Unsubscribe(u) => u.properties,
+            Packet::UnsubAck(u) => u.properties,
+            Packet::PingReq | Packet::PingResp => None,
+            Packet::Disconnect(d) => d.properties,
+            Packet::Auth(a) => a.properties,
+        }
+    }
+
+    /// The reason code of an ack (PUBACK to PUBCOMP), CONNACK, DISCONNECT or
+    /// AUTH; `None` for the others (SUBACK and UNSUBACK have one per filter).
+    pub fn reason_code(&self) -> Option<u8> {
+        match self {
+            Packet::ConnAck(a) => Some(a.reason_code),
+            Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
+                Some(a.reason_code)
+            }
+            Packet::Disconnect(d) => Some(d.reason_code),
+            Packet::Auth(a) => Some(a.reason_code),
+            _ => None,
+        }
+    }
+}
+
 impl Packet<'_> {
-    /// The MQTT control packet type (1..=14).
+    /// The MQTT control packet type (1..=15).
     pub fn packet_type(&self) -> u8 {
         match self {
             Packet::Connect(_) => 1,
@@ -639,7 +1276,8 @@ impl Packet<'_> {
             Packet::UnsubAck(_) => 11,
             Packet::PingReq => 12,
             Packet::PingResp => 13,
-            Packet::Disconnect => 14,
+            Packet::Disconnect(_) => 14,
+            Packet::Auth(_) => 15,
         }
     }
 
@@ -652,20 +1290,48 @@ impl Packet<'_> {
         (self.packet_type() << 4) | flags
     }
 
+    /// How an ack, DISCONNECT or AUTH ends (`Tail::None` for other packets).
+    fn tail(&self) -> Tail {
+        match self {
+            Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a)
+                if a.properties.is_some() =>
+            {
+                tail(a.reason_code, a.properties, true)
+            }
+            Packet::Disconnect(d) if d.properties.is_some() => {
+                tail(d.reason_code, d.properties, true)
+            }
+            Packet::Auth(a) => tail(a.reason_code, a.properties, false),
+            _ => Tail::None,
+        }
+    }
+
     /// Validate the packet and return its remaining length.
     fn remaining_length(&self) -> Result<usize, CodecError> {
         Ok(match self {
             Packet::Connect(c) => {
-                let mut len = 10 + check_str(c.client_id)?;
+                let v5 = c.properties.is_some();
+                let mut len = 10
+                    + check_properties(c.properties, PropertyContext::Connect)?
+                    + check_str(c.client_id)?;
                 if let Some(w) = &c.will {
+                    if w.properties.is_some() != v5 {
+                        return Err(CodecError::VersionMismatch(if v5 {
+                            "MQTT 5 CONNECT with a will without will properties"
+                        } else {
+                            "will properties on an MQTT 3.1.1 CONNECT"
+                        }));
+                    }
                     if !crate::protocol::topic::valid_topic_name(w.topic) {
                         return Err(CodecError::InvalidTopic);
                     }
-                    len += check_str(w.topic)? + field_len(w.payload)?;
+                    len += check_properties(w.properties, PropertyContext::Will)?
+                        + check_str(w.topic)?
+                        + field_len(w.payload)?;
                 }
                 if let Some(u) = c.username {
                     len += check_str(u)?;
-                } else if c.password.is_some() {
+                } else if c.password.is_some() && !v5 {
                     return Err(CodecError::InvalidConnectFlags(0b0100_0000));
                 }
                 if let Some(p) = c.password {
@@ -674,14 +1340,29 @@ impl Packet<'_> {
                 len
             }
             Packet::ConnAck(a) => {
-                if a.session_present && a.code != ConnectReturnCode::Accepted {
+                if a.properties.is_some() {
+                    check_reason_code(2, a.reason_code)?;
+                } else if ConnectReturnCode::from_u8(a.reason_code).is_none() {
+                    return Err(CodecError::InvalidConnackCode(a.reason_code));
+                }
+                if a.session_present && a.reason_code != 0 {
                     return Err(CodecError::InvalidConnackFlags(1));
                 }
-                2
+                2 + check_properties(a.properties, PropertyContext::ConnAck)?
             }
             Packet::Publish(p) => {
-                if !crate::protocol::topic::valid_topic_name(p.topic) {
-                    return Err(CodecError::InvalidTopic);
+                let properties_len = check_properties(p.properties, PropertyContext::Publish)?;
+                match p.properties {
+                    Some(props) if p.topic.is_empty() => {
+                        if props.get(properties::TOPIC_ALIAS).is_none() {
+                            return Err(CodecError::EmptyTopicWithoutAlias);
+                        }
+                    }
+                    _ => {
+                        if !crate::protocol::topic::valid_topic_name(p.topic) {
+                            return Err(CodecError::InvalidTopic);
+                        }
+                    }
                 }
                 if p.qos == QoS::AtMostOnce && p.dup {
                     return Err(CodecError::InvalidFlags {
@@ -695,25 +1376,40 @@ impl Packet<'_> {
                     check_pkid(p.pkid)?;
                     2
                 };
-                check_str(p.topic)? + id_len + p.payload.len()
+                check_str(p.topic)? + id_len + properties_len + p.payload.len()
             }
-            Packet::PubAck(id)
-            | Packet::PubRec(id)
-            | Packet::PubRel(id)
-            | Packet::PubComp(id)
-            | Packet::UnsubAck(id) => {
-                check_pkid(*id)?;
-                2
+            Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
+                check_pkid(a.pkid)?;
+                let packet_type = self.packet_type();
+                if a.properties.is_none() {
+                    if a.reason_code != 0 {
+                        return Err(CodecError::VersionMismatch(
+                            "reason code on an MQTT 3.1.1 acknowledgement",
+                        ));
+                    }
+                    2
+                } else {
+                    check_reason_code(packet_type, a.reason_code)?;
+                    check_properties(a.properties, ack_context(packet_type))?;
+                    2 + tail_len(self.tail(), a.properties)
+                }
             }
             Packet::Subscribe(s) => {
                 check_pkid(s.pkid)?;
                 if s.filters.is_empty() {
                     return Err(CodecError::EmptyPayload);
                 }
-                let mut len = 2;
-                for (filter, _) in &s.filters {
+                let mut len = 2 + check_properties(s.properties, PropertyContext::Subscribe)?;
+                for (filter, options) in &s.filters {
                     if !crate::protocol::topic::valid_topic_filter(filter) {
                         return Err(CodecError::InvalidTopic);
+                    }
+                    if s.properties.is_some() {
+                        check_subscribe_options(filter, *options)?;
+                    } else if *options != SubscribeOptions::from(options.qos) {
+                        return Err(CodecError::VersionMismatch(
+                            "MQTT 5 subscription options in an MQTT 3.1.1 SUBSCRIBE",
+                        ));
                     }
                     len += check_str(filter)? + 1;
                 }
@@ -724,21 +1420,25 @@ impl Packet<'_> {
                 if s.return_codes.is_empty() {
                     return Err(CodecError::EmptyPayload);
                 }
-                if let Some(&bad) = s
+                if s.properties.is_some() {
+                    for &code in s.return_codes {
+                        check_reason_code(9, code)?;
+                    }
+                } else if let Some(&bad) = s
                     .return_codes
                     .iter()
                     .find(|&&c| c > 2 && c != SUBACK_FAILURE)
                 {
                     return Err(CodecError::InvalidSubackCode(bad));
                 }
-                2 + s.return_codes.len()
+                2 + check_properties(s.properties, PropertyContext::SubAck)? + s.return_codes.len()
             }
             Packet::Unsubscribe(u) => {
                 check_pkid(u.pkid)?;
                 if u.filters.is_empty() {
                     return Err(CodecError::EmptyPayload);
                 }
-                let mut len = 2;
+                let mut len = 2 + check_properties(u.properties, PropertyContext::Unsubscribe)?;
                 for filter in &u.filters {
                     if !crate::protocol::topic::valid_topic_filter(filter) {
                         return Err(CodecError::InvalidTopic);
@@ -747,7 +1447,51 @@ impl Packet<'_> {
                 }
                 len
             }
-            Packet::PingReq | Packet::PingResp | Packet::Disconnect => 0,
+            Packet::UnsubAck(u) => {
+                check_pkid(u.pkid)?;
+                if u.properties.is_none() {
+                    if !u.reason_codes.is_empty() {
+                        return Err(CodecError::VersionMismatch(
+                            "reason codes in an MQTT 3.1.1 UNSUBACK",
+                        ));
+                    }
+                    2
+                } else {
+                    if u.reason_codes.is_empty() {
+                        return Err(CodecError::EmptyPayload);
+                    }
+                    for &code in u.reason_codes {
+                        check_reason_code(11, code)?;
+                    }
+                    2 + check_properties(u.properties, PropertyContext::UnsubAck)?
+                        + u.reason_codes.len()
+                }
+            }
+            Packet::PingReq | Packet::PingResp => 0,
+            Packet::Disconnect(d) => {
+                if d.properties.is_none() {
+                    if d.reason_code != 0 {
+                        return Err(CodecError::VersionMismatch(
+                            "reason code on an MQTT 3.1.1 DISCONNECT",
+                        ));
+                    }
+                    0
+                } else {
+                    check_reason_code(14, d.reason_code)?;
+                    check_properties(d.properties, PropertyContext::Disconnect)?;
+                    tail_len(self.tail(), d.properties)
+                }
+            }
+            Packet::Auth(a) => {
+                if a.properties.is_none() {
+                    return Err(CodecError::VersionMismatch(
+                        "AUTH without properties: AUTH only exists in MQTT 5",
+                    ));
+                }
+                check_reason_code(15, a.reason_code)?;
+                check_properties(a.properties, PropertyContext::Auth)?;
+                tail_len(self.tail(), a.properties)
+            }
         })
     }
 
@@ -757,16 +1501,12 @@ impl Packet<'_> {
         if remaining > MAX_REMAINING_LENGTH {
             return Err(CodecError::PacketTooLongToEncode);
         }
-        let varint_len = match remaining {
-            0..=127 => 1,
-            128..=16_383 => 2,
-            16_384..=2_097_151 => 3,
-            _ => 4,
-        };
-        Ok(1 + varint_len + remaining)
+        Ok(1 + properties::varint_len(remaining) + remaining)
     }
 
-    /// Append the encoded packet to `out`. On error nothing is appended.
+    /// Append the encoded packet to `out`: MQTT 5 form when it carries
+    /// properties (`Some`, even empty), 3.1.1 form otherwise. On error
+    /// nothing is appended.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<usize, CodecError> {
         let remaining = self.remaining_length()?;
         let start = out.len();
@@ -775,7 +1515,7 @@ impl Packet<'_> {
         match self {
             Packet::Connect(c) => {
                 put_binary(out, b"MQTT");
-                out.push(4);
+                out.push(if c.properties.is_some() { 5 } else { 4 });
                 let mut flags = 0u8;
                 if c.clean_session {
                     flags |= 0b10;
@@ -794,8 +1534,10 @@ impl Packet<'_> {
                 }
                 out.push(flags);
                 out.extend_from_slice(&c.keep_alive.to_be_bytes());
+                put_properties(out, c.properties);
                 put_binary(out, c.client_id.as_bytes());
                 if let Some(w) = &c.will {
+                    put_properties(out, w.properties);
                     put_binary(out, w.topic.as_bytes());
                     put_binary(out, w.payload);
                 }
@@ -808,38 +1550,49 @@ impl Packet<'_> {
             }
             Packet::ConnAck(a) => {
                 out.push(a.session_present as u8);
-                out.push(a.code as u8);
+                out.push(a.reason_code);
+                put_properties(out, a.properties);
             }
             Packet::Publish(p) => {
                 put_binary(out, p.topic.as_bytes());
                 if p.qos != QoS::AtMostOnce {
                     out.extend_from_slice(&p.pkid.to_be_bytes());
                 }
+                put_properties(out, p.properties);
                 out.extend_from_slice(p.payload);
             }
-            Packet::PubAck(id)
-            | Packet::PubRec(id)
-            | Packet::PubRel(id)
-            | Packet::PubComp(id)
-            | Packet::UnsubAck(id) => out.extend_from_slice(&id.to_be_bytes()),
+            Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
+                out.extend_from_slice(&a.pkid.to_be_bytes());
+                put_tail(out, self.tail(), a.reason_code, a.properties);
+            }
             Packet::Subscribe(s) => {
                 out.extend_from_slice(&s.pkid.to_be_bytes());
-                for (filter, qos) in &s.filters {
+                put_properties(out, s.properties);
+                for (filter, options) in &s.filters {
                     put_binary(out, filter.as_bytes());
-                    out.push(*qos as u8);
+                    out.push(options.to_byte());
                 }
             }
             Packet::SubAck(s) => {
                 out.extend_from_slice(&s.pkid.to_be_bytes());
+                put_properties(out, s.properties);
                 out.extend_from_slice(s.return_codes);
             }
             Packet::Unsubscribe(u) => {
                 out.extend_from_slice(&u.pkid.to_be_bytes());
+                put_properties(out, u.properties);
                 for filter in &u.filters {
                     put_binary(out, filter.as_bytes());
                 }
             }
-            Packet::PingReq | Packet::PingResp | Packet::Disconnect => {}
+            Packet::UnsubAck(u) => {
+                out.extend_from_slice(&u.pkid.to_be_bytes());
+                put_properties(out, u.properties);
+                out.extend_from_slice(u.reason_codes);
+            }
+            Packet::PingReq | Packet::PingResp => {}
+            Packet::Disconnect(d) => put_tail(out, self.tail(), d.reason_code, d.properties),
+            Packet::Auth(a) => put_tail(out, self.tail(), a.reason_code, a.properties),
         }
         Ok(out.len() - start)
     }

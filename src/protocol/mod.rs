@@ -1,5 +1,6 @@
 //! The sans-IO protocol core: no sockets, no threads, no clock reads.
 
 pub mod codec;
+pub mod properties;
 pub mod session;
 pub mod topic;

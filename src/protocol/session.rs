@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::protocol::codec::{
-    self, CodecError, ConnAck, ConnectReturnCode, LastWill, Packet, Publish, QoS, SUBACK_FAILURE,
+    self, Ack, CodecError, ConnAck, LastWill, Packet, Publish, QoS, SUBACK_FAILURE,
 };
 use crate::protocol::topic;
 
@@ -110,9 +110,11 @@ impl SessionConfig {
                 payload: &w.payload,
                 qos: w.qos,
                 retain: w.retain,
+                properties: None,
             }),
             username: self.username.as_deref(),
             password: self.password.as_deref(),
+            properties: None,
         })
     }
 
@@ -188,7 +190,7 @@ impl OwnedMessage {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Incoming<'a> {
     /// Accepted or refused; on a refusal the session is already `Disconnected`.
-    ConnAck(ConnAck),
+    ConnAck(ConnAck<'a>),
     /// QoS 0/1: the message, borrowed from the packet. QoS 2 first arrival:
     /// `None`, the message is held until its PUBREL.
     Publish {
@@ -348,12 +350,17 @@ impl Request {
         match self {
             Request::Subscribe { filters, .. } => Packet::Subscribe(codec::Subscribe {
                 pkid,
-                filters: filters.iter().map(|(f, q)| (f.as_str(), *q)).collect(),
+                filters: filters
+                    .iter()
+                    .map(|(f, q)| (f.as_str(), (*q).into()))
+                    .collect(),
+                properties: None,
             })
             .encode(out),
             Request::Unsubscribe { filters } => Packet::Unsubscribe(codec::Unsubscribe {
                 pkid,
                 filters: filters.iter().map(String::as_str).collect(),
+                properties: None,
             })
             .encode(out),
         }
@@ -630,7 +637,7 @@ impl Session {
         if self.state != ConnectionState::Connected {
             return Err(Error::NotConnected);
         }
-        self.emit(&Packet::Disconnect);
+        self.emit(&Packet::disconnect());
         self.state = ConnectionState::Disconnecting;
         self.ping_sent = None;
         Ok(())
@@ -655,6 +662,7 @@ impl Session {
             topic,
             pkid: 1,
             payload,
+            properties: None,
         };
         let len = Packet::Publish(publish)
             .encoded_len()
@@ -831,13 +839,14 @@ impl Session {
             | Packet::Subscribe(_)
             | Packet::Unsubscribe(_)
             | Packet::PingReq
-            | Packet::Disconnect => return Err(Error::ProtocolViolation),
+            | Packet::Disconnect(_)
+            | Packet::Auth(_) => return Err(Error::ProtocolViolation),
             // The decoder never yields id 0; a hand-built packet might.
-            Packet::PubAck(0)
-            | Packet::PubRec(0)
-            | Packet::PubRel(0)
-            | Packet::PubComp(0)
-            | Packet::UnsubAck(0)
+            Packet::PubAck(Ack { pkid: 0, .. })
+            | Packet::PubRec(Ack { pkid: 0, .. })
+            | Packet::PubRel(Ack { pkid: 0, .. })
+            | Packet::PubComp(Ack { pkid: 0, .. })
+            | Packet::UnsubAck(codec::UnsubAck { pkid: 0, .. })
             | Packet::SubAck(codec::SubAck { pkid: 0, .. }) => {
                 return Err(Error::MalformedPacket);
             }
@@ -861,31 +870,36 @@ impl Session {
         match packet {
             Packet::ConnAck(_) => Err(Error::ProtocolViolation),
             Packet::Publish(p) => self.on_publish(p),
-            Packet::PubAck(id) => Ok(self.complete(id, Awaiting::PubAck).map(Incoming::PubAck)),
-            Packet::PubRec(id) => Ok(self.on_pubrec(id)),
-            Packet::PubRel(id) => {
-                self.emit(&Packet::PubComp(id));
+            Packet::PubAck(Ack { pkid: id, .. }) => {
+                Ok(self.complete(id, Awaiting::PubAck).map(Incoming::PubAck))
+            }
+            Packet::PubRec(Ack { pkid: id, .. }) => Ok(self.on_pubrec(id)),
+            Packet::PubRel(Ack { pkid: id, .. }) => {
+                self.emit(&Packet::pubcomp(id));
                 Ok(Some(Incoming::PubRel {
                     mid: id,
                     message: self.held.remove(&id),
                 }))
             }
-            Packet::PubComp(id) => Ok(self.complete(id, Awaiting::PubComp).map(Incoming::PubComp)),
+            Packet::PubComp(Ack { pkid: id, .. }) => {
+                Ok(self.complete(id, Awaiting::PubComp).map(Incoming::PubComp))
+            }
             Packet::SubAck(ack) => self.on_suback(ack),
-            Packet::UnsubAck(id) => Ok(self.on_unsuback(id)),
+            Packet::UnsubAck(codec::UnsubAck { pkid: id, .. }) => Ok(self.on_unsuback(id)),
             Packet::PingResp => Ok(Some(Incoming::PingResp)),
             // Rejected above.
             Packet::Connect(_)
             | Packet::Subscribe(_)
             | Packet::Unsubscribe(_)
             | Packet::PingReq
-            | Packet::Disconnect => Err(Error::ProtocolViolation),
+            | Packet::Disconnect(_)
+            | Packet::Auth(_) => Err(Error::ProtocolViolation),
         }
     }
 
-    fn on_connack(&mut self, now: Instant, ack: ConnAck) -> Incoming<'static> {
+    fn on_connack<'a>(&mut self, now: Instant, ack: ConnAck<'a>) -> Incoming<'a> {
         self.connack_deadline = None;
-        if ack.code != ConnectReturnCode::Accepted {
+        if !ack.is_success() {
             self.state = ConnectionState::Disconnected;
             self.outbox.clear();
             self.outbox_start = 0;
@@ -916,7 +930,7 @@ impl Session {
             };
             match (out.stage, session_present) {
                 (Awaiting::PubComp, true) => {
-                    let _ = Packet::PubRel(id).encode(&mut self.outbox);
+                    let _ = Packet::pubrel(id).encode(&mut self.outbox);
                 }
                 (Awaiting::PubComp, false) => {
                     if let Some(out) = self.inflight.remove(&id) {
@@ -1019,7 +1033,7 @@ impl Session {
             })),
             QoS::AtLeastOnce => {
                 // Queued now, written by the reactor after the callbacks ran.
-                self.emit(&Packet::PubAck(p.pkid));
+                self.emit(&Packet::puback(p.pkid));
                 Ok(Some(Incoming::Publish {
                     mid: p.pkid,
                     message: Some(message),
@@ -1028,7 +1042,7 @@ impl Session {
             QoS::ExactlyOnce => {
                 if self.held.contains_key(&p.pkid) {
                     // Our PUBREC was lost: acknowledge again, deliver once.
-                    self.emit(&Packet::PubRec(p.pkid));
+                    self.emit(&Packet::pubrec(p.pkid));
                     return Ok(None);
                 }
                 if self.held.len() >= self.config.max_incoming_qos2 {
@@ -1036,7 +1050,7 @@ impl Session {
                 }
                 let held = self.hold(&p);
                 self.held.insert(p.pkid, held);
-                self.emit(&Packet::PubRec(p.pkid));
+                self.emit(&Packet::pubrec(p.pkid));
                 Ok(Some(Incoming::Publish {
                     mid: p.pkid,
                     message: None,
@@ -1066,12 +1080,12 @@ impl Session {
                 // PUBRELs are resent in PUBREC order [MQTT-4.6.0-4].
                 out.seq = seq;
                 self.seq = seq;
-                self.emit(&Packet::PubRel(id));
+                self.emit(&Packet::pubrel(id));
                 Some(Incoming::PubRec(id))
             }
             // Our PUBREL was lost or is late: send it again.
             Some(out) if out.stage == Awaiting::PubComp => {
-                self.emit(&Packet::PubRel(id));
+                self.emit(&Packet::pubrel(id));
                 None
             }
             // A PUBREC for a QoS 1 message: answering would confuse the
@@ -1080,7 +1094,7 @@ impl Session {
             // The broker holds a flow we no longer know (e.g. completed before
             // a crash): releasing it lets it finish and free the id.
             None => {
-                self.emit(&Packet::PubRel(id));
+                self.emit(&Packet::pubrel(id));
                 None
             }
         }

@@ -97,6 +97,7 @@ pub fn connect_packet(client_id: &str) -> Connect<'_> {
         will: None,
         username: None,
         password: None,
+        properties: None,
     }
 }
 

@@ -8,8 +8,8 @@
 
 use super::{TIMEOUT, encode, loopback};
 use mqtt::protocol::codec::{
-    self, ConnAck, Connect, ConnectReturnCode, Decoded, Packet, Publish, QoS, Subscribe,
-    Unsubscribe,
+    self, Ack, ConnAck, Connect, ConnectReturnCode, Decoded, Packet, Publish, QoS, Subscribe,
+    UnsubAck, Unsubscribe,
 };
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -163,11 +163,11 @@ impl OwnedPacket {
     pub fn pkid(&self) -> Option<u16> {
         match self.packet() {
             Packet::Publish(p) if p.qos != QoS::AtMostOnce => Some(p.pkid),
-            Packet::PubAck(id)
-            | Packet::PubRec(id)
-            | Packet::PubRel(id)
-            | Packet::PubComp(id)
-            | Packet::UnsubAck(id) => Some(id),
+            Packet::PubAck(Ack { pkid: id, .. })
+            | Packet::PubRec(Ack { pkid: id, .. })
+            | Packet::PubRel(Ack { pkid: id, .. })
+            | Packet::PubComp(Ack { pkid: id, .. })
+            | Packet::UnsubAck(UnsubAck { pkid: id, .. }) => Some(id),
             Packet::Subscribe(s) => Some(s.pkid),
             Packet::SubAck(s) => Some(s.pkid),
             Packet::Unsubscribe(u) => Some(u.pkid),
@@ -188,7 +188,7 @@ impl OwnedPacket {
     }
 
     /// The CONNACK; panics if this is another packet.
-    pub fn connack(&self) -> ConnAck {
+    pub fn connack(&self) -> ConnAck<'_> {
         match self.packet() {
             Packet::ConnAck(a) => a,
             _ => panic!("expected CONNACK, got {self:?}"),
@@ -302,10 +302,18 @@ impl PeerConn {
     }
 
     /// Raw client: connect, send CONNECT, return the CONNACK (panics on anything else).
-    pub fn connect_mqtt(port: u16, connect: &Connect<'_>) -> (PeerConn, ConnAck) {
+    pub fn connect_mqtt(port: u16, connect: &Connect<'_>) -> (PeerConn, ConnAck<'static>) {
         let mut conn = PeerConn::connect(port);
         conn.send_packet(&Packet::Connect(connect.clone()));
-        let ack = conn.expect_packet(TIMEOUT).connack();
+        let reply = conn.expect_packet(TIMEOUT);
+        let ack = reply.connack();
+        // Decoded as MQTT 3.1.1: a CONNACK has no properties to keep.
+        assert_eq!(ack.properties, None);
+        let ack = ConnAck {
+            session_present: ack.session_present,
+            reason_code: ack.reason_code,
+            properties: None,
+        };
         (conn, ack)
     }
 
