@@ -240,6 +240,41 @@ typedef enum mqtt_error {
    * a TLS failure later on the connection.
    */
   MQTT_ERR_TLS_HANDSHAKE = -45,
+  /**
+   * MQTT 5: a property unknown, of the wrong type or value, not allowed on
+   * the packet it is sent with, or a single-valued one given twice.
+   */
+  MQTT_ERR_INVALID_PROPERTY = -50,
+  /**
+   * An MQTT 5 function or option on a client speaking MQTT 3.1.1.
+   */
+  MQTT_ERR_PROTOCOL_VERSION = -51,
+  /**
+   * mqtt_properties_get_*: the property is not in the list.
+   */
+  MQTT_ERR_NOT_FOUND = -52,
+  /**
+   * MQTT 5: the broker refused with a reason code >= 0x80 (in the data's
+   * `reason_code`): on the PUBACK/PUBCOMP callback of a refused message, or
+   * a CONNACK refusal without a 3.1.1 equivalent.
+   */
+  MQTT_ERR_REFUSED_BY_BROKER = -53,
+  /**
+   * MQTT 5: the broker ended the connection with a DISCONNECT; its reason
+   * code and properties (reason string, server reference) are in the
+   * DISCONNECT callback's data.
+   */
+  MQTT_ERR_SERVER_DISCONNECT = -54,
+  /**
+   * MQTT 5: the broker does not support it: a publish above its Maximum
+   * QoS, or retained while it announced Retain Available 0. Nothing was sent.
+   */
+  MQTT_ERR_NOT_SUPPORTED = -55,
+  /**
+   * MQTT 5: the broker used a topic alias of 0 or above the Topic Alias
+   * Maximum we announced (the connection ends with DISCONNECT 0x94).
+   */
+  MQTT_ERR_TOPIC_ALIAS_INVALID = -56,
 } mqtt_error;
 
 /**
@@ -267,10 +302,153 @@ typedef enum mqtt_log_level {
 } mqtt_log_level;
 
 /**
+ * Property identifiers: the MQTT 5.0 specification's numbers (section 2.2.2.2).
+ * The comment gives the value's type: byte, 2-byte or 4-byte integer, variable
+ * byte integer (varint), UTF-8 string, binary data, or a string pair.
+ */
+typedef enum mqtt_property_id {
+  /**
+   * byte, 0 (unspecified bytes) or 1 (UTF-8): PUBLISH, will.
+   */
+  MQTT_PROP_PAYLOAD_FORMAT_INDICATOR = 1,
+  /**
+   * 4-byte, seconds: PUBLISH, will.
+   */
+  MQTT_PROP_MESSAGE_EXPIRY_INTERVAL = 2,
+  /**
+   * string: PUBLISH, will.
+   */
+  MQTT_PROP_CONTENT_TYPE = 3,
+  /**
+   * string, a topic name: PUBLISH, will.
+   */
+  MQTT_PROP_RESPONSE_TOPIC = 8,
+  /**
+   * binary: PUBLISH, will.
+   */
+  MQTT_PROP_CORRELATION_DATA = 9,
+  /**
+   * varint 1..268435455: SUBSCRIBE; repeated on the PUBLISH the server sends.
+   */
+  MQTT_PROP_SUBSCRIPTION_IDENTIFIER = 11,
+  /**
+   * 4-byte, seconds: CONNECT, CONNACK, DISCONNECT.
+   */
+  MQTT_PROP_SESSION_EXPIRY_INTERVAL = 17,
+  /**
+   * string: CONNACK.
+   */
+  MQTT_PROP_ASSIGNED_CLIENT_IDENTIFIER = 18,
+  /**
+   * 2-byte, seconds: CONNACK.
+   */
+  MQTT_PROP_SERVER_KEEP_ALIVE = 19,
+  /**
+   * string: CONNECT, CONNACK, AUTH.
+   */
+  MQTT_PROP_AUTHENTICATION_METHOD = 21,
+  /**
+   * binary: CONNECT, CONNACK, AUTH.
+   */
+  MQTT_PROP_AUTHENTICATION_DATA = 22,
+  /**
+   * byte, 0 or 1: CONNECT.
+   */
+  MQTT_PROP_REQUEST_PROBLEM_INFORMATION = 23,
+  /**
+   * 4-byte, seconds: will.
+   */
+  MQTT_PROP_WILL_DELAY_INTERVAL = 24,
+  /**
+   * byte, 0 or 1: CONNECT.
+   */
+  MQTT_PROP_REQUEST_RESPONSE_INFORMATION = 25,
+  /**
+   * string: CONNACK.
+   */
+  MQTT_PROP_RESPONSE_INFORMATION = 26,
+  /**
+   * string: CONNACK, DISCONNECT.
+   */
+  MQTT_PROP_SERVER_REFERENCE = 28,
+  /**
+   * string: CONNACK, the acks, SUBACK, UNSUBACK, DISCONNECT, AUTH.
+   */
+  MQTT_PROP_REASON_STRING = 31,
+  /**
+   * 2-byte, not 0: CONNECT, CONNACK.
+   */
+  MQTT_PROP_RECEIVE_MAXIMUM = 33,
+  /**
+   * 2-byte: CONNECT, CONNACK.
+   */
+  MQTT_PROP_TOPIC_ALIAS_MAXIMUM = 34,
+  /**
+   * 2-byte, not 0: PUBLISH (the client assigns its own: see
+   * mqtt_client_set_topic_alias_max).
+   */
+  MQTT_PROP_TOPIC_ALIAS = 35,
+  /**
+   * byte, 0 or 1: CONNACK.
+   */
+  MQTT_PROP_MAXIMUM_QOS = 36,
+  /**
+   * byte, 0 or 1: CONNACK.
+   */
+  MQTT_PROP_RETAIN_AVAILABLE = 37,
+  /**
+   * string pair, repeatable: every packet with properties.
+   */
+  MQTT_PROP_USER_PROPERTY = 38,
+  /**
+   * 4-byte, not 0: CONNECT, CONNACK.
+   */
+  MQTT_PROP_MAXIMUM_PACKET_SIZE = 39,
+  /**
+   * byte, 0 or 1: CONNACK.
+   */
+  MQTT_PROP_WILDCARD_SUBSCRIPTION_AVAILABLE = 40,
+  /**
+   * byte, 0 or 1: CONNACK.
+   */
+  MQTT_PROP_SUBSCRIPTION_IDENTIFIER_AVAILABLE = 41,
+  /**
+   * byte, 0 or 1: CONNACK.
+   */
+  MQTT_PROP_SHARED_SUBSCRIPTION_AVAILABLE = 42,
+} mqtt_property_id;
+
+/**
+ * The MQTT version a client speaks (mqtt_client_set_protocol).
+ */
+typedef enum mqtt_protocol_version {
+  /**
+   * MQTT 3.1.1, the default.
+   */
+  MQTT_PROTOCOL_V311 = 4,
+  /**
+   * MQTT 5.0.
+   */
+  MQTT_PROTOCOL_V5 = 5,
+} mqtt_protocol_version;
+
+/**
  * An MQTT client. Opaque: create with `mqtt_client_new`, free with
  * `mqtt_client_free`.
  */
 typedef struct mqtt_client mqtt_client;
+
+/**
+ * An MQTT 5.0 property list. Opaque. One the application creates with
+ * `mqtt_properties_new` is its own: it frees it with `mqtt_properties_free`,
+ * and the functions that send it copy it. One a callback receives belongs to
+ * the library and is valid only during that callback (copy it with
+ * `mqtt_properties_copy` to keep it).
+ *
+ * A list is not thread-safe: use one from one thread at a time. Reading a
+ * callback's list from that callback is always safe.
+ */
+typedef struct mqtt_properties mqtt_properties;
 
 /**
  * An application message, as handed to callbacks. Valid only during the callback.
@@ -292,6 +470,13 @@ typedef struct mqtt_message {
   bool retain;
   bool dup;
   uint16_t mid;
+  /**
+   * MQTT 5: the message's properties (user properties, correlation data,
+   * response topic, message expiry, subscription identifiers, ...); NULL
+   * under MQTT 3.1.1. Read with mqtt_properties_get_*. `topic` is always
+   * the full topic: topic aliases are resolved.
+   */
+  const struct mqtt_properties *properties;
 } mqtt_message;
 
 /**
@@ -324,8 +509,35 @@ typedef struct mqtt_data {
   /**
    * DISCONNECT: MQTT_OK or the mqtt_error that ended the connection.
    * PUBCOMP: MQTT_OK, or MQTT_ERR_SESSION_LOST (see MQTT_PUBCOMP).
+   * MQTT 5 PUBACK/PUBCOMP: MQTT_ERR_REFUSED_BY_BROKER when the broker
+   * refused the message (reason code >= 0x80; a refused QoS 2 message gets
+   * its PUBCOMP callback right after its PUBREC callback, and no PUBREL is
+   * sent). MQTT 5 DISCONNECT: MQTT_ERR_SERVER_DISCONNECT when the broker
+   * sent DISCONNECT.
    */
   int error;
+  /**
+   * MQTT 5 reason code of CONNACK, PUBACK, PUBREC, PUBREL, PUBCOMP and
+   * DISCONNECT (the broker's; or, when the client closed the connection
+   * for a protocol error of the broker, the one it sent: 0x81 malformed,
+   * 0x82 protocol error, 0x93 receive maximum exceeded, 0x94 topic alias
+   * invalid, 0x95 packet too large). Under 3.1.1: CONNACK's return code,
+   * else 0.
+   */
+  uint8_t reason_code;
+  /**
+   * MQTT 5 SUBACK (as `granted_qos`) and UNSUBACK: one reason code per
+   * filter, >= 0x80 refused. NULL/0 otherwise.
+   */
+  const uint8_t *reason_codes;
+  size_t reason_codes_len;
+  /**
+   * MQTT 5: the packet's properties (CONNACK: assigned client identifier,
+   * server limits...; acks and DISCONNECT: reason string, user
+   * properties; DISCONNECT: server reference). NULL under 3.1.1 and for
+   * events that are not packets.
+   */
+  const struct mqtt_properties *properties;
 } mqtt_data;
 
 /**
@@ -364,6 +576,35 @@ typedef struct mqtt_subscription {
  * any function on the same client (and should return quickly).
  */
 typedef void (*mqtt_log_callback)(struct mqtt_client *client, int level, const char *message, void *user_data);
+
+/**
+ * One filter of an MQTT 5 subscribe request (mqtt_client_subscribe_v5).
+ */
+typedef struct mqtt_subscription_v5 {
+  /**
+   * NUL-terminated UTF-8 topic filter; `$share/<group>/<filter>` for a
+   * shared subscription.
+   */
+  const char *topic;
+  /**
+   * Maximum QoS, 0..2.
+   */
+  int qos;
+  /**
+   * Do not receive this client's own messages (not on a shared subscription).
+   */
+  bool no_local;
+  /**
+   * Keep the retain flag as published (else retained messages forwarded
+   * live arrive with retain 0).
+   */
+  bool retain_as_published;
+  /**
+   * Retained messages at subscribe time: 0 send them, 1 only for a new
+   * subscription, 2 never.
+   */
+  int retain_handling;
+} mqtt_subscription_v5;
 
 /**
  * TLS settings for `mqtt_client_set_tls`. Zero-initialise it
@@ -795,6 +1036,242 @@ bool mqtt_client_want_write(struct mqtt_client *client);
  * 0..4). Thread-safe; takes effect at once.
  */
 int mqtt_client_set_log(struct mqtt_client *client, mqtt_log_callback callback, int level, void *user_data);
+
+/**
+ * A new, empty property list, owned by the caller (free it with
+ * mqtt_properties_free). NULL when out of memory.
+ */
+struct mqtt_properties *mqtt_properties_new(void);
+
+/**
+ * A copy of `p`, owned by the caller: the way to keep the properties a
+ * callback received. NULL when `p` is NULL.
+ */
+struct mqtt_properties *mqtt_properties_copy(const struct mqtt_properties *p);
+
+/**
+ * Free a list made by mqtt_properties_new or mqtt_properties_copy. NULL is a
+ * no-op. Never pass a list a callback received.
+ */
+void mqtt_properties_free(struct mqtt_properties *p);
+
+/**
+ * Remove every property, keeping the memory for reuse.
+ * Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT (NULL, or a callback's list).
+ */
+int mqtt_properties_clear(struct mqtt_properties *p);
+
+/**
+ * Append an integer property: `id` is a byte, 2-byte, 4-byte or varint
+ * property and `value` must fit it (and its rules: 0/1 flags, Maximum QoS 0
+ * or 1, no 0 where the specification forbids it).
+ *
+ * Whether the property may go on a packet is checked by the call that sends
+ * the list (MQTT_ERR_INVALID_PROPERTY there). Returns MQTT_OK,
+ * MQTT_ERR_INVALID_ARGUMENT (NULL, or a callback's list) or
+ * MQTT_ERR_INVALID_PROPERTY (unknown id, not an integer property, value out
+ * of range); on error the list is unchanged.
+ */
+int mqtt_properties_add_int(struct mqtt_properties *p, int id, uint32_t value);
+
+/**
+ * Append a string property (NUL-terminated UTF-8, copied).
+ * Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT (NULL), MQTT_ERR_INVALID_UTF8,
+ * or MQTT_ERR_INVALID_PROPERTY (unknown id, not a string property, longer
+ * than 65535 bytes); on error the list is unchanged.
+ */
+int mqtt_properties_add_string(struct mqtt_properties *p, int id, const char *value);
+
+/**
+ * Append a binary property (`len` bytes at `data`, copied; `data` may be NULL
+ * when `len` is 0). Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT (NULL), or
+ * MQTT_ERR_INVALID_PROPERTY (unknown id, not a binary property, longer than
+ * 65535 bytes); on error the list is unchanged.
+ */
+int mqtt_properties_add_binary(struct mqtt_properties *p, int id, const void *data, size_t len);
+
+/**
+ * Append a user property (a key and a value, NUL-terminated UTF-8, copied).
+ * Repeatable; order is kept on the wire. Returns MQTT_OK,
+ * MQTT_ERR_INVALID_ARGUMENT (NULL), MQTT_ERR_INVALID_UTF8 or
+ * MQTT_ERR_INVALID_PROPERTY (longer than 65535 bytes); on error the list is
+ * unchanged.
+ */
+int mqtt_properties_add_user(struct mqtt_properties *p, const char *key, const char *value);
+
+/**
+ * Read the first integer property `id` into `*out`.
+ * Returns MQTT_OK, MQTT_ERR_NOT_FOUND (absent; `*out` untouched),
+ * MQTT_ERR_INVALID_ARGUMENT (NULL) or MQTT_ERR_INVALID_PROPERTY (unknown id
+ * or not an integer property).
+ */
+int mqtt_properties_get_int(const struct mqtt_properties *p, int id, uint32_t *out);
+
+/**
+ * Read the string property `id`: `*s` points to its bytes (UTF-8, NOT
+ * NUL-terminated: use `*len`), valid as long as the list (a callback's: during
+ * the callback). `len` may be NULL. Returns MQTT_OK, MQTT_ERR_NOT_FOUND,
+ * MQTT_ERR_INVALID_ARGUMENT (NULL `p` or `s`) or MQTT_ERR_INVALID_PROPERTY
+ * (unknown id or not a string property).
+ */
+int mqtt_properties_get_string(const struct mqtt_properties *p, int id, const char **s, size_t *len);
+
+/**
+ * Read the binary property `id`: `*data` points to its `*len` bytes, valid as
+ * long as the list (a callback's: during the callback). Returns MQTT_OK,
+ * MQTT_ERR_NOT_FOUND, MQTT_ERR_INVALID_ARGUMENT (NULL `p`, `data` or `len`) or
+ * MQTT_ERR_INVALID_PROPERTY (unknown id or not a binary property).
+ */
+int mqtt_properties_get_binary(const struct mqtt_properties *p, int id, const uint8_t **data, size_t *len);
+
+/**
+ * How many times property `id` occurs (repeatable ones: user property,
+ * subscription identifier on a received PUBLISH; else 0 or 1). 0 for NULL or
+ * an unknown id.
+ */
+size_t mqtt_properties_count(const struct mqtt_properties *p, int id);
+
+/**
+ * Read occurrence `index` (from 0) of the integer property `id` into `*out`:
+ * e.g. every subscription identifier of a received message. Returns MQTT_OK,
+ * MQTT_ERR_NOT_FOUND (fewer occurrences; `*out` untouched),
+ * MQTT_ERR_INVALID_ARGUMENT (NULL) or MQTT_ERR_INVALID_PROPERTY (unknown id or
+ * not an integer property).
+ */
+int mqtt_properties_get_int_at(const struct mqtt_properties *p, int id, size_t index, uint32_t *out);
+
+/**
+ * Read user property `index` (from 0, in wire order): key and value point to
+ * UTF-8 bytes (NOT NUL-terminated: use the lengths), valid as long as the
+ * list. Any of the four out-pointers may be NULL. Returns MQTT_OK,
+ * MQTT_ERR_NOT_FOUND or MQTT_ERR_INVALID_ARGUMENT (NULL `p`).
+ */
+int mqtt_properties_get_user_at(const struct mqtt_properties *p, size_t index, const char **key, size_t *key_len, const char **value, size_t *value_len);
+
+/**
+ * Speak `version` (MQTT_PROTOCOL_V311 = 4, the default, or MQTT_PROTOCOL_V5 =
+ * 5) from the next connection. Set it right after mqtt_client_new: before
+ * connecting, publishing or subscribing.
+ *
+ * Under MQTT 5 the seed's `clean_session` is the Clean Start flag. A client
+ * with `clean_session` false that sets no Session Expiry Interval (connect
+ * properties) sends 0xFFFFFFFF, so that its session outlives the connection
+ * as in 3.1.1 (MQTT 5's own default, 0, would end it with the connection);
+ * with `clean_session` true the session ends with the connection unless a
+ * Session Expiry Interval says otherwise. The client also announces, unless
+ * the connect properties set them, Receive Maximum = the
+ * mqtt_client_set_max_incoming_qos2 limit and Maximum Packet Size = the
+ * mqtt_client_set_max_packet_size limit, and enforces both.
+ *
+ * Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT (NULL, another version, or
+ * messages or requests made under the other version still pending) or
+ * MQTT_ERR_ALREADY_CONNECTED (connected or connecting). Thread-safe.
+ */
+int mqtt_client_set_protocol(struct mqtt_client *client, int version);
+
+/**
+ * MQTT 5: the properties of every CONNECT from the next connection on
+ * (copied; NULL or an empty list clears them): Session Expiry Interval,
+ * Receive Maximum, Maximum Packet Size, Topic Alias Maximum (the aliases the
+ * broker may use towards us; incoming aliases are resolved, callbacks always
+ * see the full topic), Request Problem/Response Information, user
+ * properties. Enhanced authentication (Authentication Method/Data) is not
+ * supported.
+ *
+ * Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT (NULL client),
+ * MQTT_ERR_PROTOCOL_VERSION (a non-empty list on a 3.1.1 client) or
+ * MQTT_ERR_INVALID_PROPERTY (not a CONNECT property, a duplicate, or an
+ * authentication property); on error nothing changed. Thread-safe.
+ */
+int mqtt_client_set_connect_properties(struct mqtt_client *client, const struct mqtt_properties *props);
+
+/**
+ * MQTT 5: the properties of the will (mqtt_client_set_will) from the next
+ * connection on (copied; NULL or empty clears them): Will Delay Interval,
+ * Message Expiry Interval, Payload Format Indicator, Content Type, Response
+ * Topic, Correlation Data, user properties.
+ *
+ * Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT, MQTT_ERR_PROTOCOL_VERSION or
+ * MQTT_ERR_INVALID_PROPERTY, as mqtt_client_set_connect_properties.
+ * Thread-safe.
+ */
+int mqtt_client_set_will_properties(struct mqtt_client *client, const struct mqtt_properties *props);
+
+/**
+ * MQTT 5: give outgoing topics aliases, at most `max` per connection (and at
+ * most the broker's Topic Alias Maximum): the first PUBLISH on a topic
+ * carries it with its alias, later ones only the 2-byte alias. Aliases are
+ * assigned in order of first use and forgotten on every reconnection. 0 (the
+ * default) sends none. From the next connection.
+ *
+ * Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT or MQTT_ERR_PROTOCOL_VERSION
+ * (`max` > 0 on a 3.1.1 client). Thread-safe.
+ */
+int mqtt_client_set_topic_alias_max(struct mqtt_client *client, uint16_t max);
+
+/**
+ * mqtt_client_publish with MQTT 5 properties (`props` nullable, copied):
+ * Payload Format Indicator, Message Expiry Interval, Content Type, Response
+ * Topic, Correlation Data, user properties. The client assigns topic aliases
+ * itself (mqtt_client_set_topic_alias_max).
+ *
+ * Honours what the broker announced in its CONNACK: a message above its
+ * Maximum QoS, or retained while it has no retain, is refused with
+ * MQTT_ERR_NOT_SUPPORTED; one larger than its Maximum Packet Size with
+ * MQTT_ERR_PACKET_TOO_LARGE; no more messages are in flight than its Receive
+ * Maximum (the rest wait in the queue). Nothing is sent on a refusal.
+ *
+ * Returns the message id, or mqtt_client_publish's errors, or
+ * MQTT_ERR_PROTOCOL_VERSION (properties on a 3.1.1 client),
+ * MQTT_ERR_INVALID_PROPERTY (not a PUBLISH property, a duplicate, a Topic
+ * Alias or a Subscription Identifier), MQTT_ERR_NOT_SUPPORTED,
+ * MQTT_ERR_PACKET_TOO_LARGE. On error nothing changed. Thread-safe, also
+ * from callbacks.
+ */
+int mqtt_client_publish_v5(struct mqtt_client *client, const char *topic, const void *payload, size_t payload_len, int qos, bool retain, const struct mqtt_properties *props);
+
+/**
+ * Subscribe with MQTT 5 options (see mqtt_subscription_v5) and properties
+ * (`props` nullable, copied): a Subscription Identifier (then delivered with
+ * every matching message: mqtt_properties_count/get_int_at on the message's
+ * properties) and user properties. `$share/<group>/<filter>` makes a shared
+ * subscription (no_local is not allowed there). The subscriptions are
+ * restored with their options and identifier when the broker loses the
+ * session (mqtt_client_set_resubscribe).
+ *
+ * Returns the SUBSCRIBE's message id, or MQTT_ERR_INVALID_ARGUMENT (NULL,
+ * count 0, retain_handling outside 0..2, no_local on a shared
+ * subscription), MQTT_ERR_INVALID_UTF8, MQTT_ERR_INVALID_TOPIC,
+ * MQTT_ERR_INVALID_QOS, MQTT_ERR_PROTOCOL_VERSION (properties or options
+ * beyond the QoS on a 3.1.1 client), MQTT_ERR_INVALID_PROPERTY,
+ * MQTT_ERR_QUEUE_FULL, MQTT_ERR_PAYLOAD_TOO_LARGE. SUBACK data carries one
+ * reason code per filter in `reason_codes`. Thread-safe, also from callbacks.
+ */
+int mqtt_client_subscribe_v5(struct mqtt_client *client, const struct mqtt_subscription_v5 *subscriptions, size_t count, const struct mqtt_properties *props);
+
+/**
+ * mqtt_client_unsubscribe with MQTT 5 properties (`props` nullable, copied:
+ * user properties). UNSUBACK data carries one reason code per filter in
+ * `reason_codes`. Returns the UNSUBSCRIBE's message id, or
+ * mqtt_client_unsubscribe's errors, MQTT_ERR_PROTOCOL_VERSION or
+ * MQTT_ERR_INVALID_PROPERTY. Thread-safe, also from callbacks.
+ */
+int mqtt_client_unsubscribe_v5(struct mqtt_client *client, const char *const *topics, size_t count, const struct mqtt_properties *props);
+
+/**
+ * mqtt_client_disconnect with an MQTT 5 reason code (0x00 normal; 0x04
+ * disconnect with will: the broker publishes the will anyway; any other code
+ * DISCONNECT may carry) and properties (`props` nullable, copied: Session
+ * Expiry Interval, Reason String, user properties).
+ *
+ * Returns mqtt_client_disconnect's results, or MQTT_ERR_PROTOCOL_VERSION (a
+ * reason code or properties on a 3.1.1 client), MQTT_ERR_INVALID_ARGUMENT (a
+ * reason code DISCONNECT may not carry) or MQTT_ERR_INVALID_PROPERTY (not a
+ * DISCONNECT property, or a non-zero Session Expiry Interval when the
+ * CONNECT's was 0); on those errors nothing changed. Thread-safe, also from
+ * callbacks.
+ */
+int mqtt_client_disconnect_v5(struct mqtt_client *client, int reason_code, const struct mqtt_properties *props);
 
 /**
  * Use TLS for every connection attempt from now on (the next `connect`,

@@ -13,7 +13,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::dispatch::{Callback, Command, Condition, Data, Dispatcher};
-use crate::protocol::codec::QoS;
+use crate::protocol::codec::{ProtocolVersion, QoS, SubscribeOptions};
+use crate::protocol::properties::{self as prop, Properties, PropertiesBuf, PropertyContext};
 use crate::protocol::session::{ConnectionState, Session, SessionConfig, Will};
 use crate::reactor::{Reactor, ReactorCommand};
 use crate::{Error, Result};
@@ -112,12 +113,11 @@ pub struct Client {
 }
 
 impl Client {
-    /// A new, disconnected client. An empty `client_id` needs `clean_session`.
+    /// A new, disconnected client. Under MQTT 3.1.1 an empty `client_id`
+    /// needs `clean_session` (checked by connect: MQTT 5 lets the server
+    /// assign one).
     pub fn new(client_id: &str, clean_session: bool) -> Result<Client> {
         if client_id.len() > u16::MAX as usize || client_id.contains('\0') {
-            return Err(Error::InvalidArgument);
-        }
-        if client_id.is_empty() && !clean_session {
             return Err(Error::InvalidArgument);
         }
         let config = SessionConfig {
@@ -242,8 +242,19 @@ impl Client {
         if self.connection_active() {
             return Err(Error::AlreadyConnected);
         }
+        self.check_client_id()?;
         self.set_target(host, keepalive, port);
         self.connect_and_wait()
+    }
+
+    /// A zero-byte client id needs a clean session under 3.1.1 [MQTT-3.1.3-7].
+    fn check_client_id(&self) -> Result<()> {
+        let session = self.session();
+        let config = session.config();
+        if config.client_id.is_empty() && !config.clean_session && !config.is_v5() {
+            return Err(Error::InvalidArgument);
+        }
+        Ok(())
     }
 
     /// Resolve host names with `resolver` instead of the system's (`None`
@@ -283,6 +294,7 @@ impl Client {
         if lock(&self.inner.connect_wait).in_progress.is_some() {
             return Err(Error::AlreadyConnected);
         }
+        self.check_client_id()?;
         let intent = self.claim_attempt()?;
         self.set_target(host, keepalive, port);
         if let Ok(ip) = host.parse::<std::net::IpAddr>() {
@@ -547,22 +559,141 @@ impl Client {
 
     /// Publish a message. Returns its message id (QoS 0 included).
     pub fn publish(&self, topic: &str, payload: &[u8], qos: QoS, retain: bool) -> Result<u16> {
-        let mid = self
-            .session()
-            .publish(Instant::now(), topic, payload, qos, retain)?;
+        self.publish_with(topic, payload, qos, retain, Properties::EMPTY)
+    }
+
+    /// `publish` with MQTT 5 properties (see `Session::publish_with`).
+    pub fn publish_with(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        qos: QoS,
+        retain: bool,
+        props: Properties<'_>,
+    ) -> Result<u16> {
+        let mid =
+            self.session()
+                .publish_with(Instant::now(), topic, payload, qos, retain, props)?;
         self.wake();
         Ok(mid)
+    }
+
+    /// `subscribe` with MQTT 5 options and properties.
+    pub fn subscribe_with(
+        &self,
+        filters: &[(&str, SubscribeOptions)],
+        props: Properties<'_>,
+    ) -> Result<u16> {
+        let mid = self
+            .session()
+            .subscribe_with(Instant::now(), filters, props)?;
+        self.wake();
+        Ok(mid)
+    }
+
+    /// `unsubscribe` with MQTT 5 properties.
+    pub fn unsubscribe_with(&self, filters: &[&str], props: Properties<'_>) -> Result<u16> {
+        let mid = self
+            .session()
+            .unsubscribe_with(Instant::now(), filters, props)?;
+        self.wake();
+        Ok(mid)
+    }
+
+    /// Speak MQTT 3.1.1 (the default) or 5.0 from the next connection.
+    /// `AlreadyConnected` while connected or connecting; `InvalidArgument`
+    /// once messages or requests made under the other version are pending.
+    pub fn set_protocol(&self, version: ProtocolVersion) -> Result<()> {
+        let mut session = self.session();
+        if session.config().protocol == version {
+            return Ok(());
+        }
+        if session.state() != crate::protocol::session::ConnectionState::Disconnected
+            || self.attempt_in_progress()
+        {
+            return Err(Error::AlreadyConnected);
+        }
+        if session.inflight_len() + session.queued_len() + session.pending_requests_len() > 0 {
+            return Err(Error::InvalidArgument);
+        }
+        session.config_mut().protocol = version;
+        Ok(())
+    }
+
+    /// MQTT 5 CONNECT properties for the next connections (`None` clears
+    /// them). `ProtocolVersion` on a 3.1.1 client (unless clearing);
+    /// `InvalidProperty` for one CONNECT may not carry, a duplicate, or an
+    /// Authentication Method or Data (enhanced authentication is not
+    /// supported).
+    pub fn set_connect_properties(&self, props: Option<Properties<'_>>) -> Result<()> {
+        self.set_v5_properties(props, PropertyContext::Connect, |config| {
+            &mut config.connect_properties
+        })
+    }
+
+    /// MQTT 5 will properties (will delay, message expiry, content type, ...)
+    /// for the next connections (`None` clears them).
+    pub fn set_will_properties(&self, props: Option<Properties<'_>>) -> Result<()> {
+        self.set_v5_properties(props, PropertyContext::Will, |config| {
+            &mut config.will_properties
+        })
+    }
+
+    fn set_v5_properties(
+        &self,
+        props: Option<Properties<'_>>,
+        ctx: PropertyContext,
+        field: impl FnOnce(&mut crate::protocol::session::SessionConfig) -> &mut PropertiesBuf,
+    ) -> Result<()> {
+        let mut session = self.session();
+        let config = session.config_mut();
+        let props = props.unwrap_or_default();
+        if props.is_empty() {
+            field(config).clear();
+            return Ok(());
+        }
+        if !config.is_v5() {
+            return Err(Error::ProtocolVersion);
+        }
+        let props = Properties::parse(props.as_bytes(), ctx).map_err(|_| Error::InvalidProperty)?;
+        if props.get(prop::AUTHENTICATION_METHOD).is_some()
+            || props.get(prop::AUTHENTICATION_DATA).is_some()
+        {
+            return Err(Error::InvalidProperty);
+        }
+        field(config).set(props);
+        Ok(())
+    }
+
+    /// MQTT 5: assign topic aliases to at most `max` outgoing topics per
+    /// connection (also bounded by the server's Topic Alias Maximum); 0 (the
+    /// default) sends none. From the next connection.
+    pub fn set_topic_alias_max(&self, max: u16) -> Result<()> {
+        let mut session = self.session();
+        if max > 0 && !session.config().is_v5() {
+            return Err(Error::ProtocolVersion);
+        }
+        session.config_mut().topic_alias_max = max;
+        Ok(())
     }
 
     /// Send DISCONNECT and close the connection once it is written. Automatic
     /// reconnection stops until the next `connect`.
     pub fn disconnect(&self) -> Result<()> {
+        self.disconnect_with(0, Properties::EMPTY)
+    }
+
+    /// `disconnect` with an MQTT 5 reason code (0x04: publish the will
+    /// anyway) and properties (see `Session::disconnect_with`).
+    pub fn disconnect_with(&self, reason_code: u8, props: Properties<'_>) -> Result<()> {
+        // Argument errors change nothing, not even the intent.
+        self.session().check_disconnect(reason_code, props)?;
         let (intent, attempting) = self.new_intent();
         // The session stays locked until the command is queued: a loop thread
         // taking the command at once must find the DISCONNECT already queued,
         // or it would send one itself and this call would report NotConnected.
         let mut session = self.session();
-        let sent = session.disconnect(Instant::now());
+        let sent = session.disconnect_with(Instant::now(), reason_code, props);
         // When not connected, the command still cancels a pending automatic
         // reconnection, which is what the caller asked for, and gives up an
         // attempt under way, which counts as success.

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::Error;
 use crate::protocol::codec::QoS;
+use crate::protocol::properties::Properties;
 
 /// The packet (or event) a callback is registered for. Values are the MQTT packet types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -56,6 +57,8 @@ pub struct MessageView<'a> {
     pub retain: bool,
     pub dup: bool,
     pub mid: u16,
+    /// MQTT 5: the PUBLISH's properties (`None` under 3.1.1).
+    pub properties: Option<Properties<'a>>,
 }
 
 /// What a callback receives: the seed's `data` dictionary.
@@ -71,7 +74,16 @@ pub struct Data<'a> {
     /// DISCONNECT: why the connection ended (`None` after a requested disconnect).
     /// PUBCOMP: `Some(SessionLost)` when the broker acknowledged the message
     /// (PUBREC) and then came back without the session.
+    /// MQTT 5 PUBACK/PUBCOMP: `Some(RefusedByBroker)` for a refused message.
     pub error: Option<Error>,
+    /// MQTT 5 reason code of CONNACK, PUBACK, PUBREC, PUBREL, PUBCOMP and
+    /// DISCONNECT (the server's, or the one we sent when we closed for a
+    /// protocol error); under 3.1.1 the CONNACK return code, else 0.
+    pub reason_code: u8,
+    /// MQTT 5 SUBACK and UNSUBACK: one reason code per filter.
+    pub reason_codes: &'a [u8],
+    /// MQTT 5: the packet's properties (`None` under 3.1.1).
+    pub properties: Option<Properties<'a>>,
 }
 
 impl<'a> Data<'a> {
@@ -84,6 +96,9 @@ impl<'a> Data<'a> {
             session_present: false,
             granted_qos: &[],
             error: None,
+            reason_code: 0,
+            reason_codes: &[],
+            properties: None,
         }
     }
 }

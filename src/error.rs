@@ -87,6 +87,25 @@ pub enum Error {
     /// e.g. a refused or missing client certificate; no common protocol; not
     /// a TLS listener), or a TLS failure after it.
     TlsHandshake = -45,
+    /// MQTT 5.0: a property unknown, of the wrong type or value, not allowed on
+    /// the packet it is sent with, or a single-valued one given twice.
+    InvalidProperty = -50,
+    /// An MQTT 5.0 feature used on a client speaking MQTT 3.1.1.
+    ProtocolVersion = -51,
+    /// The property asked for is not in the list.
+    NotFound = -52,
+    /// MQTT 5.0: the broker refused with a reason code (>= 0x80): on a
+    /// PUBACK/PUBCOMP callback for a refused message, or from connect for a
+    /// CONNACK refusal without a 3.1.1 equivalent. The reason code is in the data.
+    RefusedByBroker = -53,
+    /// MQTT 5.0: the broker ended the connection with a DISCONNECT (its reason
+    /// code and properties are in the DISCONNECT callback's data).
+    ServerDisconnect = -54,
+    /// MQTT 5.0: the broker does not support what was asked (a publish above
+    /// its Maximum QoS, or retained while it has no retain).
+    NotSupported = -55,
+    /// MQTT 5.0: the broker used a topic alias of 0 or above our Topic Alias Maximum.
+    TopicAliasInvalid = -56,
 }
 
 impl Error {
@@ -134,6 +153,13 @@ impl Error {
             Error::TlsNotTrusted => c"TLS: the broker's certificate is not trusted",
             Error::TlsHostname => c"TLS: the broker's certificate does not match the server name",
             Error::TlsHandshake => c"TLS handshake or protocol failure",
+            Error::InvalidProperty => c"invalid MQTT 5 property for this packet",
+            Error::ProtocolVersion => c"an MQTT 5 feature on a client speaking MQTT 3.1.1",
+            Error::NotFound => c"property not found",
+            Error::RefusedByBroker => c"refused by the broker (see the reason code)",
+            Error::ServerDisconnect => c"the broker closed the connection with DISCONNECT",
+            Error::NotSupported => c"not supported by the broker (maximum QoS or retain)",
+            Error::TopicAliasInvalid => c"the broker used an invalid topic alias",
         }
     }
 
@@ -142,7 +168,7 @@ impl Error {
         self.message_c().to_str().unwrap_or("error")
     }
 
-    pub const ALL: [Error; 35] = [
+    pub const ALL: [Error; 42] = [
         Error::InvalidArgument,
         Error::InvalidUtf8,
         Error::InvalidTopic,
@@ -178,6 +204,13 @@ impl Error {
         Error::TlsNotTrusted,
         Error::TlsHostname,
         Error::TlsHandshake,
+        Error::InvalidProperty,
+        Error::ProtocolVersion,
+        Error::NotFound,
+        Error::RefusedByBroker,
+        Error::ServerDisconnect,
+        Error::NotSupported,
+        Error::TopicAliasInvalid,
     ];
 
     pub fn from_code(code: i32) -> Option<Error> {
@@ -202,8 +235,24 @@ impl Error {
         use crate::protocol::codec::CodecError as C;
         match e {
             C::PacketTooLarge { .. } => Error::PacketTooLarge,
+            e if e.is_protocol_error() => Error::ProtocolViolation,
             _ => Error::MalformedPacket,
         }
+    }
+}
+
+impl Error {
+    /// The MQTT 5 DISCONNECT reason code with which the client closes a
+    /// connection for this error, if it is the server's fault.
+    pub fn disconnect_reason(self) -> Option<u8> {
+        Some(match self {
+            Error::MalformedPacket => 0x81,
+            Error::ProtocolViolation => 0x82,
+            Error::TooManyIncoming => 0x93,
+            Error::TopicAliasInvalid => 0x94,
+            Error::PacketTooLarge => 0x95,
+            _ => return None,
+        })
     }
 }
 

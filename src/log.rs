@@ -204,7 +204,12 @@ pub(crate) fn connection_started(client: &Client) {
 
 /// DEBUG: the first `written` bytes of `pending` (the outgoing buffer) were written;
 /// log each packet starting in them. Called by the reactor after every write.
-pub(crate) fn sent(client: &Client, pending: &[u8], written: usize) {
+pub(crate) fn sent(
+    client: &Client,
+    pending: &[u8],
+    written: usize,
+    version: codec::ProtocolVersion,
+) {
     let logger = &client.inner.logger;
     let skip = logger.sent_skip.load(Ordering::Relaxed);
     if !logger.enabled(Level::Debug) || skip == UNKNOWN {
@@ -215,14 +220,15 @@ pub(crate) fn sent(client: &Client, pending: &[u8], written: usize) {
     }
     let mut pos = skip;
     while pos < written {
-        let Ok(Ok(header)) = codec::parse_fixed_header(&pending[pos..], usize::MAX) else {
+        let Ok(Ok(header)) = codec::parse_fixed_header_as(&pending[pos..], usize::MAX, version)
+        else {
             logger.sent_skip.store(UNKNOWN, Ordering::Relaxed);
             return;
         };
         let body = pending
             .get(pos + header.header_len..pos + header.frame_len())
             .unwrap_or(&[]);
-        match codec::decode_body(header.byte1, body) {
+        match codec::decode_body_as(header.byte1, body, version) {
             Ok(packet) => describe(client, "sent", &packet),
             Err(_) => log!(
                 client,
@@ -306,10 +312,10 @@ mod tests {
         let mut buf = vec![0x32, 9, 0, 3, b'a', b'/', b'b', 0, 7, b'h', b'i'];
         buf.extend_from_slice(&[0x40, 2, 0, 9, 0xc0, 0]);
         connection_started(&client);
-        sent(&client, &buf, 5); // PUBLISH starts here
-        sent(&client, &buf[5..], 8); // rest of PUBLISH + half the PUBACK
-        sent(&client, &buf[13..], 2); // the PUBACK's end
-        sent(&client, &buf[15..], 2); // PINGREQ
+        sent(&client, &buf, 5, codec::ProtocolVersion::V311); // PUBLISH starts here
+        sent(&client, &buf[5..], 8, codec::ProtocolVersion::V311); // rest of PUBLISH + half the PUBACK
+        sent(&client, &buf[13..], 2, codec::ProtocolVersion::V311); // the PUBACK's end
+        sent(&client, &buf[15..], 2, codec::ProtocolVersion::V311); // PINGREQ
         let got: Vec<String> = lines.lock().unwrap().iter().map(|l| l.1.clone()).collect();
         assert_eq!(
             got,

@@ -15,8 +15,10 @@ use crate::Error;
 use crate::client::{Client, lock};
 use crate::dispatch::{Command, Data, MessageView};
 use crate::log::{Level, log};
-use crate::protocol::codec::{self, Decoded};
+use crate::protocol::codec::{self, Decoded, Packet, ProtocolVersion};
+use crate::protocol::properties::{self as prop, Properties};
 use crate::protocol::session::{ConnectionState, Incoming, Message};
+use crate::protocol::v5::{self, AfterRefusal};
 
 const SOCKET: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -146,8 +148,9 @@ fn transport_for(client: &Client, stream: TcpStream) -> Result<Transport, Error>
 }
 
 /// Hand the new connection to the session (it queues CONNECT), with what is
-/// left of the connect timeout as the CONNACK deadline.
-fn open_session(client: &Client, connect_deadline: Option<Instant>) {
+/// left of the connect timeout as the CONNACK deadline. Returns the protocol
+/// the connection speaks.
+fn open_session(client: &Client, connect_deadline: Option<Instant>) -> ProtocolVersion {
     let now = Instant::now();
     let mut session = client.session();
     if let Some(deadline) = connect_deadline {
@@ -156,6 +159,7 @@ fn open_session(client: &Client, connect_deadline: Option<Instant>) {
             .max(Duration::from_millis(1));
     }
     session.connection_opened(now);
+    session.config().protocol
 }
 
 struct Connection {
@@ -199,6 +203,13 @@ pub(crate) struct Reactor {
     keep_reconnecting: bool,
     failed_attempts: u32,
     rng: u64,
+    /// What the current connection speaks (decoding depends on it).
+    protocol: ProtocolVersion,
+    /// The DISCONNECT reason code we sent when closing for a protocol error,
+    /// for the DISCONNECT callback.
+    sent_reason: u8,
+    /// The last refusal or server DISCONNECT said retrying cannot help.
+    stop_after_refusal: bool,
 }
 
 impl Reactor {
@@ -230,6 +241,9 @@ impl Reactor {
                 keep_reconnecting: false,
                 failed_attempts: 0,
                 rng: seed | 1,
+                protocol: ProtocolVersion::V311,
+                sent_reason: 0,
+                stop_after_refusal: false,
             },
             waker,
         ))
@@ -476,7 +490,7 @@ impl Reactor {
                 conn.writable = true;
                 if matches!(conn.transport, Transport::Plain(_)) {
                     conn.established = true;
-                    open_session(client, self.connect_deadline);
+                    self.protocol = open_session(client, self.connect_deadline);
                 } else {
                     // CONNECT waits for the TLS handshake (drive_handshake).
                     conn.handshaking = true;
@@ -510,7 +524,7 @@ impl Reactor {
             Handshake::Done => {
                 conn.handshaking = false;
                 conn.established = true;
-                open_session(client, self.connect_deadline);
+                self.protocol = open_session(client, self.connect_deadline);
             }
             Handshake::Failed(error) => {
                 self.close(client, Some(error));
@@ -599,7 +613,10 @@ impl Reactor {
         } else if !self.keep_reconnecting {
             return;
         }
-        if is_final_refusal(error) || !self.keep_reconnecting {
+        if is_final_refusal(error)
+            || std::mem::take(&mut self.stop_after_refusal)
+            || !self.keep_reconnecting
+        {
             log!(client, Level::Error, "giving up reconnecting: {error}");
             self.keep_reconnecting = false;
             self.report_disconnect(client, Some(error));
@@ -694,11 +711,14 @@ impl Reactor {
             self.read_end -= self.read_start;
             self.read_start = 0;
         }
-        let needed =
-            match codec::parse_fixed_header(&self.read_buf[..self.read_end], max_packet_size) {
-                Ok(Ok(header)) => header.frame_len(),
-                _ => 0,
-            };
+        let needed = match codec::parse_fixed_header_as(
+            &self.read_buf[..self.read_end],
+            max_packet_size,
+            self.protocol,
+        ) {
+            Ok(Ok(header)) => header.frame_len(),
+            _ => 0,
+        };
         // Grow only for a frame larger than the buffer: the unread tail of a
         // partial packet fits after compaction, so steady traffic never reallocates.
         let target = needed.max(READ_CHUNK);
@@ -709,37 +729,71 @@ impl Reactor {
 
     /// Decode and handle every complete packet in the read buffer.
     fn process(&mut self, client: &Client, max_packet_size: usize) -> Result<(), Error> {
+        // Out of `self` while its packets are handled, so that they can borrow
+        // it while the reactor changes state; nothing else reads it meanwhile.
+        let buf = std::mem::take(&mut self.read_buf);
+        let result = self.process_buffer(client, max_packet_size, &buf);
+        self.read_buf = buf;
+        result
+    }
+
+    fn process_buffer(
+        &mut self,
+        client: &Client,
+        max_packet_size: usize,
+        buf: &[u8],
+    ) -> Result<(), Error> {
         loop {
-            let input = &self.read_buf[self.read_start..self.read_end];
-            let (packet, used) = match codec::decode(input, max_packet_size) {
+            let input = &buf[self.read_start..self.read_end];
+            let (packet, used) = match codec::decode_as(input, max_packet_size, self.protocol) {
                 Ok(Decoded::Packet(packet, used)) => (packet, used),
                 Ok(Decoded::Incomplete(_)) => return Ok(()),
                 Err(e) => {
-                    log!(
-                        client,
-                        Level::Error,
-                        "invalid packet from the broker: {e:?}"
-                    );
-                    return Err(Error::from_codec(e));
+                    log!(client, Level::Error, "invalid packet from the broker: {e}");
+                    return Err(self.protocol_error(client, Error::from_codec(e)));
                 }
             };
             crate::log::received(client, &packet);
             let name = crate::log::packet_name(&packet);
+            let details = Details {
+                reason_code: packet.reason_code().unwrap_or(0),
+                properties: packet.properties(),
+                reason_codes: match &packet {
+                    Packet::UnsubAck(ack) => ack.reason_codes,
+                    _ => &[],
+                },
+            };
             let handled = client.session().handle_packet(Instant::now(), packet);
-            let incoming = handled
-                .inspect_err(|e| log!(client, Level::Error, "{name} from the broker: {e}"))?;
+            let incoming = match handled {
+                Ok(incoming) => incoming,
+                Err(e) => {
+                    log!(client, Level::Error, "{name} from the broker: {e}");
+                    return Err(self.protocol_error(client, e));
+                }
+            };
             match incoming {
                 Some(Incoming::ConnAck(ack)) => {
                     self.read_start += used;
-                    // Decoded as MQTT 3.1.1 (`codec::decode`): every CONNACK
-                    // carries a 3.1.1 return code.
-                    let code = ack.code().ok_or(Error::ProtocolViolation)?;
-                    let data = connack_data(code as u8, ack.session_present);
-                    if let Some(error) = Error::from_connack(code) {
+                    let error = if self.protocol == ProtocolVersion::V5 {
+                        v5::connack_error(ack.reason_code)
+                    } else {
+                        ack.code().and_then(Error::from_connack)
+                    };
+                    let mut data = Data::new(Command::ConnAck);
+                    data.return_code = ack.reason_code;
+                    data.reason_code = ack.reason_code;
+                    data.session_present = ack.session_present;
+                    data.properties = ack.properties;
+                    if let Some(error) = error {
+                        let after = match ack.properties {
+                            Some(props) => v5::after_refusal(ack.reason_code, props),
+                            None => AfterRefusal::Retry,
+                        };
                         run_callbacks(client, &data);
                         if let Some(conn) = self.conn.take() {
                             self.drop_connection(client, conn);
                         }
+                        self.follow_refusal(client, after);
                         self.attempt_failed(client, error);
                         return Ok(());
                     }
@@ -765,12 +819,81 @@ impl Reactor {
                     }
                     continue;
                 }
-                Some(incoming) => dispatch_incoming(client, &mut self.topic_buf, incoming),
+                Some(Incoming::Disconnect(disconnect)) => {
+                    self.read_start += used;
+                    let props = disconnect.properties.unwrap_or_default();
+                    log!(
+                        client,
+                        Level::Warn,
+                        "the broker sent DISCONNECT (reason code {:#04x}{})",
+                        disconnect.reason_code,
+                        props
+                            .str_of(prop::REASON_STRING)
+                            .map(|r| format!(": {r}"))
+                            .unwrap_or_default()
+                    );
+                    let after = v5::after_refusal(disconnect.reason_code, props);
+                    self.follow_refusal(client, after);
+                    if std::mem::take(&mut self.stop_after_refusal) {
+                        self.keep_reconnecting = false;
+                    }
+                    self.close_with(
+                        client,
+                        Some(Error::ServerDisconnect),
+                        disconnect.reason_code,
+                        disconnect.properties,
+                    );
+                    return Ok(());
+                }
+                Some(incoming) => {
+                    dispatch_incoming(client, &mut self.topic_buf, incoming, &details)
+                }
                 None => {}
             }
             self.read_start += used;
             if client.is_closed() || self.conn.is_none() {
                 return Ok(());
+            }
+        }
+    }
+
+    /// The server broke the protocol: under MQTT 5 tell it why with a
+    /// DISCONNECT before the connection closes. Returns `error`.
+    fn protocol_error(&mut self, client: &Client, error: Error) -> Error {
+        let Some(reason_code) = error.disconnect_reason() else {
+            return error;
+        };
+        if self.protocol == ProtocolVersion::V5
+            && client
+                .session()
+                .disconnect_with(Instant::now(), reason_code, Properties::EMPTY)
+                .is_ok()
+        {
+            let _ = self.flush(client);
+        }
+        if self.protocol == ProtocolVersion::V5 {
+            self.sent_reason = reason_code;
+        }
+        error
+    }
+
+    /// What a refusal or a server DISCONNECT means for automatic reconnection.
+    fn follow_refusal(&mut self, client: &Client, after: AfterRefusal) {
+        match after {
+            AfterRefusal::Retry => {}
+            AfterRefusal::Stop => self.stop_after_refusal = true,
+            AfterRefusal::Redirect { host, port } => {
+                log!(client, Level::Warn, "the broker redirects to {host}");
+                let mut options = lock(&client.inner.options);
+                let port = port.unwrap_or(options.port);
+                self.addrs = host
+                    .parse::<std::net::IpAddr>()
+                    .map(|ip| vec![SocketAddr::new(ip, port)])
+                    .unwrap_or_default();
+                self.next_addr = 0;
+                self.failed_attempts = 0;
+                options.host = Some(host);
+                options.port = port;
             }
         }
     }
@@ -809,7 +932,7 @@ impl Reactor {
                 Ok(0) if pending.is_empty() => return Ok(()),
                 Ok(0) => return Err(Error::ConnectionLost),
                 Ok(n) => {
-                    crate::log::sent(client, pending, n);
+                    crate::log::sent(client, pending, n, self.protocol);
                     session.consume_transmit(Instant::now(), n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -843,6 +966,19 @@ impl Reactor {
     /// End the current connection (`reason` is `None` for a requested disconnect),
     /// report it, and arm a reconnection where that is the policy.
     fn close(&mut self, client: &Client, reason: Option<Error>) -> Error {
+        let reason_code = std::mem::take(&mut self.sent_reason);
+        self.close_with(client, reason, reason_code, None)
+    }
+
+    /// `close`, reporting an MQTT 5 reason code and properties in the
+    /// DISCONNECT callback's data.
+    fn close_with(
+        &mut self,
+        client: &Client,
+        reason: Option<Error>,
+        reason_code: u8,
+        properties: Option<Properties<'_>>,
+    ) -> Error {
         let error = reason.unwrap_or(Error::NotConnected);
         let Some(mut conn) = self.conn.take() else {
             self.connect_deadline = None;
@@ -872,7 +1008,11 @@ impl Reactor {
             Some(_) if self.keep_reconnecting => self.schedule_reconnect(client),
             Some(_) => {}
         }
-        self.report_disconnect(client, reason);
+        let mut data = Data::new(Command::Disconnect);
+        data.error = reason;
+        data.reason_code = reason_code;
+        data.properties = properties;
+        run_callbacks(client, &data);
         error
     }
 
@@ -958,26 +1098,36 @@ fn finish_attempt(client: &Client, attempt: u64, result: Result<bool, Error>) {
     }
 }
 
-fn connack_data<'a>(code: u8, session_present: bool) -> Data<'a> {
-    let mut data = Data::new(Command::ConnAck);
-    data.return_code = code;
-    data.session_present = session_present;
-    data
+/// What the packet behind an `Incoming` said beyond it (MQTT 5).
+struct Details<'a> {
+    reason_code: u8,
+    properties: Option<Properties<'a>>,
+    /// UNSUBACK's reason codes.
+    reason_codes: &'a [u8],
 }
 
-fn dispatch_incoming(client: &Client, topic_buf: &mut Vec<u8>, incoming: Incoming<'_>) {
+fn dispatch_incoming(
+    client: &Client,
+    topic_buf: &mut Vec<u8>,
+    incoming: Incoming<'_>,
+    details: &Details<'_>,
+) {
+    let ack_data = |command: Command, mid: u16| {
+        let mut data = Data::new(command);
+        data.mid = mid;
+        data.reason_code = details.reason_code;
+        data.properties = details.properties;
+        data
+    };
     match incoming {
-        Incoming::ConnAck(ack) => {
-            run_callbacks(client, &connack_data(ack.reason_code, ack.session_present))
-        }
         Incoming::Publish { mid, message } => {
-            dispatch_message(client, topic_buf, Command::Publish, mid, message)
+            dispatch_message(client, topic_buf, Data::new(Command::Publish), mid, message)
         }
         Incoming::PubRel { mid, message } => {
             dispatch_message(
                 client,
                 topic_buf,
-                Command::PubRel,
+                ack_data(Command::PubRel, mid),
                 mid,
                 message.as_ref().map(|m| m.as_message()),
             );
@@ -985,54 +1135,81 @@ fn dispatch_incoming(client: &Client, topic_buf: &mut Vec<u8>, incoming: Incomin
                 client.session().recycle(message);
             }
         }
-        Incoming::PubAck(mid) => dispatch_mid(client, Command::PubAck, mid),
-        Incoming::PubRec(mid) => dispatch_mid(client, Command::PubRec, mid),
-        Incoming::PubComp(mid) => dispatch_mid(client, Command::PubComp, mid),
-        Incoming::UnsubAck(mid) => dispatch_mid(client, Command::UnsubAck, mid),
+        Incoming::PubAck(mid) => {
+            let mut data = ack_data(Command::PubAck, mid);
+            if details.reason_code >= 0x80 {
+                data.error = Some(Error::RefusedByBroker);
+            }
+            run_callbacks(client, &data);
+        }
+        Incoming::PubRec(mid) => {
+            run_callbacks(client, &ack_data(Command::PubRec, mid));
+            // A refused QoS 2 message ends here: its PUBCOMP callback says so.
+            if details.reason_code >= 0x80 && !client.is_closed() {
+                let mut data = ack_data(Command::PubComp, mid);
+                data.error = Some(Error::RefusedByBroker);
+                run_callbacks(client, &data);
+            }
+        }
+        Incoming::PubComp(mid) => run_callbacks(client, &ack_data(Command::PubComp, mid)),
+        Incoming::UnsubAck(mid) => {
+            let mut data = ack_data(Command::UnsubAck, mid);
+            data.reason_codes = details.reason_codes;
+            run_callbacks(client, &data);
+        }
         Incoming::SubAck { mid, return_codes } => {
-            let mut data = Data::new(Command::SubAck);
-            data.mid = mid;
+            let mut data = ack_data(Command::SubAck, mid);
             data.granted_qos = return_codes;
+            data.reason_codes = return_codes;
             run_callbacks(client, &data);
         }
         Incoming::PingResp => run_callbacks(client, &Data::new(Command::PingResp)),
+        // Handled by the reactor, which closes the connection.
+        Incoming::ConnAck(_) | Incoming::Disconnect(_) => {}
     }
 }
 
-fn dispatch_mid(client: &Client, command: Command, mid: u16) {
-    let mut data = Data::new(command);
-    data.mid = mid;
-    run_callbacks(client, &data);
-}
-
-fn dispatch_message(
+fn dispatch_message<'a>(
     client: &Client,
-    topic_buf: &mut Vec<u8>,
-    command: Command,
+    topic_buf: &'a mut Vec<u8>,
+    mut data: Data<'a>,
     mid: u16,
-    message: Option<Message<'_>>,
+    message: Option<Message<'a>>,
 ) {
-    let mut data = Data::new(command);
     data.mid = mid;
     let Some(m) = message else {
         run_callbacks(client, &data);
         return;
     };
     topic_buf.clear();
-    topic_buf.extend_from_slice(m.topic.as_bytes());
+    if m.topic.is_empty() {
+        // The PUBLISH used a topic alias the session resolved.
+        let alias = m
+            .properties
+            .and_then(|p| p.u32_of(prop::TOPIC_ALIAS))
+            .unwrap_or(0) as u16;
+        let session = client.session();
+        topic_buf.extend_from_slice(session.incoming_alias_topic(alias).unwrap_or("").as_bytes());
+    } else {
+        topic_buf.extend_from_slice(m.topic.as_bytes());
+    }
     topic_buf.push(0);
     // The codec rejects topics containing U+0000, so this cannot fail.
     let Ok(topic_c) = CStr::from_bytes_with_nul(topic_buf) else {
         return;
     };
+    let Ok(topic) = topic_c.to_str() else {
+        return;
+    };
     data.message = Some(MessageView {
-        topic: m.topic,
+        topic,
         topic_c,
         payload: m.payload,
         qos: m.qos,
         retain: m.retain,
         dup: m.dup,
         mid: m.mid,
+        properties: m.properties,
     });
     run_callbacks(client, &data);
 }

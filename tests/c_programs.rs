@@ -114,9 +114,11 @@ const PROGRAMS: &[(&str, Kind)] = &[
     // c_examples
     ("home_controller", Kind::HomePair),
     ("home_sensor", Kind::HomePair),
+    ("home_v5", Kind::HostPort),
     ("mid_callback", Kind::HostPort),
     ("own_loop", Kind::HostPort),
     ("relay_poll", Kind::TwoBrokers),
+    ("request_response", Kind::HostPort),
     ("seed_example", Kind::HostPort),
     // c_examples, C++17
     ("cpp_example", Kind::HostPort),
@@ -688,6 +690,9 @@ program_tests! {
         asan_example_mid_callback;
     "own_loop" => example_own_loop, valgrind_example_own_loop, asan_example_own_loop;
     "relay_poll" => example_relay_poll, valgrind_example_relay_poll, asan_example_relay_poll;
+    "request_response" => example_request_response, valgrind_example_request_response,
+        asan_example_request_response;
+    "home_v5" => example_home_v5, valgrind_example_home_v5, asan_example_home_v5;
     "seed_example" => example_seed_example, valgrind_example_seed_example,
         asan_example_seed_example;
     "cpp_example" => example_cpp_example, valgrind_example_cpp_example,

@@ -328,7 +328,17 @@ fn api_errors_change_nothing() {
     assert_eq!(client.reconnect(), Err(Error::NotConnected));
     assert_eq!(client.disconnect(), Err(Error::NotConnected));
     assert_eq!(client.loop_stop(), Err(Error::LoopNotRunning));
-    assert!(Client::new("", false).is_err());
+    // "" with a persistent session: MQTT 5 lets the server assign an id, so
+    // the client exists; a 3.1.1 connect refuses it before any I/O.
+    let anonymous = Client::new("", false).unwrap();
+    assert_eq!(
+        anonymous.connect("127.0.0.1", 30, 1),
+        Err(Error::InvalidArgument)
+    );
+    assert_eq!(
+        anonymous.connect_async("127.0.0.1", 30, 1),
+        Err(Error::InvalidArgument)
+    );
     let port = common::free_port();
     assert_eq!(
         client.connect("127.0.0.1", 30, port),

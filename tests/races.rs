@@ -278,7 +278,9 @@ fn disconnect_while_the_loop_thread_is_busy_succeeds() {
         client.loop_start(Some(on_message.clone())).unwrap();
         while arrived.try_recv().is_ok() {}
         // The loop thread is busy delivering the stream.
-        arrived.recv_timeout(TIMEOUT).expect("a message of the stream");
+        arrived
+            .recv_timeout(TIMEOUT)
+            .expect("a message of the stream");
         assert_eq!(client.disconnect(), Ok(()), "iteration {i}");
         client.loop_stop().unwrap();
     }

@@ -891,7 +891,8 @@ fn incoming_qos2_is_held_and_delivered_once_on_pubrel() {
             qos: QoS::ExactlyOnce,
             retain: false,
             dup: false,
-            mid: 9
+            mid: 9,
+            properties: None,
         }
     );
     assert_eq!(sent(&mut s, t0), vec![Out::PubComp(9)]);

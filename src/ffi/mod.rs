@@ -8,7 +8,6 @@
 mod types;
 
 use std::ffi::{CStr, c_char, c_int, c_void};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,12 +21,17 @@ pub use types::*;
 /// unwinding into C (which would be undefined behaviour).
 macro_rules! ffi_guard {
     ($on_panic:expr, $body:block) => {
-        match catch_unwind(AssertUnwindSafe(|| $body)) {
+        match ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(|| $body)) {
             Ok(value) => value,
             Err(_) => $on_panic,
         }
     };
 }
+
+mod properties;
+mod v5;
+pub use properties::*;
+pub use v5::*;
 
 #[cfg(feature = "tls")]
 mod tls;
@@ -70,6 +74,25 @@ unsafe fn bytes_arg<'a>(ptr: *const c_void, len: usize) -> crate::Result<&'a [u8
     }
     // SAFETY: the caller promises `len` readable bytes at `ptr`.
     Ok(unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) })
+}
+
+/// # Safety
+/// `topics` is NULL or points to `count` entries, each NULL or a valid
+/// NUL-terminated string that outlives `'a`.
+unsafe fn filters_arg<'a>(
+    topics: *const *const c_char,
+    count: usize,
+) -> crate::Result<Vec<&'a str>> {
+    if topics.is_null() || count == 0 || count > u16::MAX as usize {
+        return Err(Error::InvalidArgument);
+    }
+    // SAFETY: the caller promises `count` entries.
+    let entries = unsafe { std::slice::from_raw_parts(topics, count) };
+    // SAFETY: each entry is a NUL-terminated string or NULL.
+    entries
+        .iter()
+        .map(|&entry| unsafe { str_arg(entry) })
+        .collect()
 }
 
 fn qos_arg(qos: c_int) -> crate::Result<QoS> {
@@ -117,6 +140,16 @@ type Handle = PassBack<mqtt_client>;
 
 /// Present `data` to C for the duration of `f`.
 fn with_c_data<R>(data: &Data<'_>, f: impl FnOnce(&mqtt_data) -> R) -> R {
+    // SAFETY: the lists borrow `data`, which outlives `f`; C sees them only
+    // during the callback, as the header says.
+    let message_props = data
+        .message
+        .and_then(|m| m.properties)
+        .map(|p| unsafe { mqtt_properties::borrowing(p) });
+    // SAFETY: as above.
+    let packet_props = data
+        .properties
+        .map(|p| unsafe { mqtt_properties::borrowing(p) });
     let message = data.message.map(|m| mqtt_message {
         topic: m.topic_c.as_ptr(),
         payload: if m.payload.is_empty() {
@@ -129,6 +162,9 @@ fn with_c_data<R>(data: &Data<'_>, f: impl FnOnce(&mqtt_data) -> R) -> R {
         retain: m.retain,
         dup: m.dup,
         mid: m.mid,
+        properties: message_props
+            .as_ref()
+            .map_or(std::ptr::null(), |p| p as *const mqtt_properties),
     });
     let c = mqtt_data {
         command: command_to_c(data.command),
@@ -145,6 +181,16 @@ fn with_c_data<R>(data: &Data<'_>, f: impl FnOnce(&mqtt_data) -> R) -> R {
         },
         granted_qos_len: data.granted_qos.len(),
         error: data.error.map_or(MQTT_OK, Error::code),
+        reason_code: data.reason_code,
+        reason_codes: if data.reason_codes.is_empty() {
+            std::ptr::null()
+        } else {
+            data.reason_codes.as_ptr()
+        },
+        reason_codes_len: data.reason_codes.len(),
+        properties: packet_props
+            .as_ref()
+            .map_or(std::ptr::null(), |p| p as *const mqtt_properties),
     };
     f(&c)
 }
@@ -355,17 +401,8 @@ pub unsafe extern "C" fn mqtt_client_unsubscribe(
     ffi_guard!(MQTT_ERR_INTERNAL, {
         // SAFETY: per this function's contract.
         let result = unsafe { client_arg(client) }.and_then(|c| {
-            if topics.is_null() || count == 0 || count > u16::MAX as usize {
-                return Err(Error::InvalidArgument);
-            }
-            // SAFETY: the caller promises `count` entries.
-            let entries = unsafe { std::slice::from_raw_parts(topics, count) };
-            let mut filters = Vec::with_capacity(count);
-            for &entry in entries {
-                // SAFETY: each entry is a NUL-terminated string or NULL.
-                filters.push(unsafe { str_arg(entry) }?);
-            }
-            c.unsubscribe(&filters)
+            // SAFETY: per this function's contract.
+            c.unsubscribe(&unsafe { filters_arg(topics, count) }?)
         });
         mid_or_code(result)
     })

@@ -1,7 +1,6 @@
 //! The TLS part of the C API (feature `tls`, on by default).
 
 use std::ffi::{c_char, c_int, c_void};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
 use super::{bytes_arg, client_arg, code, str_arg};

@@ -2,6 +2,7 @@
 
 use std::ffi::{c_char, c_int, c_void};
 
+use super::properties::mqtt_properties;
 use crate::Error;
 use crate::client::Client;
 use crate::dispatch::Command;
@@ -139,6 +140,27 @@ pub enum mqtt_error {
     /// certificate refused or missing; no common version; not a TLS port), or
     /// a TLS failure later on the connection.
     MQTT_ERR_TLS_HANDSHAKE = -45,
+    /// MQTT 5: a property unknown, of the wrong type or value, not allowed on
+    /// the packet it is sent with, or a single-valued one given twice.
+    MQTT_ERR_INVALID_PROPERTY = -50,
+    /// An MQTT 5 function or option on a client speaking MQTT 3.1.1.
+    MQTT_ERR_PROTOCOL_VERSION = -51,
+    /// mqtt_properties_get_*: the property is not in the list.
+    MQTT_ERR_NOT_FOUND = -52,
+    /// MQTT 5: the broker refused with a reason code >= 0x80 (in the data's
+    /// `reason_code`): on the PUBACK/PUBCOMP callback of a refused message, or
+    /// a CONNACK refusal without a 3.1.1 equivalent.
+    MQTT_ERR_REFUSED_BY_BROKER = -53,
+    /// MQTT 5: the broker ended the connection with a DISCONNECT; its reason
+    /// code and properties (reason string, server reference) are in the
+    /// DISCONNECT callback's data.
+    MQTT_ERR_SERVER_DISCONNECT = -54,
+    /// MQTT 5: the broker does not support it: a publish above its Maximum
+    /// QoS, or retained while it announced Retain Available 0. Nothing was sent.
+    MQTT_ERR_NOT_SUPPORTED = -55,
+    /// MQTT 5: the broker used a topic alias of 0 or above the Topic Alias
+    /// Maximum we announced (the connection ends with DISCONNECT 0x94).
+    MQTT_ERR_TOPIC_ALIAS_INVALID = -56,
 }
 
 pub(crate) const MQTT_OK: c_int = mqtt_error::MQTT_OK as c_int;
@@ -158,6 +180,11 @@ pub struct mqtt_message {
     pub retain: bool,
     pub dup: bool,
     pub mid: u16,
+    /// MQTT 5: the message's properties (user properties, correlation data,
+    /// response topic, message expiry, subscription identifiers, ...); NULL
+    /// under MQTT 3.1.1. Read with mqtt_properties_get_*. `topic` is always
+    /// the full topic: topic aliases are resolved.
+    pub properties: *const mqtt_properties,
 }
 
 /// What a callback receives (the seed's `data` dictionary). Valid only during
@@ -178,7 +205,56 @@ pub struct mqtt_data {
     pub granted_qos_len: usize,
     /// DISCONNECT: MQTT_OK or the mqtt_error that ended the connection.
     /// PUBCOMP: MQTT_OK, or MQTT_ERR_SESSION_LOST (see MQTT_PUBCOMP).
+    /// MQTT 5 PUBACK/PUBCOMP: MQTT_ERR_REFUSED_BY_BROKER when the broker
+    /// refused the message (reason code >= 0x80; a refused QoS 2 message gets
+    /// its PUBCOMP callback right after its PUBREC callback, and no PUBREL is
+    /// sent). MQTT 5 DISCONNECT: MQTT_ERR_SERVER_DISCONNECT when the broker
+    /// sent DISCONNECT.
     pub error: c_int,
+    /// MQTT 5 reason code of CONNACK, PUBACK, PUBREC, PUBREL, PUBCOMP and
+    /// DISCONNECT (the broker's; or, when the client closed the connection
+    /// for a protocol error of the broker, the one it sent: 0x81 malformed,
+    /// 0x82 protocol error, 0x93 receive maximum exceeded, 0x94 topic alias
+    /// invalid, 0x95 packet too large). Under 3.1.1: CONNACK's return code,
+    /// else 0.
+    pub reason_code: u8,
+    /// MQTT 5 SUBACK (as `granted_qos`) and UNSUBACK: one reason code per
+    /// filter, >= 0x80 refused. NULL/0 otherwise.
+    pub reason_codes: *const u8,
+    pub reason_codes_len: usize,
+    /// MQTT 5: the packet's properties (CONNACK: assigned client identifier,
+    /// server limits...; acks and DISCONNECT: reason string, user
+    /// properties; DISCONNECT: server reference). NULL under 3.1.1 and for
+    /// events that are not packets.
+    pub properties: *const mqtt_properties,
+}
+
+/// The MQTT version a client speaks (mqtt_client_set_protocol).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum mqtt_protocol_version {
+    /// MQTT 3.1.1, the default.
+    MQTT_PROTOCOL_V311 = 4,
+    /// MQTT 5.0.
+    MQTT_PROTOCOL_V5 = 5,
+}
+
+/// One filter of an MQTT 5 subscribe request (mqtt_client_subscribe_v5).
+#[repr(C)]
+pub struct mqtt_subscription_v5 {
+    /// NUL-terminated UTF-8 topic filter; `$share/<group>/<filter>` for a
+    /// shared subscription.
+    pub topic: *const c_char,
+    /// Maximum QoS, 0..2.
+    pub qos: c_int,
+    /// Do not receive this client's own messages (not on a shared subscription).
+    pub no_local: bool,
+    /// Keep the retain flag as published (else retained messages forwarded
+    /// live arrive with retain 0).
+    pub retain_as_published: bool,
+    /// Retained messages at subscribe time: 0 send them, 1 only for a new
+    /// subscription, 2 never.
+    pub retain_handling: c_int,
 }
 
 /// One filter of a subscribe request.
@@ -279,6 +355,13 @@ mod tests {
             MQTT_ERR_TLS_NOT_TRUSTED,
             MQTT_ERR_TLS_HOSTNAME,
             MQTT_ERR_TLS_HANDSHAKE,
+            MQTT_ERR_INVALID_PROPERTY,
+            MQTT_ERR_PROTOCOL_VERSION,
+            MQTT_ERR_NOT_FOUND,
+            MQTT_ERR_REFUSED_BY_BROKER,
+            MQTT_ERR_SERVER_DISCONNECT,
+            MQTT_ERR_NOT_SUPPORTED,
+            MQTT_ERR_TOPIC_ALIAS_INVALID,
         ];
         assert_eq!(c_codes.len(), Error::ALL.len());
         for (c, e) in c_codes.iter().zip(Error::ALL) {

@@ -4,3 +4,4 @@ pub mod codec;
 pub mod properties;
 pub mod session;
 pub mod topic;
+pub mod v5;

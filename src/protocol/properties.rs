@@ -763,6 +763,24 @@ impl PropertiesBuf {
         self.push(Property::UserProperty(key, value))
     }
 
+    /// A list holding `props` (validated properties, e.g. of a received packet).
+    pub fn from_properties(props: Properties<'_>) -> PropertiesBuf {
+        PropertiesBuf {
+            bytes: props.as_bytes().to_vec(),
+        }
+    }
+
+    /// Append every property of `props` (already validated value by value).
+    pub fn extend(&mut self, props: Properties<'_>) {
+        self.bytes.extend_from_slice(props.as_bytes());
+    }
+
+    /// Replace the list by `props`, reusing the memory.
+    pub fn set(&mut self, props: Properties<'_>) {
+        self.bytes.clear();
+        self.extend(props);
+    }
+
     /// A view of the list, validated value by value but not for a packet:
     /// sending code checks it with `Properties::parse(self.as_bytes(), ctx)`.
     pub fn as_properties(&self) -> Properties<'_> {

@@ -12,9 +12,12 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::protocol::codec::{
-    self, Ack, CodecError, ConnAck, LastWill, Packet, Publish, QoS, SUBACK_FAILURE,
+    self, Ack, CodecError, ConnAck, LastWill, Packet, ProtocolVersion, Publish, QoS,
+    SubscribeOptions,
 };
+use crate::protocol::properties::{self as prop, Properties, PropertiesBuf, PropertyContext};
 use crate::protocol::topic;
+use crate::protocol::v5::{AliasUse, IncomingAliases, OutgoingAliases, ServerLimits};
 
 /// The last will the broker publishes if the connection ends without DISCONNECT.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +57,18 @@ pub struct SessionConfig {
     pub max_packet_size: usize,
     /// After a CONNACK without a session, subscribe again to the tracked filters.
     pub resubscribe: bool,
+    /// MQTT 3.1.1 (the default) or 5.0, from the next connection.
+    pub protocol: ProtocolVersion,
+    /// MQTT 5: the application's CONNECT properties (checked for CONNECT when
+    /// set). The session adds Receive Maximum, Maximum Packet Size and, for a
+    /// persistent session, Session Expiry Interval where they are absent.
+    pub connect_properties: PropertiesBuf,
+    /// MQTT 5: topic aliases we may assign to outgoing PUBLISHes (also bounded
+    /// by the server's Topic Alias Maximum); 0 sends none.
+    pub topic_alias_max: u16,
+    /// MQTT 5 will properties (will delay, message expiry, ...), sent with the
+    /// will when there is one.
+    pub will_properties: PropertiesBuf,
 }
 
 impl Default for SessionConfig {
@@ -73,6 +88,10 @@ impl Default for SessionConfig {
             max_incoming_qos2: 1000,
             max_packet_size: codec::DEFAULT_MAX_PACKET_SIZE,
             resubscribe: true,
+            protocol: ProtocolVersion::V311,
+            connect_properties: PropertiesBuf::new(),
+            topic_alias_max: 0,
+            will_properties: PropertiesBuf::new(),
         }
     }
 }
@@ -95,12 +114,82 @@ impl fmt::Debug for SessionConfig {
             .field("max_incoming_qos2", &self.max_incoming_qos2)
             .field("max_packet_size", &self.max_packet_size)
             .field("resubscribe", &self.resubscribe)
+            .field("protocol", &self.protocol)
+            .field("connect_properties", &self.connect_properties)
+            .field("topic_alias_max", &self.topic_alias_max)
+            .field("will_properties", &self.will_properties)
             .finish()
     }
 }
 
 impl SessionConfig {
-    fn connect_packet(&self) -> Packet<'_> {
+    pub fn is_v5(&self) -> bool {
+        self.protocol == ProtocolVersion::V5
+    }
+
+    /// The CONNECT properties sent: the application's, plus what the session
+    /// announces by itself where the application set nothing:
+    /// - Receive Maximum: `max_incoming_qos2` (capped at 65535), enforced;
+    /// - Maximum Packet Size: `max_packet_size`, enforced;
+    /// - Session Expiry Interval 0xFFFFFFFF (never) with `clean_session` false,
+    ///   so that a persistent session outlives the connection as in 3.1.1
+    ///   (without it MQTT 5 ends the session when the connection ends).
+    fn connect_properties_into(&self, out: &mut PropertiesBuf) {
+        out.set(self.connect_properties.as_properties());
+        let given = self.connect_properties.as_properties();
+        if given.get(prop::RECEIVE_MAXIMUM).is_none() {
+            let _ = out.push_int(prop::RECEIVE_MAXIMUM, self.receive_maximum().into());
+        }
+        if given.get(prop::MAXIMUM_PACKET_SIZE).is_none() {
+            let max = u32::try_from(self.max_packet_size).unwrap_or(u32::MAX);
+            let _ = out.push_int(prop::MAXIMUM_PACKET_SIZE, max);
+        }
+        if given.get(prop::SESSION_EXPIRY_INTERVAL).is_none() && !self.clean_session {
+            let _ = out.push_int(prop::SESSION_EXPIRY_INTERVAL, u32::MAX);
+        }
+    }
+
+    /// The Receive Maximum we announce and enforce on incoming QoS 1/2 flows.
+    pub fn receive_maximum(&self) -> u16 {
+        self.connect_properties
+            .as_properties()
+            .u32_of(prop::RECEIVE_MAXIMUM)
+            .map_or_else(
+                || self.max_incoming_qos2.clamp(1, u16::MAX.into()) as u16,
+                |v| v as u16,
+            )
+    }
+
+    /// The Topic Alias Maximum we announce for incoming PUBLISHes (0: none).
+    pub fn incoming_topic_alias_max(&self) -> u16 {
+        if !self.is_v5() {
+            return 0;
+        }
+        self.connect_properties
+            .as_properties()
+            .u32_of(prop::TOPIC_ALIAS_MAXIMUM)
+            .map_or(0, |v| v as u16)
+    }
+
+    /// The Session Expiry Interval the CONNECT carries (0 under 3.1.1 and for
+    /// a clean session without one).
+    fn session_expiry(&self) -> u32 {
+        if !self.is_v5() {
+            return 0;
+        }
+        match self
+            .connect_properties
+            .as_properties()
+            .u32_of(prop::SESSION_EXPIRY_INTERVAL)
+        {
+            Some(v) => v,
+            None if !self.clean_session => u32::MAX,
+            None => 0,
+        }
+    }
+
+    fn connect_packet<'a>(&'a self, props: &'a PropertiesBuf) -> Packet<'a> {
+        let v5 = self.is_v5();
         Packet::Connect(codec::Connect {
             client_id: &self.client_id,
             clean_session: self.clean_session,
@@ -110,11 +199,11 @@ impl SessionConfig {
                 payload: &w.payload,
                 qos: w.qos,
                 retain: w.retain,
-                properties: None,
+                properties: v5.then(|| self.will_properties.as_properties()),
             }),
             username: self.username.as_deref(),
             password: self.password.as_deref(),
-            properties: None,
+            properties: v5.then(|| props.as_properties()),
         })
     }
 
@@ -123,11 +212,14 @@ impl SessionConfig {
     /// reject a bad option before connecting; `connection_opened` with an
     /// invalid config makes the next `handle_timeout` return this error.
     pub fn validate(&self) -> Result<()> {
-        // A zero-byte client id is only allowed with a clean session [MQTT-3.1.3-7].
-        if self.client_id.is_empty() && !self.clean_session {
+        // A zero-byte client id is only allowed with a clean session
+        // [MQTT-3.1.3-7]; MQTT 5 lets the server assign one either way.
+        if self.client_id.is_empty() && !self.clean_session && !self.is_v5() {
             return Err(Error::InvalidArgument);
         }
-        self.connect_packet()
+        let mut props = PropertiesBuf::new();
+        self.connect_properties_into(&mut props);
+        self.connect_packet(&props)
             .encoded_len()
             .map(drop)
             .map_err(encode_error)
@@ -136,6 +228,12 @@ impl SessionConfig {
 
 fn encode_error(e: CodecError) -> Error {
     match e {
+        CodecError::UnknownProperty(_)
+        | CodecError::PropertyNotAllowed { .. }
+        | CodecError::DuplicateProperty(_)
+        | CodecError::InvalidPropertyValue(_)
+        | CodecError::WrongPropertyType(_) => Error::InvalidProperty,
+        CodecError::NoLocalOnSharedSubscription => Error::InvalidArgument,
         CodecError::InvalidTopic => Error::InvalidTopic,
         CodecError::NulInString | CodecError::InvalidUtf8 => Error::InvalidUtf8,
         CodecError::PacketTooLongToEncode => Error::PayloadTooLarge,
@@ -161,21 +259,29 @@ pub struct Message<'a> {
     pub dup: bool,
     /// The packet id (0 for QoS 0).
     pub mid: u16,
+    /// MQTT 5: the PUBLISH's properties; `None` under 3.1.1. The topic of a
+    /// PUBLISH that used an existing topic alias is empty here: see
+    /// `Session::incoming_alias_topic`.
+    pub properties: Option<Properties<'a>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OwnedMessage {
+    /// Always the full topic (an alias resolved).
     pub topic: String,
     pub payload: Vec<u8>,
     pub qos: QoS,
     pub retain: bool,
     pub dup: bool,
     pub mid: u16,
+    /// MQTT 5 properties (None under 3.1.1).
+    pub properties: Option<PropertiesBuf>,
 }
 
 impl OwnedMessage {
     pub fn as_message(&self) -> Message<'_> {
         Message {
+            properties: self.properties.as_ref().map(PropertiesBuf::as_properties),
             topic: &self.topic,
             payload: &self.payload,
             qos: self.qos,
@@ -211,6 +317,8 @@ pub enum Incoming<'a> {
     },
     UnsubAck(u16),
     PingResp,
+    /// MQTT 5: the server ended the connection (the session is `Disconnected`).
+    Disconnect(codec::Disconnect<'a>),
 }
 
 /// Packet ids in use, as a 65536-bit set, plus the rolling counter. Bit 0 is
@@ -329,14 +437,25 @@ struct Queued {
 #[derive(Debug)]
 enum Request {
     Subscribe {
-        filters: Vec<(String, QoS)>,
+        filters: Vec<(String, SubscribeOptions)>,
+        /// MQTT 5 properties (subscription identifier, user properties).
+        properties: PropertiesBuf,
         /// Sent by the session itself to restore subscriptions: its SUBACK is
         /// not a user event.
         internal: bool,
     },
     Unsubscribe {
         filters: Vec<String>,
+        properties: PropertiesBuf,
     },
+}
+
+/// A subscription the session restores when the broker lost it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Tracked {
+    options: SubscribeOptions,
+    /// MQTT 5 Subscription Identifier it was made with.
+    identifier: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -346,21 +465,35 @@ struct Pending {
 }
 
 impl Request {
-    fn encode(&self, pkid: u16, out: &mut Vec<u8>) -> std::result::Result<usize, CodecError> {
+    /// Encode in the form of the connection: a request made under MQTT 5 and
+    /// sent after a switch to 3.1.1 loses its MQTT 5 options.
+    fn encode(
+        &self,
+        pkid: u16,
+        v5: bool,
+        out: &mut Vec<u8>,
+    ) -> std::result::Result<usize, CodecError> {
         match self {
-            Request::Subscribe { filters, .. } => Packet::Subscribe(codec::Subscribe {
+            Request::Subscribe {
+                filters,
+                properties,
+                ..
+            } => Packet::Subscribe(codec::Subscribe {
                 pkid,
                 filters: filters
                     .iter()
-                    .map(|(f, q)| (f.as_str(), (*q).into()))
+                    .map(|(f, o)| (f.as_str(), if v5 { *o } else { o.qos.into() }))
                     .collect(),
-                properties: None,
+                properties: v5.then(|| properties.as_properties()),
             })
             .encode(out),
-            Request::Unsubscribe { filters } => Packet::Unsubscribe(codec::Unsubscribe {
+            Request::Unsubscribe {
+                filters,
+                properties,
+            } => Packet::Unsubscribe(codec::Unsubscribe {
                 pkid,
                 filters: filters.iter().map(String::as_str).collect(),
-                properties: None,
+                properties: v5.then(|| properties.as_properties()),
             })
             .encode(out),
         }
@@ -369,7 +502,7 @@ impl Request {
     fn filters(&self) -> impl Iterator<Item = &str> {
         let (subs, unsubs) = match self {
             Request::Subscribe { filters, .. } => (filters.as_slice(), &[][..]),
-            Request::Unsubscribe { filters } => (&[][..], filters.as_slice()),
+            Request::Unsubscribe { filters, .. } => (&[][..], filters.as_slice()),
         };
         subs.iter()
             .map(|(f, _)| f.as_str())
@@ -396,9 +529,9 @@ pub struct Session {
     queue: VecDeque<Queued>,
     queued_bytes: usize,
     requests: HashMap<u16, Pending>,
-    /// Active subscriptions (filter -> requested QoS), restored after a
+    /// Active subscriptions (filter -> requested options), restored after a
     /// CONNACK without a session.
-    subscriptions: BTreeMap<String, QoS>,
+    subscriptions: BTreeMap<String, Tracked>,
     /// Incoming QoS 2 messages between PUBLISH and PUBREL, by the broker's id.
     held: HashMap<u16, OwnedMessage>,
     /// QoS 2 messages the broker acknowledged (PUBREC) and then reconnected
@@ -421,6 +554,14 @@ pub struct Session {
     last_sent: Option<Instant>,
     last_received: Option<Instant>,
     ping_sent: Option<Instant>,
+    /// Whether the current (or last) connection speaks MQTT 5.
+    v5: bool,
+    /// What the server announced in the last CONNACK (defaults under 3.1.1).
+    server: ServerLimits,
+    in_aliases: IncomingAliases,
+    out_aliases: OutgoingAliases,
+    /// Reused for the CONNECT's properties and those of aliased PUBLISHes.
+    scratch_props: PropertiesBuf,
 }
 
 impl Session {
@@ -447,7 +588,36 @@ impl Session {
             last_sent: None,
             last_received: None,
             ping_sent: None,
+            v5: false,
+            server: ServerLimits::default(),
+            in_aliases: IncomingAliases::default(),
+            out_aliases: OutgoingAliases::default(),
+            scratch_props: PropertiesBuf::new(),
         }
+    }
+
+    /// What the server announced in its last CONNACK (MQTT 5; defaults otherwise).
+    pub fn server_limits(&self) -> &ServerLimits {
+        &self.server
+    }
+
+    /// Whether the current connection (or the last one) speaks MQTT 5.
+    pub fn is_v5(&self) -> bool {
+        self.v5
+    }
+
+    /// The topic an incoming alias stands for on this connection (for a
+    /// message whose `topic` is empty because it reused an alias).
+    pub fn incoming_alias_topic(&self, alias: u16) -> Option<&str> {
+        self.in_aliases.get(alias)
+    }
+
+    /// In-flight window: ours, bounded by the server's Receive Maximum.
+    fn window(&self) -> usize {
+        self.config
+            .max_inflight
+            .max(1)
+            .min(self.server.receive_maximum.into())
     }
 
     pub fn config(&self) -> &SessionConfig {
@@ -505,7 +675,9 @@ impl Session {
 
     /// The tracked subscriptions (acknowledged filters and their requested QoS).
     pub fn subscriptions(&self) -> impl Iterator<Item = (&str, QoS)> {
-        self.subscriptions.iter().map(|(f, q)| (f.as_str(), *q))
+        self.subscriptions
+            .iter()
+            .map(|(f, t)| (f.as_str(), t.options.qos))
     }
 
     /// The transport is up: queue CONNECT and start the CONNACK timer.
@@ -525,7 +697,16 @@ impl Session {
         self.ping_sent = None;
         self.last_sent = Some(now);
         self.last_received = Some(now);
-        match self.config.connect_packet().encode(&mut self.outbox) {
+        self.v5 = self.config.is_v5();
+        self.server = ServerLimits::default();
+        self.in_aliases
+            .reset(self.config.incoming_topic_alias_max());
+        self.out_aliases.reset(0);
+        let mut props = std::mem::take(&mut self.scratch_props);
+        self.config.connect_properties_into(&mut props);
+        let encoded = self.config.connect_packet(&props).encode(&mut self.outbox);
+        self.scratch_props = props;
+        match encoded {
             Ok(_) => {
                 self.connect_error = None;
                 self.connack_deadline = now.checked_add(self.config.connect_timeout);
@@ -633,25 +814,109 @@ impl Session {
     }
 
     /// Queue DISCONNECT; the reactor closes the transport once it is written.
-    pub fn disconnect(&mut self, _now: Instant) -> Result<()> {
+    pub fn disconnect(&mut self, now: Instant) -> Result<()> {
+        self.disconnect_with(now, 0, Properties::EMPTY)
+    }
+
+    /// DISCONNECT with an MQTT 5 reason code and properties (3.1.1: only 0 and
+    /// no properties, else `ProtocolVersion`). A reason code DISCONNECT may not
+    /// carry is `InvalidArgument`; a Session Expiry Interval other than 0 when
+    /// the CONNECT's was 0 is `InvalidProperty` [MQTT-3.14.2-2].
+    pub fn disconnect_with(
+        &mut self,
+        _now: Instant,
+        reason_code: u8,
+        props: Properties<'_>,
+    ) -> Result<()> {
+        let props = self.check_disconnect(reason_code, props)?;
         if self.state != ConnectionState::Connected {
             return Err(Error::NotConnected);
         }
-        self.emit(&Packet::disconnect());
+        self.emit(&Packet::Disconnect(codec::Disconnect {
+            reason_code,
+            properties: props.filter(|p| !p.is_empty()),
+        }));
         self.state = ConnectionState::Disconnecting;
         self.ping_sent = None;
         Ok(())
     }
 
+    /// The errors `disconnect_with` gives for its arguments, whatever the
+    /// state; the properties to send.
+    pub fn check_disconnect<'a>(
+        &self,
+        reason_code: u8,
+        props: Properties<'a>,
+    ) -> Result<Option<Properties<'a>>> {
+        if !self.config.is_v5() {
+            if reason_code != 0 || !props.is_empty() {
+                return Err(Error::ProtocolVersion);
+            }
+            return Ok(None);
+        }
+        if !codec::valid_reason_code(14, reason_code) {
+            return Err(Error::InvalidArgument);
+        }
+        let props = Properties::parse(props.as_bytes(), PropertyContext::Disconnect)
+            .map_err(|_| Error::InvalidProperty)?;
+        if props
+            .u32_of(prop::SESSION_EXPIRY_INTERVAL)
+            .is_some_and(|v| v != 0)
+            && self.config.session_expiry() == 0
+        {
+            return Err(Error::InvalidProperty);
+        }
+        Ok(Some(props))
+    }
+
     /// Publish a message; returns its id. On any error nothing changes.
     pub fn publish(
+        &mut self,
+        now: Instant,
+        topic: &str,
+        payload: &[u8],
+        qos: QoS,
+        retain: bool,
+    ) -> Result<u16> {
+        self.publish_with(now, topic, payload, qos, retain, Properties::EMPTY)
+    }
+
+    /// `publish` with MQTT 5 properties (3.1.1: none, else `ProtocolVersion`).
+    /// Beyond `publish`'s errors: `InvalidProperty` (not a PUBLISH property, a
+    /// duplicate, or a Topic Alias or Subscription Identifier, which are not
+    /// the application's to send), `NotSupported` (above the server's Maximum
+    /// QoS, or retained when it has no retain), `PacketTooLarge` (above the
+    /// server's Maximum Packet Size).
+    pub fn publish_with(
         &mut self,
         _now: Instant,
         topic: &str,
         payload: &[u8],
         qos: QoS,
         retain: bool,
+        props: Properties<'_>,
     ) -> Result<u16> {
+        let v5 = self.config.is_v5();
+        if !v5 && !props.is_empty() {
+            return Err(Error::ProtocolVersion);
+        }
+        let props = if v5 {
+            let props = Properties::parse(props.as_bytes(), PropertyContext::Publish)
+                .map_err(|_| Error::InvalidProperty)?;
+            // Aliases are assigned by the session; a Subscription Identifier
+            // is for the server to send [MQTT-3.3.4-6].
+            if props.get(prop::TOPIC_ALIAS).is_some()
+                || props.get(prop::SUBSCRIPTION_IDENTIFIER).is_some()
+            {
+                return Err(Error::InvalidProperty);
+            }
+            if qos > self.server.maximum_qos || (retain && !self.server.retain_available) {
+                return Err(Error::NotSupported);
+            }
+            Some(props)
+        } else {
+            None
+        };
         // The id only affects the size through its presence, so any non-zero
         // placeholder gives the exact length. Sizing also validates the topic
         // (InvalidTopic for wildcards, empty or over-long names).
@@ -662,13 +927,20 @@ impl Session {
             topic,
             pkid: 1,
             payload,
-            properties: None,
+            properties: props,
         };
         let len = Packet::Publish(publish)
             .encoded_len()
             .map_err(encode_error)?;
         if len > self.config.max_packet_size {
             return Err(Error::PayloadTooLarge);
+        }
+        if self
+            .server
+            .maximum_packet_size
+            .is_some_and(|max| len > max as usize)
+        {
+            return Err(Error::PacketTooLarge);
         }
         let connected = self.state == ConnectionState::Connected;
         if qos == QoS::AtMostOnce && !connected && !self.config.queue_qos0_offline {
@@ -686,7 +958,7 @@ impl Session {
                 if self.pending_transmit().len() + len > self.config.max_queued_bytes {
                     return Err(Error::QueueFull);
                 }
-                self.emit(&Packet::Publish(publish));
+                self.write_publish(publish);
             } else {
                 self.check_queue_room(cost)?;
                 let packet = self.encode_owned(&Packet::Publish(publish), len);
@@ -699,9 +971,7 @@ impl Session {
 
         // Room made by a raised `max_inflight` goes to older messages first.
         self.refill();
-        let into_flight = connected
-            && self.queue.is_empty()
-            && self.inflight.len() < self.config.max_inflight.max(1);
+        let into_flight = connected && self.queue.is_empty() && self.inflight.len() < self.window();
         if !into_flight {
             self.check_queue_room(cost)?;
         }
@@ -709,7 +979,7 @@ impl Session {
         self.ids.reserve(mid);
         self.ids.advance_past(mid);
         if into_flight {
-            self.outbox.extend_from_slice(&packet);
+            self.write_stored_publish(&packet);
             self.start_flight(mid, qos, packet);
         } else {
             self.enqueue(mid, qos, cost, packet);
@@ -758,7 +1028,7 @@ impl Session {
         if self.state != ConnectionState::Connected {
             return;
         }
-        let max = self.config.max_inflight.max(1);
+        let max = self.window();
         while let Some(front) = self.queue.front() {
             if front.qos != QoS::AtMostOnce && self.inflight.len() >= max {
                 break;
@@ -767,7 +1037,7 @@ impl Session {
                 break;
             };
             self.queued_bytes -= q.cost;
-            self.outbox.extend_from_slice(&q.packet);
+            self.write_stored_publish(&q.packet);
             if q.qos == QoS::AtMostOnce {
                 self.recycle_packet(q.packet);
             } else {
@@ -778,32 +1048,91 @@ impl Session {
 
     /// Subscribe to topic filters; returns the SUBSCRIBE's id. Sent now if
     /// connected, else after the next accepted CONNACK.
-    pub fn subscribe(&mut self, _now: Instant, filters: &[(&str, QoS)]) -> Result<u16> {
+    pub fn subscribe(&mut self, now: Instant, filters: &[(&str, QoS)]) -> Result<u16> {
+        let filters: Vec<(&str, SubscribeOptions)> =
+            filters.iter().map(|&(f, q)| (f, q.into())).collect();
+        self.subscribe_with(now, &filters, Properties::EMPTY)
+    }
+
+    /// `subscribe` with MQTT 5 options (no local, retain as published, retain
+    /// handling) and properties (a Subscription Identifier, user properties).
+    /// Under 3.1.1 anything beyond the QoS is `ProtocolVersion`. No local on a
+    /// shared subscription is `InvalidArgument` [MQTT-3.8.3-4].
+    pub fn subscribe_with(
+        &mut self,
+        _now: Instant,
+        filters: &[(&str, SubscribeOptions)],
+        props: Properties<'_>,
+    ) -> Result<u16> {
         if filters.is_empty() {
             return Err(Error::InvalidArgument);
         }
         if !filters.iter().all(|(f, _)| topic::valid_topic_filter(f)) {
             return Err(Error::InvalidTopic);
         }
+        if filters
+            .iter()
+            .any(|(f, o)| o.retain_handling > 2 || (o.no_local && f.starts_with("$share/")))
+        {
+            return Err(Error::InvalidArgument);
+        }
+        let props = self.request_properties(
+            props,
+            PropertyContext::Subscribe,
+            filters
+                .iter()
+                .any(|(_, o)| *o != SubscribeOptions::from(o.qos)),
+        )?;
         let request = Request::Subscribe {
-            filters: filters.iter().map(|(f, q)| (f.to_string(), *q)).collect(),
+            filters: filters.iter().map(|(f, o)| (f.to_string(), *o)).collect(),
+            properties: props,
             internal: false,
         };
         self.add_request(request)
     }
 
     /// Unsubscribe from topic filters; returns the UNSUBSCRIBE's id.
-    pub fn unsubscribe(&mut self, _now: Instant, filters: &[&str]) -> Result<u16> {
+    pub fn unsubscribe(&mut self, now: Instant, filters: &[&str]) -> Result<u16> {
+        self.unsubscribe_with(now, filters, Properties::EMPTY)
+    }
+
+    /// `unsubscribe` with MQTT 5 properties (user properties).
+    pub fn unsubscribe_with(
+        &mut self,
+        _now: Instant,
+        filters: &[&str],
+        props: Properties<'_>,
+    ) -> Result<u16> {
         if filters.is_empty() {
             return Err(Error::InvalidArgument);
         }
         if !filters.iter().all(|f| topic::valid_topic_filter(f)) {
             return Err(Error::InvalidTopic);
         }
+        let props = self.request_properties(props, PropertyContext::Unsubscribe, false)?;
         let request = Request::Unsubscribe {
             filters: filters.iter().map(|f| f.to_string()).collect(),
+            properties: props,
         };
         self.add_request(request)
+    }
+
+    /// The checked, owned properties of a SUBSCRIBE or UNSUBSCRIBE;
+    /// `v5_options`: options beyond the QoS were asked for.
+    fn request_properties(
+        &self,
+        props: Properties<'_>,
+        ctx: PropertyContext,
+        v5_options: bool,
+    ) -> Result<PropertiesBuf> {
+        if !self.config.is_v5() {
+            if !props.is_empty() || v5_options {
+                return Err(Error::ProtocolVersion);
+            }
+            return Ok(PropertiesBuf::new());
+        }
+        let props = Properties::parse(props.as_bytes(), ctx).map_err(|_| Error::InvalidProperty)?;
+        Ok(PropertiesBuf::from_properties(props))
     }
 
     fn add_request(&mut self, request: Request) -> Result<u16> {
@@ -812,7 +1141,7 @@ impl Session {
         // roll back: the bytes are only kept when they can be sent now.
         let mark = self.outbox.len();
         let len = request
-            .encode(mid, &mut self.outbox)
+            .encode(mid, self.config.is_v5(), &mut self.outbox)
             .map_err(encode_error)?;
         let send_now = self.state == ConnectionState::Connected;
         if len > self.config.max_packet_size || !send_now {
@@ -835,6 +1164,9 @@ impl Session {
         packet: Packet<'a>,
     ) -> Result<Option<Incoming<'a>>> {
         match &packet {
+            // A server DISCONNECT exists in MQTT 5 only. AUTH only follows an
+            // Authentication Method, which this client never sends.
+            Packet::Disconnect(_) if self.v5 => {}
             Packet::Connect(_)
             | Packet::Subscribe(_)
             | Packet::Unsubscribe(_)
@@ -873,26 +1205,41 @@ impl Session {
             Packet::PubAck(Ack { pkid: id, .. }) => {
                 Ok(self.complete(id, Awaiting::PubAck).map(Incoming::PubAck))
             }
+            // A refusal ends the flow: no PUBREL [MQTT-4.3.3-4 and 3.5.2.1].
+            Packet::PubRec(Ack {
+                pkid: id,
+                reason_code: 0x80..,
+                ..
+            }) => Ok(self.complete(id, Awaiting::PubRec).map(Incoming::PubRec)),
             Packet::PubRec(Ack { pkid: id, .. }) => Ok(self.on_pubrec(id)),
             Packet::PubRel(Ack { pkid: id, .. }) => {
-                self.emit(&Packet::pubcomp(id));
-                Ok(Some(Incoming::PubRel {
-                    mid: id,
-                    message: self.held.remove(&id),
-                }))
+                let message = self.held.remove(&id);
+                // MQTT 5 tells the server an id it released is unknown here.
+                let reason_code = if message.is_none() && self.v5 {
+                    0x92
+                } else {
+                    0
+                };
+                self.emit(&Packet::PubComp(Ack {
+                    pkid: id,
+                    reason_code,
+                    properties: None,
+                }));
+                Ok(Some(Incoming::PubRel { mid: id, message }))
             }
             Packet::PubComp(Ack { pkid: id, .. }) => {
                 Ok(self.complete(id, Awaiting::PubComp).map(Incoming::PubComp))
             }
             Packet::SubAck(ack) => self.on_suback(ack),
-            Packet::UnsubAck(codec::UnsubAck { pkid: id, .. }) => Ok(self.on_unsuback(id)),
+            Packet::UnsubAck(ack) => self.on_unsuback(ack),
             Packet::PingResp => Ok(Some(Incoming::PingResp)),
+            // The reactor closes the transport and reports it.
+            Packet::Disconnect(d) => Ok(Some(Incoming::Disconnect(d))),
             // Rejected above.
             Packet::Connect(_)
             | Packet::Subscribe(_)
             | Packet::Unsubscribe(_)
             | Packet::PingReq
-            | Packet::Disconnect(_)
             | Packet::Auth(_) => Err(Error::ProtocolViolation),
         }
     }
@@ -909,6 +1256,22 @@ impl Session {
         self.last_received = Some(now);
         self.ping_sent = None;
         let session_present = ack.session_present;
+        if let Some(props) = ack.properties.filter(|_| self.v5) {
+            self.server = ServerLimits::from_connack(props);
+            // Reconnections resume the session the server named [MQTT-3.2.2-16].
+            if let Some(id) = props.str_of(prop::ASSIGNED_CLIENT_IDENTIFIER) {
+                self.config.client_id.clear();
+                self.config.client_id.push_str(id);
+            }
+            if let Some(keep_alive) = self.server.server_keep_alive {
+                self.keep_alive = keep_alive;
+            }
+            self.out_aliases.reset(
+                self.config
+                    .topic_alias_max
+                    .min(self.server.topic_alias_maximum),
+            );
+        }
 
         // (1) The broker forgot its half of the incoming QoS 2 flows: a later
         // PUBREL for them cannot come, so holding them would only leak.
@@ -952,7 +1315,7 @@ impl Session {
         order.sort_unstable();
         for &(_, id) in &order {
             if let Some(pending) = self.requests.get(&id) {
-                let _ = pending.request.encode(id, &mut self.outbox);
+                let _ = pending.request.encode(id, self.v5, &mut self.outbox);
             }
         }
 
@@ -975,38 +1338,48 @@ impl Session {
             .values()
             .flat_map(|p| p.request.filters())
             .collect();
-        let missing: Vec<(String, QoS)> = self
+        let mut missing: Vec<(String, Tracked)> = self
             .subscriptions
             .iter()
             .filter(|(f, _)| !covered.contains(f.as_str()))
-            .map(|(f, q)| (f.clone(), *q))
+            .map(|(f, t)| (f.clone(), *t))
             .collect();
         drop(covered);
+        // One SUBSCRIBE carries one Subscription Identifier: group by it.
+        missing.sort_by_key(|(_, t)| t.identifier);
+        let v5 = self.v5;
 
-        // Fixed header (at most 5) + packet id.
-        const OVERHEAD: usize = 5 + 2;
-        let mut chunk: Vec<(String, QoS)> = Vec::new();
-        let mut chunk_len = OVERHEAD;
+        // Fixed header (at most 5) + packet id, and under MQTT 5 the property
+        // length and a Subscription Identifier (at most 4 + 5).
+        let overhead = if v5 { 5 + 2 + 4 + 5 } else { 5 + 2 };
+        let mut chunk: Vec<(String, SubscribeOptions)> = Vec::new();
+        let mut chunk_len = overhead;
         let mut missing = missing.into_iter().peekable();
-        while let Some((filter, qos)) = missing.next() {
+        while let Some((filter, tracked)) = missing.next() {
             chunk_len += 2 + filter.len() + 1;
-            chunk.push((filter, qos));
-            let full = missing.peek().is_some_and(|(next, _)| {
-                chunk_len + 2 + next.len() + 1 > self.config.max_packet_size
+            chunk.push((filter, tracked.options));
+            let ends = missing.peek().is_none_or(|(next, next_tracked)| {
+                next_tracked.identifier != tracked.identifier
+                    || chunk_len + 2 + next.len() + 1 > self.config.max_packet_size
             });
-            if full || missing.peek().is_none() {
+            if ends {
                 let filters = std::mem::take(&mut chunk);
-                chunk_len = OVERHEAD;
+                chunk_len = overhead;
                 // No free id: the subscriptions stay tracked and are retried
                 // at the next reconnection.
                 let Some(mid) = self.ids.next_free() else {
                     return;
                 };
+                let mut properties = PropertiesBuf::new();
+                if let (true, Some(id)) = (v5, tracked.identifier) {
+                    let _ = properties.push_int(prop::SUBSCRIPTION_IDENTIFIER, id);
+                }
                 let request = Request::Subscribe {
                     filters,
+                    properties,
                     internal: true,
                 };
-                if request.encode(mid, &mut self.outbox).is_err() {
+                if request.encode(mid, v5, &mut self.outbox).is_err() {
                     continue;
                 }
                 self.ids.reserve(mid);
@@ -1018,6 +1391,16 @@ impl Session {
     }
 
     fn on_publish<'a>(&mut self, p: Publish<'a>) -> Result<Option<Incoming<'a>>> {
+        // An alias is set (topic given) or used (topic empty); the full topic
+        // of a used one stays in `in_aliases` for `incoming_alias_topic`.
+        if let Some(alias) = p
+            .properties
+            .and_then(|props| props.u32_of(prop::TOPIC_ALIAS))
+        {
+            self.in_aliases
+                .resolve(alias as u16, p.topic)
+                .map_err(|e| e.error())?;
+        }
         let message = Message {
             topic: p.topic,
             payload: p.payload,
@@ -1025,6 +1408,7 @@ impl Session {
             retain: p.retain,
             dup: p.dup,
             mid: p.pkid,
+            properties: p.properties,
         };
         match p.qos {
             QoS::AtMostOnce => Ok(Some(Incoming::Publish {
@@ -1045,7 +1429,14 @@ impl Session {
                     self.emit(&Packet::pubrec(p.pkid));
                     return Ok(None);
                 }
-                if self.held.len() >= self.config.max_incoming_qos2 {
+                // The Receive Maximum we announced bounds them under MQTT 5
+                // (DISCONNECT 0x93 when exceeded).
+                let limit = if self.v5 {
+                    self.config.receive_maximum().into()
+                } else {
+                    self.config.max_incoming_qos2
+                };
+                if self.held.len() >= limit {
                     return Err(Error::TooManyIncoming);
                 }
                 let held = self.hold(&p);
@@ -1092,9 +1483,14 @@ impl Session {
             // broker about an id it is using for another flow.
             Some(_) => None,
             // The broker holds a flow we no longer know (e.g. completed before
-            // a crash): releasing it lets it finish and free the id.
+            // a crash): releasing it lets it finish and free the id; MQTT 5
+            // says the id was not found.
             None => {
-                self.emit(&Packet::pubrel(id));
+                self.emit(&Packet::PubRel(Ack {
+                    pkid: id,
+                    reason_code: if self.v5 { 0x92 } else { 0 },
+                    properties: None,
+                }));
                 None
             }
         }
@@ -1110,18 +1506,33 @@ impl Session {
             _ => return Ok(None),
         }
         let Some(Pending {
-            request: Request::Subscribe { filters, internal },
+            request:
+                Request::Subscribe {
+                    filters,
+                    properties,
+                    internal,
+                },
             ..
         }) = self.requests.remove(&ack.pkid)
         else {
             return Ok(None);
         };
         self.ids.release(ack.pkid);
-        for ((filter, qos), &code) in filters.into_iter().zip(ack.return_codes) {
-            if code != SUBACK_FAILURE {
+        let identifier = properties
+            .as_properties()
+            .u32_of(prop::SUBSCRIPTION_IDENTIFIER);
+        for ((filter, options), &code) in filters.into_iter().zip(ack.return_codes) {
+            // 0x80 and above refuse the filter (3.1.1: only 0x80).
+            if code < 0x80 {
                 // Track what was asked for, not what was granted, so a
                 // resubscription asks for the same again.
-                self.subscriptions.insert(filter, qos);
+                self.subscriptions.insert(
+                    filter,
+                    Tracked {
+                        options,
+                        identifier,
+                    },
+                );
             }
         }
         if internal {
@@ -1133,25 +1544,32 @@ impl Session {
         }))
     }
 
-    fn on_unsuback(&mut self, id: u16) -> Option<Incoming<'static>> {
-        if !matches!(
-            self.requests.get(&id).map(|p| &p.request),
-            Some(Request::Unsubscribe { .. })
-        ) {
-            return None;
+    fn on_unsuback(&mut self, ack: codec::UnsubAck<'_>) -> Result<Option<Incoming<'static>>> {
+        let id = ack.pkid;
+        match self.requests.get(&id).map(|p| &p.request) {
+            Some(Request::Unsubscribe { filters, .. }) => {
+                // MQTT 5: one reason code per filter.
+                if self.v5 && filters.len() != ack.reason_codes.len() {
+                    return Err(Error::ProtocolViolation);
+                }
+            }
+            _ => return Ok(None),
         }
         let Some(Pending {
-            request: Request::Unsubscribe { filters },
+            request: Request::Unsubscribe { filters, .. },
             ..
         }) = self.requests.remove(&id)
         else {
-            return None;
+            return Ok(None);
         };
         self.ids.release(id);
-        for filter in &filters {
-            self.subscriptions.remove(filter);
+        for (i, filter) in filters.iter().enumerate() {
+            // A refused unsubscription (0x80 and above) leaves it in place.
+            if ack.reason_codes.get(i).is_none_or(|&code| code < 0x80) {
+                self.subscriptions.remove(filter);
+            }
         }
-        Some(Incoming::UnsubAck(id))
+        Ok(Some(Incoming::UnsubAck(id)))
     }
 
     fn encode_owned(&mut self, packet: &Packet<'_>, len: usize) -> Vec<u8> {
@@ -1184,9 +1602,22 @@ impl Session {
             retain: false,
             dup: false,
             mid: 0,
+            properties: None,
         });
         m.topic.clear();
-        m.topic.push_str(p.topic);
+        // An empty topic used an alias, resolved by `on_publish` already.
+        let alias = p
+            .properties
+            .and_then(|props| props.u32_of(prop::TOPIC_ALIAS));
+        match alias.and_then(|a| self.in_aliases.get(a as u16)) {
+            Some(topic) if p.topic.is_empty() => m.topic.push_str(topic),
+            _ => m.topic.push_str(p.topic),
+        }
+        match (p.properties, &mut m.properties) {
+            (None, kept) => *kept = None,
+            (Some(props), Some(kept)) => kept.set(props),
+            (Some(props), kept) => *kept = Some(PropertiesBuf::from_properties(props)),
+        }
         m.payload.clear();
         m.payload.extend_from_slice(p.payload);
         m.qos = p.qos;
@@ -1208,6 +1639,45 @@ impl Session {
             return;
         }
         let _ = packet.encode(&mut self.outbox);
+    }
+
+    /// Append a PUBLISH, using a topic alias where one is (or can be) assigned.
+    fn write_publish(&mut self, p: Publish<'_>) {
+        if self.state == ConnectionState::Disconnecting {
+            return;
+        }
+        let alias = match p.properties {
+            Some(_) if self.out_aliases.is_active() => self.out_aliases.for_topic(p.topic),
+            _ => AliasUse::None,
+        };
+        let (topic, alias) = match alias {
+            AliasUse::None => {
+                let _ = Packet::Publish(p).encode(&mut self.outbox);
+                return;
+            }
+            AliasUse::Set(alias) => (p.topic, alias),
+            AliasUse::Reuse(alias) => ("", alias),
+        };
+        self.scratch_props.set(p.properties.unwrap_or_default());
+        let _ = self.scratch_props.push_int(prop::TOPIC_ALIAS, alias.into());
+        let aliased = Publish {
+            topic,
+            properties: Some(self.scratch_props.as_properties()),
+            ..p
+        };
+        let _ = Packet::Publish(aliased).encode(&mut self.outbox);
+    }
+
+    /// Append a PUBLISH the session keeps encoded (queued or in flight).
+    fn write_stored_publish(&mut self, packet: &[u8]) {
+        if !self.out_aliases.is_active() {
+            self.outbox.extend_from_slice(packet);
+            return;
+        }
+        match codec::decode_as(packet, usize::MAX, ProtocolVersion::V5) {
+            Ok(codec::Decoded::Packet(Packet::Publish(p), _)) => self.write_publish(p),
+            _ => self.outbox.extend_from_slice(packet),
+        }
     }
 }
 

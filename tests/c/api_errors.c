@@ -62,6 +62,13 @@ static const int all_codes[] = {
     MQTT_ERR_TLS_NOT_TRUSTED,
     MQTT_ERR_TLS_HOSTNAME,
     MQTT_ERR_TLS_HANDSHAKE,
+    MQTT_ERR_INVALID_PROPERTY,
+    MQTT_ERR_PROTOCOL_VERSION,
+    MQTT_ERR_NOT_FOUND,
+    MQTT_ERR_REFUSED_BY_BROKER,
+    MQTT_ERR_SERVER_DISCONNECT,
+    MQTT_ERR_NOT_SUPPORTED,
+    MQTT_ERR_TOPIC_ALIAS_INVALID,
 };
 
 static void strerror_every_code(void)
@@ -82,6 +89,8 @@ static void strerror_every_code(void)
     CHECK_EQ(MQTT_ERR_INTERNAL, -33);
     CHECK_EQ(MQTT_ERR_TLS_CA, -40);
     CHECK_EQ(MQTT_ERR_TLS_HANDSHAKE, -45);
+    CHECK_EQ(MQTT_ERR_INVALID_PROPERTY, -50);
+    CHECK_EQ(MQTT_ERR_TOPIC_ALIAS_INVALID, -56);
 
     for (i = 0; i < n; i++) {
         msg[i] = mqtt_strerror(all_codes[i]);
@@ -561,8 +570,10 @@ static void client_new_invalid_ids(void)
     c = mqtt_client_new(id, true); /* 65535 bytes: the maximum */
     CHECK(c != NULL);
     mqtt_client_free(c);
-    c = mqtt_client_new("", false); /* "" needs clean_session */
-    CHECK(c == NULL);
+    c = mqtt_client_new("", false); /* MQTT 5 may assign an id: the check is connect's */
+    CHECK(c != NULL);
+    CHECK_RC(mqtt_client_connect(c, "127.0.0.1", 30, 1), MQTT_ERR_INVALID_ARGUMENT);
+    mqtt_client_free(c);
     c = mqtt_client_new("\xc0\x80", true); /* overlong encoding of U+0000 */
     CHECK(c == NULL);
     c = mqtt_client_new("", true);
