@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 const PREAMBLE: &str = r#"/*
- * libmqtt: an MQTT 3.1.1 client library.
+ * libmqtt: an MQTT 3.1.1 and 5.0 client library.
  *
  * Conventions
  * - Functions return int: >= 0 is success (a message id where the function

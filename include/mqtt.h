@@ -1,5 +1,5 @@
 /*
- * libmqtt: an MQTT 3.1.1 client library.
+ * libmqtt: an MQTT 3.1.1 and 5.0 client library.
  *
  * Conventions
  * - Functions return int: >= 0 is success (a message id where the function
