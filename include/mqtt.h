@@ -84,6 +84,15 @@ typedef enum mqtt_command {
    * The connection ended; `error` says why (MQTT_OK after mqtt_client_disconnect).
    */
   MQTT_DISCONNECT = 14,
+  /**
+   * MQTT 5 enhanced authentication: the broker sent AUTH (`reason_code`
+   * 0x18 continue, or 0x00 when a re-authentication succeeded;
+   * `properties` carry the Authentication Method and Data). Answer with
+   * mqtt_client_auth. During the connection's own authentication it runs
+   * before CONNACK (a blocking mqtt_client_connect runs it in the caller's
+   * thread).
+   */
+  MQTT_AUTH = 15,
 } mqtt_command;
 
 /**
@@ -1175,13 +1184,14 @@ int mqtt_client_set_protocol(struct mqtt_client *client, int version);
  * Receive Maximum, Maximum Packet Size, Topic Alias Maximum (the aliases the
  * broker may use towards us; incoming aliases are resolved, callbacks always
  * see the full topic), Request Problem/Response Information, user
- * properties. Enhanced authentication (Authentication Method/Data) is not
- * supported.
+ * properties, Authentication Method and Data (enhanced authentication: see
+ * MQTT_AUTH and mqtt_client_auth).
  *
  * Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT (NULL client),
  * MQTT_ERR_PROTOCOL_VERSION (a non-empty list on a 3.1.1 client) or
- * MQTT_ERR_INVALID_PROPERTY (not a CONNECT property, a duplicate, or an
- * authentication property); on error nothing changed. Thread-safe.
+ * MQTT_ERR_INVALID_PROPERTY (not a CONNECT property, a duplicate, or
+ * Authentication Data without a Method); on error nothing changed.
+ * Thread-safe.
  */
 int mqtt_client_set_connect_properties(struct mqtt_client *client, const struct mqtt_properties *props);
 
@@ -1272,6 +1282,24 @@ int mqtt_client_unsubscribe_v5(struct mqtt_client *client, const char *const *to
  * callbacks.
  */
 int mqtt_client_disconnect_v5(struct mqtt_client *client, int reason_code, const struct mqtt_properties *props);
+
+/**
+ * MQTT 5 enhanced authentication (a CONNECT with the Authentication Method
+ * connect property): send AUTH with `reason_code` 0x18 (continue: the answer
+ * to the broker's AUTH, from the MQTT_AUTH callback, also before CONNACK) or
+ * 0x19 (re-authenticate, once connected). `props` (nullable, copied) carries
+ * the Authentication Data, a Reason String, user properties; the
+ * connection's Authentication Method is added when it is missing. The
+ * outcome arrives as MQTT_AUTH (0x18: another step; 0x00: re-authentication
+ * succeeded), CONNACK, or a DISCONNECT callback (a refusal).
+ *
+ * Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT (NULL; a reason code other than
+ * 0x18/0x19, 0x19 before CONNACK, or a connection without an Authentication
+ * Method), MQTT_ERR_PROTOCOL_VERSION (a 3.1.1 client),
+ * MQTT_ERR_INVALID_PROPERTY (not an AUTH property, or another method) or
+ * MQTT_ERR_NOT_CONNECTED. Thread-safe, also from callbacks.
+ */
+int mqtt_client_auth(struct mqtt_client *client, int reason_code, const struct mqtt_properties *props);
 
 /**
  * Use TLS for every connection attempt from now on (the next `connect`,

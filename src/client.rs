@@ -622,9 +622,8 @@ impl Client {
 
     /// MQTT 5 CONNECT properties for the next connections (`None` clears
     /// them). `ProtocolVersion` on a 3.1.1 client (unless clearing);
-    /// `InvalidProperty` for one CONNECT may not carry, a duplicate, or an
-    /// Authentication Method or Data (enhanced authentication is not
-    /// supported).
+    /// `InvalidProperty` for one CONNECT may not carry, a duplicate, or
+    /// Authentication Data without an Authentication Method.
     pub fn set_connect_properties(&self, props: Option<Properties<'_>>) -> Result<()> {
         self.set_v5_properties(props, PropertyContext::Connect, |config| {
             &mut config.connect_properties
@@ -656,12 +655,21 @@ impl Client {
             return Err(Error::ProtocolVersion);
         }
         let props = Properties::parse(props.as_bytes(), ctx).map_err(|_| Error::InvalidProperty)?;
-        if props.get(prop::AUTHENTICATION_METHOD).is_some()
-            || props.get(prop::AUTHENTICATION_DATA).is_some()
+        // Authentication Data without a Method is a protocol error [MQTT-3.1.2.11.10].
+        if props.get(prop::AUTHENTICATION_DATA).is_some()
+            && props.get(prop::AUTHENTICATION_METHOD).is_none()
         {
             return Err(Error::InvalidProperty);
         }
         field(config).set(props);
+        Ok(())
+    }
+
+    /// MQTT 5 enhanced authentication: answer the server's AUTH (0x18) or
+    /// start a re-authentication (0x19); see `Session::auth`.
+    pub fn auth(&self, reason_code: u8, props: Properties<'_>) -> Result<()> {
+        self.session().auth(reason_code, props)?;
+        self.wake();
         Ok(())
     }
 

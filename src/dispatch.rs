@@ -26,6 +26,8 @@ pub enum Command {
     UnsubAck = 11,
     PingResp = 13,
     Disconnect = 14,
+    /// MQTT 5 enhanced authentication: the server sent AUTH.
+    Auth = 15,
 }
 
 impl Command {
@@ -41,6 +43,7 @@ impl Command {
             11 => Command::UnsubAck,
             13 => Command::PingResp,
             14 => Command::Disconnect,
+            15 => Command::Auth,
             _ => return None,
         })
     }

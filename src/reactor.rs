@@ -491,6 +491,7 @@ impl Reactor {
                 if matches!(conn.transport, Transport::Plain(_)) {
                     conn.established = true;
                     self.protocol = open_session(client, self.connect_deadline);
+                    self.sent_reason = 0;
                 } else {
                     // CONNECT waits for the TLS handshake (drive_handshake).
                     conn.handshaking = true;
@@ -525,6 +526,7 @@ impl Reactor {
                 conn.handshaking = false;
                 conn.established = true;
                 self.protocol = open_session(client, self.connect_deadline);
+                self.sent_reason = 0;
             }
             Handshake::Failed(error) => {
                 self.close(client, Some(error));
@@ -863,12 +865,7 @@ impl Reactor {
         let Some(reason_code) = error.disconnect_reason() else {
             return error;
         };
-        if self.protocol == ProtocolVersion::V5
-            && client
-                .session()
-                .disconnect_with(Instant::now(), reason_code, Properties::EMPTY)
-                .is_ok()
-        {
+        if client.session().refuse_server(reason_code) {
             let _ = self.flush(client);
         }
         if self.protocol == ProtocolVersion::V5 {
@@ -966,12 +963,12 @@ impl Reactor {
     /// End the current connection (`reason` is `None` for a requested disconnect),
     /// report it, and arm a reconnection where that is the policy.
     fn close(&mut self, client: &Client, reason: Option<Error>) -> Error {
-        let reason_code = std::mem::take(&mut self.sent_reason);
-        self.close_with(client, reason, reason_code, None)
+        self.close_with(client, reason, 0, None)
     }
 
     /// `close`, reporting an MQTT 5 reason code and properties in the
-    /// DISCONNECT callback's data.
+    /// DISCONNECT callback's data (0: the one we sent for a protocol error, if
+    /// any).
     fn close_with(
         &mut self,
         client: &Client,
@@ -1010,7 +1007,10 @@ impl Reactor {
         }
         let mut data = Data::new(Command::Disconnect);
         data.error = reason;
-        data.reason_code = reason_code;
+        data.reason_code = match reason_code {
+            0 => std::mem::take(&mut self.sent_reason),
+            code => code,
+        };
         data.properties = properties;
         run_callbacks(client, &data);
         error
@@ -1019,6 +1019,7 @@ impl Reactor {
     fn report_disconnect(&mut self, client: &Client, reason: Option<Error>) {
         let mut data = Data::new(Command::Disconnect);
         data.error = reason;
+        data.reason_code = std::mem::take(&mut self.sent_reason);
         run_callbacks(client, &data);
     }
 
@@ -1164,6 +1165,7 @@ fn dispatch_incoming(
             run_callbacks(client, &data);
         }
         Incoming::PingResp => run_callbacks(client, &Data::new(Command::PingResp)),
+        Incoming::Auth(_) => run_callbacks(client, &ack_data(Command::Auth, 0)),
         // Handled by the reactor, which closes the connection.
         Incoming::ConnAck(_) | Incoming::Disconnect(_) => {}
     }

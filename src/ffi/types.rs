@@ -39,6 +39,13 @@ pub enum mqtt_command {
     MQTT_PINGRESP = 13,
     /// The connection ended; `error` says why (MQTT_OK after mqtt_client_disconnect).
     MQTT_DISCONNECT = 14,
+    /// MQTT 5 enhanced authentication: the broker sent AUTH (`reason_code`
+    /// 0x18 continue, or 0x00 when a re-authentication succeeded;
+    /// `properties` carry the Authentication Method and Data). Answer with
+    /// mqtt_client_auth. During the connection's own authentication it runs
+    /// before CONNACK (a blocking mqtt_client_connect runs it in the caller's
+    /// thread).
+    MQTT_AUTH = 15,
 }
 
 pub(crate) fn command_to_c(command: Command) -> mqtt_command {
@@ -53,6 +60,7 @@ pub(crate) fn command_to_c(command: Command) -> mqtt_command {
         Command::UnsubAck => mqtt_command::MQTT_UNSUBACK,
         Command::PingResp => mqtt_command::MQTT_PINGRESP,
         Command::Disconnect => mqtt_command::MQTT_DISCONNECT,
+        Command::Auth => mqtt_command::MQTT_AUTH,
     }
 }
 

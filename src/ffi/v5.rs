@@ -58,13 +58,14 @@ pub unsafe extern "C" fn mqtt_client_set_protocol(
 /// Receive Maximum, Maximum Packet Size, Topic Alias Maximum (the aliases the
 /// broker may use towards us; incoming aliases are resolved, callbacks always
 /// see the full topic), Request Problem/Response Information, user
-/// properties. Enhanced authentication (Authentication Method/Data) is not
-/// supported.
+/// properties, Authentication Method and Data (enhanced authentication: see
+/// MQTT_AUTH and mqtt_client_auth).
 ///
 /// Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT (NULL client),
 /// MQTT_ERR_PROTOCOL_VERSION (a non-empty list on a 3.1.1 client) or
-/// MQTT_ERR_INVALID_PROPERTY (not a CONNECT property, a duplicate, or an
-/// authentication property); on error nothing changed. Thread-safe.
+/// MQTT_ERR_INVALID_PROPERTY (not a CONNECT property, a duplicate, or
+/// Authentication Data without a Method); on error nothing changed.
+/// Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mqtt_client_set_connect_properties(
     client: *mut mqtt_client,
@@ -264,6 +265,36 @@ pub unsafe extern "C" fn mqtt_client_disconnect_v5(
             let props = unsafe { props_arg(props) };
             // The DISCONNECT callback may run inside this call and free the handle.
             c.clone().disconnect_with(reason_code, props)
+        }))
+    })
+}
+
+/// MQTT 5 enhanced authentication (a CONNECT with the Authentication Method
+/// connect property): send AUTH with `reason_code` 0x18 (continue: the answer
+/// to the broker's AUTH, from the MQTT_AUTH callback, also before CONNACK) or
+/// 0x19 (re-authenticate, once connected). `props` (nullable, copied) carries
+/// the Authentication Data, a Reason String, user properties; the
+/// connection's Authentication Method is added when it is missing. The
+/// outcome arrives as MQTT_AUTH (0x18: another step; 0x00: re-authentication
+/// succeeded), CONNACK, or a DISCONNECT callback (a refusal).
+///
+/// Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT (NULL; a reason code other than
+/// 0x18/0x19, 0x19 before CONNACK, or a connection without an Authentication
+/// Method), MQTT_ERR_PROTOCOL_VERSION (a 3.1.1 client),
+/// MQTT_ERR_INVALID_PROPERTY (not an AUTH property, or another method) or
+/// MQTT_ERR_NOT_CONNECTED. Thread-safe, also from callbacks.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mqtt_client_auth(
+    client: *mut mqtt_client,
+    reason_code: c_int,
+    props: *const mqtt_properties,
+) -> c_int {
+    ffi_guard!(MQTT_ERR_INTERNAL, {
+        // SAFETY: per this function's contract.
+        code(unsafe { client_arg(client) }.and_then(|c| {
+            let reason_code = u8::try_from(reason_code).map_err(|_| Error::InvalidArgument)?;
+            // SAFETY: per this function's contract.
+            c.auth(reason_code, unsafe { props_arg(props) })
         }))
     })
 }

@@ -319,6 +319,9 @@ pub enum Incoming<'a> {
     PingResp,
     /// MQTT 5: the server ended the connection (the session is `Disconnected`).
     Disconnect(codec::Disconnect<'a>),
+    /// MQTT 5 enhanced authentication: the server's AUTH (continue, or the
+    /// success of a re-authentication); answer with `Session::auth`.
+    Auth(codec::Auth<'a>),
 }
 
 /// Packet ids in use, as a 65536-bit set, plus the rolling counter. Bit 0 is
@@ -562,6 +565,9 @@ pub struct Session {
     out_aliases: OutgoingAliases,
     /// Reused for the CONNECT's properties and those of aliased PUBLISHes.
     scratch_props: PropertiesBuf,
+    /// The Authentication Method of the current connection's CONNECT (empty:
+    /// no enhanced authentication).
+    auth_method: String,
 }
 
 impl Session {
@@ -593,6 +599,7 @@ impl Session {
             in_aliases: IncomingAliases::default(),
             out_aliases: OutgoingAliases::default(),
             scratch_props: PropertiesBuf::new(),
+            auth_method: String::new(),
         }
     }
 
@@ -702,6 +709,16 @@ impl Session {
         self.in_aliases
             .reset(self.config.incoming_topic_alias_max());
         self.out_aliases.reset(0);
+        self.auth_method.clear();
+        if self.v5
+            && let Some(method) = self
+                .config
+                .connect_properties
+                .as_properties()
+                .str_of(prop::AUTHENTICATION_METHOD)
+        {
+            self.auth_method.push_str(method);
+        }
         let mut props = std::mem::take(&mut self.scratch_props);
         self.config.connect_properties_into(&mut props);
         let encoded = self.config.connect_packet(&props).encode(&mut self.outbox);
@@ -834,10 +851,74 @@ impl Session {
         }
         self.emit(&Packet::Disconnect(codec::Disconnect {
             reason_code,
-            properties: props.filter(|p| !p.is_empty()),
+            properties: props,
         }));
         self.state = ConnectionState::Disconnecting;
         self.ping_sent = None;
+        Ok(())
+    }
+
+    /// MQTT 5: the server broke the protocol; queue DISCONNECT with
+    /// `reason_code` (also before CONNACK) so it learns why. False when there
+    /// is no connection to tell, or under 3.1.1.
+    pub fn refuse_server(&mut self, reason_code: u8) -> bool {
+        if !self.v5
+            || !matches!(
+                self.state,
+                ConnectionState::Connected | ConnectionState::AwaitingConnAck
+            )
+        {
+            return false;
+        }
+        self.emit(&Packet::Disconnect(codec::Disconnect {
+            reason_code,
+            properties: self.v5.then_some(Properties::EMPTY),
+        }));
+        self.state = ConnectionState::Disconnecting;
+        self.ping_sent = None;
+        true
+    }
+
+    /// MQTT 5 enhanced authentication: send AUTH with `reason_code` 0x18
+    /// (continue: answer the server's AUTH, also before CONNACK) or 0x19
+    /// (re-authenticate, once connected). The connection's Authentication
+    /// Method is added when `props` lacks it. `ProtocolVersion` under 3.1.1;
+    /// `InvalidArgument` for another reason code, 0x19 before CONNACK, or a
+    /// connection without an Authentication Method; `InvalidProperty` for a
+    /// property AUTH may not carry or another method; `NotConnected`.
+    pub fn auth(&mut self, reason_code: u8, props: Properties<'_>) -> Result<()> {
+        if !self.config.is_v5() {
+            return Err(Error::ProtocolVersion);
+        }
+        let props = Properties::parse(props.as_bytes(), PropertyContext::Auth)
+            .map_err(|_| Error::InvalidProperty)?;
+        match (self.state, reason_code) {
+            (ConnectionState::AwaitingConnAck, 0x18)
+            | (ConnectionState::Connected, 0x18 | 0x19) => {}
+            (ConnectionState::AwaitingConnAck | ConnectionState::Connected, _) => {
+                return Err(Error::InvalidArgument);
+            }
+            _ => return Err(Error::NotConnected),
+        }
+        if self.auth_method.is_empty() {
+            return Err(Error::InvalidArgument);
+        }
+        match props.str_of(prop::AUTHENTICATION_METHOD) {
+            Some(method) if method != self.auth_method => return Err(Error::InvalidProperty),
+            Some(_) => self.scratch_props.set(props),
+            None => {
+                self.scratch_props.clear();
+                self.scratch_props
+                    .push_str(prop::AUTHENTICATION_METHOD, &self.auth_method)
+                    .map_err(|_| Error::InvalidProperty)?;
+                self.scratch_props.extend(props);
+            }
+        }
+        let _ = Packet::Auth(codec::Auth {
+            reason_code,
+            properties: Some(self.scratch_props.as_properties()),
+        })
+        .encode(&mut self.outbox);
         Ok(())
     }
 
@@ -1164,9 +1245,17 @@ impl Session {
         packet: Packet<'a>,
     ) -> Result<Option<Incoming<'a>>> {
         match &packet {
-            // A server DISCONNECT exists in MQTT 5 only. AUTH only follows an
-            // Authentication Method, which this client never sends.
+            // A server DISCONNECT exists in MQTT 5 only, AUTH only after a
+            // CONNECT with an Authentication Method, and with the same method
+            // [MQTT-4.12.0-5]; a server never starts a re-authentication (0x19).
             Packet::Disconnect(_) if self.v5 => {}
+            Packet::Auth(auth)
+                if !self.auth_method.is_empty()
+                    && auth.reason_code != 0x19
+                    && auth
+                        .properties
+                        .and_then(|p| p.str_of(prop::AUTHENTICATION_METHOD))
+                        == Some(self.auth_method.as_str()) => {}
             Packet::Connect(_)
             | Packet::Subscribe(_)
             | Packet::Unsubscribe(_)
@@ -1192,6 +1281,10 @@ impl Session {
             ConnectionState::AwaitingConnAck => {
                 return match packet {
                     Packet::ConnAck(ack) => Ok(Some(self.on_connack(now, ack))),
+                    // Only "continue" before CONNACK [MQTT-4.12.0-2].
+                    Packet::Auth(auth) if auth.reason_code == 0x18 => {
+                        Ok(Some(Incoming::Auth(auth)))
+                    }
                     _ => Err(Error::ProtocolViolation),
                 };
             }
@@ -1223,7 +1316,7 @@ impl Session {
                 self.emit(&Packet::PubComp(Ack {
                     pkid: id,
                     reason_code,
-                    properties: None,
+                    properties: self.v5.then_some(Properties::EMPTY),
                 }));
                 Ok(Some(Incoming::PubRel { mid: id, message }))
             }
@@ -1235,12 +1328,12 @@ impl Session {
             Packet::PingResp => Ok(Some(Incoming::PingResp)),
             // The reactor closes the transport and reports it.
             Packet::Disconnect(d) => Ok(Some(Incoming::Disconnect(d))),
+            Packet::Auth(auth) => Ok(Some(Incoming::Auth(auth))),
             // Rejected above.
             Packet::Connect(_)
             | Packet::Subscribe(_)
             | Packet::Unsubscribe(_)
-            | Packet::PingReq
-            | Packet::Auth(_) => Err(Error::ProtocolViolation),
+            | Packet::PingReq => Err(Error::ProtocolViolation),
         }
     }
 
@@ -1489,7 +1582,7 @@ impl Session {
                 self.emit(&Packet::PubRel(Ack {
                     pkid: id,
                     reason_code: if self.v5 { 0x92 } else { 0 },
-                    properties: None,
+                    properties: self.v5.then_some(Properties::EMPTY),
                 }));
                 None
             }
