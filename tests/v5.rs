@@ -685,3 +685,153 @@ fn resubscription_keeps_options_and_identifier_after_the_broker_lost_the_session
     other.close();
     client.close();
 }
+
+#[cfg(feature = "tls")]
+#[test]
+fn v5_over_tls() {
+    use common::pki::{ca_only, pki_for_loopback, tls_broker};
+    let pki = pki_for_loopback();
+    let broker = tls_broker(&pki, "server", false);
+    let ca = pki.path("ca.pem");
+    let (client, rx) = v5_client("v5-tls", true);
+    client.set_tls(Some(&ca_only(&ca))).unwrap();
+    client.set_topic_alias_max(5).unwrap();
+    client
+        .connect(broker.host(), 30, broker.tls_port())
+        .unwrap();
+    client.loop_start(None).unwrap();
+    subscribe(&client, &rx, "v5/tls", qos(QoS::ExactlyOnce));
+    let mut props = PropertiesBuf::new();
+    props.push_user("over", "tls").unwrap();
+    for q in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+        client
+            .publish_with("v5/tls", &[q as u8], q, false, props.as_properties())
+            .unwrap();
+        let m = expect(&rx, "the message", |e| {
+            e.is_message() && e.payload == [q as u8]
+        });
+        let got = m.props.expect("properties");
+        assert_eq!(got.as_properties().user_at(0), Some(("over", "tls")));
+        assert_eq!(m.topic.as_deref(), Some("v5/tls"));
+    }
+    client.disconnect().unwrap();
+    client.close();
+}
+
+/// The caller's loop (no library thread), as an external event loop runs it.
+#[test]
+fn v5_in_the_callers_loop() {
+    let broker = Broker::start();
+    let (client, rx) = v5_client("v5-own-loop", true);
+    client.connect(broker.host(), 30, broker.port()).unwrap();
+    let turn_until = |what: &str, want: &dyn Fn(&V5Event) -> bool| {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            client.run_once(Duration::from_millis(50)).unwrap();
+            while let Ok(e) = rx.try_recv() {
+                if want(&e) {
+                    return e;
+                }
+            }
+            assert!(Instant::now() < deadline, "no {what}");
+        }
+    };
+    let mut id = PropertiesBuf::new();
+    id.push_int(prop::SUBSCRIPTION_IDENTIFIER, 3).unwrap();
+    let mid = client
+        .subscribe_with(&[("v5/own", qos(QoS::ExactlyOnce))], id.as_properties())
+        .unwrap();
+    turn_until("SUBACK", &|e| e.command == Command::SubAck && e.mid == mid);
+    let mut props = PropertiesBuf::new();
+    props.push_bin(prop::CORRELATION_DATA, b"c").unwrap();
+    client
+        .publish_with(
+            "v5/own",
+            b"x",
+            QoS::ExactlyOnce,
+            false,
+            props.as_properties(),
+        )
+        .unwrap();
+    let m = turn_until("the message", &|e| e.is_message());
+    assert_eq!(m.ints(prop::SUBSCRIPTION_IDENTIFIER), vec![3]);
+    assert_eq!(
+        m.props
+            .unwrap()
+            .as_properties()
+            .bin_of(prop::CORRELATION_DATA),
+        Some(&b"c"[..])
+    );
+    client.close();
+}
+
+/// QoS 1/2 messages in flight or queued when the broker dies are completed
+/// once it is back (persistent session), under MQTT 5 as under 3.1.1.
+#[test]
+fn v5_messages_survive_a_broker_restart() {
+    let broker = Broker::builder().persistence(true).start();
+    let (sub, sub_rx) = v5_client("v5-restart-sub", false);
+    sub.set_reconnect(Some((
+        Duration::from_millis(50),
+        Duration::from_millis(200),
+    )))
+    .unwrap();
+    sub.connect(broker.host(), 30, broker.port()).unwrap();
+    sub.loop_start(None).unwrap();
+    subscribe(&sub, &sub_rx, "v5/restart", qos(QoS::ExactlyOnce));
+
+    let (client, rx) = v5_client("v5-restart-pub", false);
+    client
+        .set_reconnect(Some((
+            Duration::from_millis(50),
+            Duration::from_millis(200),
+        )))
+        .unwrap();
+    client.connect(broker.host(), 30, broker.port()).unwrap();
+    client.loop_start(None).unwrap();
+    broker.stop();
+    assert!(wait_until(TIMEOUT, || !client.is_connected()));
+    // Published while the broker is down: queued, then sent after it is back.
+    let mut mids = Vec::new();
+    for i in 0..10u8 {
+        let q = if i % 2 == 0 {
+            QoS::AtLeastOnce
+        } else {
+            QoS::ExactlyOnce
+        };
+        let mut props = PropertiesBuf::new();
+        props.push_user("seq", &i.to_string()).unwrap();
+        mids.push(
+            client
+                .publish_with("v5/restart", &[i], q, false, props.as_properties())
+                .unwrap(),
+        );
+    }
+    broker.restart();
+    let mut acked = Vec::new();
+    while acked.len() < mids.len() {
+        let e = expect(&rx, "PUBACK/PUBCOMP", |e| {
+            matches!(e.command, Command::PubAck | Command::PubComp)
+        });
+        assert_eq!(e.error, None);
+        acked.push(e.mid);
+    }
+    acked.sort_unstable();
+    mids.sort_unstable();
+    assert_eq!(acked, mids);
+    let mut got = Vec::new();
+    while got.len() < 10 {
+        let m = expect(&sub_rx, "a message", V5Event::is_message);
+        let seq = m
+            .props
+            .as_ref()
+            .and_then(|p| p.as_properties().user_at(0).map(|(_, v)| v.to_owned()));
+        assert_eq!(seq, Some(m.payload[0].to_string()), "properties kept");
+        got.push(m.payload[0]);
+    }
+    got.sort_unstable();
+    got.dedup();
+    assert_eq!(got, (0..10).collect::<Vec<u8>>());
+    client.close();
+    sub.close();
+}
