@@ -832,9 +832,11 @@ impl Session {
         if self.state != ConnectionState::Connected {
             return Err(Error::NotConnected);
         }
+        // MQTT 5 form even without properties: the 3.1.1 form has no reason
+        // code, and the encoder writes the shortest MQTT 5 form anyway.
         self.emit(&Packet::Disconnect(codec::Disconnect {
             reason_code,
-            properties: props.filter(|p| !p.is_empty()),
+            properties: props,
         }));
         self.state = ConnectionState::Disconnecting;
         self.ping_sent = None;
