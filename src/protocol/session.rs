@@ -1649,7 +1649,9 @@ impl Session {
             return;
         }
         let alias = match p.properties {
-            Some(_) if self.out_aliases.is_active() => self.out_aliases.for_topic(p.topic),
+            Some(props) if self.out_aliases.is_active() && self.fits_with_alias(&p, props) => {
+                self.out_aliases.for_topic(p.topic)
+            }
             _ => AliasUse::None,
         };
         let (topic, alias) = match alias {
@@ -1668,6 +1670,25 @@ impl Session {
             ..p
         };
         let _ = Packet::Publish(aliased).encode(&mut self.outbox);
+    }
+
+    /// Whether `p` still fits the server's Maximum Packet Size with a Topic
+    /// Alias added to its full topic: the larger of the two aliased forms (an
+    /// empty topic and the alias is never longer), up to 3 bytes more than
+    /// the form `publish_with` checked.
+    fn fits_with_alias(&mut self, p: &Publish<'_>, props: Properties<'_>) -> bool {
+        let Some(max) = self.server.maximum_packet_size else {
+            return true;
+        };
+        self.scratch_props.set(props);
+        let _ = self.scratch_props.push_int(prop::TOPIC_ALIAS, 1);
+        let aliased = Publish {
+            properties: Some(self.scratch_props.as_properties()),
+            ..*p
+        };
+        Packet::Publish(aliased)
+            .encoded_len()
+            .is_ok_and(|len| len <= max as usize)
     }
 
     /// Append a PUBLISH the session keeps encoded (queued or in flight).
