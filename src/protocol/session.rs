@@ -1146,10 +1146,22 @@ impl Session {
             .encode(mid, self.config.is_v5(), &mut self.outbox)
             .map_err(encode_error)?;
         let send_now = self.state == ConnectionState::Connected;
-        if len > self.config.max_packet_size || !send_now {
+        let too_large = if len > self.config.max_packet_size {
+            Some(Error::PayloadTooLarge)
+        } else if self
+            .server
+            .maximum_packet_size
+            .is_some_and(|max| len > max as usize)
+        {
+            // As for PUBLISH: above the server's Maximum Packet Size.
+            Some(Error::PacketTooLarge)
+        } else {
+            None
+        };
+        if too_large.is_some() || !send_now {
             self.outbox.truncate(mark);
-            if len > self.config.max_packet_size {
-                return Err(Error::PayloadTooLarge);
+            if let Some(e) = too_large {
+                return Err(e);
             }
         }
         self.ids.reserve(mid);
@@ -1333,7 +1345,8 @@ impl Session {
 
     /// Restore the tracked subscriptions a fresh broker session lacks, except
     /// filters a pending request is about to (un)subscribe anyway. Split into
-    /// several SUBSCRIBEs if one would exceed `max_packet_size`.
+    /// several SUBSCRIBEs if one would exceed `max_packet_size` or the
+    /// server's Maximum Packet Size.
     fn resubscribe(&mut self) {
         let covered: HashSet<&str> = self
             .requests
@@ -1354,6 +1367,12 @@ impl Session {
         // Fixed header (at most 5) + packet id, and under MQTT 5 the property
         // length and a Subscription Identifier (at most 4 + 5).
         let overhead = if v5 { 5 + 2 + 4 + 5 } else { 5 + 2 };
+        let max_packet_size = self
+            .server
+            .maximum_packet_size
+            .map_or(self.config.max_packet_size, |max| {
+                self.config.max_packet_size.min(max as usize)
+            });
         let mut chunk: Vec<(String, SubscribeOptions)> = Vec::new();
         let mut chunk_len = overhead;
         let mut missing = missing.into_iter().peekable();
@@ -1362,7 +1381,7 @@ impl Session {
             chunk.push((filter, tracked.options));
             let ends = missing.peek().is_none_or(|(next, next_tracked)| {
                 next_tracked.identifier != tracked.identifier
-                    || chunk_len + 2 + next.len() + 1 > self.config.max_packet_size
+                    || chunk_len + 2 + next.len() + 1 > max_packet_size
             });
             if ends {
                 let filters = std::mem::take(&mut chunk);
