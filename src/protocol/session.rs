@@ -1008,6 +1008,24 @@ impl Session {
         });
     }
 
+    /// Put an in-flight PUBLISH back at the front of the queue, to be resent
+    /// (DUP set) when the window has room; its id stays reserved.
+    fn requeue_front(&mut self, mid: u16, mut packet: Vec<u8>) {
+        packet[0] |= 0b1000;
+        let qos = QoS::from_u8((packet[0] >> 1) & 3).unwrap_or(QoS::AtLeastOnce);
+        let cost = match codec::decode_as(&packet, usize::MAX, self.config.protocol) {
+            Ok(codec::Decoded::Packet(Packet::Publish(p), _)) => p.topic.len() + p.payload.len(),
+            _ => 0,
+        };
+        self.queued_bytes += cost;
+        self.queue.push_front(Queued {
+            mid,
+            qos,
+            cost,
+            packet,
+        });
+    }
+
     fn start_flight(&mut self, mid: u16, qos: QoS, packet: Vec<u8>) {
         let seq = self.next_seq();
         self.inflight.insert(
@@ -1299,8 +1317,22 @@ impl Session {
         // [MQTT-4.3.3-1], and whether the broker delivered it before losing
         // its session cannot be known: it is reported as unresolved.
         // DUP=1 on every resent PUBLISH [MQTT-3.3.1-1].
+        // Resent PUBLISHes count against the server's Receive Maximum as new
+        // ones do [MQTT-3.3.4-7], and so do the flows awaiting PUBCOMP: a
+        // server announcing less than is in flight gets the oldest, and the
+        // others wait at the front of the queue (DUP set) for room.
         let mut order: Vec<(u64, u16)> = self.inflight.iter().map(|(id, o)| (o.seq, *id)).collect();
         order.sort_unstable();
+        let awaiting_pubcomp = if session_present {
+            self.inflight
+                .values()
+                .filter(|o| o.stage == Awaiting::PubComp)
+                .count()
+        } else {
+            0
+        };
+        let mut room = usize::from(self.server.receive_maximum).saturating_sub(awaiting_pubcomp);
+        let mut deferred = Vec::new();
         for &(_, id) in &order {
             let Some(out) = self.inflight.get(&id) else {
                 continue;
@@ -1316,11 +1348,18 @@ impl Session {
                     self.ids.release(id);
                     self.unresolved.push(id);
                 }
+                _ if room == 0 => deferred.push(id),
                 _ => {
+                    room -= 1;
                     let start = self.outbox.len();
                     self.outbox.extend_from_slice(&out.packet);
                     self.outbox[start] |= 0b1000;
                 }
+            }
+        }
+        for &id in deferred.iter().rev() {
+            if let Some(out) = self.inflight.remove(&id) {
+                self.requeue_front(id, out.packet);
             }
         }
 
