@@ -1254,8 +1254,10 @@ int mqtt_client_publish_v5(struct mqtt_client *client, const char *topic, const 
  * subscription), MQTT_ERR_INVALID_UTF8, MQTT_ERR_INVALID_TOPIC,
  * MQTT_ERR_INVALID_QOS, MQTT_ERR_PROTOCOL_VERSION (properties or options
  * beyond the QoS on a 3.1.1 client), MQTT_ERR_INVALID_PROPERTY,
- * MQTT_ERR_QUEUE_FULL, MQTT_ERR_PAYLOAD_TOO_LARGE. SUBACK data carries one
- * reason code per filter in `reason_codes`. Thread-safe, also from callbacks.
+ * MQTT_ERR_QUEUE_FULL, MQTT_ERR_PAYLOAD_TOO_LARGE, MQTT_ERR_PACKET_TOO_LARGE
+ * (above the broker's Maximum Packet Size; nothing is sent). SUBACK data
+ * carries one reason code per filter in `reason_codes`. Thread-safe, also
+ * from callbacks.
  */
 int mqtt_client_subscribe_v5(struct mqtt_client *client, const struct mqtt_subscription_v5 *subscriptions, size_t count, const struct mqtt_properties *props);
 
@@ -1263,8 +1265,9 @@ int mqtt_client_subscribe_v5(struct mqtt_client *client, const struct mqtt_subsc
  * mqtt_client_unsubscribe with MQTT 5 properties (`props` nullable, copied:
  * user properties). UNSUBACK data carries one reason code per filter in
  * `reason_codes`. Returns the UNSUBSCRIBE's message id, or
- * mqtt_client_unsubscribe's errors, MQTT_ERR_PROTOCOL_VERSION or
- * MQTT_ERR_INVALID_PROPERTY. Thread-safe, also from callbacks.
+ * mqtt_client_unsubscribe's errors, MQTT_ERR_PROTOCOL_VERSION,
+ * MQTT_ERR_INVALID_PROPERTY or MQTT_ERR_PACKET_TOO_LARGE (above the broker's
+ * Maximum Packet Size; nothing is sent). Thread-safe, also from callbacks.
  */
 int mqtt_client_unsubscribe_v5(struct mqtt_client *client, const char *const *topics, size_t count, const struct mqtt_properties *props);
 

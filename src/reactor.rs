@@ -599,6 +599,9 @@ impl Reactor {
 
     /// The current attempt failed before a connection was accepted.
     fn attempt_failed(&mut self, client: &Client, error: Error) {
+        // Said by this attempt's refusal (if at all): taken whichever way the
+        // failure goes, so that it cannot stop a later, unrelated attempt.
+        let refusal_says_stop = std::mem::take(&mut self.stop_after_refusal);
         self.resolving = None;
         client.set_attempt_in_progress(false);
         log!(client, Level::Warn, "connection attempt failed: {error}");
@@ -615,10 +618,7 @@ impl Reactor {
         } else if !self.keep_reconnecting {
             return;
         }
-        if is_final_refusal(error)
-            || std::mem::take(&mut self.stop_after_refusal)
-            || !self.keep_reconnecting
-        {
+        if is_final_refusal(error) || refusal_says_stop || !self.keep_reconnecting {
             log!(client, Level::Error, "giving up reconnecting: {error}");
             self.keep_reconnecting = false;
             self.report_disconnect(client, Some(error));

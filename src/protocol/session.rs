@@ -849,6 +849,8 @@ impl Session {
         if self.state != ConnectionState::Connected {
             return Err(Error::NotConnected);
         }
+        // MQTT 5 form even without properties: the 3.1.1 form has no reason
+        // code, and the encoder writes the shortest MQTT 5 form anyway.
         self.emit(&Packet::Disconnect(codec::Disconnect {
             reason_code,
             properties: props,
@@ -1087,6 +1089,24 @@ impl Session {
         });
     }
 
+    /// Put an in-flight PUBLISH back at the front of the queue, to be resent
+    /// (DUP set) when the window has room; its id stays reserved.
+    fn requeue_front(&mut self, mid: u16, mut packet: Vec<u8>) {
+        packet[0] |= 0b1000;
+        let qos = QoS::from_u8((packet[0] >> 1) & 3).unwrap_or(QoS::AtLeastOnce);
+        let cost = match codec::decode_as(&packet, usize::MAX, self.config.protocol) {
+            Ok(codec::Decoded::Packet(Packet::Publish(p), _)) => p.topic.len() + p.payload.len(),
+            _ => 0,
+        };
+        self.queued_bytes += cost;
+        self.queue.push_front(Queued {
+            mid,
+            qos,
+            cost,
+            packet,
+        });
+    }
+
     fn start_flight(&mut self, mid: u16, qos: QoS, packet: Vec<u8>) {
         let seq = self.next_seq();
         self.inflight.insert(
@@ -1225,10 +1245,22 @@ impl Session {
             .encode(mid, self.config.is_v5(), &mut self.outbox)
             .map_err(encode_error)?;
         let send_now = self.state == ConnectionState::Connected;
-        if len > self.config.max_packet_size || !send_now {
+        let too_large = if len > self.config.max_packet_size {
+            Some(Error::PayloadTooLarge)
+        } else if self
+            .server
+            .maximum_packet_size
+            .is_some_and(|max| len > max as usize)
+        {
+            // As for PUBLISH: above the server's Maximum Packet Size.
+            Some(Error::PacketTooLarge)
+        } else {
+            None
+        };
+        if too_large.is_some() || !send_now {
             self.outbox.truncate(mark);
-            if len > self.config.max_packet_size {
-                return Err(Error::PayloadTooLarge);
+            if let Some(e) = too_large {
+                return Err(e);
             }
         }
         self.ids.reserve(mid);
@@ -1378,8 +1410,22 @@ impl Session {
         // [MQTT-4.3.3-1], and whether the broker delivered it before losing
         // its session cannot be known: it is reported as unresolved.
         // DUP=1 on every resent PUBLISH [MQTT-3.3.1-1].
+        // Resent PUBLISHes count against the server's Receive Maximum as new
+        // ones do [MQTT-3.3.4-7], and so do the flows awaiting PUBCOMP: a
+        // server announcing less than is in flight gets the oldest, and the
+        // others wait at the front of the queue (DUP set) for room.
         let mut order: Vec<(u64, u16)> = self.inflight.iter().map(|(id, o)| (o.seq, *id)).collect();
         order.sort_unstable();
+        let awaiting_pubcomp = if session_present {
+            self.inflight
+                .values()
+                .filter(|o| o.stage == Awaiting::PubComp)
+                .count()
+        } else {
+            0
+        };
+        let mut room = usize::from(self.server.receive_maximum).saturating_sub(awaiting_pubcomp);
+        let mut deferred = Vec::new();
         for &(_, id) in &order {
             let Some(out) = self.inflight.get(&id) else {
                 continue;
@@ -1395,11 +1441,18 @@ impl Session {
                     self.ids.release(id);
                     self.unresolved.push(id);
                 }
+                _ if room == 0 => deferred.push(id),
                 _ => {
+                    room -= 1;
                     let start = self.outbox.len();
                     self.outbox.extend_from_slice(&out.packet);
                     self.outbox[start] |= 0b1000;
                 }
+            }
+        }
+        for &id in deferred.iter().rev() {
+            if let Some(out) = self.inflight.remove(&id) {
+                self.requeue_front(id, out.packet);
             }
         }
 
@@ -1424,7 +1477,8 @@ impl Session {
 
     /// Restore the tracked subscriptions a fresh broker session lacks, except
     /// filters a pending request is about to (un)subscribe anyway. Split into
-    /// several SUBSCRIBEs if one would exceed `max_packet_size`.
+    /// several SUBSCRIBEs if one would exceed `max_packet_size` or the
+    /// server's Maximum Packet Size.
     fn resubscribe(&mut self) {
         let covered: HashSet<&str> = self
             .requests
@@ -1445,6 +1499,12 @@ impl Session {
         // Fixed header (at most 5) + packet id, and under MQTT 5 the property
         // length and a Subscription Identifier (at most 4 + 5).
         let overhead = if v5 { 5 + 2 + 4 + 5 } else { 5 + 2 };
+        let max_packet_size = self
+            .server
+            .maximum_packet_size
+            .map_or(self.config.max_packet_size, |max| {
+                self.config.max_packet_size.min(max as usize)
+            });
         let mut chunk: Vec<(String, SubscribeOptions)> = Vec::new();
         let mut chunk_len = overhead;
         let mut missing = missing.into_iter().peekable();
@@ -1453,7 +1513,7 @@ impl Session {
             chunk.push((filter, tracked.options));
             let ends = missing.peek().is_none_or(|(next, next_tracked)| {
                 next_tracked.identifier != tracked.identifier
-                    || chunk_len + 2 + next.len() + 1 > self.config.max_packet_size
+                    || chunk_len + 2 + next.len() + 1 > max_packet_size
             });
             if ends {
                 let filters = std::mem::take(&mut chunk);
@@ -1740,7 +1800,9 @@ impl Session {
             return;
         }
         let alias = match p.properties {
-            Some(_) if self.out_aliases.is_active() => self.out_aliases.for_topic(p.topic),
+            Some(props) if self.out_aliases.is_active() && self.fits_with_alias(&p, props) => {
+                self.out_aliases.for_topic(p.topic)
+            }
             _ => AliasUse::None,
         };
         let (topic, alias) = match alias {
@@ -1759,6 +1821,25 @@ impl Session {
             ..p
         };
         let _ = Packet::Publish(aliased).encode(&mut self.outbox);
+    }
+
+    /// Whether `p` still fits the server's Maximum Packet Size with a Topic
+    /// Alias added to its full topic: the larger of the two aliased forms (an
+    /// empty topic and the alias is never longer), up to 3 bytes more than
+    /// the form `publish_with` checked.
+    fn fits_with_alias(&mut self, p: &Publish<'_>, props: Properties<'_>) -> bool {
+        let Some(max) = self.server.maximum_packet_size else {
+            return true;
+        };
+        self.scratch_props.set(props);
+        let _ = self.scratch_props.push_int(prop::TOPIC_ALIAS, 1);
+        let aliased = Publish {
+            properties: Some(self.scratch_props.as_properties()),
+            ..*p
+        };
+        Packet::Publish(aliased)
+            .encoded_len()
+            .is_ok_and(|len| len <= max as usize)
     }
 
     /// Append a PUBLISH the session keeps encoded (queued or in flight).

@@ -6,6 +6,7 @@ use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use mqtt::protocol::codec::QoS;
+use mqtt::protocol::properties::{Properties, PropertiesBuf};
 use mqtt::{Client, Command, Data, Error};
 
 use super::TIMEOUT;
@@ -24,6 +25,14 @@ pub struct Event {
     pub return_code: u8,
     pub session_present: bool,
     pub error: Option<Error>,
+    /// MQTT 5 reason code (see `Data::reason_code`).
+    pub reason_code: u8,
+    /// MQTT 5 SUBACK/UNSUBACK reason codes.
+    pub reason_codes: Vec<u8>,
+    /// MQTT 5: a copy of the packet's properties.
+    pub properties: Option<PropertiesBuf>,
+    /// MQTT 5: a copy of the message's properties.
+    pub message_properties: Option<PropertiesBuf>,
 }
 
 impl Event {
@@ -40,7 +49,22 @@ impl Event {
             return_code: data.return_code,
             session_present: data.session_present,
             error: data.error,
+            reason_code: data.reason_code,
+            reason_codes: data.reason_codes.to_vec(),
+            properties: data.properties.map(PropertiesBuf::from_properties),
+            message_properties: data
+                .message
+                .and_then(|m| m.properties)
+                .map(PropertiesBuf::from_properties),
         }
+    }
+
+    /// The packet's properties (empty when it had none).
+    pub fn props(&self) -> Properties<'_> {
+        self.properties
+            .as_ref()
+            .map(PropertiesBuf::as_properties)
+            .unwrap_or_default()
     }
 
     /// The event carries a message (a PUBLISH, or the PUBREL completing a QoS 2 one).
@@ -62,6 +86,10 @@ impl PartialEq for Event {
             && self.return_code == other.return_code
             && self.session_present == other.session_present
             && self.error == other.error
+            && self.reason_code == other.reason_code
+            && self.reason_codes == other.reason_codes
+            && self.properties == other.properties
+            && self.message_properties == other.message_properties
     }
 }
 

@@ -8,8 +8,8 @@
 
 use super::{TIMEOUT, encode, loopback};
 use mqtt::protocol::codec::{
-    self, Ack, ConnAck, Connect, ConnectReturnCode, Decoded, Packet, Publish, QoS, Subscribe,
-    UnsubAck, Unsubscribe,
+    self, Ack, ConnAck, Connect, ConnectReturnCode, Decoded, Packet, Properties, ProtocolVersion,
+    Publish, QoS, Subscribe, UnsubAck, Unsubscribe,
 };
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -115,26 +115,41 @@ impl Drop for ScriptedPeer {
 #[derive(Clone, PartialEq, Eq)]
 pub struct OwnedPacket {
     bytes: Vec<u8>,
+    /// How the bytes are decoded (a CONNECT by its own protocol level).
+    version: ProtocolVersion,
 }
 
 impl OwnedPacket {
     /// Wrap one complete, valid encoded packet. Panics otherwise.
     pub fn from_bytes(bytes: Vec<u8>) -> OwnedPacket {
         match codec::decode(&bytes, MAX_PACKET) {
-            Ok(Decoded::Packet(_, n)) if n == bytes.len() => OwnedPacket { bytes },
+            Ok(Decoded::Packet(_, n)) if n == bytes.len() => OwnedPacket {
+                bytes,
+                version: ProtocolVersion::V311,
+            },
             other => panic!("not exactly one valid packet ({other:?}): {bytes:02x?}"),
         }
     }
 
     pub fn from_packet(packet: &Packet<'_>) -> OwnedPacket {
+        let version = match packet.properties() {
+            Some(_) => ProtocolVersion::V5,
+            None => ProtocolVersion::V311,
+        };
         OwnedPacket {
             bytes: encode(packet),
+            version,
         }
+    }
+
+    /// The protocol the bytes were decoded as.
+    pub fn version(&self) -> ProtocolVersion {
+        self.version
     }
 
     /// The decoded view (borrowing from `self`); match on it freely.
     pub fn packet(&self) -> Packet<'_> {
-        match codec::decode(&self.bytes, MAX_PACKET) {
+        match codec::decode_as(&self.bytes, MAX_PACKET, self.version) {
             Ok(Decoded::Packet(p, _)) => p,
             other => unreachable!("OwnedPacket holds a valid packet: {other:?}"),
         }
@@ -243,7 +258,7 @@ pub enum PeerError {
     },
     /// The other side reset the connection (RST).
     Reset,
-    /// The bytes are not a valid MQTT 3.1.1 packet.
+    /// The bytes are not a valid packet of the connection's protocol.
     Codec {
         error: codec::CodecError,
         bytes: Vec<u8>,
@@ -280,6 +295,9 @@ pub struct PeerConn {
     stream: TcpStream,
     buf: Vec<u8>,
     peer: SocketAddr,
+    /// How incoming packets are decoded: 3.1.1 until [`PeerConn::set_version`]
+    /// (or a v5 handshake) says otherwise.
+    version: ProtocolVersion,
 }
 
 impl PeerConn {
@@ -291,6 +309,7 @@ impl PeerConn {
             stream,
             buf: Vec::new(),
             peer,
+            version: ProtocolVersion::V311,
         }
     }
 
@@ -353,14 +372,70 @@ impl PeerConn {
         connect
     }
 
+    /// Decode what arrives from now on as `version` (a CONNECT is always
+    /// decoded by its own protocol level).
+    pub fn set_version(&mut self, version: ProtocolVersion) {
+        self.version = version;
+    }
+
+    pub fn version(&self) -> ProtocolVersion {
+        self.version
+    }
+
+    /// Broker side of an MQTT 5 handshake: expect a protocol level 5 CONNECT,
+    /// answer CONNACK success with `props`, and decode what follows as MQTT 5.
+    /// Returns the CONNECT.
+    pub fn handshake_v5(
+        &mut self,
+        session_present: bool,
+        props: Properties<'_>,
+        timeout: Duration,
+    ) -> OwnedPacket {
+        let connect = self.expect_type(1, timeout);
+        assert_eq!(
+            connect.connect().version(),
+            ProtocolVersion::V5,
+            "{}: expected an MQTT 5 CONNECT, got {connect:?}",
+            self.peer
+        );
+        self.set_version(ProtocolVersion::V5);
+        self.send_connack_v5(session_present, 0, props);
+        connect
+    }
+
+    /// An MQTT 5 CONNACK with `reason_code` and `props`.
+    pub fn send_connack_v5(
+        &mut self,
+        session_present: bool,
+        reason_code: u8,
+        props: Properties<'_>,
+    ) {
+        self.send_packet(&Packet::ConnAck(ConnAck {
+            session_present,
+            reason_code,
+            properties: Some(props),
+        }));
+    }
+
+    /// An MQTT 5 DISCONNECT with `reason_code` and `props`.
+    pub fn send_disconnect_v5(&mut self, reason_code: u8, props: Properties<'_>) {
+        self.send_packet(&Packet::Disconnect(codec::Disconnect {
+            reason_code,
+            properties: Some(props),
+        }));
+    }
+
     /// Read and decode one packet. Bytes after it stay buffered for the next call.
     pub fn read_packet(&mut self, timeout: Duration) -> Result<OwnedPacket, PeerError> {
         let deadline = Instant::now() + timeout;
         loop {
-            match codec::decode(&self.buf, MAX_PACKET) {
+            match codec::decode_as(&self.buf, MAX_PACKET, self.version) {
                 Ok(Decoded::Packet(_, n)) => {
                     let bytes = self.buf.drain(..n).collect();
-                    return Ok(OwnedPacket { bytes });
+                    return Ok(OwnedPacket {
+                        bytes,
+                        version: self.version,
+                    });
                 }
                 Ok(Decoded::Incomplete(_)) => {}
                 Err(error) => {
