@@ -46,7 +46,8 @@ cc=${CC:-cc}
 
 # ---- 1. build ------------------------------------------------------------------------
 if [ $build = 1 ]; then
-    for variant in tls notls; do
+    # the default build last: target/release/ is left as cargo's default build makes it
+    for variant in notls tls; do
         flags=
         [ $variant = notls ] && flags=--no-default-features
         echo "building libmqtt ($variant): cargo rustc --release --lib --crate-type cdylib,staticlib $flags" >&2
