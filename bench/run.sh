@@ -7,7 +7,8 @@
 # libpaho-mqtt-dev, binutils (strip):
 #   apt-get install -y mosquitto libmosquitto-dev libpaho-mqtt-dev build-essential
 #
-# Builds libmqtt (cargo build --release) and the bench programs into target/bench/,
+# Builds libmqtt as shipped (cargo rustc --release --lib --crate-type cdylib,staticlib:
+# the release profile with LTO) and the bench programs into target/bench/,
 # starts a private mosquitto on a free loopback port, runs every workload with each
 # library in its own processes, interleaved (libmqtt, mosquitto, paho, [raw], then
 # the next workload, round after round), prints one table of medians over the
@@ -69,8 +70,8 @@ for h in mosquitto.h MQTTAsync.h; do
     }
 done
 if [ $build = 1 ]; then
-    echo "building libmqtt (cargo build --release) and target/bench/ ..."
-    (cd "$root" && cargo build --release --lib --quiet)
+    echo "building libmqtt (cargo rustc --release --lib --crate-type cdylib,staticlib) and target/bench/ ..."
+    (cd "$root" && cargo rustc --release --lib --crate-type cdylib,staticlib --quiet)
     mkdir -p "$bin"
     CFLAGS="-O2 -g -Wall -Wextra"
     cc $CFLAGS -o "$bin/bench_libmqtt" "$here/bench_libmqtt.c" -I"$root/include" \

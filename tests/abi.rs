@@ -71,3 +71,39 @@ fn shared_library_has_the_versioned_soname() {
         "unexpected {soname}"
     );
 }
+
+/// Every exported function turns a panic into MQTT_ERR_INTERNAL (catch_unwind; see
+/// `panic_boundary_turns_a_panic_into_mqtt_err_internal` in src/ffi/mod.rs), which
+/// only works when the library is built with unwinding. `cargo test` always builds
+/// with unwinding, so that test cannot see a profile that ships `panic = "abort"`:
+/// this one reads the profiles instead.
+#[test]
+fn profiles_keep_panic_unwind() {
+    let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+        .expect("Cargo.toml");
+    let mut section = String::new();
+    let mut release_unwinds = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line.to_owned();
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        if key.trim() != "panic" || !section.starts_with("[profile.") {
+            continue;
+        }
+        assert_eq!(
+            value.trim(),
+            "\"unwind\"",
+            "{section} sets panic = {}: the C boundary needs unwinding",
+            value.trim()
+        );
+        release_unwinds |= section == "[profile.release]";
+    }
+    assert!(
+        release_unwinds,
+        "[profile.release] should say panic = \"unwind\" explicitly"
+    );
+}

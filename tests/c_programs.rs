@@ -554,6 +554,28 @@ fn header_compiles_as_c99() {
     compile(cmd, "include/mqtt.h as C99");
 }
 
+/// bench/size_hello.c (bench/size.sh's program) compiles cleanly in its four variants,
+/// so that the size script does not rot between runs.
+#[test]
+fn bench_size_hello_compiles() {
+    let src = manifest_dir().join("bench/size_hello.c");
+    for defines in [
+        &[][..],
+        &["-DSIZE_HELLO_TLS"][..],
+        &["-DSIZE_HELLO_BASELINE"][..],
+        &["-DSIZE_HELLO_BASELINE", "-DSIZE_HELLO_TLS"][..],
+    ] {
+        let mut cmd = Command::new(c_compiler());
+        cmd.args(C_FLAGS)
+            .args(defines)
+            .arg("-fsyntax-only")
+            .arg("-I")
+            .arg(include_dir())
+            .arg(&src);
+        compile(cmd, &format!("bench/size_hello.c {defines:?}"));
+    }
+}
+
 #[test]
 fn header_compiles_as_cxx11_and_links() {
     let src = out_dir().join("header_cxx.cpp");

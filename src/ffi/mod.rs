@@ -943,3 +943,38 @@ pub unsafe extern "C" fn mqtt_client_set_log(
         MQTT_OK
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The panic boundary: a panic inside an exported function, here raised by a
+    /// (Rust) log callback while `mqtt_client_connect` runs the client on the
+    /// caller's thread, comes out as MQTT_ERR_INTERNAL instead of unwinding into C,
+    /// and the handle can still be freed. It needs `panic = "unwind"`, which the
+    /// release profile keeps (tests/abi.rs checks that, since `cargo test` builds
+    /// with unwinding whatever the profile says); run it with the release profile's
+    /// optimisation and LTO too: `cargo test --release --lib panic_boundary`.
+    #[test]
+    fn panic_boundary_turns_a_panic_into_mqtt_err_internal() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("local_addr").port();
+        // SAFETY: a valid NUL-terminated client id.
+        let client = unsafe { mqtt_client_new(c"panic-boundary".as_ptr(), true) };
+        assert!(!client.is_null());
+        let panicking: crate::log::LogFn = Arc::new(|_, message: &str| {
+            if message.starts_with("connecting to") {
+                panic!("test: a panic inside mqtt_client_connect");
+            }
+        });
+        // SAFETY: a live handle from mqtt_client_new.
+        unsafe { &*client }
+            .client
+            .set_log(Some(panicking), crate::log::Level::Info);
+        // SAFETY: a live handle and a valid NUL-terminated host.
+        let rc = unsafe { mqtt_client_connect(client, c"127.0.0.1".as_ptr(), 60, port) };
+        assert_eq!(rc, MQTT_ERR_INTERNAL);
+        // SAFETY: the handle, freed once.
+        unsafe { mqtt_client_free(client) };
+    }
+}

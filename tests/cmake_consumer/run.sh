@@ -4,8 +4,9 @@
 #   2. MQTT_VIA=package: find_package(mqtt) with CMAKE_PREFIX_PATH=<prefix>;
 #   3. MQTT_VIA=subdir:  add_subdirectory(../..);
 #   4. pkg-config:       cc main.c $(pkg-config --cflags --libs mqtt), shared and static;
-#   5. plain cargo, as the README says: cargo build --release, then
-#      cc main.c -I include -L target/release -lmqtt -Wl,-rpath,..., with no symlink by hand.
+#   5. plain cargo, as the README says: cargo rustc --release --lib --crate-type
+#      cdylib,staticlib, then cc main.c -I include -L target/release -lmqtt -Wl,-rpath,...,
+#      with no symlink by hand.
 # Each consumer is built against both mqtt::mqtt and mqtt::mqtt_static.
 #
 # Usage: tests/cmake_consumer/run.sh [WORKDIR]   (default: a fresh temp dir, removed after;
@@ -107,16 +108,16 @@ $cc -std=c99 -Wall -Wextra -pedantic -Werror -o "$work/pc_static" "$here/main.c"
     $(pkg-config --cflags mqtt) "$(pkg-config --variable=libdir mqtt)/libmqtt.a" $static_libs
 "$work/pc_static" || fail "pkg-config static"
 
-step "5. plain cargo: cargo build --release, cc -L <target>/release -lmqtt"
-# The target dir CMake's build used in step 1: the same `cargo build --release`, so
-# this is quick, and CMake itself creates no symlink there (build.rs does).
+step "5. plain cargo: cargo rustc --release --lib --crate-type cdylib,staticlib, cc -L <target>/release -lmqtt"
+# The target dir CMake's build used in step 1: the same cargo command, so this is
+# quick, and CMake itself creates no symlink there (build.rs does).
 cargo_target=$work/lib-build/cargo
-(cd "$root" && cargo build --release --target-dir "$cargo_target")
+(cd "$root" && cargo rustc --release --lib --crate-type cdylib,staticlib --target-dir "$cargo_target")
 $cc -std=c99 -Wall -Wextra -pedantic -Werror -o "$work/plain_cargo" "$here/main.c" \
     -I "$root/include" -L "$cargo_target/release" -lmqtt -Wl,-rpath,"$cargo_target/release"
 if [ "$(uname -s)" = Linux ]; then
     [ "$(readlink "$cargo_target/release/libmqtt.so.0")" = libmqtt.so ] ||
-        fail "cargo build --release laid out no libmqtt.so.0 -> libmqtt.so"
+        fail "cargo laid out no libmqtt.so.0 -> libmqtt.so"
 fi
 env -u LD_LIBRARY_PATH "$work/plain_cargo" || fail "a program linked per the README does not start"
 
