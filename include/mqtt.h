@@ -782,7 +782,10 @@ int mqtt_client_unsubscribe(struct mqtt_client *client, const char *const *topic
  * QoS 2 message it had already acknowledged with PUBREC then gets its PUBCOMP
  * callback with MQTT_ERR_SESSION_LOST instead); when the in-flight window is
  * full or the client is offline they wait in a bounded queue. QoS 0 while offline is refused with MQTT_ERR_NOT_CONNECTED
- * unless `mqtt_client_set_offline_qos0(client, true)`.
+ * unless `mqtt_client_set_offline_qos0(client, true)`. A QoS 0 message
+ * while connected goes to the connection's buffer, bounded by
+ * mqtt_client_set_unsent_limit (a burst beyond it gets MQTT_ERR_QUEUE_FULL,
+ * or waits if that option says so).
  *
  * Returns the message id (1..65535, QoS 0 included; PUBACK/PUBCOMP data
  * carries it), or MQTT_ERR_INVALID_ARGUMENT, MQTT_ERR_INVALID_UTF8,
@@ -911,6 +914,21 @@ int mqtt_client_set_connect_timeout(struct mqtt_client *client, uint32_t timeout
  * Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT (max_ms < min_ms). Thread-safe.
  */
 int mqtt_client_set_reconnect(struct mqtt_client *client, uint32_t min_ms, uint32_t max_ms);
+
+/**
+ * Bound the bytes waiting in the connection's buffer for the socket
+ * (default 256 KiB): a QoS 0 publish while
+ * connected that would go beyond `max_bytes` waits up to `wait_ms` for the
+ * socket to take them (default 0: it does not wait), then returns
+ * MQTT_ERR_QUEUE_FULL, and the message was not accepted. QoS 1/2 messages
+ * are bounded by the in-flight window and the queue instead. A publish
+ * never waits inside a callback; without a loop thread, a waiting publish
+ * runs the client itself (writes, reads, and so callbacks, on its thread).
+ *
+ * Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT (NULL or `max_bytes` 0).
+ * Thread-safe; applies from the next publish.
+ */
+int mqtt_client_set_unsent_limit(struct mqtt_client *client, size_t max_bytes, uint32_t wait_ms);
 
 /**
  * Bound the outgoing queue: messages waiting while offline or while the

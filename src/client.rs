@@ -33,6 +33,9 @@ pub(crate) struct Options {
     /// `None`: plain TCP.
     #[cfg(feature = "tls")]
     pub tls: Option<Arc<crate::tls::TlsSetup>>,
+    /// How long a QoS 0 publish waits for room under the unsent-bytes limit
+    /// before it returns `QueueFull` (zero: it never waits).
+    pub publish_wait: Duration,
 }
 
 /// Turns a host name and port into addresses to try in order, in place of the
@@ -90,6 +93,10 @@ pub(crate) struct Inner {
     pub closed: AtomicBool,
     /// Diagnostic logging (off by default).
     pub(crate) logger: crate::log::Logger,
+    /// Signalled (with the session lock) when written bytes made room, or
+    /// the connection ended, while `publish_waiters` is not zero.
+    pub(crate) drained: Condvar,
+    pub(crate) publish_waiters: AtomicU64,
 }
 
 thread_local! {
@@ -151,12 +158,15 @@ impl Client {
                     resolver: None,
                     #[cfg(feature = "tls")]
                     tls: None,
+                    publish_wait: Duration::ZERO,
                 }),
                 loop_thread: Mutex::new(None),
                 loop_lifecycle: Mutex::new(()),
                 loop_on_message: Mutex::new(None),
                 closed: AtomicBool::new(false),
                 logger: crate::log::Logger::default(),
+                drained: Condvar::new(),
+                publish_waiters: AtomicU64::new(0),
             }),
         })
     }
@@ -571,11 +581,81 @@ impl Client {
         retain: bool,
         props: Properties<'_>,
     ) -> Result<u16> {
-        let mid =
-            self.session()
-                .publish_with(Instant::now(), topic, payload, qos, retain, props)?;
+        let mut session = self.session();
+        let mut result = session.publish_with(Instant::now(), topic, payload, qos, retain, props);
+        if result == Err(Error::QueueFull) && qos == QoS::AtMostOnce {
+            let wait = lock(&self.inner.options).publish_wait;
+            let deadline = Instant::now() + wait;
+            while result == Err(Error::QueueFull)
+                && !self.in_callback()
+                && session.state() == crate::protocol::session::ConnectionState::Connected
+            {
+                let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                    break;
+                };
+                session = self.wait_for_room(session, left);
+                result = session.publish_with(Instant::now(), topic, payload, qos, retain, props);
+            }
+        }
+        drop(session);
+        let mid = result?;
         self.wake();
         Ok(mid)
+    }
+
+    /// Block for up to `left` until the connection's buffer drains. Without a
+    /// thread running the client, this one writes: it runs turns itself.
+    fn wait_for_room<'a>(
+        &'a self,
+        session: MutexGuard<'a, Session>,
+        left: Duration,
+    ) -> MutexGuard<'a, Session> {
+        if !self.loop_running() {
+            drop(session);
+            if let Ok(mut reactor) = self.inner.reactor.try_lock() {
+                reactor.turn(self, Some(left.min(Duration::from_millis(50))));
+                return self.session();
+            }
+            // Another thread runs `mqtt_client_loop`: it signals like the
+            // loop thread does.
+            let session = self.session();
+            return self.wait_drained(session, left);
+        }
+        self.wait_drained(session, left)
+    }
+
+    fn wait_drained<'a>(
+        &'a self,
+        session: MutexGuard<'a, Session>,
+        left: Duration,
+    ) -> MutexGuard<'a, Session> {
+        let inner = &self.inner;
+        inner.publish_waiters.fetch_add(1, Ordering::SeqCst);
+        // The reactor must write (it may be asleep with nothing else to do).
+        self.wake();
+        let (session, _) = inner
+            .drained
+            .wait_timeout(session, left)
+            .unwrap_or_else(|e| e.into_inner());
+        inner.publish_waiters.fetch_sub(1, Ordering::SeqCst);
+        session
+    }
+
+    /// Bytes in the connection's buffer not yet taken by the socket.
+    pub fn unsent_bytes(&self) -> usize {
+        self.session().pending_transmit().len()
+    }
+
+    /// Bound the bytes waiting in the connection's buffer for the socket: a
+    /// QoS 0 publish beyond `max_bytes` waits up to `wait` for room (never
+    /// from a callback), then returns `QueueFull`.
+    pub fn set_unsent_limit(&self, max_bytes: usize, wait: Duration) -> Result<()> {
+        if max_bytes == 0 {
+            return Err(Error::InvalidArgument);
+        }
+        self.session().config_mut().max_unsent_bytes = max_bytes;
+        lock(&self.inner.options).publish_wait = wait;
+        Ok(())
     }
 
     /// `subscribe` with MQTT 5 options and properties.

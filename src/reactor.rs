@@ -931,6 +931,9 @@ impl Reactor {
                 Ok(n) => {
                     crate::log::sent(client, pending, n, self.protocol);
                     session.consume_transmit(Instant::now(), n);
+                    if client.inner.publish_waiters.load(Ordering::SeqCst) > 0 {
+                        client.inner.drained.notify_all();
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     conn.writable = false;
@@ -957,6 +960,8 @@ impl Reactor {
         self.read_end = 0;
         if conn.established {
             client.session().connection_lost(Instant::now());
+            // A publish waiting for room learns that there is no connection.
+            client.inner.drained.notify_all();
         }
     }
 

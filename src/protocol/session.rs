@@ -46,9 +46,12 @@ pub struct SessionConfig {
     pub max_inflight: usize,
     /// Outgoing messages waiting (offline, or the in-flight window is full).
     pub max_queued_messages: usize,
-    /// Sum of topic + payload bytes of the waiting messages. Also bounds the
-    /// unsent bytes a QoS 0 publish may pile onto the outbox while connected.
+    /// Sum of topic + payload bytes of the waiting messages.
     pub max_queued_bytes: usize,
+    /// Bytes written to the connection's buffer and not yet to the socket,
+    /// beyond which a QoS 0 publish while connected is refused (`QueueFull`):
+    /// a burst faster than the network must not grow memory without bound.
+    pub max_unsent_bytes: usize,
     /// QoS 0 publish while not connected: queue it (true) or `Err(NotConnected)`.
     pub queue_qos0_offline: bool,
     /// Incoming QoS 2 messages held between PUBLISH and PUBREL.
@@ -84,6 +87,7 @@ impl Default for SessionConfig {
             max_inflight: 20,
             max_queued_messages: 10_000,
             max_queued_bytes: 64 * 1024 * 1024,
+            max_unsent_bytes: DEFAULT_MAX_UNSENT_BYTES,
             queue_qos0_offline: false,
             max_incoming_qos2: 1000,
             max_packet_size: codec::DEFAULT_MAX_PACKET_SIZE,
@@ -110,6 +114,7 @@ impl fmt::Debug for SessionConfig {
             .field("max_inflight", &self.max_inflight)
             .field("max_queued_messages", &self.max_queued_messages)
             .field("max_queued_bytes", &self.max_queued_bytes)
+            .field("max_unsent_bytes", &self.max_unsent_bytes)
             .field("queue_qos0_offline", &self.queue_qos0_offline)
             .field("max_incoming_qos2", &self.max_incoming_qos2)
             .field("max_packet_size", &self.max_packet_size)
@@ -1038,7 +1043,7 @@ impl Session {
                 // A QoS 0 message has no other bound while connected: refuse
                 // it rather than grow the outbox without limit behind a slow
                 // socket.
-                if self.pending_transmit().len() + len > self.config.max_queued_bytes {
+                if self.pending_transmit().len() + len > self.config.max_unsent_bytes {
                     return Err(Error::QueueFull);
                 }
                 self.write_publish(publish);
@@ -1854,6 +1859,11 @@ impl Session {
         }
     }
 }
+
+/// Default `max_unsent_bytes`: 256 KiB. A loopback socket takes some hundreds
+/// of kilobytes before it pushes back, so a burst then waits in the kernel
+/// rather than in the process; a device keeps it smaller still.
+pub const DEFAULT_MAX_UNSENT_BYTES: usize = 256 * 1024;
 
 /// Spare buffers kept for reuse; beyond this they are freed.
 const POOL_MAX: usize = 256;
