@@ -24,10 +24,10 @@ fn example() -> PathBuf {
     manifest_dir().join("c_examples/python_example.py")
 }
 
-/// target/<profile>/libmqtt.so, built by `cargo test` with the other crate types.
+/// An up-to-date libmqtt.so (`cargo test` alone builds only the rlib: see
+/// `common::library::lib_dir`).
 fn library() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let lib = exe.parent().unwrap().parent().unwrap().join("libmqtt.so");
+    let lib = common::library::lib_dir().join("libmqtt.so");
     assert!(lib.exists(), "{} missing", lib.display());
     lib
 }
