@@ -111,6 +111,7 @@ const PROGRAMS: &[(&str, Kind)] = &[
     ("external_loop", Kind::HostPort),
     ("logging", Kind::HostPort),
     ("promises", Kind::HostPort),
+    ("v5_api", Kind::HostPort),
     // c_examples
     ("home_controller", Kind::HomePair),
     ("home_sensor", Kind::HomePair),
@@ -706,6 +707,7 @@ program_tests! {
     "external_loop" => c_external_loop, valgrind_c_external_loop, asan_c_external_loop;
     "logging" => c_logging, valgrind_c_logging, asan_c_logging;
     "promises" => c_promises, valgrind_c_promises, asan_c_promises;
+    "v5_api" => c_v5_api, valgrind_c_v5_api, asan_c_v5_api;
     "home_controller" => example_home_heating, valgrind_example_home_heating,
         asan_example_home_heating;
     "mid_callback" => example_mid_callback, valgrind_example_mid_callback,

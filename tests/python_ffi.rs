@@ -1,6 +1,9 @@
 //! Python through ctypes: `c_examples/python_example.py` runs against the cdylib cargo
 //! just built and a private mosquitto (QoS 0/1/2, a condition + priority callback,
-//! logging), and its ctypes structs must have the layout the C compiler gives mqtt.h.
+//! logging; then MQTT 5: a subscription identifier, SUBACK reason codes, a publish_v5
+//! with user properties and a content type read back in the message callback), and its
+//! ctypes structs must have the layout the C compiler gives mqtt.h (the MQTT 5 fields
+//! appended to mqtt_message and mqtt_data included).
 //!
 //! Skipped (with a note) when `python3` is missing; `MQTT_SKIP_PYTHON=1` skips it too.
 
@@ -24,10 +27,10 @@ fn example() -> PathBuf {
     manifest_dir().join("c_examples/python_example.py")
 }
 
-/// target/<profile>/libmqtt.so, built by `cargo test` with the other crate types.
+/// An up-to-date libmqtt.so (`cargo test` alone builds only the rlib: see
+/// `common::library::lib_dir`).
 fn library() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let lib = exe.parent().unwrap().parent().unwrap().join("libmqtt.so");
+    let lib = common::library::lib_dir().join("libmqtt.so");
     assert!(lib.exists(), "{} missing", lib.display());
     lib
 }
@@ -120,12 +123,20 @@ fn python_example_against_mosquitto() {
         broker.log()
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("FAIL"), "{stdout}");
     for expected in [
         "ok   QoS 0 message received",
         "ok   QoS 1 message received",
         "ok   QoS 2 message received",
         "ok   alert went to the priority-10 condition callback",
         "ok   the priority-5 callback did not run",
+        "ok   3.1.1 messages carry no properties",
+        "ok   v5 SUBACK reason codes: [[1]]",
+        "ok   v5 message received",
+        "ok   v5 user properties read back in order: [('sensor', 'kitchen'), ('unit', 'C')]",
+        "ok   v5 content type: text/plain",
+        "ok   v5 subscription identifier: [7]",
+        "ok   v5 PUBACK reason code: [0]",
         "all good",
     ] {
         assert!(stdout.contains(expected), "{expected:?} missing:\n{stdout}");
@@ -141,12 +152,18 @@ int main(void) {
     printf("mqtt_message %zu", sizeof(struct mqtt_message));
     F(mqtt_message, topic); F(mqtt_message, payload); F(mqtt_message, payload_len);
     F(mqtt_message, qos); F(mqtt_message, retain); F(mqtt_message, dup); F(mqtt_message, mid);
+    F(mqtt_message, properties);
     printf("\nmqtt_data %zu", sizeof(struct mqtt_data));
     F(mqtt_data, command); F(mqtt_data, message); F(mqtt_data, mid);
     F(mqtt_data, return_code); F(mqtt_data, session_present); F(mqtt_data, granted_qos);
-    F(mqtt_data, granted_qos_len); F(mqtt_data, error);
+    F(mqtt_data, granted_qos_len); F(mqtt_data, error); F(mqtt_data, reason_code);
+    F(mqtt_data, reason_codes); F(mqtt_data, reason_codes_len); F(mqtt_data, properties);
     printf("\nmqtt_subscription %zu", sizeof(struct mqtt_subscription));
     F(mqtt_subscription, topic); F(mqtt_subscription, qos);
+    printf("\nmqtt_subscription_v5 %zu", sizeof(struct mqtt_subscription_v5));
+    F(mqtt_subscription_v5, topic); F(mqtt_subscription_v5, qos);
+    F(mqtt_subscription_v5, no_local); F(mqtt_subscription_v5, retain_as_published);
+    F(mqtt_subscription_v5, retain_handling);
     printf("\n");
     return 0;
 }

@@ -121,10 +121,16 @@ impl mqtt_properties {
 /// # Safety
 /// `p` is NULL or a valid `mqtt_properties`.
 unsafe fn list_mut<'a>(p: *mut mqtt_properties) -> crate::Result<&'a mut PropertiesBuf> {
+    // A callback's list reaches C through a `*const` made from a shared
+    // reference (its const cast away by the caller): look at it through a
+    // shared reference, and make a `&mut` only of a list the caller owns.
     // SAFETY: per the caller's contract.
-    unsafe { p.as_mut() }
-        .ok_or(Error::InvalidArgument)?
-        .owned_mut()
+    let list = unsafe { p.as_ref() }.ok_or(Error::InvalidArgument)?;
+    if matches!(list.list, List::Borrowed(_)) {
+        return Err(Error::InvalidArgument);
+    }
+    // SAFETY: an owned list, made by Box::into_raw in mqtt_properties_new/copy.
+    unsafe { &mut *p }.owned_mut()
 }
 
 /// # Safety

@@ -239,7 +239,9 @@ fn encode_error(e: CodecError) -> Error {
         | CodecError::InvalidPropertyValue(_)
         | CodecError::WrongPropertyType(_) => Error::InvalidProperty,
         CodecError::NoLocalOnSharedSubscription => Error::InvalidArgument,
-        CodecError::InvalidTopic => Error::InvalidTopic,
+        // The application never sends a Topic Alias itself: an empty MQTT 5
+        // topic is an invalid topic name, as under 3.1.1.
+        CodecError::InvalidTopic | CodecError::EmptyTopicWithoutAlias => Error::InvalidTopic,
         CodecError::NulInString | CodecError::InvalidUtf8 => Error::InvalidUtf8,
         CodecError::PacketTooLongToEncode => Error::PayloadTooLarge,
         _ => Error::InvalidArgument,
