@@ -535,8 +535,8 @@ typedef struct mqtt_data {
    */
   uint8_t reason_code;
   /**
-   * MQTT 5 SUBACK (as `granted_qos`) and UNSUBACK: one reason code per
-   * filter, >= 0x80 refused. NULL/0 otherwise.
+   * SUBACK: the same codes as `granted_qos` (3.1.1 and 5); MQTT 5 UNSUBACK:
+   * one reason code per filter, >= 0x80 refused. NULL/0 otherwise.
    */
   const uint8_t *reason_codes;
   size_t reason_codes_len;
@@ -1190,9 +1190,10 @@ int mqtt_properties_get_user_at(const struct mqtt_properties *p, size_t index, c
  * mqtt_client_set_max_incoming_qos2 limit and Maximum Packet Size = the
  * mqtt_client_set_max_packet_size limit, and enforces both.
  *
- * Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT (NULL, another version, or
- * messages or requests made under the other version still pending) or
- * MQTT_ERR_ALREADY_CONNECTED (connected or connecting). Thread-safe.
+ * Returns MQTT_OK (also for the version already in use),
+ * MQTT_ERR_INVALID_ARGUMENT (NULL, another version, or messages or requests
+ * made under the other version still pending) or MQTT_ERR_ALREADY_CONNECTED
+ * (a switch while connected or connecting). Thread-safe.
  */
 int mqtt_client_set_protocol(struct mqtt_client *client, int version);
 

@@ -226,8 +226,8 @@ pub struct mqtt_data {
     /// invalid, 0x95 packet too large). Under 3.1.1: CONNACK's return code,
     /// else 0.
     pub reason_code: u8,
-    /// MQTT 5 SUBACK (as `granted_qos`) and UNSUBACK: one reason code per
-    /// filter, >= 0x80 refused. NULL/0 otherwise.
+    /// SUBACK: the same codes as `granted_qos` (3.1.1 and 5); MQTT 5 UNSUBACK:
+    /// one reason code per filter, >= 0x80 refused. NULL/0 otherwise.
     pub reason_codes: *const u8,
     pub reason_codes_len: usize,
     /// MQTT 5: the packet's properties (CONNACK: assigned client identifier,

@@ -32,9 +32,10 @@ unsafe fn props_arg<'a>(props: *const mqtt_properties) -> Properties<'a> {
 /// mqtt_client_set_max_incoming_qos2 limit and Maximum Packet Size = the
 /// mqtt_client_set_max_packet_size limit, and enforces both.
 ///
-/// Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT (NULL, another version, or
-/// messages or requests made under the other version still pending) or
-/// MQTT_ERR_ALREADY_CONNECTED (connected or connecting). Thread-safe.
+/// Returns MQTT_OK (also for the version already in use),
+/// MQTT_ERR_INVALID_ARGUMENT (NULL, another version, or messages or requests
+/// made under the other version still pending) or MQTT_ERR_ALREADY_CONNECTED
+/// (a switch while connected or connecting). Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mqtt_client_set_protocol(
     client: *mut mqtt_client,
