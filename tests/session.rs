@@ -693,7 +693,7 @@ fn queue_full_by_bytes() {
 #[test]
 fn qos0_is_refused_when_the_outbox_is_backed_up() {
     let (mut s, t0) = connected(SessionConfig {
-        max_queued_bytes: 20,
+        max_unsent_bytes: 20,
         ..cfg()
     });
     // Each PUBLISH is 2 + 2 + 1 + 5 = 10 bytes.

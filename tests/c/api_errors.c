@@ -597,11 +597,11 @@ static void unknown_cmd_on_puback(mqtt_client *client, const mqtt_data *data, vo
 
 static void on_unknown_command(void)
 {
-    static const int bad[] = {0, 1, 8, 10, 12, 15, 16, 42, 99, 255, 256, -1, -2, 0x7fffffff,
+    static const int bad[] = {0, 1, 8, 10, 12, 16, 17, 42, 99, 255, 256, -1, -2, 0x7fffffff,
                               (int)0x80000000u};
     static const int good[] = {MQTT_CONNACK, MQTT_PUBLISH, MQTT_PUBACK,   MQTT_PUBREC,
                                MQTT_PUBREL,  MQTT_PUBCOMP, MQTT_SUBACK,   MQTT_UNSUBACK,
-                               MQTT_PINGRESP, MQTT_DISCONNECT};
+                               MQTT_PINGRESP, MQTT_DISCONNECT, MQTT_AUTH};
     mqtt_client *c = t_client("oncmd", true);
     char topic[128];
     size_t i;
