@@ -5,108 +5,52 @@
 
 mod common;
 
-use std::sync::mpsc::{Receiver, channel};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
+use common::events::{self, Event};
 use common::{Broker, FaultProxy, TIMEOUT, wait_until};
 use mqtt::protocol::codec::{ProtocolVersion, SubscribeOptions};
-use mqtt::protocol::properties::{self as prop, PropertiesBuf};
-use mqtt::{Client, Command, Data, Error, QoS};
+use mqtt::protocol::properties::{self as prop, Properties, PropertiesBuf};
+use mqtt::{Client, Command, QoS};
 
-/// A callback as the tests keep it: owned, properties included.
-#[derive(Clone, Debug)]
-struct V5Event {
-    command: Command,
-    topic: Option<String>,
-    payload: Vec<u8>,
-    retain: bool,
-    mid: u16,
-    reason_code: u8,
-    reason_codes: Vec<u8>,
-    session_present: bool,
-    error: Option<Error>,
-    /// The message's properties for PUBLISH/PUBREL with a message, else the packet's.
-    props: Option<PropertiesBuf>,
+/// The properties of an event: its message's, else its packet's.
+fn props_of(e: &Event) -> Properties<'_> {
+    e.message_properties
+        .as_ref()
+        .or(e.properties.as_ref())
+        .map(PropertiesBuf::as_properties)
+        .unwrap_or_default()
 }
 
-impl V5Event {
-    fn from_data(data: &Data<'_>) -> V5Event {
-        let props = data
-            .message
-            .and_then(|m| m.properties)
-            .or(data.properties)
-            .map(PropertiesBuf::from_properties);
-        V5Event {
-            command: data.command,
-            topic: data.message.map(|m| m.topic.to_owned()),
-            payload: data.message.map(|m| m.payload.to_vec()).unwrap_or_default(),
-            retain: data.message.is_some_and(|m| m.retain),
-            mid: data.mid,
-            reason_code: data.reason_code,
-            reason_codes: data.reason_codes.to_vec(),
-            session_present: data.session_present,
-            error: data.error,
-            props,
-        }
-    }
-
-    fn int(&self, id: u8) -> Option<u32> {
-        self.props.as_ref()?.as_properties().u32_of(id)
-    }
-
-    fn ints(&self, id: u8) -> Vec<u32> {
-        let Some(props) = self.props.as_ref().map(PropertiesBuf::as_properties) else {
-            return Vec::new();
-        };
-        (0..props.count(id))
-            .filter_map(|i| props.int_at(id, i))
-            .collect()
-    }
-
-    fn is_message(&self) -> bool {
-        self.topic.is_some()
-    }
+fn int(e: &Event, id: u8) -> Option<u32> {
+    props_of(e).u32_of(id)
 }
 
-const COMMANDS: [Command; 10] = [
-    Command::ConnAck,
-    Command::Publish,
-    Command::PubAck,
-    Command::PubRec,
-    Command::PubRel,
-    Command::PubComp,
-    Command::SubAck,
-    Command::UnsubAck,
-    Command::PingResp,
-    Command::Disconnect,
-];
+fn ints(e: &Event, id: u8) -> Vec<u32> {
+    let props = props_of(e);
+    (0..props.count(id))
+        .filter_map(|i| props.int_at(id, i))
+        .collect()
+}
 
 /// A v5 client whose callbacks all go to the returned channel.
-fn v5_client(id: &str, clean: bool) -> (Client, Receiver<V5Event>) {
+fn v5_client(id: &str, clean: bool) -> (Client, Receiver<Event>) {
     let client = Client::new(id, clean).unwrap();
     client.set_protocol(ProtocolVersion::V5).unwrap();
     client.set_connect_timeout(TIMEOUT).unwrap();
-    let (tx, rx) = channel();
-    let tx = Mutex::new(tx);
-    let callback: mqtt::dispatch::Callback<Client> =
-        Arc::new(move |_: &Client, data: &Data<'_>| {
-            let _ = tx.lock().unwrap().send(V5Event::from_data(data));
-        });
-    for command in COMMANDS {
-        client.on(command, callback.clone(), None, 0);
-    }
+    let rx = events::record(&client, &events::ALL_COMMANDS);
     (client, rx)
 }
 
-fn connected(broker: &Broker, id: &str, clean: bool) -> (Client, Receiver<V5Event>) {
+fn connected(broker: &Broker, id: &str, clean: bool) -> (Client, Receiver<Event>) {
     let (client, rx) = v5_client(id, clean);
     client.connect(broker.host(), 30, broker.port()).unwrap();
     client.loop_start(None).unwrap();
     (client, rx)
 }
 
-fn expect(rx: &Receiver<V5Event>, what: &str, want: impl Fn(&V5Event) -> bool) -> V5Event {
+fn expect(rx: &Receiver<Event>, what: &str, want: impl Fn(&Event) -> bool) -> Event {
     let deadline = Instant::now() + TIMEOUT;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -119,7 +63,7 @@ fn expect(rx: &Receiver<V5Event>, what: &str, want: impl Fn(&V5Event) -> bool) -
 }
 
 /// No event satisfying `want` within `window` (the absence a test asserts).
-fn expect_none(rx: &Receiver<V5Event>, window: Duration, want: impl Fn(&V5Event) -> bool) {
+fn expect_none(rx: &Receiver<Event>, window: Duration, want: impl Fn(&Event) -> bool) {
     let deadline = Instant::now() + window;
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
         if let Ok(e) = rx.recv_timeout(left) {
@@ -128,13 +72,13 @@ fn expect_none(rx: &Receiver<V5Event>, window: Duration, want: impl Fn(&V5Event)
     }
 }
 
-fn subscribe(client: &Client, rx: &Receiver<V5Event>, filter: &str, options: SubscribeOptions) {
+fn subscribe(client: &Client, rx: &Receiver<Event>, filter: &str, options: SubscribeOptions) {
     subscribe_with(client, rx, filter, options, &PropertiesBuf::new());
 }
 
 fn subscribe_with(
     client: &Client,
-    rx: &Receiver<V5Event>,
+    rx: &Receiver<Event>,
     filter: &str,
     options: SubscribeOptions,
     props: &PropertiesBuf,
@@ -154,12 +98,12 @@ fn qos(qos: QoS) -> SubscribeOptions {
 
 fn publish_acked(
     client: &Client,
-    rx: &Receiver<V5Event>,
+    rx: &Receiver<Event>,
     topic: &str,
     payload: &[u8],
     retain: bool,
     props: &PropertiesBuf,
-) -> V5Event {
+) -> Event {
     let mid = client
         .publish_with(
             topic,
@@ -197,7 +141,11 @@ fn properties_travel_end_to_end() {
         let m = expect(&sub_rx, "the message", |e| {
             e.is_message() && e.payload == [q as u8]
         });
-        let got = m.props.as_ref().expect("properties").as_properties();
+        let got = m
+            .message_properties
+            .as_ref()
+            .expect("properties")
+            .as_properties();
         let users: Vec<(&str, &str)> = (0..got.count(prop::USER_PROPERTY))
             .filter_map(|i| got.user_at(i))
             .collect();
@@ -266,7 +214,7 @@ fn no_local_and_retain_as_published() {
     other
         .publish("v5/nl", b"theirs", QoS::AtLeastOnce, false)
         .unwrap();
-    let m = expect(&rx, "a message", V5Event::is_message);
+    let m = expect(&rx, "a message", Event::is_message);
     assert_eq!(
         m.payload, b"theirs",
         "no_local: our own message must not come back"
@@ -304,7 +252,7 @@ fn retain_handling_0_1_2() {
         retain_handling: h,
         ..qos(QoS::AtLeastOnce)
     };
-    let retained_on = |topic: &'static str| move |e: &V5Event| e.topic.as_deref() == Some(topic);
+    let retained_on = |topic: &'static str| move |e: &Event| e.topic.as_deref() == Some(topic);
     for (topic, handling, first, again) in [
         ("v5/rh/0", 0, true, true),
         ("v5/rh/1", 1, true, false),
@@ -360,15 +308,15 @@ fn subscription_identifiers_come_back_with_each_message() {
     let mut ids = Vec::new();
     // One message per matching subscription, or one carrying both identifiers.
     while !(ids.contains(&7) && ids.contains(&9)) {
-        let m = expect(&rx, "the message", V5Event::is_message);
+        let m = expect(&rx, "the message", Event::is_message);
         assert_eq!(m.topic.as_deref(), Some("v5/id/x"));
-        ids.extend(m.ints(prop::SUBSCRIPTION_IDENTIFIER));
+        ids.extend(ints(&m, prop::SUBSCRIPTION_IDENTIFIER));
     }
     client
         .publish("v5/other", b"none", QoS::AtLeastOnce, false)
         .unwrap();
     let m = expect(&rx, "v5/other", |e| e.topic.as_deref() == Some("v5/other"));
-    assert!(m.ints(prop::SUBSCRIPTION_IDENTIFIER).is_empty());
+    assert!(ints(&m, prop::SUBSCRIPTION_IDENTIFIER).is_empty());
     client.close();
 }
 
@@ -388,9 +336,9 @@ fn an_expired_retained_message_is_not_delivered() {
     publish_acked(&client, &rx, "v5/exp/long", b"l", true, &an_hour);
     std::thread::sleep(Duration::from_millis(2100)); // the expiry itself
     subscribe(&client, &rx, "v5/exp/#", qos(QoS::AtLeastOnce));
-    let m = expect(&rx, "the long-lived message", V5Event::is_message);
+    let m = expect(&rx, "the long-lived message", Event::is_message);
     assert_eq!(m.topic.as_deref(), Some("v5/exp/long"));
-    let left = m.int(prop::MESSAGE_EXPIRY_INTERVAL).expect("expiry left");
+    let left = int(&m, prop::MESSAGE_EXPIRY_INTERVAL).expect("expiry left");
     assert!((3590..3600).contains(&left), "{left}");
     expect_none(&rx, Duration::from_millis(300), |e| {
         e.topic.as_deref() == Some("v5/exp/short")
@@ -451,11 +399,7 @@ fn a_persistent_v5_session_outlives_the_connection_without_an_expiry_property() 
     other
         .publish("v5/persist", b"kept", QoS::AtLeastOnce, false)
         .unwrap();
-    let m = expect(
-        &rx,
-        "a message on the kept subscription",
-        V5Event::is_message,
-    );
+    let m = expect(&rx, "a message on the kept subscription", Event::is_message);
     assert_eq!(m.payload, b"kept");
     other.close();
     client.close();
@@ -502,7 +446,7 @@ fn will_delay_holds_the_will_back_while_the_client_comes_back() {
     proxy.cut_all();
     assert!(wait_until(TIMEOUT, || proxy.connections() > connections
         && client.is_connected()));
-    expect_none(&rx, Duration::from_millis(2500), V5Event::is_message);
+    expect_none(&rx, Duration::from_millis(2500), Event::is_message);
     client.disconnect().unwrap();
     client.close();
 
@@ -511,7 +455,7 @@ fn will_delay_holds_the_will_back_while_the_client_comes_back() {
     proxy.refuse(true);
     let cut_at = Instant::now();
     proxy.cut_all();
-    let m = expect(&rx, "the will", V5Event::is_message);
+    let m = expect(&rx, "the will", Event::is_message);
     assert_eq!(m.payload, b"gone");
     assert!(
         cut_at.elapsed() >= Duration::from_millis(1500),
@@ -589,7 +533,7 @@ fn bytes_for_messages(alias_max: u16) -> u64 {
     });
     let sent = proxy.bytes_up() - before;
     for i in 0..n {
-        let m = expect(&sub_rx, "a message", V5Event::is_message);
+        let m = expect(&sub_rx, "a message", Event::is_message);
         assert_eq!(m.topic.as_deref(), Some(topic));
         assert_eq!(m.payload, [i as u8]);
     }
@@ -619,7 +563,7 @@ fn the_server_keep_alive_is_adopted() {
     let connack_at = Instant::now();
     client.loop_start(None).unwrap();
     let connack = expect(&rx, "CONNACK", |e| e.command == Command::ConnAck);
-    assert_eq!(connack.int(prop::SERVER_KEEP_ALIVE), Some(10));
+    assert_eq!(int(&connack, prop::SERVER_KEEP_ALIVE), Some(10));
     // With our 60 s the first PINGREQ would come after a minute.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -681,7 +625,7 @@ fn resubscription_keeps_options_and_identifier_after_the_broker_lost_the_session
         );
     };
     assert_eq!(m.payload, b"theirs");
-    assert_eq!(m.ints(prop::SUBSCRIPTION_IDENTIFIER), vec![42]);
+    assert_eq!(ints(&m, prop::SUBSCRIPTION_IDENTIFIER), vec![42]);
     other.close();
     client.close();
 }
@@ -710,7 +654,7 @@ fn v5_over_tls() {
         let m = expect(&rx, "the message", |e| {
             e.is_message() && e.payload == [q as u8]
         });
-        let got = m.props.expect("properties");
+        let got = m.message_properties.expect("properties");
         assert_eq!(got.as_properties().user_at(0), Some(("over", "tls")));
         assert_eq!(m.topic.as_deref(), Some("v5/tls"));
     }
@@ -724,7 +668,7 @@ fn v5_in_the_callers_loop() {
     let broker = Broker::start();
     let (client, rx) = v5_client("v5-own-loop", true);
     client.connect(broker.host(), 30, broker.port()).unwrap();
-    let turn_until = |what: &str, want: &dyn Fn(&V5Event) -> bool| {
+    let turn_until = |what: &str, want: &dyn Fn(&Event) -> bool| {
         let deadline = Instant::now() + TIMEOUT;
         loop {
             client.run_once(Duration::from_millis(50)).unwrap();
@@ -754,9 +698,9 @@ fn v5_in_the_callers_loop() {
         )
         .unwrap();
     let m = turn_until("the message", &|e| e.is_message());
-    assert_eq!(m.ints(prop::SUBSCRIPTION_IDENTIFIER), vec![3]);
+    assert_eq!(ints(&m, prop::SUBSCRIPTION_IDENTIFIER), vec![3]);
     assert_eq!(
-        m.props
+        m.message_properties
             .unwrap()
             .as_properties()
             .bin_of(prop::CORRELATION_DATA),
@@ -821,9 +765,9 @@ fn v5_messages_survive_a_broker_restart() {
     assert_eq!(acked, mids);
     let mut got = Vec::new();
     while got.len() < 10 {
-        let m = expect(&sub_rx, "a message", V5Event::is_message);
+        let m = expect(&sub_rx, "a message", Event::is_message);
         let seq = m
-            .props
+            .message_properties
             .as_ref()
             .and_then(|p| p.as_properties().user_at(0).map(|(_, v)| v.to_owned()));
         assert_eq!(seq, Some(m.payload[0].to_string()), "properties kept");
