@@ -858,8 +858,12 @@ const char *mqtt_strerror(int code);
 /**
  * Whether `topic` (a topic name) matches `filter` (a topic filter with `+`
  * and `#` wildcards), per MQTT 3.1.1 section 4.7, including the rule that a
- * leading wildcard does not match topics starting with `$`. False when either
- * is NULL, not UTF-8, or invalid. Thread-safe.
+ * leading wildcard does not match topics starting with `$`. A shared
+ * subscription's filter `$share/<name>/<filter>` matches what `<filter>`
+ * matches (so a condition can test a message against the subscription it
+ * came from). False when either is NULL, not UTF-8, or invalid (a shared
+ * filter with an empty or wildcard share name, or nothing after it).
+ * Thread-safe.
  */
 bool mqtt_topic_matches(const char *filter, const char *topic);
 

@@ -235,3 +235,32 @@ fn invalid_arguments_never_match() {
     assert!(!matches("+", "+"));
     assert!(!matches("#", "a\0"));
 }
+
+#[test]
+fn shared_subscription_filters() {
+    for f in [
+        "$share/g/a/b",
+        "$share/group/#",
+        "$share/g/+/x",
+        "$share/g//",
+    ] {
+        assert!(valid_topic_filter(f), "{f}");
+    }
+    for f in [
+        "$share/",
+        "$share/g",
+        "$share/g/",
+        "$share//a",
+        "$share/+/a",
+        "$share/g#/a",
+    ] {
+        assert!(!valid_topic_filter(f), "{f}");
+    }
+    // A shared filter matches what its inner filter matches.
+    assert!(matches("$share/g/a/+", "a/b"));
+    assert!(matches("$share/g/#", "a/b/c"));
+    assert!(!matches("$share/g/a/+", "a/b/c"));
+    assert!(!matches("$share/g/a/+", "$share/g/a/b"));
+    // Not a shared filter: an ordinary `$`-topic filter.
+    assert!(matches("$shared/x", "$shared/x"));
+}

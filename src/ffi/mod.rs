@@ -547,8 +547,12 @@ pub extern "C" fn mqtt_strerror(code: c_int) -> *const c_char {
 
 /// Whether `topic` (a topic name) matches `filter` (a topic filter with `+`
 /// and `#` wildcards), per MQTT 3.1.1 section 4.7, including the rule that a
-/// leading wildcard does not match topics starting with `$`. False when either
-/// is NULL, not UTF-8, or invalid. Thread-safe.
+/// leading wildcard does not match topics starting with `$`. A shared
+/// subscription's filter `$share/<name>/<filter>` matches what `<filter>`
+/// matches (so a condition can test a message against the subscription it
+/// came from). False when either is NULL, not UTF-8, or invalid (a shared
+/// filter with an empty or wildcard share name, or nothing after it).
+/// Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mqtt_topic_matches(filter: *const c_char, topic: *const c_char) -> bool {
     ffi_guard!(false, {
