@@ -223,6 +223,10 @@ throughput() {
     # raw QoS 0: 64 PUBLISHes per write(); QoS 1/2: the same window as everyone
     if [ "$lib" = raw ] && [ "$qos" = 0 ]; then w=64; fi
     b0=$(broker_ticks)
+    # removed here, not just truncated by the redirection below: that happens in
+    # the background child, possibly after the loop below has seen the previous
+    # run's "ready" line and started the publisher too early (lost first messages)
+    rm -f "$work/sub.out" "$work/pub.out"
     env "$@" timeout 120 "$prog" sub $HOST "$port" "$topic" "$qos" "$n" > "$work/sub.out" 2>"$work/sub.err" &
     sp=$!
     i=0
