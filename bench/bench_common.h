@@ -5,6 +5,18 @@
  * collects those lines. Times are CLOCK_MONOTONIC seconds (one clock for all
  * processes of the machine, so a publisher's start and a subscriber's last
  * arrival can be subtracted).
+ *
+ * Options from the environment (read by parse_args; a program that cannot do
+ * one refuses it with exit status 2):
+ *   BENCH_PAYLOAD=N        payload size in bytes (default 64, 8..1048576)
+ *   BENCH_TLS_CA=FILE      connect with TLS to PORT, trusting the CA in FILE
+ *                          (server authentication only; host name checked)
+ *   BENCH_V5=1             speak MQTT 5 (publisher, subscriber, lat, idle)
+ *   BENCH_USER_PROPERTY=1  MQTT 5 (implies BENCH_V5): every PUBLISH carries one
+ *                          user property, BENCH_UP_KEY = BENCH_UP_VALUE; the
+ *                          subscriber checks it on every message
+ *   BENCH_TOPIC_ALIAS=1    MQTT 5 (implies BENCH_V5): the publisher uses a
+ *                          topic alias (the topic once, then only the alias)
  */
 #ifndef BENCH_COMMON_H
 #define BENCH_COMMON_H
@@ -18,7 +30,28 @@
 #include <time.h>
 #include <unistd.h>
 
-#define PAYLOAD_LEN 64
+#define PAYLOAD_LEN 64 /* default payload size */
+#define PAYLOAD_MIN 8
+#define PAYLOAD_MAX (1 << 20)
+
+/*
+ * MQTT 5: the Receive Maximum every client announces (libmqtt's default, its
+ * mqtt_client_set_max_incoming_qos2 limit; libmosquitto's default is 20). The
+ * broker (mosquitto 2.0.11) takes a v5 subscriber's Receive Maximum as its
+ * window to it, and exceeds it when it releases queued messages (up to 20 per
+ * acknowledgement, eclipse-mosquitto/mosquitto#2301): a libmosquitto v5
+ * subscriber announcing 20 then sees more than 20 QoS 1/2 messages in flight
+ * and closes the connection (MOSQ_ERR_PROTOCOL), within a few hundred
+ * messages at QoS 2. So both announce the same, larger value.
+ */
+#define V5_RECEIVE_MAX 1000
+
+/* the user property of BENCH_USER_PROPERTY=1 */
+#define BENCH_UP_KEY "bench-key"
+#define BENCH_UP_VALUE "bench-value-0123456789"
+
+/* payload size of this run (BENCH_PAYLOAD; parse_args sets it) */
+static size_t payload_len = PAYLOAD_LEN;
 
 static inline double now_s(void)
 {
@@ -84,11 +117,27 @@ static inline long vmhwm_kb(void)
     return kb;
 }
 
-/* 64-byte payload: sequence number (little endian u32) then filler */
+/*
+ * payload_len bytes: the sequence number (little endian u32), filler, and the
+ * sequence number again in the last 4 bytes (a truncated, shifted or mixed-up
+ * payload then fails the check in tally_add).
+ */
 static inline void make_payload(unsigned char *p, uint32_t seq)
 {
-    memset(p, 'x', PAYLOAD_LEN);
+    memset(p, 'x', payload_len);
     memcpy(p, &seq, sizeof seq);
+    memcpy(p + payload_len - sizeof seq, &seq, sizeof seq);
+}
+
+/* a buffer for make_payload */
+static inline unsigned char *payload_buffer(void)
+{
+    unsigned char *p = malloc(payload_len);
+    if (p == NULL) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    return p;
 }
 
 static inline uint32_t payload_seq(const void *p)
@@ -98,7 +147,11 @@ static inline uint32_t payload_seq(const void *p)
     return seq;
 }
 
-/* Which sequence numbers arrived: distinct, duplicates, out of range, bad length. */
+/*
+ * Which sequence numbers arrived: distinct, duplicates, bad (wrong length,
+ * sequence number out of range or not the same at both ends, or - counted by
+ * the caller with tally_bad - a missing or wrong user property or topic).
+ */
 struct tally {
     unsigned char *seen;
     long count;     /* expected */
@@ -124,12 +177,13 @@ static inline int tally_add(struct tally *t, const void *payload, size_t len)
 {
     uint32_t seq;
     double now = now_s();
-    if (len != PAYLOAD_LEN) {
+    if (len != payload_len) {
         t->bad++;
         return t->distinct >= t->count;
     }
     seq = payload_seq(payload);
-    if (seq >= (uint32_t)t->count)
+    if (seq >= (uint32_t)t->count ||
+        payload_seq((const unsigned char *)payload + len - sizeof seq) != seq)
         t->bad++;
     else if (t->seen[seq])
         t->dups++;
@@ -140,6 +194,12 @@ static inline int tally_add(struct tally *t, const void *payload, size_t len)
         t->t_last = now;
     }
     return t->distinct >= t->count;
+}
+
+/* a message that arrived but is wrong (property, topic): counts as corrupt */
+static inline void tally_bad(struct tally *t)
+{
+    t->bad++;
 }
 
 /*
@@ -185,18 +245,88 @@ static inline int latency_report(double *rtt, long n, long expected)
 }
 
 /*
+ * RESULT line of a handshake run: connect -> CONNACK times T[0..N) (seconds),
+ * p50 and p99 in microseconds; CPU_CONNECT: process CPU time spent between the
+ * connect calls and their CONNACKs, summed; CPU_CYCLE: process CPU time of the
+ * whole loop (create the client, configure TLS, connect, CONNACK, disconnect,
+ * free); both reported per connect, in microseconds.
+ */
+static inline int handshake_report(double *t, long n, long expected, double cpu_connect,
+                                   double cpu_cycle)
+{
+    if (n < expected || n == 0) {
+        printf("RESULT role=handshake ok=0 connects=%ld expected=%ld\n", n, expected);
+        return 1;
+    }
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    printf("RESULT role=handshake ok=1 connects=%ld expected=%ld p50_us=%.1f p99_us=%.1f "
+           "cpu_us=%.1f cycle_cpu_us=%.1f\n",
+           n, expected, t[(n - 1) * 50 / 100] * 1e6, t[(n - 1) * 99 / 100] * 1e6,
+           cpu_connect / (double)n * 1e6, cpu_cycle / (double)n * 1e6);
+    return 0;
+}
+
+/*
  * Common command line of bench_libmqtt, bench_mosquitto, bench_paho, bench_raw
  * (bench_raw: pub and sub only):
  *   PROG pub  HOST PORT TOPIC QOS COUNT WINDOW
  *   PROG sub  HOST PORT TOPIC QOS COUNT
  *   PROG lat  HOST PORT TOPIC QOS COUNT      (COUNT round trips after 100 warm-up ones)
  *   PROG idle HOST PORT TOPIC                (connect, subscribe, idle 1 s, report VmHWM)
+ *   PROG handshake HOST PORT TOPIC COUNT     (COUNT times: new client, connect, CONNACK,
+ *                                             disconnect, free; p50/p99 connect -> CONNACK)
+ * and the environment options above.
  */
 struct args {
     const char *mode, *host, *topic;
     int port, qos;
     long count, window;
+    /* from the environment */
+    const char *tls_ca; /* BENCH_TLS_CA, or NULL */
+    int v5, user_property, topic_alias;
 };
+
+static inline int env_flag(const char *name)
+{
+    const char *e = getenv(name);
+    return e != NULL && *e != '\0' && strcmp(e, "0") != 0;
+}
+
+static inline void parse_env(struct args *a)
+{
+    const char *e = getenv("BENCH_PAYLOAD");
+    if (e != NULL && *e != '\0') {
+        long n = atol(e);
+        if (n < PAYLOAD_MIN || n > PAYLOAD_MAX) {
+            fprintf(stderr, "BENCH_PAYLOAD=%s: must be %d..%d bytes\n", e, PAYLOAD_MIN,
+                    PAYLOAD_MAX);
+            exit(2);
+        }
+        payload_len = (size_t)n;
+    }
+    e = getenv("BENCH_TLS_CA");
+    a->tls_ca = e != NULL && *e != '\0' ? e : NULL;
+    a->user_property = env_flag("BENCH_USER_PROPERTY");
+    a->topic_alias = env_flag("BENCH_TOPIC_ALIAS");
+    a->v5 = env_flag("BENCH_V5") || a->user_property || a->topic_alias;
+}
+
+/* exit status 2 for the options a program cannot do */
+static inline void refuse_options(const struct args *a, const char *prog, int can_tls,
+                                  int can_v5, int can_payload)
+{
+    const char *what = NULL;
+    if (a->tls_ca != NULL && !can_tls)
+        what = "BENCH_TLS_CA";
+    else if (a->v5 && !can_v5)
+        what = "BENCH_V5 / BENCH_USER_PROPERTY / BENCH_TOPIC_ALIAS";
+    else if (payload_len != PAYLOAD_LEN && !can_payload)
+        what = "BENCH_PAYLOAD";
+    if (what != NULL) {
+        fprintf(stderr, "%s: %s not supported\n", prog, what);
+        exit(2);
+    }
+}
 
 static inline void parse_args(int argc, char **argv, struct args *a)
 {
@@ -207,8 +337,14 @@ static inline void parse_args(int argc, char **argv, struct args *a)
     a->host = argv[2];
     a->port = atoi(argv[3]);
     a->topic = argv[4];
+    parse_env(a);
     if (strcmp(a->mode, "idle") == 0)
         return;
+    if (strcmp(a->mode, "handshake") == 0) {
+        if (argc < 6 || (a->count = atol(argv[5])) <= 0)
+            goto usage;
+        return;
+    }
     if (argc < 7)
         goto usage;
     a->qos = atoi(argv[5]);
@@ -225,12 +361,16 @@ static inline void parse_args(int argc, char **argv, struct args *a)
 usage:
     fprintf(stderr,
             "usage: %s pub HOST PORT TOPIC QOS COUNT WINDOW | sub HOST PORT TOPIC QOS COUNT |\n"
-            "          lat HOST PORT TOPIC QOS COUNT | idle HOST PORT TOPIC\n",
+            "          lat HOST PORT TOPIC QOS COUNT | idle HOST PORT TOPIC |\n"
+            "          handshake HOST PORT TOPIC COUNT\n"
+            "environment: BENCH_PAYLOAD=N BENCH_TLS_CA=FILE BENCH_V5=1 BENCH_USER_PROPERTY=1 "
+            "BENCH_TOPIC_ALIAS=1\n",
             argv[0]);
     exit(2);
 }
 
 #define LAT_WARMUP 100
+#define HANDSHAKE_TIMEOUT_S 10.0
 #define SUB_STALL_S 5.0 /* a subscriber gives up after this long without progress */
 
 #endif

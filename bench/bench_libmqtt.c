@@ -7,6 +7,13 @@
  * wake-ups). BENCH_LIBMQTT_LOOP=thread in the environment uses the loop thread
  * (mqtt_client_loop_start) instead, with main publishing and waiting on a
  * condition variable, for comparison.
+ *
+ * BENCH_V5=1: MQTT 5 (mqtt_client_set_protocol V5, mqtt_client_publish_v5,
+ * mqtt_client_subscribe_v5); BENCH_USER_PROPERTY=1: one user property on every
+ * PUBLISH, checked by the subscriber with mqtt_properties_get_user_at;
+ * BENCH_TOPIC_ALIAS=1: mqtt_client_set_topic_alias_max(10), the library then
+ * sends the topic once and the alias after. BENCH_TLS_CA=FILE: TLS (rustls)
+ * through mqtt_client_set_tls with that CA. See bench_common.h.
  */
 #include "bench_common.h"
 
@@ -20,8 +27,10 @@ static int use_thread;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 
-static volatile int subacked, connected_lost;
-static long acked; /* PUBACK / PUBCOMP callbacks */
+static volatile int subacked, subrefused, connected_lost;
+static long acked;      /* PUBACK / PUBCOMP callbacks */
+static long ack_errors; /* of those, with an error (MQTT 5: refused by the broker) */
+static mqtt_properties *pub_props; /* BENCH_USER_PROPERTY: the user property */
 static struct tally tally;
 static volatile int done;
 
@@ -33,8 +42,10 @@ static double t_sent;
 
 static void on_suback(mqtt_client *c, const mqtt_data *d, void *ud)
 {
-    (void)c; (void)d; (void)ud;
+    (void)c; (void)ud;
     pthread_mutex_lock(&mu);
+    if (d->granted_qos_len < 1 || d->granted_qos[0] >= 0x80)
+        subrefused = 1;
     subacked = 1;
     pthread_cond_broadcast(&cv);
     pthread_mutex_unlock(&mu);
@@ -42,7 +53,10 @@ static void on_suback(mqtt_client *c, const mqtt_data *d, void *ud)
 
 static void on_ack(mqtt_client *c, const mqtt_data *d, void *ud)
 {
-    (void)c; (void)d; (void)ud;
+    (void)c; (void)ud;
+    if (d->error != MQTT_OK && ack_errors++ == 0)
+        fprintf(stderr, "libmqtt: acknowledgement with error: %s (reason code 0x%02x)\n",
+                mqtt_strerror(d->error), d->reason_code);
     if (use_thread) {
         pthread_mutex_lock(&mu);
         acked++;
@@ -67,6 +81,20 @@ static bool has_message(const mqtt_data *d, void *ud)
     return d->message != NULL;
 }
 
+/* MQTT 5: the topic (aliases resolved) and, with BENCH_USER_PROPERTY, the property */
+static int v5_message_ok(const mqtt_message *m)
+{
+    const char *k, *v;
+    size_t kl, vl;
+    if (strcmp(m->topic, A.topic) != 0)
+        return 0;
+    if (!A.user_property)
+        return 1;
+    return mqtt_properties_get_user_at(m->properties, 0, &k, &kl, &v, &vl) == MQTT_OK &&
+           kl == sizeof BENCH_UP_KEY - 1 && memcmp(k, BENCH_UP_KEY, kl) == 0 &&
+           vl == sizeof BENCH_UP_VALUE - 1 && memcmp(v, BENCH_UP_VALUE, vl) == 0;
+}
+
 static void on_message(mqtt_client *c, const mqtt_data *d, void *ud)
 {
     (void)c; (void)ud;
@@ -80,6 +108,10 @@ static void on_message(mqtt_client *c, const mqtt_data *d, void *ud)
         }
         return;
     }
+    if (A.v5 && !v5_message_ok(d->message)) {
+        tally_bad(&tally);
+        return;
+    }
     if (tally_add(&tally, d->message->payload, d->message->payload_len)) {
         pthread_mutex_lock(&mu);
         done = 1;
@@ -88,15 +120,31 @@ static void on_message(mqtt_client *c, const mqtt_data *d, void *ud)
     }
 }
 
-static mqtt_client *setup(const char *suffix)
+/* a new client, configured (protocol, TLS, callbacks, loop thread), not connected */
+static mqtt_client *create(const char *suffix, long n)
 {
     char id[64];
     mqtt_client *c;
     int rc;
-    snprintf(id, sizeof id, "bench-libmqtt-%s-%ld", suffix, (long)getpid());
+    snprintf(id, sizeof id, "bench-libmqtt-%s-%ld-%ld", suffix, (long)getpid(), n);
     c = mqtt_client_new(id, true);
     if (c == NULL)
         exit(1);
+    if (A.v5 && mqtt_client_set_protocol(c, MQTT_PROTOCOL_V5) != MQTT_OK)
+        exit(1);
+    if (A.topic_alias && mqtt_client_set_topic_alias_max(c, 10) != MQTT_OK)
+        exit(1);
+    /* MQTT 5: Receive Maximum V5_RECEIVE_MAX (the default; see bench_common.h) */
+    if (A.v5 && mqtt_client_set_max_incoming_qos2(c, V5_RECEIVE_MAX) != MQTT_OK)
+        exit(1);
+    if (A.tls_ca != NULL) {
+        mqtt_tls_options o = {0};
+        o.ca_file = A.tls_ca;
+        if ((rc = mqtt_client_set_tls(c, &o)) != MQTT_OK) {
+            fprintf(stderr, "libmqtt: set_tls: %s\n", mqtt_strerror(rc));
+            exit(1);
+        }
+    }
     mqtt_client_set_max_inflight(c, A.window > 0 ? (uint32_t)A.window : 20);
     mqtt_client_on(c, MQTT_SUBACK, on_suback, NULL, 0, NULL);
     mqtt_client_on(c, MQTT_PUBACK, on_ack, NULL, 0, NULL);
@@ -109,7 +157,13 @@ static mqtt_client *setup(const char *suffix)
         mqtt_client_on(c, MQTT_PUBLISH, on_message, has_message, -1, NULL);
         mqtt_client_on(c, MQTT_PUBREL, on_message, NULL, 0, NULL);
     }
-    rc = mqtt_client_connect(c, A.host, 60, (uint16_t)A.port);
+    return c;
+}
+
+static mqtt_client *setup(const char *suffix)
+{
+    mqtt_client *c = create(suffix, 0);
+    int rc = mqtt_client_connect(c, A.host, 60, (uint16_t)A.port);
     if (rc != MQTT_OK) {
         fprintf(stderr, "libmqtt: connect: %s\n", mqtt_strerror(rc));
         exit(1);
@@ -120,8 +174,9 @@ static mqtt_client *setup(const char *suffix)
 static void subscribe(mqtt_client *c, int qos)
 {
     mqtt_subscription s = {A.topic, qos};
+    mqtt_subscription_v5 s5 = {A.topic, qos, false, false, 0};
     double deadline = now_s() + 10;
-    if (mqtt_client_subscribe(c, &s, 1) < 0)
+    if ((A.v5 ? mqtt_client_subscribe_v5(c, &s5, 1, NULL) : mqtt_client_subscribe(c, &s, 1)) < 0)
         exit(1);
     if (use_thread) {
         pthread_mutex_lock(&mu);
@@ -131,22 +186,30 @@ static void subscribe(mqtt_client *c, int qos)
     } else
         while (!subacked && now_s() < deadline)
             mqtt_client_loop(c, 100);
-    if (!subacked) {
-        fprintf(stderr, "libmqtt: no SUBACK\n");
+    if (!subacked || subrefused) {
+        fprintf(stderr, "libmqtt: %s\n", subacked ? "subscription refused" : "no SUBACK");
         exit(1);
     }
 }
 
+static int publish(mqtt_client *c, const unsigned char *p)
+{
+    if (A.v5)
+        return mqtt_client_publish_v5(c, A.topic, p, payload_len, A.qos, false, pub_props);
+    return mqtt_client_publish(c, A.topic, p, payload_len, A.qos, false);
+}
+
 static int run_pub(void)
 {
-    unsigned char p[PAYLOAD_LEN];
+    unsigned char *p = payload_buffer();
     mqtt_client *c = setup("pub");
     long sent = 0;
     double t0, t1;
     struct usage u0;
+    size_t qbytes = ((size_t)A.window + 1) * (payload_len + strlen(A.topic) + 64);
     int rc;
 
-    mqtt_client_set_queue_limits(c, (size_t)A.window + 1, 1 << 20);
+    mqtt_client_set_queue_limits(c, (size_t)A.window + 1, qbytes > 1 << 20 ? qbytes : 1 << 20);
     t0 = now_s();
     u0 = usage_now();
     if (!use_thread) {
@@ -156,7 +219,7 @@ static int run_pub(void)
             long batch = 0;
             while (sent < A.count && (A.qos ? sent - acked < A.window : batch < A.window)) {
                 make_payload(p, (uint32_t)sent);
-                rc = mqtt_client_publish(c, A.topic, p, PAYLOAD_LEN, A.qos, false);
+                rc = publish(c, p);
                 if (rc < 0) {
                     fprintf(stderr, "libmqtt: publish: %s\n", mqtt_strerror(rc));
                     return 1;
@@ -183,7 +246,7 @@ static int run_pub(void)
                 pthread_mutex_unlock(&mu);
             }
             make_payload(p, (uint32_t)sent);
-            rc = mqtt_client_publish(c, A.topic, p, PAYLOAD_LEN, A.qos, false);
+            rc = publish(c, p);
             if (rc == MQTT_ERR_QUEUE_FULL) {
                 sched_yield();
                 continue;
@@ -202,8 +265,9 @@ static int run_pub(void)
         }
     }
     t1 = now_s();
-    pub_report(!connected_lost && sent == A.count && (A.qos == 0 || acked == A.count), sent,
-               acked, t0, t1, u0);
+    pub_report(!connected_lost && sent == A.count && (A.qos == 0 || acked == A.count) &&
+                   ack_errors == 0,
+               sent, acked, t0, t1, u0);
     mqtt_client_disconnect(c);
     if (!use_thread)
         for (int i = 0; i < 20 && mqtt_client_is_connected(c); i++)
@@ -211,7 +275,8 @@ static int run_pub(void)
     else
         usleep(50000);
     mqtt_client_free(c);
-    return connected_lost;
+    free(p);
+    return connected_lost || ack_errors != 0;
 }
 
 static int run_sub(void)
@@ -259,7 +324,7 @@ static int run_sub(void)
 
 static int run_lat(void)
 {
-    unsigned char p[PAYLOAD_LEN];
+    unsigned char *p = payload_buffer();
     mqtt_client *c = setup("lat");
     long total = A.count + LAT_WARMUP, i;
     double deadline;
@@ -271,7 +336,7 @@ static int run_lat(void)
         rtt_n = i;
         make_payload(p, (uint32_t)i);
         t_sent = now_s();
-        if (mqtt_client_publish(c, A.topic, p, PAYLOAD_LEN, A.qos, false) < 0)
+        if (publish(c, p) < 0)
             break;
         deadline = t_sent + 5;
         if (use_thread) {
@@ -284,6 +349,7 @@ static int run_lat(void)
             break;
     }
     mqtt_client_free(c);
+    free(p);
     return latency_report(rtt + LAT_WARMUP, i > LAT_WARMUP ? i - LAT_WARMUP : 0, A.count);
 }
 
@@ -303,16 +369,63 @@ static int run_idle(void)
     return 0;
 }
 
+/*
+ * COUNT times: a new client (configured, TLS loaded), connect (blocks until
+ * CONNACK: the time measured), disconnect, free.
+ */
+static int run_handshake(void)
+{
+    double *t = calloc((size_t)A.count, sizeof *t);
+    struct usage start = usage_now(), u0, u1;
+    double cpu_connect = 0, t0;
+    long i;
+    int rc = MQTT_OK;
+
+    for (i = 0; i < A.count; i++) {
+        mqtt_client *c = create("hs", i);
+        u0 = usage_now();
+        t0 = now_s();
+        rc = mqtt_client_connect(c, A.host, 60, (uint16_t)A.port);
+        t[i] = now_s() - t0;
+        u1 = usage_now();
+        cpu_connect += u1.cpu - u0.cpu;
+        if (rc != MQTT_OK) {
+            fprintf(stderr, "libmqtt: connect %ld: %s\n", i, mqtt_strerror(rc));
+            mqtt_client_free(c);
+            break;
+        }
+        mqtt_client_disconnect(c);
+        if (!use_thread)
+            for (int k = 0; k < 20 && mqtt_client_is_connected(c); k++)
+                mqtt_client_loop(c, 50);
+        mqtt_client_free(c);
+    }
+    rc = handshake_report(t, i, A.count, cpu_connect, usage_now().cpu - start.cpu);
+    free(t);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     const char *loop = getenv("BENCH_LIBMQTT_LOOP");
+    int rc;
     parse_args(argc, argv, &A);
     use_thread = loop != NULL && strcmp(loop, "thread") == 0;
-    if (strcmp(A.mode, "pub") == 0)
-        return run_pub();
-    if (strcmp(A.mode, "sub") == 0)
-        return run_sub();
-    if (strcmp(A.mode, "lat") == 0)
-        return run_lat();
-    return run_idle();
+    if (A.user_property) {
+        pub_props = mqtt_properties_new();
+        if (pub_props == NULL || mqtt_properties_add_user(pub_props, BENCH_UP_KEY, BENCH_UP_VALUE) != MQTT_OK)
+            exit(1);
+    }
+    if (strcmp(A.mode, "handshake") == 0)
+        rc = run_handshake();
+    else if (strcmp(A.mode, "pub") == 0)
+        rc = run_pub();
+    else if (strcmp(A.mode, "sub") == 0)
+        rc = run_sub();
+    else if (strcmp(A.mode, "lat") == 0)
+        rc = run_lat();
+    else
+        rc = run_idle();
+    mqtt_properties_free(pub_props);
+    return rc;
 }

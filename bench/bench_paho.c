@@ -13,6 +13,12 @@
  * setsockopt): without it the QoS 1 round trip is ~44 ms (Nagle + delayed ACK).
  * So, once connected, this program sets TCP_NODELAY on every TCP socket of the
  * process (the client's only one). BENCH_PAHO_NODELAY=0 skips that.
+ *
+ * BENCH_TLS_CA=FILE: TLS (OpenSSL): an ssl:// URI with MQTTAsync_SSLOptions
+ * (trustStore = FILE, enableServerCertAuth, verify: host name checked). Needs
+ * the TLS build of the library: bench/run.sh links this same file twice, as
+ * bench_paho (-lpaho-mqtt3a, no TLS) and bench_paho_tls (-lpaho-mqtt3as).
+ * MQTT 5 (BENCH_V5 and the rest) is not done here: exit status 2.
  */
 #include "bench_common.h"
 
@@ -26,7 +32,9 @@
 static struct args A;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
-static int connected, subacked, lost, failed;
+static int connected, subacked, lost, failed, disconnected;
+static double t_connect;        /* when MQTTAsync_connect was called */
+static struct usage u_connect;  /* the process's usage then */
 static long acked;
 static int main_waiting;
 static struct tally tally;
@@ -56,6 +64,15 @@ static void on_failure(void *ctx, MQTTAsync_failureData *resp)
     fprintf(stderr, "paho: request failed (%d)\n", resp ? resp->code : 0);
     pthread_mutex_lock(&mu);
     failed = 1;
+    wake();
+    pthread_mutex_unlock(&mu);
+}
+
+static void on_disconnected(void *ctx, MQTTAsync_successData *resp)
+{
+    (void)ctx; (void)resp;
+    pthread_mutex_lock(&mu);
+    disconnected = 1;
     wake();
     pthread_mutex_unlock(&mu);
 }
@@ -147,16 +164,18 @@ static void force_nodelay(void)
         fprintf(stderr, "paho: TCP_NODELAY set on %d sockets\n", n);
 }
 
-static MQTTAsync setup(const char *suffix)
+/* create a client and start connecting; the connect callbacks report the outcome */
+static MQTTAsync start_connect(const char *suffix, long n)
 {
     char id[64], uri[128];
     MQTTAsync c;
     MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
     MQTTAsync_connectOptions opts = MQTTAsync_connectOptions_initializer;
+    MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
     int rc;
 
-    snprintf(id, sizeof id, "bench-paho-%s-%ld", suffix, (long)getpid());
-    snprintf(uri, sizeof uri, "tcp://%s:%d", A.host, A.port);
+    snprintf(id, sizeof id, "bench-paho-%s-%ld-%ld", suffix, (long)getpid(), n);
+    snprintf(uri, sizeof uri, "%s://%s:%d", A.tls_ca != NULL ? "ssl" : "tcp", A.host, A.port);
     co.MQTTVersion = MQTTVERSION_3_1_1;
     rc = MQTTAsync_createWithOptions(&c, uri, id, MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
     if (rc != MQTTASYNC_SUCCESS) {
@@ -171,10 +190,24 @@ static MQTTAsync setup(const char *suffix)
     opts.onSuccess = on_connect;
     opts.onFailure = on_failure;
     opts.context = c;
+    if (A.tls_ca != NULL) {
+        ssl.trustStore = A.tls_ca;
+        ssl.enableServerCertAuth = 1;
+        ssl.verify = 1;
+        opts.ssl = &ssl;
+    }
+    u_connect = usage_now();
+    t_connect = now_s();
     if ((rc = MQTTAsync_connect(c, &opts)) != MQTTASYNC_SUCCESS) {
         fprintf(stderr, "paho: connect: %d\n", rc);
         exit(1);
     }
+    return c;
+}
+
+static MQTTAsync setup(const char *suffix)
+{
+    MQTTAsync c = start_connect(suffix, 0);
     pthread_mutex_lock(&mu);
     wait_for(&connected, 10);
     pthread_mutex_unlock(&mu);
@@ -211,7 +244,7 @@ static void finish(MQTTAsync c)
 
 static int run_pub(void)
 {
-    unsigned char p[PAYLOAD_LEN];
+    unsigned char *p = payload_buffer();
     MQTTAsync c = setup("pub");
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
     long sent = 0;
@@ -232,7 +265,7 @@ static int run_pub(void)
         }
         pthread_mutex_unlock(&mu);
         make_payload(p, (uint32_t)sent);
-        rc = MQTTAsync_send(c, A.topic, PAYLOAD_LEN, p, A.qos, 0, &ro);
+        rc = MQTTAsync_send(c, A.topic, (int)payload_len, p, A.qos, 0, &ro);
         pthread_mutex_lock(&mu);
         if (rc != MQTTASYNC_SUCCESS) {
             fprintf(stderr, "paho: send: %d\n", rc);
@@ -251,6 +284,7 @@ static int run_pub(void)
     t1 = now_s();
     pub_report(ok, sent, acked, t0, t1, u0);
     finish(c);
+    free(p);
     return !ok;
 }
 
@@ -285,7 +319,7 @@ static int run_sub(void)
 
 static int run_lat(void)
 {
-    unsigned char p[PAYLOAD_LEN];
+    unsigned char *p = payload_buffer();
     MQTTAsync c = setup("lat");
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
     long total = A.count + LAT_WARMUP, i;
@@ -299,7 +333,7 @@ static int run_lat(void)
         rtt_n = i;
         t_sent = now_s();
         pthread_mutex_unlock(&mu);
-        if (MQTTAsync_send(c, A.topic, PAYLOAD_LEN, p, A.qos, 0, &ro) != MQTTASYNC_SUCCESS)
+        if (MQTTAsync_send(c, A.topic, (int)payload_len, p, A.qos, 0, &ro) != MQTTASYNC_SUCCESS)
             break;
         pthread_mutex_lock(&mu);
         wait_for(&got_back, 5);
@@ -308,6 +342,7 @@ static int run_lat(void)
             break;
     }
     finish(c);
+    free(p);
     return latency_report(rtt + LAT_WARMUP, i > LAT_WARMUP ? i - LAT_WARMUP : 0, A.count);
 }
 
@@ -321,9 +356,57 @@ static int run_idle(void)
     return 0;
 }
 
+/*
+ * COUNT times: a new client, MQTTAsync_connect until its onSuccess callback
+ * (the time measured), disconnect until its onSuccess callback, destroy.
+ */
+static int run_handshake(void)
+{
+    double *t = calloc((size_t)A.count, sizeof *t);
+    struct usage start = usage_now(), u1;
+    double cpu_connect = 0;
+    long i;
+    int rc;
+
+    for (i = 0; i < A.count; i++) {
+        MQTTAsync c;
+        MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
+        pthread_mutex_lock(&mu);
+        connected = disconnected = 0;
+        pthread_mutex_unlock(&mu);
+        c = start_connect("hs", i);
+        pthread_mutex_lock(&mu);
+        wait_for(&connected, HANDSHAKE_TIMEOUT_S);
+        t[i] = now_s() - t_connect;
+        pthread_mutex_unlock(&mu);
+        u1 = usage_now();
+        cpu_connect += u1.cpu - u_connect.cpu;
+        if (!connected) {
+            fprintf(stderr, "paho: connect %ld failed\n", i);
+            MQTTAsync_destroy(&c);
+            break;
+        }
+        d.timeout = 1000;
+        d.onSuccess = on_disconnected;
+        d.onFailure = on_failure;
+        if (MQTTAsync_disconnect(c, &d) == MQTTASYNC_SUCCESS) {
+            pthread_mutex_lock(&mu);
+            wait_for(&disconnected, 2);
+            pthread_mutex_unlock(&mu);
+        }
+        MQTTAsync_destroy(&c);
+    }
+    rc = handshake_report(t, i, A.count, cpu_connect, usage_now().cpu - start.cpu);
+    free(t);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     parse_args(argc, argv, &A);
+    refuse_options(&A, "bench_paho", 1, 0, 1); /* no MQTT 5 here */
+    if (strcmp(A.mode, "handshake") == 0)
+        return run_handshake();
     if (strcmp(A.mode, "pub") == 0)
         return run_pub();
     if (strcmp(A.mode, "sub") == 0)

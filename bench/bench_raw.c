@@ -3,8 +3,8 @@
  * 3.1.1 client this benchmark can think of.
  *
  *   bench_raw pub HOST PORT TOPIC 0 COUNT BATCH    pre-encoded QoS 0 PUBLISH packets,
- *                                                  BATCH per write() (only the 4-byte
- *                                                  sequence number is patched in place)
+ *                                                  BATCH per write() (only the sequence
+ *                                                  number, at both ends, is patched in place)
  *   bench_raw pub HOST PORT TOPIC 1|2 COUNT WINDOW at most WINDOW PUBLISHes not yet
  *                                                  completed (PUBACK; PUBCOMP), packet ids
  *                                                  1..65535 in turn, skipping any still in
@@ -207,6 +207,7 @@ static int run_pub0(int fd)
         for (i = 0; i < k; i++) {
             uint32_t seq = (uint32_t)(sent + i);
             memcpy(payload0 + (size_t)i * plen, &seq, sizeof seq);
+            memcpy(payload0 + (size_t)i * plen + PAYLOAD_LEN - sizeof seq, &seq, sizeof seq);
         }
         write_all(fd, batch, plen * (size_t)k);
         sent += k;
@@ -240,6 +241,7 @@ static size_t refill(unsigned char *out, size_t o, long n)
         out[o + id_off] = (unsigned char)(last_id >> 8);
         out[o + id_off + 1] = (unsigned char)last_id;
         memcpy(out + o + pay_off, &seq, sizeof seq);
+        memcpy(out + o + pay_off + PAYLOAD_LEN - sizeof seq, &seq, sizeof seq);
         o += plen;
     }
     return o;
@@ -442,6 +444,7 @@ static int run_sub(void)
 int main(int argc, char **argv)
 {
     parse_args(argc, argv, &A);
+    refuse_options(&A, "bench_raw", 0, 0, 0); /* plain TCP, 3.1.1, 64-byte payloads only */
     if (strcmp(A.mode, "pub") == 0)
         return run_pub();
     if (strcmp(A.mode, "sub") == 0)

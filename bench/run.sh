@@ -1,11 +1,22 @@
 #!/bin/sh
 # bench/run.sh - libmqtt side by side with libmosquitto and Paho C (MQTTAsync).
 #
-#   bench/run.sh [--quick] [--rounds N] [--no-build]
+#   bench/run.sh [--quick] [--rounds N] [--no-build] [--v5] [--tls] [--all] [--no-base]
+#
+#   --v5       also MQTT 5 rows: libmqtt vs libmosquitto (mosquitto_publish_v5),
+#              QoS 0/1/2, plain, with a user property, with a topic alias
+#   --tls      also TLS rows against a second, TLS-only listener of the broker
+#              (CA and server certificate for 127.0.0.1 made with openssl at run
+#              time): libmqtt (rustls), libmosquitto and Paho MQTTAsync
+#              (paho-mqtt3as; both OpenSSL): QoS 0/1 with 64-byte and 16-KiB
+#              payloads, handshake time and CPU, idle RSS
+#   --all      --v5 and --tls
+#   --no-base  leave out the default MQTT 3.1.1 rows (plain TCP throughput,
+#              latency, idle RSS, library size): only the --v5 / --tls ones
 #
 # Needs: a Rust toolchain (cargo), cc, mosquitto (the broker), libmosquitto-dev,
-# libpaho-mqtt-dev, binutils (strip):
-#   apt-get install -y mosquitto libmosquitto-dev libpaho-mqtt-dev build-essential
+# libpaho-mqtt-dev, binutils (strip); for --tls also openssl:
+#   apt-get install -y mosquitto libmosquitto-dev libpaho-mqtt-dev build-essential openssl
 #
 # Builds libmqtt as shipped (cargo rustc --release --lib --crate-type cdylib,staticlib:
 # the release profile with LTO) and the bench programs into target/bench/,
@@ -17,7 +28,9 @@
 # Environment: BENCH_LIBMQTT_LOOP=thread runs libmqtt on its loop thread;
 # BENCH_PIN=0 leaves latency runs unpinned (by default the broker and the client
 # share CPU 0 during them: see bench/README.md);
-# BENCH_KEEP=1 keeps the work directory (raw RESULT lines, broker config).
+# BENCH_KEEP=1 keeps the work directory (raw RESULT lines, broker config);
+# BENCH_TLS_KEY=rsa makes the server certificate's key RSA 2048 instead of
+# ECDSA P-256 (--tls).
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -25,24 +38,39 @@ root=$(cd "$here/.." && pwd)
 rounds=3
 quick=0
 build=1
+v5=0
+tls=0
+base=1
 while [ $# -gt 0 ]; do
     case $1 in
     --quick) quick=1; rounds=1 ;;
     --rounds) rounds=$2; shift ;;
     --rounds=*) rounds=${1#--rounds=} ;;
     --no-build) build=0 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    --v5) v5=1 ;;
+    --tls) tls=1 ;;
+    --all) v5=1; tls=1 ;;
+    --no-base) base=0 ;;
+    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
 done
 # --quick keeps --rounds if given after it
 WINDOW=20
+# N*: MQTT 3.1.1 rows; V*: MQTT 5 rows; T*: TLS rows, 64-byte payloads;
+# L*: TLS rows, 16-KiB payloads (BIG); NHS: connects per handshake run
+BIG=16384
 if [ $quick = 1 ]; then
     N0=30000 N1=10000 N2=5000 NLAT=1000
+    V0=15000 V1=5000 V2=2500
+    T0=10000 T1=5000 L0=2000 L1=1000 NHS=50
 else
     N0=300000 N1=100000 N2=50000 NLAT=5000
+    V0=150000 V1=50000 V2=25000
+    T0=100000 T1=50000 L0=20000 L1=10000 NHS=200
 fi
+[ $base = 1 ] || [ $v5 = 1 ] || [ $tls = 1 ] || { echo "run.sh: --no-base without --v5 or --tls: nothing to run" >&2; exit 2; }
 
 bin=$root/target/bench
 work=$(mktemp -d "${TMPDIR:-/tmp}/mqtt-bench.XXXXXX")
@@ -63,6 +91,9 @@ trap cleanup EXIT INT TERM
 for cmd in cc strip; do
     command -v $cmd >/dev/null 2>&1 || { echo "run.sh: $cmd not found" >&2; exit 1; }
 done
+if [ $tls = 1 ]; then
+    command -v openssl >/dev/null 2>&1 || { echo "run.sh: openssl not found (apt-get install -y openssl)" >&2; exit 1; }
+fi
 for h in mosquitto.h MQTTAsync.h; do
     echo "#include <$h>" | cc -E -x c - >/dev/null 2>&1 || {
         echo "run.sh: <$h> not found: apt-get install -y libmosquitto-dev libpaho-mqtt-dev" >&2
@@ -78,7 +109,42 @@ if [ $build = 1 ]; then
         -L"$root/target/release" -Wl,-rpath,"$root/target/release" -lmqtt -lpthread
     cc $CFLAGS -o "$bin/bench_mosquitto" "$here/bench_mosquitto.c" -lmosquitto
     cc $CFLAGS -o "$bin/bench_paho" "$here/bench_paho.c" -lpaho-mqtt3a -lpthread
+    # the same program with Paho's TLS library, for the --tls rows
+    cc $CFLAGS -o "$bin/bench_paho_tls" "$here/bench_paho.c" -lpaho-mqtt3as -lpthread
     cc $CFLAGS -o "$bin/bench_raw" "$here/bench_raw.c"
+fi
+
+# ---- certificates (--tls) ------------------------------------------------------------
+# A throw-away CA and a server certificate for IP 127.0.0.1 signed by it, made now
+# (ECDSA P-256 keys; BENCH_TLS_KEY=rsa: RSA 2048 for the server). Every client
+# checks the chain and the host name (127.0.0.1 against the IP SAN). mosquitto,
+# started as root, drops to its own user before it reads the files: they and the
+# work directory are therefore world-readable (test keys, deleted at the end).
+CA=
+if [ $tls = 1 ]; then
+    tlsdir=$work/tls
+    mkdir -p "$tlsdir"
+    chmod 711 "$work"
+    chmod 755 "$tlsdir"
+    case ${BENCH_TLS_KEY:-ec} in
+    rsa) server_key="-newkey rsa:2048" ;;
+    ec) server_key="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1" ;;
+    *) echo "run.sh: BENCH_TLS_KEY must be ec or rsa" >&2; exit 2 ;;
+    esac
+    {
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -keyout "$tlsdir/ca.key" -out "$tlsdir/ca.pem" -days 2 -subj "/CN=libmqtt bench CA" \
+            -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+        openssl req $server_key -nodes -keyout "$tlsdir/server.key" -out "$tlsdir/server.csr" \
+            -subj "/CN=127.0.0.1"
+        printf '%s\n' "subjectAltName=IP:127.0.0.1" "basicConstraints=critical,CA:FALSE" \
+            "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" \
+            > "$tlsdir/server.ext"
+        openssl x509 -req -in "$tlsdir/server.csr" -CA "$tlsdir/ca.pem" -CAkey "$tlsdir/ca.key" \
+            -CAcreateserial -out "$tlsdir/server.pem" -days 2 -extfile "$tlsdir/server.ext"
+    } > "$work/openssl.log" 2>&1 || { echo "run.sh: openssl failed:" >&2; cat "$work/openssl.log" >&2; exit 1; }
+    chmod 644 "$tlsdir"/*
+    CA=$tlsdir/ca.pem
 fi
 
 # ---- broker --------------------------------------------------------------------------
@@ -92,6 +158,7 @@ attempt=0
 while :; do
     attempt=$((attempt + 1))
     PORT=$((20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 40000))
+    TLSPORT=$((PORT + 1))
     # max_queued_messages 0 with max_queued_bytes 0: no queue limit at all. Any
     # limit (even 10000000) makes mosquitto 2.0.11 drop 1-4 % of the QoS 1
     # messages to a fast subscriber, whatever its library; see bench/README.md.
@@ -104,6 +171,15 @@ max_queued_messages 0
 max_queued_bytes 0
 persistence false
 log_dest none
+CONF
+    # TLS 1.3 only: the version all three clients then speak (they all offer 1.2
+    # and 1.3); each picks its cipher suite and key exchange as shipped.
+    [ $tls = 0 ] || cat >> "$work/mosquitto.conf" <<CONF
+listener $TLSPORT $HOST
+cafile $tlsdir/ca.pem
+certfile $tlsdir/server.pem
+keyfile $tlsdir/server.key
+tls_version tlsv1.3
 CONF
     "$mosquitto" -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
     broker_pid=$!
@@ -126,17 +202,32 @@ HZ=$(getconf CLK_TCK)
 broker_ticks() { # utime + stime of the broker, in clock ticks
     awk '{ print $14 + $15 }' "/proc/$broker_pid/stat"
 }
-# throughput TEST LIB QOS COUNT: subscriber first, publisher once it is subscribed
+# the program of LIB; Paho's TLS build when the options name a CA
+prog_of() { # prog_of LIB [VAR=VALUE ...]
+    p=$bin/bench_$1
+    shift
+    case " $* " in *" BENCH_TLS_CA="*) [ "$p" != "$bin/bench_paho" ] || p=${p}_tls ;; esac
+    echo "$p"
+}
+# throughput TEST LIB QOS COUNT [PORT [VAR=VALUE ...]]: subscriber first, publisher
+# once it is subscribed; the VAR=VALUE options (bench_common.h) go to both
 throughput() {
     t=$1 lib=$2 qos=$3 n=$4
+    port=${5:-$PORT}
+    shift 4
+    [ $# = 0 ] || shift
     seq_id=$((seq_id + 1))
     topic="bench/$t/$lib/$$/$seq_id"
-    prog=$bin/bench_$lib
+    prog=$(prog_of "$lib" "$@")
     w=$WINDOW
     # raw QoS 0: 64 PUBLISHes per write(); QoS 1/2: the same window as everyone
     if [ "$lib" = raw ] && [ "$qos" = 0 ]; then w=64; fi
     b0=$(broker_ticks)
-    timeout 120 "$prog" sub $HOST $PORT "$topic" "$qos" "$n" > "$work/sub.out" 2>"$work/sub.err" &
+    # removed here, not just truncated by the redirection below: that happens in
+    # the background child, possibly after the loop below has seen the previous
+    # run's "ready" line and started the publisher too early (lost first messages)
+    rm -f "$work/sub.out" "$work/pub.out"
+    env "$@" timeout 120 "$prog" sub $HOST "$port" "$topic" "$qos" "$n" > "$work/sub.out" 2>"$work/sub.err" &
     sp=$!
     i=0
     while ! grep -qs '^ready' "$work/sub.out"; do
@@ -144,7 +235,7 @@ throughput() {
         i=$((i + 1))
         if [ $i -gt 1000 ] || ! kill -0 $sp 2>/dev/null; then break; fi
     done
-    timeout 120 "$prog" pub $HOST $PORT "$topic" "$qos" "$n" "$w" > "$work/pub.out" 2>"$work/pub.err" || true
+    env "$@" timeout 120 "$prog" pub $HOST "$port" "$topic" "$qos" "$n" "$w" > "$work/pub.out" 2>"$work/pub.err" || true
     wait $sp || true
     b1=$(broker_ticks)
     pl=$(grep '^RESULT' "$work/pub.out" || true)
@@ -161,6 +252,7 @@ throughput() {
         -v pw="$(field nvcsw "$pl")" -v sw="$(field nvcsw "$sl")" \
         'BEGIN { printf "%.0f %.3f %.3f %.3f %.2f %.2f", n / (t1 - t0), pc / n * 1e6, sc / n * 1e6,
                  bt / hz / n * 1e6, pw / n, sw / n }')
+    # shellcheck disable=SC2086
     set -- $vals
     record "$t" "$lib" rate "$1"
     record "$t" "$lib" pubcpu "$2"
@@ -168,7 +260,7 @@ throughput() {
     record "$t" "$lib" brokercpu "$4"
     record "$t" "$lib" pubwake "$5"
     record "$t" "$lib" subwake "$6"
-    printf '  %-6s %-9s %8s msg/s  pub %6s us/msg  sub %6s us/msg  broker %6s us/msg  wake-ups/msg pub %5s sub %5s\n' \
+    printf '  %-7s %-9s %8s msg/s  pub %6s us/msg  sub %6s us/msg  broker %6s us/msg  wake-ups/msg pub %5s sub %5s\n' \
         "$t" "$lib" "$1" "$2" "$3" "$4" "$5" "$6"
 }
 
@@ -195,42 +287,103 @@ latency() { # latency TEST LIB QOS
     printf '  %-6s %-9s p50 %7s us  p99 %7s us\n' "$t" "$lib" "$(field p50_us "$l")" "$(field p99_us "$l")"
 }
 
-idle() { # idle LIB
+idle() { # idle LIB [TEST [PORT [VAR=VALUE ...]]]
+    lib=$1 t=${2:-idle} port=${3:-$PORT}
+    shift
+    [ $# = 0 ] || shift
+    [ $# = 0 ] || shift
     seq_id=$((seq_id + 1))
-    l=$(timeout 60 "$bin/bench_$1" idle $HOST $PORT "bench/idle/$1/$$/$seq_id" 2>/dev/null | grep '^RESULT' || true)
+    l=$(env "$@" timeout 60 "$(prog_of "$lib" "$@")" idle $HOST "$port" "bench/idle/$lib/$$/$seq_id" 2>"$work/idle.err" | grep '^RESULT' || true)
+    echo "$t $lib: $l" >> "$work/raw_lines"
     if [ "$(field ok "$l")" != 1 ]; then
-        record idle "$1" rss FAIL
+        echo "  FAIL $t $lib: [$l] $(head -3 "$work/idle.err")" >&2
+        record "$t" "$lib" rss FAIL
         return
     fi
-    record idle "$1" rss "$(field vmhwm_kb "$l")"
+    record "$t" "$lib" rss "$(field vmhwm_kb "$l")"
+}
+
+# handshake TEST LIB PORT [VAR=VALUE ...]: NHS times new client, connect, CONNACK,
+# disconnect, free; p50/p99 of connect -> CONNACK, the client's CPU per connect
+# (connect -> CONNACK, and the whole cycle) and the broker's
+handshake() {
+    t=$1 lib=$2 port=$3
+    shift 3
+    seq_id=$((seq_id + 1))
+    b0=$(broker_ticks)
+    l=$(env "$@" timeout 300 "$(prog_of "$lib" "$@")" handshake $HOST "$port" "bench/hs/$lib/$$/$seq_id" "$NHS" 2>"$work/hs.err" | grep '^RESULT' || true)
+    b1=$(broker_ticks)
+    echo "$t $lib: $l" >> "$work/raw_lines"
+    if [ "$(field ok "$l")" != 1 ]; then
+        echo "  FAIL $t $lib: [$l] $(head -3 "$work/hs.err")" >&2
+        record "$t" "$lib" p50 FAIL
+        return
+    fi
+    bc=$(awk -v bt=$((b1 - b0)) -v hz="$HZ" -v n="$NHS" 'BEGIN { printf "%.1f", bt / hz / n * 1e6 }')
+    record "$t" "$lib" p50 "$(field p50_us "$l")"
+    record "$t" "$lib" p99 "$(field p99_us "$l")"
+    record "$t" "$lib" cpu "$(field cpu_us "$l")"
+    record "$t" "$lib" cyclecpu "$(field cycle_cpu_us "$l")"
+    record "$t" "$lib" brokercpu "$bc"
+    printf '  %-7s %-9s p50 %7s us  p99 %7s us  CPU connect->CONNACK %7s us  whole cycle %7s us  broker %6s us\n' \
+        "$t" "$lib" "$(field p50_us "$l")" "$(field p99_us "$l")" "$(field cpu_us "$l")" \
+        "$(field cycle_cpu_us "$l")" "$bc"
 }
 
 LIBS="libmqtt mosquitto paho"
 started=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
-echo "broker: $("$mosquitto" -h 2>/dev/null | head -1) on $HOST:$PORT; $rounds round(s); counts q0 $N0, q1 $N1, q2 $N2, latency $NLAT"
+V5LIBS="libmqtt mosquitto" # Paho: MQTT 5 not done in bench_paho.c
+echo "broker: $("$mosquitto" -h 2>/dev/null | head -1) on $HOST:$PORT$([ $tls = 0 ] || echo " and TLS on $HOST:$TLSPORT ($(openssl x509 -in "$tlsdir/server.pem" -noout -text | sed -n 's/^ *Public Key Algorithm: //p' | head -1) server key)"); $rounds round(s)"
+[ $base = 0 ] || echo "  MQTT 3.1.1: counts q0 $N0, q1 $N1, q2 $N2, latency $NLAT"
+[ $v5 = 0 ] || echo "  MQTT 5 (--v5): counts q0 $V0, q1 $V1, q2 $V2"
+[ $tls = 0 ] || echo "  TLS (--tls): counts 64 B q0 $T0, q1 $T1; $BIG B q0 $L0, q1 $L1; $NHS connects per handshake run"
 r=0
 while [ $r -lt "$rounds" ]; do
     r=$((r + 1))
     echo "round $r/$rounds"
-    for lib in $LIBS raw; do throughput q0 $lib 0 $N0; done
-    for lib in $LIBS raw; do throughput q1 $lib 1 $N1; done
-    for lib in $LIBS raw; do throughput q2 $lib 2 $N2; done
-    for lib in $LIBS; do latency lat0 $lib 0; done
-    for lib in $LIBS; do latency lat1 $lib 1; done
-    for lib in $LIBS; do idle $lib; done
+    if [ $base = 1 ]; then
+        for lib in $LIBS raw; do throughput q0 $lib 0 $N0; done
+        for lib in $LIBS raw; do throughput q1 $lib 1 $N1; done
+        for lib in $LIBS raw; do throughput q2 $lib 2 $N2; done
+        for lib in $LIBS; do latency lat0 $lib 0; done
+        for lib in $LIBS; do latency lat1 $lib 1; done
+        for lib in $LIBS; do idle $lib; done
+    fi
+    if [ $v5 = 1 ]; then
+        # v5: plain; v5u: one user property on every PUBLISH (checked by the
+        # subscriber); v5a: topic alias (the topic once, then the alias alone)
+        for q in 0 1 2; do
+            eval "n=\$V$q"
+            for lib in $V5LIBS; do throughput "v5q$q" $lib $q "$n" "$PORT" BENCH_V5=1; done
+            for lib in $V5LIBS; do throughput "v5uq$q" $lib $q "$n" "$PORT" BENCH_USER_PROPERTY=1; done
+            for lib in $V5LIBS; do throughput "v5aq$q" $lib $q "$n" "$PORT" BENCH_TOPIC_ALIAS=1; done
+        done
+    fi
+    if [ $tls = 1 ]; then
+        for lib in $LIBS; do throughput tq0 $lib 0 $T0 "$TLSPORT" BENCH_TLS_CA="$CA"; done
+        for lib in $LIBS; do throughput tq1 $lib 1 $T1 "$TLSPORT" BENCH_TLS_CA="$CA"; done
+        for lib in $LIBS; do throughput tq0big $lib 0 $L0 "$TLSPORT" BENCH_TLS_CA="$CA" BENCH_PAYLOAD=$BIG; done
+        for lib in $LIBS; do throughput tq1big $lib 1 $L1 "$TLSPORT" BENCH_TLS_CA="$CA" BENCH_PAYLOAD=$BIG; done
+        for lib in $LIBS; do handshake ths $lib "$TLSPORT" BENCH_TLS_CA="$CA"; done
+        for lib in $LIBS; do handshake hs $lib "$PORT"; done
+        for lib in $LIBS; do idle $lib tidle "$TLSPORT" BENCH_TLS_CA="$CA"; done
+    fi
 done
 
 # stripped library sizes (kB), once
 so_of() { ldd "$bin/bench_$1" | awk -v p="$2" '$1 ~ p { print $3 }'; }
-for pair in "libmqtt libmqtt.so" "mosquitto libmosquitto" "paho libpaho-mqtt3a"; do
-    set -- $pair
-    so=$(so_of "$1" "$2")
-    if [ -n "$so" ]; then
-        cp "$(readlink -f "$so")" "$work/strip.so"
-        strip "$work/strip.so"
-        record size "$1" sokb "$(( $(wc -c < "$work/strip.so") / 1024 ))"
-    fi
-done
+if [ $base = 1 ]; then
+    for pair in "libmqtt libmqtt.so" "mosquitto libmosquitto" "paho libpaho-mqtt3a"; do
+        # shellcheck disable=SC2086
+        set -- $pair
+        so=$(so_of "$1" "$2")
+        if [ -n "$so" ]; then
+            cp "$(readlink -f "$so")" "$work/strip.so"
+            strip "$work/strip.so"
+            record size "$1" sokb "$(( $(wc -c < "$work/strip.so") / 1024 ))"
+        fi
+    done
+fi
 
 # ---- table ---------------------------------------------------------------------------
 echo
@@ -238,15 +391,15 @@ echo "libmqtt $(sed -n 's/^version *= *"\(.*\)"/\1/p' "$root/Cargo.toml" | head 
 echo "date: $started; machine: $(nproc) CPUs, $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1), $(uname -sr)"
 echo "medians of $rounds round(s); in brackets: ratio to libmosquitto (for msg/s higher is better, for everything else lower is better)"
 echo "window $WINDOW in flight, 64-byte payloads; libmqtt loop: ${BENCH_LIBMQTT_LOOP:-caller's loop (mqtt_client_loop)}; latency: $pin_label"
-echo
-awk '
+# the medians and cells of every table; each table is an END block after these
+AWK_FUNCS='
 function median(key,   n, i, j, tmp, a) {
     n = cnt[key]
     for (i = 1; i <= n; i++) a[i] = v[key, i]
     for (i = 2; i <= n; i++) { tmp = a[i]; for (j = i - 1; j >= 1 && a[j] > tmp; j--) a[j + 1] = a[j]; a[j + 1] = tmp }
     return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
 }
-function cell(t, lib, m, f,   key, x, ref, s) {
+function cell(t, lib, m, f,   key, x, ref, s, rk) {
     key = t SUBSEP lib SUBSEP m
     if (fail[t, lib]) return "FAIL"
     if (!(key in cnt)) return "-"
@@ -262,6 +415,8 @@ function cell(t, lib, m, f,   key, x, ref, s) {
 }
 { if ($4 == "FAIL") { fail[$1, $2] = 1; next }
   key = $1 SUBSEP $2 SUBSEP $3; v[key, ++cnt[key]] = $4 + 0 }
+'
+[ $base = 0 ] || { echo; awk "$AWK_FUNCS"'
 END {
     fmt = "%-34s %-16s %-16s %-16s %-12s\n"
     printf fmt, "figure", "libmqtt", "libmosquitto", "paho (async)", "raw socket"
@@ -282,7 +437,70 @@ END {
     printf fmt, "QoS 1 round trip p99, us", cell("lat1", "libmqtt", "p99"), cell("lat1", "mosquitto", "p99"), cell("lat1", "paho", "p99"), ""
     printf fmt, "idle connected client VmHWM, kB", cell("idle", "libmqtt", "rss"), cell("idle", "mosquitto", "rss"), cell("idle", "paho", "rss"), ""
     printf fmt, "stripped library, kB", cell("size", "libmqtt", "sokb"), cell("size", "mosquitto", "sokb"), cell("size", "paho", "sokb"), ""
+}' "$results"; }
+
+if [ $v5 = 1 ]; then
+    echo
+    echo "MQTT 5 (--v5): libmqtt vs libmosquitto's v5 API; publisher and subscriber of the same library;"
+    echo "plain: mqtt_client_publish_v5 / mosquitto_publish_v5 without properties; + user property: one"
+    echo "(\"bench-key\" = \"bench-value-0123456789\") on every PUBLISH, read and checked by the subscriber;"
+    echo "+ topic alias: the topic once, then the alias alone (libmqtt: mqtt_client_set_topic_alias_max;"
+    echo "libmosquitto: a Topic Alias property set by the program). Both subscribers announce Receive Maximum 1000."
+    echo
+    awk "$AWK_FUNCS"'
+END {
+    fmt = "%-50s %-16s %-16s\n"
+    printf fmt, "figure", "libmqtt", "libmosquitto"
+    printf fmt, "------", "-------", "------------"
+    split("v5 v5u v5a", V, " ")
+    L["v5"] = "v5"; L["v5u"] = "v5 + user property"; L["v5a"] = "v5 + topic alias"
+    split("rate pubcpu subcpu", M, " ")
+    N["rate"] = "throughput, msg/s"; N["pubcpu"] = "publisher CPU, us/msg"; N["subcpu"] = "subscriber CPU, us/msg"
+    for (q = 0; q <= 2; q++)
+        for (m = 1; m <= 3; m++)
+            for (k = 1; k <= 3; k++) {
+                t = V[k] "q" q
+                printf fmt, "QoS " q " " N[M[m]] ", " L[V[k]], cell(t, "libmqtt", M[m]), cell(t, "mosquitto", M[m])
+            }
 }' "$results"
+fi
+
+if [ $tls = 1 ]; then
+    echo
+    echo "TLS (--tls): mosquitto TLS 1.3 listener, $(openssl x509 -in "$tlsdir/server.pem" -noout -text | sed -n 's/^ *Public Key Algorithm: //p' | head -1) server certificate"
+    echo "signed by a CA made at run time; every client checks the chain and the host name. libmqtt: rustls + ring;"
+    echo "libmosquitto and Paho MQTTAsync (libpaho-mqtt3as): the system's OpenSSL $(openssl version | awk '{print $2}')."
+    echo "Handshake: $NHS times a new client, connect -> CONNACK timed, disconnect, free; client CPU per connect"
+    echo "between connect and CONNACK, and for the whole cycle (create, TLS setup, connect, disconnect, free)."
+    echo
+    awk "$AWK_FUNCS"'
+END {
+    fmt = "%-50s %-16s %-16s %-16s\n"
+    printf fmt, "figure", "libmqtt", "libmosquitto", "paho (async)"
+    printf fmt, "------", "-------", "------------", "------------"
+    split("tq0 tq1 tq0big tq1big", T, " ")
+    L["tq0"] = "QoS 0, 64 B"; L["tq1"] = "QoS 1, 64 B"; L["tq0big"] = "QoS 0, 16 KiB"; L["tq1big"] = "QoS 1, 16 KiB"
+    split("rate pubcpu subcpu brokercpu", M, " ")
+    N["rate"] = "throughput, msg/s"; N["pubcpu"] = "publisher CPU, us/msg"
+    N["subcpu"] = "subscriber CPU, us/msg"; N["brokercpu"] = "broker CPU, us/msg"
+    for (k = 1; k <= 4; k++)
+        for (m = 1; m <= 4; m++) {
+            t = T[k]
+            printf fmt, "TLS " L[t] " " N[M[m]], cell(t, "libmqtt", M[m]), cell(t, "mosquitto", M[m]), cell(t, "paho", M[m])
+        }
+    split("ths hs", H, " ")
+    L["ths"] = "TLS"; L["hs"] = "TCP (reference)"
+    for (k = 1; k <= 2; k++) {
+        t = H[k]
+        printf fmt, L[t] " connect -> CONNACK p50, us", cell(t, "libmqtt", "p50"), cell(t, "mosquitto", "p50"), cell(t, "paho", "p50")
+        printf fmt, L[t] " connect -> CONNACK p99, us", cell(t, "libmqtt", "p99"), cell(t, "mosquitto", "p99"), cell(t, "paho", "p99")
+        printf fmt, L[t] " client CPU per connect, us", cell(t, "libmqtt", "cpu"), cell(t, "mosquitto", "cpu"), cell(t, "paho", "cpu")
+        printf fmt, L[t] " client CPU per whole cycle, us", cell(t, "libmqtt", "cyclecpu"), cell(t, "mosquitto", "cyclecpu"), cell(t, "paho", "cyclecpu")
+        printf fmt, L[t] " broker CPU per connect, us", cell(t, "libmqtt", "brokercpu"), cell(t, "mosquitto", "brokercpu"), cell(t, "paho", "brokercpu")
+    }
+    printf fmt, "idle connected TLS client VmHWM, kB", cell("tidle", "libmqtt", "rss"), cell("tidle", "mosquitto", "rss"), cell("tidle", "paho", "rss")
+}' "$results"
+fi
 if grep -q ' FAIL$' "$results"; then
     echo
     echo "FAILED runs (lost, duplicated or corrupted messages, or errors): $(grep ' FAIL$' "$results" | awk '{print $1 "/" $2}' | sort | uniq -c | tr '\n' ' ')"
