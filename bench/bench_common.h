@@ -89,14 +89,16 @@ static inline struct usage usage_now(void)
  * RESULT line of a publisher; cpu, nvcsw and nivcsw count from SINCE (taken just
  * before the first publish) to now. T0, T1: first publish, last completion.
  */
+static inline long vmhwm_kb(void);
+
 static inline void pub_report(int ok, long sent, long acked, double t0, double t1,
                               struct usage since)
 {
     struct usage u = usage_now();
     printf("RESULT role=pub ok=%d sent=%ld acked=%ld t_start=%.6f t_end=%.6f cpu=%.6f "
-           "nvcsw=%ld nivcsw=%ld\n",
+           "nvcsw=%ld nivcsw=%ld vmhwm_kb=%ld\n",
            ok, sent, acked, t0, t1, u.cpu - since.cpu, u.nvcsw - since.nvcsw,
-           u.nivcsw - since.nivcsw);
+           u.nivcsw - since.nivcsw, vmhwm_kb());
     fflush(stdout);
 }
 

@@ -62,11 +62,11 @@ WINDOW=20
 # L*: TLS rows, 16-KiB payloads (BIG); NHS: connects per handshake run
 BIG=16384
 if [ $quick = 1 ]; then
-    N0=30000 N1=10000 N2=5000 NLAT=1000
+    N0=30000 N1=10000 N2=5000 NLAT=1000 NB=30000
     V0=15000 V1=5000 V2=2500
     T0=10000 T1=5000 L0=2000 L1=1000 NHS=50
 else
-    N0=300000 N1=100000 N2=50000 NLAT=5000
+    N0=300000 N1=100000 N2=50000 NLAT=5000 NB=200000
     V0=150000 V1=50000 V2=25000
     T0=100000 T1=50000 L0=20000 L1=10000 NHS=200
 fi
@@ -260,6 +260,7 @@ throughput() {
     record "$t" "$lib" brokercpu "$4"
     record "$t" "$lib" pubwake "$5"
     record "$t" "$lib" subwake "$6"
+    record "$t" "$lib" pubrss "$(field vmhwm_kb "$pl")"
     printf '  %-7s %-9s %8s msg/s  pub %6s us/msg  sub %6s us/msg  broker %6s us/msg  wake-ups/msg pub %5s sub %5s\n' \
         "$t" "$lib" "$1" "$2" "$3" "$4" "$5" "$6"
 }
@@ -343,6 +344,9 @@ while [ $r -lt "$rounds" ]; do
     echo "round $r/$rounds"
     if [ $base = 1 ]; then
         for lib in $LIBS raw; do throughput q0 $lib 0 $N0; done
+        # A QoS 0 burst with no window: peak memory of the publisher.
+        for lib in libmqtt mosquitto; do throughput burst $lib 0 $NB "$PORT" BENCH_BURST=1; done
+        throughput burstthr libmqtt 0 $NB "$PORT" BENCH_BURST=1 BENCH_LIBMQTT_LOOP=thread
         for lib in $LIBS raw; do throughput q1 $lib 1 $N1; done
         for lib in $LIBS raw; do throughput q2 $lib 2 $N2; done
         for lib in $LIBS; do latency lat0 $lib 0; done
@@ -431,6 +435,9 @@ END {
         printf fmt, "QoS " q " publisher wake-ups/msg", cell(t, "libmqtt", "pubwake", "%.2f"), cell(t, "mosquitto", "pubwake", "%.2f"), cell(t, "paho", "pubwake", "%.2f"), cell(t, "raw", "pubwake", "%.2f")
         printf fmt, "QoS " q " subscriber wake-ups/msg", cell(t, "libmqtt", "subwake", "%.2f"), cell(t, "mosquitto", "subwake", "%.2f"), cell(t, "paho", "subwake", "%.2f"), cell(t, "raw", "subwake", "%.2f")
     }
+    printf fmt, "QoS 0 burst, msg/s", cell("burst", "libmqtt", "rate"), cell("burst", "mosquitto", "rate"), "", ""
+    printf fmt, "QoS 0 burst, publisher VmHWM kB", cell("burst", "libmqtt", "pubrss"), cell("burst", "mosquitto", "pubrss"), "", ""
+    printf fmt, "  libmqtt on its loop thread", cell("burstthr", "libmqtt", "rate") " msg/s", cell("burstthr", "libmqtt", "pubrss") " kB", "", ""
     printf fmt, "QoS 0 round trip p50, us", cell("lat0", "libmqtt", "p50"), cell("lat0", "mosquitto", "p50"), cell("lat0", "paho", "p50"), ""
     printf fmt, "QoS 0 round trip p99, us", cell("lat0", "libmqtt", "p99"), cell("lat0", "mosquitto", "p99"), cell("lat0", "paho", "p99"), ""
     printf fmt, "QoS 1 round trip p50, us", cell("lat1", "libmqtt", "p50"), cell("lat1", "mosquitto", "p50"), cell("lat1", "paho", "p50"), ""

@@ -611,9 +611,15 @@ impl Client {
         left: Duration,
     ) -> MutexGuard<'a, Session> {
         if !self.loop_running() {
+            let before = session.pending_transmit().len();
             drop(session);
             if let Ok(mut reactor) = self.inner.reactor.try_lock() {
-                reactor.turn(self, Some(left.min(Duration::from_millis(50))));
+                // Write what the socket takes now; sleep (until it is
+                // writable again, at most 50 ms) only if it took nothing.
+                reactor.turn(self, Some(Duration::ZERO));
+                if self.session().pending_transmit().len() >= before {
+                    reactor.turn(self, Some(left.min(Duration::from_millis(50))));
+                }
                 return self.session();
             }
             // Another thread runs `mqtt_client_loop`: it signals like the
