@@ -851,10 +851,32 @@ impl Session {
         }
         // MQTT 5 form even without properties: the 3.1.1 form has no reason
         // code, and the encoder writes the shortest MQTT 5 form anyway.
-        self.emit(&Packet::Disconnect(codec::Disconnect {
+        let disconnect = Packet::Disconnect(codec::Disconnect {
             reason_code,
             properties: props,
-        }));
+        });
+        let too_large = self
+            .server
+            .maximum_packet_size
+            .is_some_and(|max| disconnect.encoded_len().is_ok_and(|len| len > max as usize));
+        if let (true, Some(props)) = (too_large, props) {
+            // Above the server's Maximum Packet Size the Reason String and
+            // User Properties are left out [MQTT-3.14.2-3, MQTT-3.14.2-4].
+            let mut kept = std::mem::take(&mut self.scratch_props);
+            kept.clear();
+            for p in props.iter() {
+                if !matches!(p.id(), prop::REASON_STRING | prop::USER_PROPERTY) {
+                    let _ = kept.push(p);
+                }
+            }
+            self.emit(&Packet::Disconnect(codec::Disconnect {
+                reason_code,
+                properties: Some(kept.as_properties()),
+            }));
+            self.scratch_props = kept;
+        } else {
+            self.emit(&disconnect);
+        }
         self.state = ConnectionState::Disconnecting;
         self.ping_sent = None;
         Ok(())
