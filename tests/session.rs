@@ -1609,10 +1609,7 @@ mod v5_limits {
     use mqtt::protocol::properties as prop;
 
     /// An MQTT 5 session connected to a server whose CONNACK carries `connack`.
-    fn connected_v5(
-        config: SessionConfig,
-        connack: Properties<'_>,
-    ) -> (Session, Instant) {
+    fn connected_v5(config: SessionConfig, connack: Properties<'_>) -> (Session, Instant) {
         let t0 = Instant::now();
         let mut s = Session::new(SessionConfig {
             protocol: ProtocolVersion::V5,
@@ -1680,6 +1677,33 @@ mod v5_limits {
         s.disconnect_with(t0, 0x04, props.as_properties()).unwrap();
         let out = sent_v5(&mut s, t0);
         assert!(out[0].1.contains("UserProperty"), "{out:?}");
+    }
+
+    #[test]
+    fn no_topic_alias_is_added_to_a_publish_it_would_take_above_our_max_packet_size() {
+        // PUBLISH "t/x", QoS 1, 10-byte payload, no properties: 2 + 5 + 2 + 1 + 10.
+        let exact = 20;
+        let mut connack = PropertiesBuf::new();
+        connack.push_int(prop::TOPIC_ALIAS_MAXIMUM, 2).unwrap();
+        let config = SessionConfig {
+            max_packet_size: exact,
+            topic_alias_max: 2,
+            ..cfg()
+        };
+        let (mut s, t0) = connected_v5(config, connack.as_properties());
+        s.publish(t0, "t/x", &[7; 10], QoS::AtLeastOnce, false)
+            .unwrap();
+        let out = sent_v5(&mut s, t0);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let (size, packet) = &out[0];
+        assert!(*size <= exact, "{size} bytes: {packet}");
+        assert!(!packet.contains("TopicAlias"), "{packet}");
+
+        // A smaller one on the same topic gets its alias.
+        s.publish(t0, "t/x", &[7; 7], QoS::AtLeastOnce, false)
+            .unwrap();
+        let out = sent_v5(&mut s, t0);
+        assert!(out[0].1.contains("TopicAlias(1)"), "{out:?}");
     }
 }
 

@@ -1845,14 +1845,17 @@ impl Session {
         let _ = Packet::Publish(aliased).encode(&mut self.outbox);
     }
 
-    /// Whether `p` still fits the server's Maximum Packet Size with a Topic
-    /// Alias added to its full topic: the larger of the two aliased forms (an
-    /// empty topic and the alias is never longer), up to 3 bytes more than
-    /// the form `publish_with` checked.
+    /// Whether `p` still fits our `max_packet_size` and the server's Maximum
+    /// Packet Size with a Topic Alias added to its full topic: the larger of
+    /// the two aliased forms (an empty topic and the alias is never longer),
+    /// up to 3 bytes more than the form `publish_with` checked.
     fn fits_with_alias(&mut self, p: &Publish<'_>, props: Properties<'_>) -> bool {
-        let Some(max) = self.server.maximum_packet_size else {
-            return true;
-        };
+        let max = self
+            .server
+            .maximum_packet_size
+            .map_or(self.config.max_packet_size, |max| {
+                self.config.max_packet_size.min(max as usize)
+            });
         self.scratch_props.set(props);
         let _ = self.scratch_props.push_int(prop::TOPIC_ALIAS, 1);
         let aliased = Publish {
@@ -1861,7 +1864,7 @@ impl Session {
         };
         Packet::Publish(aliased)
             .encoded_len()
-            .is_ok_and(|len| len <= max as usize)
+            .is_ok_and(|len| len <= max)
     }
 
     /// Append a PUBLISH the session keeps encoded (queued or in flight).
