@@ -1705,6 +1705,41 @@ mod v5_limits {
         let out = sent_v5(&mut s, t0);
         assert!(out[0].1.contains("TopicAlias(1)"), "{out:?}");
     }
+
+    #[test]
+    fn an_auth_above_the_servers_maximum_packet_size_leaves_out_user_properties_or_is_refused() {
+        let mut config = cfg();
+        config
+            .connect_properties
+            .push_str(prop::AUTHENTICATION_METHOD, "m")
+            .unwrap();
+        let connack = max_packet_size(20);
+        let (mut s, t0) = connected_v5(config, connack.as_properties());
+
+        let mut props = PropertiesBuf::new();
+        props.push_user("key", "a value too long").unwrap();
+        props.push_str(prop::REASON_STRING, "why").unwrap();
+        props.push_bin(prop::AUTHENTICATION_DATA, b"abc").unwrap();
+        s.auth(0x19, props.as_properties()).unwrap();
+        let out = sent_v5(&mut s, t0);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let (size, packet) = &out[0];
+        assert!(*size <= 20, "{size} bytes: {packet}");
+        assert_eq!(
+            packet,
+            "Auth(Auth { reason_code: 25, properties: Some([AuthenticationMethod(\"m\"), \
+             AuthenticationData([97, 98, 99])]) })"
+        );
+
+        // Authentication Data cannot be left out: nothing is sent.
+        let mut props = PropertiesBuf::new();
+        props.push_bin(prop::AUTHENTICATION_DATA, &[0; 30]).unwrap();
+        assert_eq!(
+            s.auth(0x19, props.as_properties()),
+            Err(Error::PacketTooLarge)
+        );
+        assert!(s.pending_transmit().is_empty());
+    }
 }
 
 // ---------------------------------------------------------------- properties

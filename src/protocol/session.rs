@@ -909,7 +909,10 @@ impl Session {
     /// Method is added when `props` lacks it. `ProtocolVersion` under 3.1.1;
     /// `InvalidArgument` for another reason code, 0x19 before CONNACK, or a
     /// connection without an Authentication Method; `InvalidProperty` for a
-    /// property AUTH may not carry or another method; `NotConnected`.
+    /// property AUTH may not carry or another method; `NotConnected`;
+    /// `PacketTooLarge` above the server's Maximum Packet Size even without
+    /// the Reason String and User Properties (which are left out when they
+    /// alone make it too large).
     pub fn auth(&mut self, reason_code: u8, props: Properties<'_>) -> Result<()> {
         if !self.config.is_v5() {
             return Err(Error::ProtocolVersion);
@@ -936,6 +939,31 @@ impl Session {
                     .push_str(prop::AUTHENTICATION_METHOD, &self.auth_method)
                     .map_err(|_| Error::InvalidProperty)?;
                 self.scratch_props.extend(props);
+            }
+        }
+        if let Some(max) = self.server.maximum_packet_size {
+            let fits = |props: &PropertiesBuf| {
+                Packet::Auth(codec::Auth {
+                    reason_code,
+                    properties: Some(props.as_properties()),
+                })
+                .encoded_len()
+                .is_ok_and(|len| len <= max as usize)
+            };
+            if !fits(&self.scratch_props) {
+                // Above the server's Maximum Packet Size the Reason String and
+                // User Properties are left out [MQTT-3.15.2-2, MQTT-3.15.2-3];
+                // if it is still too large, nothing is sent [MQTT-3.1.2-24].
+                let mut kept = PropertiesBuf::new();
+                for p in self.scratch_props.as_properties().iter() {
+                    if !matches!(p.id(), prop::REASON_STRING | prop::USER_PROPERTY) {
+                        let _ = kept.push(p);
+                    }
+                }
+                if !fits(&kept) {
+                    return Err(Error::PacketTooLarge);
+                }
+                self.scratch_props = kept;
             }
         }
         let _ = Packet::Auth(codec::Auth {
