@@ -248,6 +248,17 @@ struct Unwritten {
 static STRICT_LIMITS: LazyLock<bool> =
     LazyLock::new(|| std::env::var_os("MQTT_FUZZ_STRICT_LIMITS").is_some());
 
+/// `MQTT_FUZZ_TRACE` set: every step on stderr (to read a crash's input).
+static TRACE: LazyLock<bool> = LazyLock::new(|| std::env::var_os("MQTT_FUZZ_TRACE").is_some());
+
+macro_rules! trace {
+    ($($arg:tt)*) => {
+        if *TRACE {
+            eprintln!($($arg)*);
+        }
+    };
+}
+
 struct Harness {
     session: Session,
     /// The protocol of every connection (the harness never switches).
@@ -313,10 +324,12 @@ impl Harness {
         self.wire = Wire::default();
         self.in_aliases.clear();
         self.in_alias_max = self.session.config().incoming_topic_alias_max();
+        trace!("open");
         self.session.connection_opened(self.now);
     }
 
     fn lose(&mut self) {
+        trace!("lost");
         self.session.connection_lost(self.now);
         self.incoming.clear();
         self.written.clear();
@@ -382,7 +395,9 @@ impl Harness {
         };
         let payload = vec![input.u8(); len];
         let (before, queued) = self.before_call();
-        if let Ok(mid) = self.session.publish(self.now, topic, &payload, qos, retain) {
+        let result = self.session.publish(self.now, topic, &payload, qos, retain);
+        trace!("publish {topic:?} {qos:?} retain {retain} {len} bytes: {result:?}");
+        if let Ok(mid) = result {
             assert_ne!(mid, 0);
             self.vet(before, queued, mid, Some((topic, qos, retain, len)));
             if qos != QoS::AtMostOnce {
@@ -398,7 +413,9 @@ impl Harness {
             .map(|_| (FILTERS[input.below(FILTERS.len())], input.qos()))
             .collect();
         let (before, queued) = self.before_call();
-        if let Ok(mid) = self.session.subscribe(self.now, &filters) {
+        let result = self.session.subscribe(self.now, &filters);
+        trace!("subscribe {filters:?}: {result:?}");
+        if let Ok(mid) = result {
             self.vet(before, queued, mid, None);
             self.start_flow(mid, Flow::Subscribe);
         }
@@ -409,7 +426,9 @@ impl Harness {
         let filters: Vec<&str> = (0..n)
             .map(|_| FILTERS[input.below(FILTERS.len())])
             .collect();
-        if let Ok(mid) = self.session.unsubscribe(self.now, &filters) {
+        let result = self.session.unsubscribe(self.now, &filters);
+        trace!("unsubscribe {filters:?}: {result:?}");
+        if let Ok(mid) = result {
             self.start_flow(mid, Flow::Unsubscribe);
         }
     }
@@ -468,6 +487,10 @@ impl Harness {
             retain,
             props.as_properties(),
         );
+        trace!(
+            "publish_with {topic:?} {qos:?} retain {retain} {len} bytes {:?}: {result:?}",
+            props.as_properties()
+        );
         if forbidden {
             assert_eq!(result, Err(Error::InvalidProperty), "a forbidden property");
         }
@@ -524,6 +547,10 @@ impl Harness {
         let result = self
             .session
             .subscribe_with(self.now, &filters, props.as_properties());
+        trace!(
+            "subscribe_with {filters:?} {:?}: {result:?}",
+            props.as_properties()
+        );
         if filters.iter().any(|(_, o)| o.retain_handling > 2) {
             assert!(result.is_err(), "retain handling 3 accepted");
         }
@@ -548,6 +575,10 @@ impl Harness {
         let result = self
             .session
             .unsubscribe_with(self.now, &filters, props.as_properties());
+        trace!(
+            "unsubscribe_with {filters:?} {:?}: {result:?}",
+            props.as_properties()
+        );
         if let Ok(mid) = result {
             self.vet(before, queued, mid, None);
             self.start_flow(mid, Flow::Unsubscribe);
@@ -576,6 +607,10 @@ impl Harness {
         let result = self
             .session
             .disconnect_with(self.now, reason_code, props.as_properties());
+        trace!(
+            "disconnect_with {reason_code:#04x} {:?}: {result:?}",
+            props.as_properties()
+        );
         if !codec::valid_reason_code(14, reason_code) {
             assert_eq!(
                 result,
@@ -606,6 +641,10 @@ impl Harness {
             props.push_user(&key, &value).unwrap();
         }
         let result = self.session.auth(reason_code, props.as_properties());
+        trace!(
+            "auth {reason_code:#04x} {:?}: {result:?}",
+            props.as_properties()
+        );
         if reason_code == 0 {
             assert!(result.is_err(), "AUTH 0x00 from the client accepted");
         }
@@ -708,7 +747,9 @@ impl Harness {
             }),
             _ => None,
         };
+        trace!("<- {packet:?}");
         let result = self.session.handle_packet(self.now, packet);
+        trace!("   {result:?}");
         if let Some(expected) = &expected_topic
             && matches!(
                 state,
@@ -1252,6 +1293,7 @@ impl Harness {
                         Packet::PubRel(Ack { pkid, .. }) => ids.push(*pkid),
                         _ => {}
                     }
+                    trace!("-> {packet:?}");
                     self.observe(&mut wire, &packet, used);
                 }
                 Ok(Decoded::Incomplete(_)) => break,
@@ -1285,6 +1327,7 @@ impl Harness {
         self.now += step;
         if self.session.state() != ConnectionState::Disconnected {
             let result = self.session.handle_timeout(self.now);
+            trace!("+{step:?}: {result:?}");
             self.check_result(result);
         }
     }
