@@ -56,7 +56,7 @@
 //! Run (nightly, `cargo install cargo-fuzz`): see `fuzz/README.md`.
 #![no_main]
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
@@ -210,24 +210,46 @@ struct Wire {
     /// Index of the next packet on the connection.
     packets: usize,
     disconnect: bool,
-    /// MQTT 5: the accepted CONNACK's limits, for packets from index
-    /// `limits_from` on (the first queued after the CONNACK was handled).
-    limits: Option<Limits>,
+    /// MQTT 5, once a CONNACK accepted the connection (boxed: nothing to
+    /// create, copy or free for the rest).
+    v5: Option<Box<V5Wire>>,
+}
+
+/// What the stream of an MQTT 5 connection established since its CONNACK.
+#[derive(Clone, Debug)]
+struct V5Wire {
+    /// The CONNACK's limits, for packets from index `limits_from` on (the
+    /// first queued after the CONNACK was handled).
+    limits: Limits,
     limits_from: usize,
     /// Outgoing topic aliases set on this connection.
-    aliases: HashMap<u16, String>,
+    aliases: BTreeMap<u16, String>,
     /// Ids of the QoS 1/2 PUBLISHes on the connection (after its CONNACK) not
     /// yet acknowledged.
-    unacked: HashSet<u16>,
+    unacked: BTreeSet<u16>,
     /// Flows the server acknowledged before their PUBLISH was written (the
     /// harness's server may ack any id): that PUBLISH is acknowledged already.
-    acked_unwritten: HashSet<u16>,
+    acked_unwritten: BTreeSet<u16>,
     /// Packets queued by an API call made after the CONNACK (so checked by
     /// the session against its limits), by index on the connection.
-    vetted: HashSet<usize>,
+    vetted: BTreeSet<usize>,
     /// QoS 1/2 messages published after the CONNACK and queued for room in
     /// the window: id -> (topic, QoS, retain, payload length).
-    vetted_queued: HashMap<u16, (String, QoS, bool, usize)>,
+    vetted_queued: BTreeMap<u16, (String, QoS, bool, usize)>,
+}
+
+impl V5Wire {
+    fn new(limits: Limits, limits_from: usize) -> V5Wire {
+        V5Wire {
+            limits,
+            limits_from,
+            aliases: BTreeMap::new(),
+            unacked: BTreeSet::new(),
+            acked_unwritten: BTreeSet::new(),
+            vetted: BTreeSet::new(),
+            vetted_queued: BTreeMap::new(),
+        }
+    }
 }
 
 /// The packets the session queued on the connection and not yet written.
@@ -710,7 +732,7 @@ impl Harness {
         let was_awaiting = state == ConnectionState::AwaitingConnAck;
         // Outgoing packets queued before a CONNACK are not bound by its limits.
         let queued_before = match &packet {
-            Packet::ConnAck(_) => self.unwritten().count,
+            Packet::ConnAck(_) if self.v5 => self.unwritten().count,
             _ => 0,
         };
         let pubrec_refused = matches!(
@@ -723,12 +745,10 @@ impl Harness {
         // MQTT 5: the topic the PUBLISH stands for, and the alias it sets.
         let mut expected_topic = None;
         let mut alias_set = None;
-        if let Packet::Publish(p) = &packet {
-            let expected = if self.v5 {
-                self.expected_topic(p)
-            } else {
-                Ok(p.topic.to_owned())
-            };
+        if let Packet::Publish(p) = &packet
+            && self.v5
+        {
+            let expected = self.expected_topic(p);
             let alias = p
                 .properties
                 .and_then(|props| props.u32_of(prop::TOPIC_ALIAS));
@@ -741,7 +761,8 @@ impl Harness {
             Packet::Publish(p) if p.qos == QoS::ExactlyOnce => Some(Held {
                 topic: match &expected_topic {
                     Some(Ok(topic)) => topic.clone(),
-                    _ => String::new(),
+                    Some(Err(_)) => String::new(),
+                    None => p.topic.to_owned(),
                 },
                 payload: p.payload.to_vec(),
             }),
@@ -827,8 +848,8 @@ impl Harness {
                     if let Some(id) = props.str_of(prop::ASSIGNED_CLIENT_IDENTIFIER) {
                         assert_eq!(self.session.config().client_id, id);
                     }
-                    self.wire.limits = Some(limits);
-                    self.wire.limits_from = self.wire.packets + queued_before;
+                    let from = self.wire.packets + queued_before;
+                    self.wire.v5 = Some(Box::new(V5Wire::new(limits, from)));
                 }
             }
             Incoming::Publish { mid, message } => match message {
@@ -929,11 +950,16 @@ impl Harness {
     /// The PUBLISH of flow `id` is acknowledged: it no longer counts against
     /// the server's Receive Maximum.
     fn acknowledged(&mut self, id: u16) {
-        if self.wire.unacked.remove(&id) {
+        let Some(v5) = &mut self.wire.v5 else {
+            return;
+        };
+        if v5.unacked.remove(&id) {
             return;
         }
-        if self.unwritten().publish_ids.contains(&id) {
-            self.wire.acked_unwritten.insert(id);
+        if self.unwritten().publish_ids.contains(&id)
+            && let Some(v5) = &mut self.wire.v5
+        {
+            v5.acked_unwritten.insert(id);
         }
     }
 
@@ -989,26 +1015,28 @@ impl Harness {
         mid: u16,
         publish: Option<(&str, QoS, bool, usize)>,
     ) {
-        if !self.v5 || before != ConnectionState::Connected || self.wire.limits.is_none() {
+        if !self.v5 || before != ConnectionState::Connected || self.wire.v5.is_none() {
             return;
         }
         let now = self.unwritten();
         let last = self.wire.packets + now.count.saturating_sub(1);
+        let Some(v5) = &mut self.wire.v5 else {
+            return;
+        };
         match publish {
             Some((_, QoS::AtMostOnce, ..)) | None => {
                 // Written at once, alone.
                 if now.count == queued + 1 {
-                    self.wire.vetted.insert(last);
+                    v5.vetted.insert(last);
                 }
             }
             Some((topic, qos, retain, len)) => {
                 // Written at once (last, after what a raised window let
                 // through), or queued.
                 if now.count > queued && now.last.is_some_and(|(kind, id)| kind == 3 && id == mid) {
-                    self.wire.vetted.insert(last);
+                    v5.vetted.insert(last);
                 } else {
-                    self.wire
-                        .vetted_queued
+                    v5.vetted_queued
                         .insert(mid, (topic.to_owned(), qos, retain, len));
                 }
             }
@@ -1370,11 +1398,10 @@ impl Harness {
         wire.packets += 1;
 
         // Every PUBLISH of a flow names the topic it was published with.
-        let mut topic = None;
-        if let Packet::Publish(p) = packet {
-            topic = Some(p.topic.to_owned());
-        }
-        if let Some(limits) = wire.limits.clone().filter(|_| index >= wire.limits_from) {
+        // The topic of a PUBLISH that uses an alias set earlier.
+        let mut aliased: Option<String> = None;
+        if let Some(v5) = wire.v5.as_deref_mut().filter(|v5| index >= v5.limits_from) {
+            let limits = v5.limits.clone();
             if let Packet::Publish(p) = packet {
                 match p
                     .properties
@@ -1389,39 +1416,38 @@ impl Harness {
                         );
                         let alias = alias as u16;
                         if p.topic.is_empty() {
-                            let set = wire.aliases.get(&alias);
+                            let set = v5.aliases.get(&alias);
                             assert!(set.is_some(), "topic alias {alias} used before it was set");
-                            topic = set.cloned();
+                            aliased = set.cloned();
                         } else {
-                            wire.aliases.insert(alias, p.topic.to_owned());
+                            v5.aliases.insert(alias, p.topic.to_owned());
                         }
                     }
                 }
-                if p.qos != QoS::AtMostOnce && !wire.acked_unwritten.remove(&p.pkid) {
-                    wire.unacked.insert(p.pkid);
+                if p.qos != QoS::AtMostOnce && !v5.acked_unwritten.remove(&p.pkid) {
+                    v5.unacked.insert(p.pkid);
                     assert!(
-                        wire.unacked.len() <= limits.receive_maximum.into(),
+                        v5.unacked.len() <= limits.receive_maximum.into(),
                         "{} QoS 1/2 PUBLISHes unacknowledged, the server's Receive Maximum is {}",
-                        wire.unacked.len(),
+                        v5.unacked.len(),
                         limits.receive_maximum
                     );
                 }
             }
             // What was made before the CONNACK is not held to its limits
             // unless asked (see `STRICT_LIMITS`).
-            let vetted = wire.vetted.contains(&index)
+            let vetted = v5.vetted.contains(&index)
                 || match packet {
                     Packet::Publish(p) => {
-                        let this = (
-                            topic.clone().unwrap_or_default(),
-                            p.qos,
-                            p.retain,
-                            p.payload.len(),
-                        );
-                        let queued = wire.vetted_queued.get(&p.pkid);
-                        let vetted = p.qos != QoS::AtMostOnce && queued == Some(&this);
+                        let topic = aliased.as_deref().unwrap_or(p.topic);
+                        let this = (p.qos, p.retain, p.payload.len());
+                        let vetted = p.qos != QoS::AtMostOnce
+                            && v5
+                                .vetted_queued
+                                .get(&p.pkid)
+                                .is_some_and(|(t, q, r, l)| t == topic && (*q, *r, *l) == this);
                         if vetted {
-                            wire.vetted_queued.remove(&p.pkid);
+                            v5.vetted_queued.remove(&p.pkid);
                         }
                         vetted
                     }
@@ -1454,8 +1480,8 @@ impl Harness {
             && let Some(published) = self.flow_topics.get(&p.pkid)
         {
             assert_eq!(
-                topic.as_ref(),
-                Some(published),
+                aliased.as_deref().unwrap_or(p.topic),
+                published,
                 "the topic of PUBLISH {}",
                 p.pkid
             );
