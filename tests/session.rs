@@ -1600,6 +1600,148 @@ fn partial_writes_keep_the_byte_stream_intact() {
     assert!(s.pending_transmit().is_empty());
 }
 
+// ---------------------------------------------------------------- MQTT 5 limits
+
+// Regressions found by fuzz/fuzz_targets/session.rs.
+
+mod v5_limits {
+    use super::*;
+    use mqtt::protocol::properties as prop;
+
+    /// An MQTT 5 session connected to a server whose CONNACK carries `connack`.
+    fn connected_v5(config: SessionConfig, connack: Properties<'_>) -> (Session, Instant) {
+        let t0 = Instant::now();
+        let mut s = Session::new(SessionConfig {
+            protocol: ProtocolVersion::V5,
+            ..config
+        });
+        s.connection_opened(t0);
+        let connect = s.pending_transmit().len();
+        s.consume_transmit(t0, connect);
+        let ack = ConnAck {
+            session_present: false,
+            reason_code: 0,
+            properties: Some(connack),
+        };
+        s.handle_packet(t0, Packet::ConnAck(ack)).unwrap();
+        assert_eq!(s.state(), ConnectionState::Connected);
+        (s, t0)
+    }
+
+    /// The packets the session wants to send, decoded as MQTT 5, with their sizes.
+    fn sent_v5(s: &mut Session, now: Instant) -> Vec<(usize, String)> {
+        let bytes = s.pending_transmit().to_vec();
+        s.consume_transmit(now, bytes.len());
+        let mut out = Vec::new();
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            match decode_as(rest, usize::MAX, ProtocolVersion::V5).unwrap() {
+                Decoded::Packet(p, n) => {
+                    out.push((n, format!("{p:?}")));
+                    rest = &rest[n..];
+                }
+                Decoded::Incomplete(_) => panic!("truncated packet in the outbox"),
+            }
+        }
+        out
+    }
+
+    fn max_packet_size(max: u32) -> PropertiesBuf {
+        let mut p = PropertiesBuf::new();
+        p.push_int(prop::MAXIMUM_PACKET_SIZE, max).unwrap();
+        p
+    }
+
+    #[test]
+    fn a_disconnect_leaves_out_user_properties_and_reason_string_above_the_servers_maximum_packet_size()
+     {
+        let connack = max_packet_size(20);
+        let (mut s, t0) = connected_v5(cfg(), connack.as_properties());
+        let mut props = PropertiesBuf::new();
+        props.push_user("key", "a value too long").unwrap();
+        props.push_str(prop::REASON_STRING, "bye").unwrap();
+        props.push_int(prop::SESSION_EXPIRY_INTERVAL, 0).unwrap();
+        s.disconnect_with(t0, 0x04, props.as_properties()).unwrap();
+        let out = sent_v5(&mut s, t0);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let (size, packet) = &out[0];
+        assert!(*size <= 20, "{size} bytes: {packet}");
+        assert_eq!(
+            packet,
+            "Disconnect(Disconnect { reason_code: 4, properties: Some([SessionExpiryInterval(0)]) })"
+        );
+
+        // Within the limit they are sent.
+        let connack = max_packet_size(100);
+        let (mut s, t0) = connected_v5(cfg(), connack.as_properties());
+        s.disconnect_with(t0, 0x04, props.as_properties()).unwrap();
+        let out = sent_v5(&mut s, t0);
+        assert!(out[0].1.contains("UserProperty"), "{out:?}");
+    }
+
+    #[test]
+    fn no_topic_alias_is_added_to_a_publish_it_would_take_above_our_max_packet_size() {
+        // PUBLISH "t/x", QoS 1, 10-byte payload, no properties: 2 + 5 + 2 + 1 + 10.
+        let exact = 20;
+        let mut connack = PropertiesBuf::new();
+        connack.push_int(prop::TOPIC_ALIAS_MAXIMUM, 2).unwrap();
+        let config = SessionConfig {
+            max_packet_size: exact,
+            topic_alias_max: 2,
+            ..cfg()
+        };
+        let (mut s, t0) = connected_v5(config, connack.as_properties());
+        s.publish(t0, "t/x", &[7; 10], QoS::AtLeastOnce, false)
+            .unwrap();
+        let out = sent_v5(&mut s, t0);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let (size, packet) = &out[0];
+        assert!(*size <= exact, "{size} bytes: {packet}");
+        assert!(!packet.contains("TopicAlias"), "{packet}");
+
+        // A smaller one on the same topic gets its alias.
+        s.publish(t0, "t/x", &[7; 7], QoS::AtLeastOnce, false)
+            .unwrap();
+        let out = sent_v5(&mut s, t0);
+        assert!(out[0].1.contains("TopicAlias(1)"), "{out:?}");
+    }
+
+    #[test]
+    fn an_auth_above_the_servers_maximum_packet_size_leaves_out_user_properties_or_is_refused() {
+        let mut config = cfg();
+        config
+            .connect_properties
+            .push_str(prop::AUTHENTICATION_METHOD, "m")
+            .unwrap();
+        let connack = max_packet_size(20);
+        let (mut s, t0) = connected_v5(config, connack.as_properties());
+
+        let mut props = PropertiesBuf::new();
+        props.push_user("key", "a value too long").unwrap();
+        props.push_str(prop::REASON_STRING, "why").unwrap();
+        props.push_bin(prop::AUTHENTICATION_DATA, b"abc").unwrap();
+        s.auth(0x19, props.as_properties()).unwrap();
+        let out = sent_v5(&mut s, t0);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let (size, packet) = &out[0];
+        assert!(*size <= 20, "{size} bytes: {packet}");
+        assert_eq!(
+            packet,
+            "Auth(Auth { reason_code: 25, properties: Some([AuthenticationMethod(\"m\"), \
+             AuthenticationData([97, 98, 99])]) })"
+        );
+
+        // Authentication Data cannot be left out: nothing is sent.
+        let mut props = PropertiesBuf::new();
+        props.push_bin(prop::AUTHENTICATION_DATA, &[0; 30]).unwrap();
+        assert_eq!(
+            s.auth(0x19, props.as_properties()),
+            Err(Error::PacketTooLarge)
+        );
+        assert!(s.pending_transmit().is_empty());
+    }
+}
+
 // ---------------------------------------------------------------- properties
 
 mod properties {

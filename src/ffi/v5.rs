@@ -285,8 +285,11 @@ pub unsafe extern "C" fn mqtt_client_disconnect_v5(
 /// Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT (NULL; a reason code other than
 /// 0x18/0x19, 0x19 before CONNACK, or a connection without an Authentication
 /// Method), MQTT_ERR_PROTOCOL_VERSION (a 3.1.1 client),
-/// MQTT_ERR_INVALID_PROPERTY (not an AUTH property, or another method) or
-/// MQTT_ERR_NOT_CONNECTED. Thread-safe, also from callbacks.
+/// MQTT_ERR_INVALID_PROPERTY (not an AUTH property, or another method),
+/// MQTT_ERR_PACKET_TOO_LARGE (above the broker's Maximum Packet Size even
+/// without the Reason String and user properties, which are left out when
+/// they alone make it too large) or MQTT_ERR_NOT_CONNECTED. Thread-safe, also
+/// from callbacks.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mqtt_client_auth(
     client: *mut mqtt_client,

@@ -858,10 +858,32 @@ impl Session {
         }
         // MQTT 5 form even without properties: the 3.1.1 form has no reason
         // code, and the encoder writes the shortest MQTT 5 form anyway.
-        self.emit(&Packet::Disconnect(codec::Disconnect {
+        let disconnect = Packet::Disconnect(codec::Disconnect {
             reason_code,
             properties: props,
-        }));
+        });
+        let too_large = self
+            .server
+            .maximum_packet_size
+            .is_some_and(|max| disconnect.encoded_len().is_ok_and(|len| len > max as usize));
+        if let (true, Some(props)) = (too_large, props) {
+            // Above the server's Maximum Packet Size the Reason String and
+            // User Properties are left out [MQTT-3.14.2-3, MQTT-3.14.2-4].
+            let mut kept = std::mem::take(&mut self.scratch_props);
+            kept.clear();
+            for p in props.iter() {
+                if !matches!(p.id(), prop::REASON_STRING | prop::USER_PROPERTY) {
+                    let _ = kept.push(p);
+                }
+            }
+            self.emit(&Packet::Disconnect(codec::Disconnect {
+                reason_code,
+                properties: Some(kept.as_properties()),
+            }));
+            self.scratch_props = kept;
+        } else {
+            self.emit(&disconnect);
+        }
         self.state = ConnectionState::Disconnecting;
         self.ping_sent = None;
         Ok(())
@@ -894,7 +916,10 @@ impl Session {
     /// Method is added when `props` lacks it. `ProtocolVersion` under 3.1.1;
     /// `InvalidArgument` for another reason code, 0x19 before CONNACK, or a
     /// connection without an Authentication Method; `InvalidProperty` for a
-    /// property AUTH may not carry or another method; `NotConnected`.
+    /// property AUTH may not carry or another method; `NotConnected`;
+    /// `PacketTooLarge` above the server's Maximum Packet Size even without
+    /// the Reason String and User Properties (which are left out when they
+    /// alone make it too large).
     pub fn auth(&mut self, reason_code: u8, props: Properties<'_>) -> Result<()> {
         if !self.config.is_v5() {
             return Err(Error::ProtocolVersion);
@@ -921,6 +946,31 @@ impl Session {
                     .push_str(prop::AUTHENTICATION_METHOD, &self.auth_method)
                     .map_err(|_| Error::InvalidProperty)?;
                 self.scratch_props.extend(props);
+            }
+        }
+        if let Some(max) = self.server.maximum_packet_size {
+            let fits = |props: &PropertiesBuf| {
+                Packet::Auth(codec::Auth {
+                    reason_code,
+                    properties: Some(props.as_properties()),
+                })
+                .encoded_len()
+                .is_ok_and(|len| len <= max as usize)
+            };
+            if !fits(&self.scratch_props) {
+                // Above the server's Maximum Packet Size the Reason String and
+                // User Properties are left out [MQTT-3.15.2-2, MQTT-3.15.2-3];
+                // if it is still too large, nothing is sent [MQTT-3.1.2-24].
+                let mut kept = PropertiesBuf::new();
+                for p in self.scratch_props.as_properties().iter() {
+                    if !matches!(p.id(), prop::REASON_STRING | prop::USER_PROPERTY) {
+                        let _ = kept.push(p);
+                    }
+                }
+                if !fits(&kept) {
+                    return Err(Error::PacketTooLarge);
+                }
+                self.scratch_props = kept;
             }
         }
         let _ = Packet::Auth(codec::Auth {
@@ -1830,14 +1880,17 @@ impl Session {
         let _ = Packet::Publish(aliased).encode(&mut self.outbox);
     }
 
-    /// Whether `p` still fits the server's Maximum Packet Size with a Topic
-    /// Alias added to its full topic: the larger of the two aliased forms (an
-    /// empty topic and the alias is never longer), up to 3 bytes more than
-    /// the form `publish_with` checked.
+    /// Whether `p` still fits our `max_packet_size` and the server's Maximum
+    /// Packet Size with a Topic Alias added to its full topic: the larger of
+    /// the two aliased forms (an empty topic and the alias is never longer),
+    /// up to 3 bytes more than the form `publish_with` checked.
     fn fits_with_alias(&mut self, p: &Publish<'_>, props: Properties<'_>) -> bool {
-        let Some(max) = self.server.maximum_packet_size else {
-            return true;
-        };
+        let max = self
+            .server
+            .maximum_packet_size
+            .map_or(self.config.max_packet_size, |max| {
+                self.config.max_packet_size.min(max as usize)
+            });
         self.scratch_props.set(props);
         let _ = self.scratch_props.push_int(prop::TOPIC_ALIAS, 1);
         let aliased = Publish {
@@ -1846,7 +1899,7 @@ impl Session {
         };
         Packet::Publish(aliased)
             .encoded_len()
-            .is_ok_and(|len| len <= max as usize)
+            .is_ok_and(|len| len <= max)
     }
 
     /// Append a PUBLISH the session keeps encoded (queued or in flight).
