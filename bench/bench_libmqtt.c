@@ -242,6 +242,10 @@ static int run_pub(void)
             while (sent < A.count && (A.qos ? sent - acked < A.window : batch < A.window)) {
                 make_payload(p, (uint32_t)sent);
                 rc = publish(c, p);
+                /* the unsent-bytes limit (256 KiB by default: 20 x 16 KiB is
+                 * more): write what is queued, then go on */
+                if (rc == MQTT_ERR_QUEUE_FULL && (batch > 0 || sent > acked))
+                    break;
                 if (rc < 0) {
                     fprintf(stderr, "libmqtt: publish: %s\n", mqtt_strerror(rc));
                     return 1;
