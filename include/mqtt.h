@@ -284,6 +284,12 @@ typedef enum mqtt_error {
    * Maximum we announced (the connection ends with DISCONNECT 0x94).
    */
   MQTT_ERR_TOPIC_ALIAS_INVALID = -56,
+  /**
+   * The HTTP or SOCKS5 proxy refused the tunnel to the broker (an HTTP
+   * status other than 2xx, a SOCKS5 reply other than 0, failed proxy
+   * authentication) or answered something that is not its protocol.
+   */
+  MQTT_ERR_PROXY = -60,
 } mqtt_error;
 
 /**

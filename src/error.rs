@@ -106,6 +106,9 @@ pub enum Error {
     NotSupported = -55,
     /// MQTT 5.0: the broker used a topic alias of 0 or above our Topic Alias Maximum.
     TopicAliasInvalid = -56,
+    /// The proxy (HTTP CONNECT or SOCKS5) refused the tunnel or answered
+    /// something that is not its protocol.
+    Proxy = -60,
 }
 
 impl Error {
@@ -160,6 +163,7 @@ impl Error {
             Error::ServerDisconnect => c"the broker closed the connection with DISCONNECT",
             Error::NotSupported => c"not supported by the broker (maximum QoS or retain)",
             Error::TopicAliasInvalid => c"the broker used an invalid topic alias",
+            Error::Proxy => c"the proxy refused the connection or answered garbage",
         }
     }
 
@@ -168,7 +172,7 @@ impl Error {
         self.message_c().to_str().unwrap_or("error")
     }
 
-    pub const ALL: [Error; 42] = [
+    pub const ALL: [Error; 43] = [
         Error::InvalidArgument,
         Error::InvalidUtf8,
         Error::InvalidTopic,
@@ -211,6 +215,7 @@ impl Error {
         Error::ServerDisconnect,
         Error::NotSupported,
         Error::TopicAliasInvalid,
+        Error::Proxy,
     ];
 
     pub fn from_code(code: i32) -> Option<Error> {

@@ -9,6 +9,8 @@ pub mod dispatch;
 pub mod error;
 pub mod ffi;
 pub mod log;
+#[doc(hidden)]
+pub mod net;
 pub mod protocol;
 mod reactor;
 #[cfg(feature = "tls")]

@@ -169,6 +169,10 @@ pub enum mqtt_error {
     /// MQTT 5: the broker used a topic alias of 0 or above the Topic Alias
     /// Maximum we announced (the connection ends with DISCONNECT 0x94).
     MQTT_ERR_TOPIC_ALIAS_INVALID = -56,
+    /// The HTTP or SOCKS5 proxy refused the tunnel to the broker (an HTTP
+    /// status other than 2xx, a SOCKS5 reply other than 0, failed proxy
+    /// authentication) or answered something that is not its protocol.
+    MQTT_ERR_PROXY = -60,
 }
 
 pub(crate) const MQTT_OK: c_int = mqtt_error::MQTT_OK as c_int;
@@ -370,6 +374,7 @@ mod tests {
             MQTT_ERR_SERVER_DISCONNECT,
             MQTT_ERR_NOT_SUPPORTED,
             MQTT_ERR_TOPIC_ALIAS_INVALID,
+            MQTT_ERR_PROXY,
         ];
         assert_eq!(c_codes.len(), Error::ALL.len());
         for (c, e) in c_codes.iter().zip(Error::ALL) {

@@ -69,6 +69,7 @@ static const int all_codes[] = {
     MQTT_ERR_SERVER_DISCONNECT,
     MQTT_ERR_NOT_SUPPORTED,
     MQTT_ERR_TOPIC_ALIAS_INVALID,
+    MQTT_ERR_PROXY,
 };
 
 static void strerror_every_code(void)
@@ -91,6 +92,7 @@ static void strerror_every_code(void)
     CHECK_EQ(MQTT_ERR_TLS_HANDSHAKE, -45);
     CHECK_EQ(MQTT_ERR_INVALID_PROPERTY, -50);
     CHECK_EQ(MQTT_ERR_TOPIC_ALIAS_INVALID, -56);
+    CHECK_EQ(MQTT_ERR_PROXY, -60);
 
     for (i = 0; i < n; i++) {
         msg[i] = mqtt_strerror(all_codes[i]);
