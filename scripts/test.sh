@@ -14,6 +14,8 @@ source scripts/packages.sh
 need_packages "the tests start private mosquitto brokers, build C and C++ programs, run them under valgrind, and consume the library from CMake and pkg-config" \
     mosquitto:mosquitto cmake:cmake valgrind:valgrind pkg-config:pkg-config \
     c++:g++ cc:gcc nm:binutils python3:python3
+need_packages "tests/net_proxy.rs tunnels MQTT through real HTTP CONNECT and SOCKS5 proxies" \
+    tinyproxy:tinyproxy microsocks:microsocks
 
 # The C programs link the cdylib and staticlib; `cargo test` alone builds only the rlib.
 cargo build --lib
