@@ -11,6 +11,17 @@
 pub mod http;
 pub mod proxy;
 pub mod uri;
+pub mod websocket;
+
+/// What a handshake (proxy or WebSocket upgrade) made of the bytes it was given.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// More bytes are needed (and the handshake's output may have new ones to send).
+    Continue,
+    /// The handshake is over; these bytes arrived after the peer's reply and
+    /// belong to the next layer.
+    Done(Vec<u8>),
+}
 
 /// Standard base64 with padding (RFC 4648 §4), for `Sec-WebSocket-Key` and
 /// HTTP Basic credentials: the only two places the crate needs it.

@@ -90,15 +90,7 @@ pub fn socks5_reply_text(code: u8) -> &'static str {
     }
 }
 
-/// What [`ProxyHandshake::input`] made of the bytes.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Progress {
-    /// More bytes are needed (and [`ProxyHandshake::output`] may have new ones to send).
-    Continue,
-    /// The tunnel is open; these bytes arrived after the proxy's reply and
-    /// belong to the next layer.
-    Done(Vec<u8>),
-}
+pub use super::Progress;
 
 #[derive(Debug)]
 enum State {
