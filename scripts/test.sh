@@ -16,6 +16,10 @@ need_packages "the tests start private mosquitto brokers, build C and C++ progra
     c++:g++ cc:gcc nm:binutils python3:python3
 need_packages "tests/net_proxy.rs tunnels MQTT through real HTTP CONNECT and SOCKS5 proxies" \
     tinyproxy:tinyproxy microsocks:microsocks
+# tests/net_websocket.rs runs aedes (npm, pinned in tests/netpaths_support/ws_broker)
+# behind a WebSocket listener; the test runs `npm ci` there on first use.
+need_packages "tests/net_websocket.rs starts a Node.js MQTT broker with a WebSocket listener" \
+    node:nodejs npm:npm
 
 # The C programs link the cdylib and staticlib; `cargo test` alone builds only the rlib.
 cargo build --lib

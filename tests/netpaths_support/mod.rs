@@ -133,3 +133,98 @@ impl Drop for RealProxy {
         }
     }
 }
+
+/// An MQTT broker with a WebSocket listener: aedes behind the `ws` package
+/// (`ws_broker/`, versions pinned in its package-lock.json), on a port Node
+/// picks, killed on drop. Installs the npm packages on first use if
+/// `node_modules` is missing; `NODE` overrides the node binary.
+pub struct WsBroker {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+fn ws_broker_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/netpaths_support/ws_broker")
+}
+
+fn ensure_node_modules() {
+    static INSTALLED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let dir = ws_broker_dir();
+        if dir.join("node_modules/aedes/package.json").exists()
+            && dir.join("node_modules/ws/package.json").exists()
+        {
+            return;
+        }
+        let out = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run npm (Node.js 20 and npm are needed): {e}"));
+        assert!(
+            out.status.success(),
+            "npm ci in {} failed:\n{}{}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+impl WsBroker {
+    /// Start with the WebSocket endpoint at `path` (other paths are refused
+    /// with HTTP 400); waits (at most 20 s) for it to listen.
+    pub fn start(path: &str) -> WsBroker {
+        use std::io::{BufRead, BufReader};
+        ensure_node_modules();
+        let log = unique_temp_dir("mqtt-ws-broker").join("stderr.log");
+        let node = std::env::var("NODE").unwrap_or_else(|_| "node".into());
+        let mut child = Command::new(node)
+            .arg(ws_broker_dir().join("ws_broker.mjs"))
+            .arg("0")
+            .arg(path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(&log).expect("create ws broker log"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run node: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+        let port = line
+            .strip_prefix("ready ")
+            .and_then(|p| p.trim().parse::<u16>().ok());
+        match port {
+            Some(port) => WsBroker { child, port, log },
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the WebSocket broker did not start ({line:?}):\n{}",
+                    fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for WsBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(dir) = self.log.parent() {
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
+}
