@@ -179,3 +179,35 @@ fn websocket_through_an_http_proxy() {
     mqtt_connect(&mut ws, "ws-via-proxy");
     qos1_round_trip(&mut ws, "ws/proxied", b"through tinyproxy");
 }
+
+/// wss: rustls under the WebSocket layer (as the transport will stack them),
+/// against aedes behind an HTTPS server with a certificate from a test CA.
+#[cfg(feature = "tls")]
+#[test]
+fn websocket_over_tls() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use std::sync::Arc;
+
+    let pki = common::pki::pki_for_loopback();
+    let broker = WsBroker::start_tls("/mqtt", &pki.path("server.pem"), &pki.path("server.key"));
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(pki.ca_pem().as_bytes()).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let uri = BrokerUri::parse(&format!("wss://localhost:{}", broker.port())).unwrap();
+    assert!(uri.scheme.is_tls() && uri.path == "/mqtt");
+    let name = ServerName::try_from(uri.host.bare()).unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let tls = rustls::StreamOwned::new(conn, tcp(broker.port()));
+    let mut ws = WsStream::connect(tls, &uri, MAX_FRAME).expect("upgrade over TLS");
+    mqtt_connect(&mut ws, "wss-qos1");
+    qos1_round_trip(&mut ws, "wss/t", &[0x5a; 20_000]);
+}

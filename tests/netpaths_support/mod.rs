@@ -177,6 +177,15 @@ impl WsBroker {
     /// Start with the WebSocket endpoint at `path` (other paths are refused
     /// with HTTP 400); waits (at most 20 s) for it to listen.
     pub fn start(path: &str) -> WsBroker {
+        WsBroker::start_with(path, None)
+    }
+
+    /// Start with TLS (wss): `tls` is the server certificate and key PEM files.
+    pub fn start_tls(path: &str, cert: &std::path::Path, key: &std::path::Path) -> WsBroker {
+        WsBroker::start_with(path, Some((cert, key)))
+    }
+
+    fn start_with(path: &str, tls: Option<(&std::path::Path, &std::path::Path)>) -> WsBroker {
         use std::io::{BufRead, BufReader};
         ensure_node_modules();
         let log = unique_temp_dir("mqtt-ws-broker").join("stderr.log");
@@ -185,6 +194,11 @@ impl WsBroker {
             .arg(ws_broker_dir().join("ws_broker.mjs"))
             .arg("0")
             .arg(path)
+            .args(
+                tls.map(|(c, k)| [c.as_os_str(), k.as_os_str()])
+                    .into_iter()
+                    .flatten(),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(fs::File::create(&log).expect("create ws broker log"))

@@ -1,13 +1,19 @@
 // An aedes MQTT broker behind a WebSocket listener (ws), for the tests.
-// Usage: node ws_broker.mjs PORT [PATH]; prints "ready PORT" once listening.
+// Usage: node ws_broker.mjs PORT [PATH [CERT_PEM KEY_PEM]]; with a certificate
+// and key it listens with TLS (wss). Prints "ready PORT" once listening.
 import { createServer } from 'node:http'
+import { createServer as createTlsServer } from 'node:https'
+import { readFileSync } from 'node:fs'
 import { Aedes } from 'aedes'
 import { WebSocketServer, createWebSocketStream } from 'ws'
 
-const port = Number(process.argv[2] || 0)
-const path = process.argv[3] || '/mqtt'
+const [portArg, pathArg, certPath, keyPath] = process.argv.slice(2)
+const port = Number(portArg || 0)
+const path = pathArg || '/mqtt'
 const broker = await Aedes.createBroker()
-const server = createServer()
+const server = certPath
+  ? createTlsServer({ cert: readFileSync(certPath), key: readFileSync(keyPath) })
+  : createServer()
 const wss = new WebSocketServer({
   server,
   path,
