@@ -347,8 +347,8 @@ pub struct FrameReader {
 }
 
 impl FrameReader {
-    /// A reader that refuses frames with payloads over `max_payload` bytes
-    /// (give it the largest MQTT packet accepted, or more).
+    /// A reader that refuses data frames with payloads over `max_payload`
+    /// bytes (give it the largest MQTT packet accepted, or more).
     pub fn new(max_payload: usize) -> FrameReader {
         FrameReader {
             max_payload: max_payload as u64,
@@ -484,10 +484,11 @@ impl FrameReader {
             }
             n => u64::from(n),
         };
-        if len > self.max_payload {
+        let opcode = self.hdr[0] & 0x0f;
+        // Control frames are at most 125 bytes whatever the limit (checked at byte 2).
+        if opcode < OP_CLOSE && len > self.max_payload {
             return Err(WsError::FrameTooLarge);
         }
-        let opcode = self.hdr[0] & 0x0f;
         self.hdr_len = 0;
         if opcode < OP_CLOSE {
             self.fin = self.hdr[0] & 0x80 != 0;
@@ -1108,6 +1109,17 @@ mod tests {
         assert_eq!(out, CONNACK);
         // Pongs from the server are ignored.
         assert_eq!(r.read(&frame(0x8a, b"x"), &mut out).unwrap(), (3, None));
+        // The payload limit is for data: a ping is fine even above it.
+        let mut r = FrameReader::new(0);
+        assert_eq!(
+            r.read(&frame(0x89, &[7; 125]), &mut out).unwrap(),
+            (127, Some(Event::Ping))
+        );
+        assert_eq!(r.read(&frame(0x82, &[]), &mut out).unwrap(), (2, None));
+        assert_eq!(
+            r.read(&frame(0x82, &[1]), &mut out),
+            Err(WsError::FrameTooLarge)
+        );
     }
 
     fn first_error(input: &[u8], max: usize) -> WsError {
@@ -1425,5 +1437,105 @@ mod tests {
         ws.flush().unwrap();
         drop(ws);
         assert_eq!(reader.join().unwrap(), accepted);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// One server frame of a generated stream.
+        #[derive(Clone, Debug)]
+        enum Piece {
+            /// The next `n` bytes of the MQTT stream as a data frame.
+            Data(usize),
+            Ping(Vec<u8>),
+            Pong(Vec<u8>),
+        }
+
+        fn piece() -> impl Strategy<Value = Piece> {
+            prop_oneof![
+                6 => (0usize..300).prop_map(Piece::Data),
+                1 => proptest::collection::vec(any::<u8>(), 0..=125).prop_map(Piece::Ping),
+                1 => proptest::collection::vec(any::<u8>(), 0..=125).prop_map(Piece::Pong),
+            ]
+        }
+
+        proptest! {
+            /// Any byte stream, cut into messages of any number of frames
+            /// (binary + continuations, with pings and pongs between
+            /// fragments), delivered in reads of any size, comes out whole,
+            /// with one ping event per ping, carrying its payload.
+            #[test]
+            fn any_framing_any_reads(
+                stream in proptest::collection::vec(any::<u8>(), 0..2000),
+                pieces in proptest::collection::vec(piece(), 1..40),
+                fins in proptest::collection::vec(any::<bool>(), 40),
+                reads in proptest::collection::vec(1usize..64, 1..20),
+            ) {
+                let mut wire = Vec::new();
+                let mut pos = 0;
+                let mut in_message = false;
+                let mut pings = Vec::new();
+                for (i, p) in pieces.iter().enumerate() {
+                    match p {
+                        Piece::Data(n) => {
+                            let end = (pos + n).min(stream.len());
+                            let fin = fins[i];
+                            let op = if in_message { OP_CONTINUATION } else { OP_BINARY };
+                            wire.extend(frame(if fin { 0x80 | op } else { op }, &stream[pos..end]));
+                            in_message = !fin;
+                            pos = end;
+                        }
+                        Piece::Ping(p) => {
+                            wire.extend(frame(0x89, p));
+                            pings.push(p.clone());
+                        }
+                        Piece::Pong(p) => wire.extend(frame(0x8a, p)),
+                    }
+                }
+                // Whatever the pieces did not cover, in one last frame.
+                let op = if in_message { OP_CONTINUATION } else { OP_BINARY };
+                wire.extend(frame(0x80 | op, &stream[pos..]));
+
+                // The last frame may carry the whole stream.
+                let mut r = FrameReader::new(stream.len());
+                let mut out = Vec::new();
+                let mut seen_pings = Vec::new();
+                let mut at = 0;
+                let mut k = 0;
+                while at < wire.len() {
+                    let end = (at + reads[k % reads.len()]).min(wire.len());
+                    k += 1;
+                    let mut chunk = &wire[at..end];
+                    at = end;
+                    while !chunk.is_empty() {
+                        let (used, ev) = r.read(chunk, &mut out).unwrap();
+                        chunk = &chunk[used..];
+                        if ev == Some(Event::Ping) {
+                            seen_pings.push(r.control_payload().to_vec());
+                        }
+                    }
+                }
+                prop_assert_eq!(out, stream);
+                prop_assert_eq!(seen_pings, pings);
+            }
+
+            /// Whatever the writer frames, a server unmasking it gets back.
+            #[test]
+            fn writer_round_trip(payloads in proptest::collection::vec(
+                proptest::collection::vec(any::<u8>(), 0..70_000), 1..4)) {
+                let mut w = FrameWriter::new();
+                let mut out = Vec::new();
+                for p in &payloads {
+                    w.binary(p, &mut out).unwrap();
+                }
+                let frames = parse_client(&out);
+                prop_assert_eq!(frames.len(), payloads.len());
+                for ((b0, got), want) in frames.into_iter().zip(payloads) {
+                    prop_assert_eq!(b0, 0x82);
+                    prop_assert_eq!(got, want);
+                }
+            }
+        }
     }
 }
