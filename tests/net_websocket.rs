@@ -161,7 +161,8 @@ fn websocket_through_an_http_proxy() {
     let broker = WsBroker::start("/mqtt");
     let proxy = RealProxy::tinyproxy(None);
     let mut stream = tcp(proxy.port());
-    let mut hs = ProxyHandshake::http_connect(&Host::V4(Ipv4Addr::LOCALHOST), broker.port(), None);
+    let mut hs =
+        ProxyHandshake::http_connect(&Host::V4(Ipv4Addr::LOCALHOST), broker.port(), None).unwrap();
     let mut buf = [0u8; 512];
     let surplus = loop {
         stream.write_all(hs.output()).unwrap();

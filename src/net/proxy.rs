@@ -40,8 +40,9 @@ pub enum ProxyError {
     HeadTooLarge,
     /// The proxy closed the connection before the tunnel was open.
     Closed,
-    /// The target cannot be expressed in the protocol (a SOCKS5 domain name
-    /// over 255 bytes).
+    /// The target or credentials cannot be expressed in the protocol: an
+    /// empty host name, one with spaces or control characters (HTTP), a name
+    /// or credentials over 255 bytes (SOCKS5).
     BadTarget,
 }
 
@@ -61,7 +62,9 @@ impl fmt::Display for ProxyError {
             ProxyError::Garbage(what) => write!(f, "proxy answered garbage: {what}"),
             ProxyError::HeadTooLarge => f.write_str("HTTP proxy reply head too large"),
             ProxyError::Closed => f.write_str("proxy closed the connection during the handshake"),
-            ProxyError::BadTarget => f.write_str("target host name too long for SOCKS5"),
+            ProxyError::BadTarget => {
+                f.write_str("target host name or credentials not expressible to the proxy")
+            }
         }
     }
 }
@@ -135,17 +138,24 @@ impl ProxyHandshake {
             .as_deref()
             .map(|u| (u, proxy.password.as_deref().unwrap_or("")));
         match proxy.kind {
-            ProxyKind::Http => Ok(ProxyHandshake::http_connect(target, port, creds)),
+            ProxyKind::Http => ProxyHandshake::http_connect(target, port, creds),
             ProxyKind::Socks5 => ProxyHandshake::socks5(target, port, creds),
         }
     }
 
     /// HTTP CONNECT to `target:port`, with Basic credentials if given.
+    /// Fails only for a host name with spaces or control characters, which
+    /// would break (or inject into) the request line.
     pub fn http_connect(
         target: &Host,
         port: u16,
         credentials: Option<(&str, &str)>,
-    ) -> ProxyHandshake {
+    ) -> Result<ProxyHandshake, ProxyError> {
+        if let Host::Name(n) = target {
+            if n.is_empty() || n.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                return Err(ProxyError::BadTarget);
+            }
+        }
         let authority = target.with_port(port);
         let mut req = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
         if let Some((user, pass)) = credentials {
@@ -154,13 +164,13 @@ impl ProxyHandshake {
             req.push_str("\r\n");
         }
         req.push_str("\r\n");
-        ProxyHandshake {
+        Ok(ProxyHandshake {
             state: State::Http(HeadReader::default()),
             out: req.into_bytes(),
             pending: Vec::new(),
             socks5_connect: Vec::new(),
             socks5_auth: None,
-        }
+        })
     }
 
     /// SOCKS5 CONNECT to `target:port`: a name goes unresolved (address type
@@ -379,7 +389,7 @@ mod tests {
 
     #[test]
     fn http_connect_request_and_2xx() {
-        let mut h = ProxyHandshake::http_connect(&name("broker.example"), 1883, None);
+        let mut h = ProxyHandshake::http_connect(&name("broker.example"), 1883, None).unwrap();
         assert_eq!(
             send_all(&mut h),
             b"CONNECT broker.example:1883 HTTP/1.1\r\nHost: broker.example:1883\r\n\r\n"
@@ -394,7 +404,7 @@ mod tests {
         );
         assert!(h.is_done());
         // Any 2xx opens the tunnel.
-        let mut h = ProxyHandshake::http_connect(&name("b"), 1, None);
+        let mut h = ProxyHandshake::http_connect(&name("b"), 1, None).unwrap();
         assert_eq!(
             h.input(b"HTTP/1.0 204 No Content\r\n\r\n"),
             Ok(Progress::Done(vec![]))
@@ -407,7 +417,8 @@ mod tests {
             &Host::V6(Ipv6Addr::LOCALHOST),
             8883,
             Some(("Aladdin", "open sesame")),
-        );
+        )
+        .unwrap();
         let req = String::from_utf8(send_all(&mut h)).unwrap();
         assert_eq!(
             req,
@@ -441,14 +452,14 @@ mod tests {
                 ProxyError::Garbage("not an HTTP/1.x response"),
             ),
         ] {
-            let mut h = ProxyHandshake::http_connect(&name("b"), 1, None);
+            let mut h = ProxyHandshake::http_connect(&name("b"), 1, None).unwrap();
             assert_eq!(h.input(reply), Err(err.clone()));
             assert_eq!(Error::from(err), Error::Proxy);
             // Over: nothing more to send, further bytes are errors.
             assert!(h.output().is_empty());
             assert!(h.input(b"x").is_err());
         }
-        let mut h = ProxyHandshake::http_connect(&name("b"), 1, None);
+        let mut h = ProxyHandshake::http_connect(&name("b"), 1, None).unwrap();
         let mut res = Ok(Progress::Continue);
         for _ in 0..10 {
             res = h.input(&[b'x'; 1000]);
@@ -457,7 +468,7 @@ mod tests {
             }
         }
         assert_eq!(res, Err(ProxyError::HeadTooLarge));
-        let mut h = ProxyHandshake::http_connect(&name("b"), 1, None);
+        let mut h = ProxyHandshake::http_connect(&name("b"), 1, None).unwrap();
         assert_eq!(h.input(b"HTTP/1.1 200"), Ok(Progress::Continue));
         assert_eq!(h.closed(), ProxyError::Closed);
     }
@@ -465,7 +476,7 @@ mod tests {
     #[test]
     fn http_reply_byte_by_byte() {
         let reply = b"HTTP/1.1 200 OK\r\nVia: 1.1 tinyproxy\r\n\r\nMQTT";
-        let mut h = ProxyHandshake::http_connect(&name("b"), 1, None);
+        let mut h = ProxyHandshake::http_connect(&name("b"), 1, None).unwrap();
         let mut done = None;
         for (i, b) in reply.iter().enumerate() {
             match h.input(&[*b]).unwrap() {
@@ -637,6 +648,18 @@ mod tests {
     }
 
     #[test]
+    fn http_targets_that_would_break_the_request() {
+        for bad in ["", "a b", "evil\r\nX-Injected: 1", "tab\there", "del\x7f"] {
+            assert_eq!(
+                ProxyHandshake::http_connect(&name(bad), 1, None).unwrap_err(),
+                ProxyError::BadTarget,
+                "{bad:?}"
+            );
+        }
+        assert!(ProxyHandshake::http_connect(&name("xn--bcher-kva.example"), 1, None).is_ok());
+    }
+
+    #[test]
     fn socks5_targets_out_of_range() {
         let long = "h".repeat(256);
         assert_eq!(
@@ -682,7 +705,7 @@ mod tests {
                     let mut h = if socks {
                         ProxyHandshake::socks5(&name("b"), 1, Some(("u", "p"))).unwrap()
                     } else {
-                        ProxyHandshake::http_connect(&name("b"), 1, None)
+                        ProxyHandshake::http_connect(&name("b"), 1, None).unwrap()
                     };
                     for c in bytes.chunks(chunk) {
                         send_all(&mut h);
