@@ -794,9 +794,13 @@ impl<S: Read + Write> Read for WsStream<S> {
             match event {
                 None => {}
                 Some(Event::Ping) => {
-                    let payload = self.reader.control_payload().to_vec();
+                    // On the stack: answering a ping allocates nothing.
+                    let mut payload = [0u8; 125];
+                    let ping = self.reader.control_payload();
+                    payload[..ping.len()].copy_from_slice(ping);
+                    let payload = &payload[..ping.len()];
                     self.writer
-                        .pong(&payload, &mut self.wbuf)
+                        .pong(payload, &mut self.wbuf)
                         .map_err(|e| io::Error::other(e.message()))?;
                     self.push_pending_soft()?;
                 }
