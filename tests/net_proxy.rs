@@ -17,7 +17,7 @@ use mqtt::net::uri::{Host, ProxyUri};
 use mqtt::protocol::codec::Packet;
 use netpaths_support::RealProxy;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream, ToSocketAddrs};
+use std::net::{Ipv4Addr, TcpStream};
 
 /// Connect to the proxy and run the handshake to the end: the open stream and
 /// the bytes that came after the proxy's reply, or the handshake's error.
@@ -79,20 +79,9 @@ fn localhost_v4() -> Host {
     Host::V4(Ipv4Addr::LOCALHOST)
 }
 
-/// A name the SOCKS proxy resolves to the broker's 127.0.0.1: `localhost` when
-/// it resolves there first (microsocks tries the first address only),
-/// otherwise the dotted quad, still sent as a name (address type 3).
+/// A name for the broker's 127.0.0.1, sent unresolved (address type 3).
 fn broker_name() -> Host {
-    let first = ("localhost", 1)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next());
-    match first {
-        Some(a) if a.ip() == std::net::IpAddr::V4(Ipv4Addr::LOCALHOST) => {
-            Host::Name("localhost".into())
-        }
-        _ => Host::Name(HOST.into()),
-    }
+    Host::Name(netpaths_support::loopback_name().into())
 }
 
 #[test]

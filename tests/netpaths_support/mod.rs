@@ -11,6 +11,22 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A name for 127.0.0.1 that a proxy resolves itself (SOCKS5 address type 3):
+/// `localhost` when it resolves there first (microsocks tries the first
+/// address only, and the test servers listen on 127.0.0.1 alone), otherwise
+/// the dotted quad, which still travels as a name.
+pub fn loopback_name() -> &'static str {
+    use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
+    let first = ("localhost", 1)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next());
+    match first {
+        Some(a) if a.ip() == IpAddr::V4(Ipv4Addr::LOCALHOST) => "localhost",
+        _ => HOST,
+    }
+}
+
 /// A running proxy process.
 pub struct RealProxy {
     child: Child,
