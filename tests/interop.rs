@@ -38,7 +38,19 @@ const SCENARIO_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A behaviour some broker gets wrong; each scenario checks the ones it covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Deviation {}
+enum Deviation {
+    /// A message goes out at the QoS the subscription was granted even when
+    /// it was published at a lower one (QoS 0 published, QoS 2 delivered).
+    QosNotDowngraded,
+    /// Two overlapping subscriptions (QoS 0 and QoS 2) get one copy at QoS 0.
+    OverlapNotMaxQos,
+    /// QoS 1/2 messages published while a clean_session=0 client is away are
+    /// not queued for it.
+    NoOfflineQueue,
+    /// A message published after the client came back may reach it before
+    /// the ones queued while it was away (a race: not every run shows it).
+    OfflineQueueOvertaken,
+}
 
 struct Known {
     broker: Kind,
@@ -50,7 +62,53 @@ struct Known {
 }
 
 /// The table the README's compatibility table reflects.
-const KNOWN: &[Known] = &[];
+const KNOWN: &[Known] = &[
+    Known {
+        broker: Kind::Rumqttd,
+        deviation: Deviation::QosNotDowngraded,
+        spec: "[MQTT-3.8.4-6]: delivered QoS = min(published QoS, granted QoS)",
+        what: "delivers at the granted QoS: a QoS 0 or 1 message to a QoS 2 subscription arrives as QoS 2",
+    },
+    Known {
+        broker: Kind::Amqtt,
+        deviation: Deviation::QosNotDowngraded,
+        spec: "[MQTT-3.8.4-6]: delivered QoS = min(published QoS, granted QoS)",
+        what: "delivers at the granted QoS: a QoS 0 or 1 message to a QoS 2 subscription arrives as QoS 2",
+    },
+    Known {
+        broker: Kind::Rumqttd,
+        deviation: Deviation::OverlapNotMaxQos,
+        spec: "[MQTT-3.3.5-1]: overlapping subscriptions get the maximum QoS of those matching",
+        what: "one copy at QoS 0 for subscriptions ov/# (QoS 0) and ov/+ (QoS 2) and a QoS 2 message",
+    },
+    Known {
+        broker: Kind::Aedes,
+        deviation: Deviation::OverlapNotMaxQos,
+        spec: "[MQTT-3.3.5-1]: overlapping subscriptions get the maximum QoS of those matching",
+        what: "one copy at QoS 0 for subscriptions ov/# (QoS 0) and ov/+ (QoS 2) and a QoS 2 message",
+    },
+    Known {
+        broker: Kind::Amqtt,
+        deviation: Deviation::OverlapNotMaxQos,
+        spec: "[MQTT-3.3.5-1]: overlapping subscriptions get the maximum QoS of those matching",
+        what: "one copy at QoS 0 for subscriptions ov/# (QoS 0) and ov/+ (QoS 2) and a QoS 2 message",
+    },
+    Known {
+        broker: Kind::Aedes,
+        deviation: Deviation::OfflineQueueOvertaken,
+        spec: "[MQTT-4.6.0-6]: messages to a subscriber keep the order in which they were published",
+        what: "INTERMITTENT (so not asserted): a message published right after a clean_session=0 \
+               client reconnects sometimes reaches it before the QoS 1/2 messages queued while it was away",
+    },
+    Known {
+        broker: Kind::Amqtt,
+        deviation: Deviation::NoOfflineQueue,
+        spec: "[MQTT-3.1.2-5]: QoS 1/2 messages for a disconnected clean_session=0 client are stored; \
+               [MQTT-3.1.2-4]: the session lasts until the client connects with clean_session=1",
+        what: "with allow_anonymous (as the matrix runs it) every client counts as anonymous, and amqtt \
+               queues nothing for an absent anonymous client and drops its session within about a second",
+    },
+];
 
 fn deviates(kind: Kind, deviation: Deviation) -> bool {
     let known = KNOWN
@@ -163,6 +221,24 @@ fn messages_until(rx: &Receiver<Event>, marker: &str) -> Vec<Event> {
     }
 }
 
+/// Messages until each of `topics` has arrived at least once (in any order).
+fn messages_until_all(rx: &Receiver<Event>, topics: &[&str]) -> Vec<Event> {
+    let deadline = Instant::now() + WAIT;
+    let mut got: Vec<Event> = Vec::new();
+    while !topics
+        .iter()
+        .all(|t| got.iter().any(|e| e.topic.as_deref() == Some(*t)))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(e) if e.is_message() => got.push(e),
+            Ok(_) => {}
+            Err(_) => panic!("not all of {topics:?} within {WAIT:?}: {got:?}"),
+        }
+    }
+    got
+}
+
 fn publish_acked(
     client: &Client,
     rx: &Receiver<Event>,
@@ -246,8 +322,17 @@ fn qos_round_trips(b: &AnyBroker) {
             e.is_message() && e.topic.as_deref() == Some(topic.as_str())
         });
         assert_eq!(got.payload, payload);
-        assert_eq!(got.qos, Some(qos));
         assert!(!got.retain);
+        if qos != QoS::ExactlyOnce && deviates(b.kind(), Deviation::QosNotDowngraded) {
+            assert_eq!(
+                got.qos,
+                Some(QoS::ExactlyOnce),
+                "QosNotDowngraded: published at {qos:?}"
+            );
+            assert_eq!(got.command, Command::PubRel);
+            continue;
+        }
+        assert_eq!(got.qos, Some(qos), "min(published, granted) [MQTT-3.8.4-6]");
         let expected = if qos == QoS::ExactlyOnce {
             Command::PubRel
         } else {
@@ -396,28 +481,60 @@ fn persistent_session(b: &AnyBroker) {
             false,
         );
     }
+    if deviates(b.kind(), Deviation::NoOfflineQueue) {
+        // Whether the session (and so the subscription) is still there depends
+        // on the broker's sweep: subscribe again, then nothing queued arrives
+        // before a live marker.
+        start(&s, b, 30);
+        subscribe(&s, &s_rx, &[("ps/#", QoS::ExactlyOnce)]);
+        p.publish("ps/end", b"", QoS::ExactlyOnce, false).unwrap();
+        let got = messages_until(&s_rx, "ps/end");
+        assert!(got.is_empty(), "NoOfflineQueue: {got:?}");
+        s.close();
+        p.close();
+        return;
+    }
     assert!(
         start(&s, b, 30),
         "session present after a clean_session=0 reconnection [MQTT-3.2.2-2]"
     );
     // QoS 2 is delivered on PUBREL, so the QoS 1 messages may overtake ps/1;
-    // the QoS 2 marker comes after everything.
+    // the QoS 2 marker, published after them, comes after everything.
     p.publish("ps/end", b"", QoS::ExactlyOnce, false).unwrap();
-    let got = messages_until(&s_rx, "ps/end");
+    let got = messages_until_all(&s_rx, &["ps/0", "ps/1", "ps/2", "ps/end"]);
     let topics: Vec<_> = got.iter().map(|e| e.topic.clone().unwrap()).collect();
-    let qos1: Vec<_> = topics.iter().filter(|t| *t != "ps/1").collect();
-    assert_eq!(
-        qos1,
-        ["ps/0", "ps/2"],
-        "queued while offline, in order: {topics:?}"
-    );
-    let q2: Vec<_> = got
+    for t in ["ps/0", "ps/1", "ps/2", "ps/end"] {
+        let n = topics.iter().filter(|x| *x == t).count();
+        assert_eq!(n, 1, "{t} once: {topics:?}");
+    }
+    let q2 = got
         .iter()
-        .filter(|e| e.topic.as_deref() == Some("ps/1"))
-        .collect();
-    assert_eq!(q2.len(), 1, "the QoS 2 message once: {topics:?}");
-    assert_eq!(q2[0].qos, Some(QoS::ExactlyOnce));
-    assert_eq!(q2[0].command, Command::PubRel);
+        .find(|e| e.topic.as_deref() == Some("ps/1"))
+        .unwrap();
+    assert_eq!(q2.qos, Some(QoS::ExactlyOnce));
+    assert_eq!(q2.command, Command::PubRel);
+    let in_order = {
+        let q: Vec<_> = topics.iter().filter(|t| *t != "ps/1").collect();
+        q == ["ps/0", "ps/2", "ps/end"] && topics.last().map(String::as_str) == Some("ps/end")
+    };
+    if deviates(b.kind(), Deviation::OfflineQueueOvertaken) {
+        eprintln!(
+            "OfflineQueueOvertaken observed in this run: {}: {topics:?}",
+            !in_order
+        );
+    } else {
+        let qos1: Vec<_> = topics.iter().filter(|t| *t != "ps/1").collect();
+        assert_eq!(
+            qos1,
+            ["ps/0", "ps/2", "ps/end"],
+            "queued while offline, in order, before a later message [MQTT-4.6.0-6]: {topics:?}"
+        );
+        assert_eq!(
+            topics.last().map(String::as_str),
+            Some("ps/end"),
+            "{topics:?}"
+        );
+    }
 
     // clean_session=1 ends the session: nothing is kept after it.
     s.disconnect().unwrap();
@@ -481,10 +598,17 @@ fn overlapping_subscriptions(b: &AnyBroker) {
         "one copy, or one per subscription: {got:?}"
     );
     let best = got.iter().filter_map(|e| e.qos).max();
+    if deviates(b.kind(), Deviation::OverlapNotMaxQos) {
+        assert_eq!(got.len(), 1, "OverlapNotMaxQos: {got:?}");
+        assert_eq!(best, Some(QoS::AtMostOnce), "OverlapNotMaxQos: {got:?}");
+        c.close();
+        p.close();
+        return;
+    }
     assert_eq!(
         best,
         Some(QoS::ExactlyOnce),
-        "the maximum QoS of the matching subscriptions [MQTT-3.3.5-1]"
+        "the maximum QoS of the matching subscriptions [MQTT-3.3.5-1]: {got:?}"
     );
     eprintln!(
         "{}: {} cop{} for two overlapping subscriptions",
@@ -582,10 +706,14 @@ fn callback_rules(b: &AnyBroker) {
     c.connect(b.host(), 30, b.port()).unwrap();
     c.loop_start(None).unwrap();
     let mid = c
-        .subscribe(&[("cb/#", QoS::AtLeastOnce), ("other/#", QoS::ExactlyOnce)])
+        .subscribe(&[
+            ("cb/#", QoS::AtLeastOnce),
+            ("other/#", QoS::ExactlyOnce),
+            ("gen/#", QoS::AtLeastOnce),
+        ])
         .unwrap();
     suback_mid(&suback, mid);
-    for t in ["cb/a", "cb/b", "cb/tie", "other/c"] {
+    for t in ["cb/a", "cb/b", "cb/tie", "gen/c"] {
         c.publish(t, b"x", QoS::AtLeastOnce, false).unwrap();
     }
     c.publish("other/q2", b"x", QoS::ExactlyOnce, false)
@@ -612,7 +740,7 @@ fn callback_rules(b: &AnyBroker) {
         ("high", "cb/a"),
         ("low", "cb/b"),
         ("tie-first", "cb/tie"),
-        ("generic", "other/c"),
+        ("generic", "gen/c"),
         ("pubrel", "other/q2"),
     ]
     .iter()
@@ -666,7 +794,8 @@ fn reconnect_after_restart(b: &AnyBroker) {
     // packets in order, so a message the subscriber publishes itself after the
     // CONNACK comes back to it. (The queued message above may have reached the
     // broker before that subscription did.)
-    s.publish("rc/after", b"2", QoS::AtLeastOnce, false).unwrap();
+    s.publish("rc/after", b"2", QoS::AtLeastOnce, false)
+        .unwrap();
     let got = wait_for(&s_rx, "rc/after", |e| {
         e.is_message() && e.topic.as_deref() == Some("rc/after")
     });
