@@ -47,9 +47,9 @@ enum Deviation {
     /// QoS 1/2 messages published while a clean_session=0 client is away are
     /// not queued for it.
     NoOfflineQueue,
-    /// A message published after the client came back may reach it before
-    /// the ones queued while it was away (a race: not every run shows it).
-    OfflineQueueOvertaken,
+    /// A live QoS 2 message racing the replay of the offline queue breaks the
+    /// queued QoS 2 flow (a race: not every run shows it).
+    OfflineReplayRace,
 }
 
 struct Known {
@@ -95,10 +95,14 @@ const KNOWN: &[Known] = &[
     },
     Known {
         broker: Kind::Aedes,
-        deviation: Deviation::OfflineQueueOvertaken,
-        spec: "[MQTT-4.6.0-6]: messages to a subscriber keep the order in which they were published",
-        what: "INTERMITTENT (so not asserted): a message published right after a clean_session=0 \
-               client reconnects sometimes reaches it before the QoS 1/2 messages queued while it was away",
+        deviation: Deviation::OfflineReplayRace,
+        spec: "[MQTT-4.3.3-1]: the sender answers PUBREC with a PUBREL of the same packet id; \
+               [MQTT-4.6.0-6]: messages keep their publication order",
+        what: "INTERMITTENT (about 1 run in 5 here; the test accepts both outcomes and says which it saw): \
+               a QoS 2 message published right after a clean_session=0 client reconnects interleaves \
+               with the replay of its offline queue, and the PUBREC of the queued QoS 2 message is \
+               answered with a PUBREL carrying the live message's packet id: the queued message is \
+               never released on that connection",
     },
     Known {
         broker: Kind::Amqtt,
@@ -164,6 +168,15 @@ fn run(kind: Kind, scenario: fn(&AnyBroker)) {
 /// A client recording every callback, with the credentials the broker needs.
 fn client(broker: &AnyBroker, id: &str, clean: bool) -> (Client, Receiver<Event>) {
     let (client, rx) = recorded_client(id, clean);
+    // MQTT_INTEROP_TRACE=1: every packet each client sends and receives, on stderr.
+    if std::env::var_os("MQTT_INTEROP_TRACE").is_some_and(|v| v != "0") {
+        let id = id.to_owned();
+        let t0 = Instant::now();
+        let log: mqtt::log::LogFn = Arc::new(move |_, msg: &str| {
+            eprintln!("[{id} {:>6} ms] {msg}", t0.elapsed().as_millis())
+        });
+        client.set_log(Some(log), mqtt::log::Level::Debug);
+    }
     if broker.kind().needs_credentials() {
         client.set_credentials(Some(id), Some(b"interop")).unwrap();
     }
@@ -458,6 +471,17 @@ fn will(b: &AnyBroker) {
 /// offline [MQTT-3.1.2-4], [MQTT-3.1.2-5]; session present 1 on return
 /// [MQTT-3.2.2-2].
 fn persistent_session(b: &AnyBroker) {
+    session_scenario(b, false)
+}
+
+/// As [`persistent_session`], with a live message published as soon as the
+/// client is back, racing the replay of what was queued while it was away:
+/// the queue comes first ([MQTT-4.6.0-6]) and every QoS 2 flow completes.
+fn offline_replay_with_live_traffic(b: &AnyBroker) {
+    session_scenario(b, true)
+}
+
+fn session_scenario(b: &AnyBroker, race: bool) {
     let (s, s_rx) = client(b, "ps-sub", false);
     s.set_resubscribe(false); // what arrives must come from the broker's session
     let (p, p_rx) = client(b, "ps-pub", true);
@@ -498,42 +522,73 @@ fn persistent_session(b: &AnyBroker) {
         start(&s, b, 30),
         "session present after a clean_session=0 reconnection [MQTT-3.2.2-2]"
     );
-    // QoS 2 is delivered on PUBREL, so the QoS 1 messages may overtake ps/1;
-    // the QoS 2 marker, published after them, comes after everything.
-    p.publish("ps/end", b"", QoS::ExactlyOnce, false).unwrap();
-    let got = messages_until_all(&s_rx, &["ps/0", "ps/1", "ps/2", "ps/end"]);
-    let topics: Vec<_> = got.iter().map(|e| e.topic.clone().unwrap()).collect();
-    for t in ["ps/0", "ps/1", "ps/2", "ps/end"] {
-        let n = topics.iter().filter(|x| *x == t).count();
-        assert_eq!(n, 1, "{t} once: {topics:?}");
-    }
-    let q2 = got
-        .iter()
-        .find(|e| e.topic.as_deref() == Some("ps/1"))
-        .unwrap();
-    assert_eq!(q2.qos, Some(QoS::ExactlyOnce));
-    assert_eq!(q2.command, Command::PubRel);
-    let in_order = {
-        let q: Vec<_> = topics.iter().filter(|t| *t != "ps/1").collect();
-        q == ["ps/0", "ps/2", "ps/end"] && topics.last().map(String::as_str) == Some("ps/end")
-    };
-    if deviates(b.kind(), Deviation::OfflineQueueOvertaken) {
-        eprintln!(
-            "OfflineQueueOvertaken observed in this run: {}: {topics:?}",
-            !in_order
-        );
-    } else {
-        let qos1: Vec<_> = topics.iter().filter(|t| *t != "ps/1").collect();
+    let queued = ["ps/0", "ps/1", "ps/2"];
+    let check_queued = |got: &[Event]| {
+        let topics: Vec<_> = got.iter().filter_map(|e| e.topic.clone()).collect();
+        for t in queued {
+            let n = topics.iter().filter(|x| *x == t).count();
+            assert_eq!(n, 1, "{t} once: {topics:?}");
+        }
+        // QoS 2 is delivered on PUBREL, so QoS 1 messages may overtake ps/1.
+        let q1: Vec<_> = topics
+            .iter()
+            .filter(|t| *t == "ps/0" || *t == "ps/2")
+            .collect();
         assert_eq!(
-            qos1,
-            ["ps/0", "ps/2", "ps/end"],
-            "queued while offline, in order, before a later message [MQTT-4.6.0-6]: {topics:?}"
+            q1,
+            ["ps/0", "ps/2"],
+            "queued while offline, in order: {topics:?}"
         );
+        let q2 = got
+            .iter()
+            .find(|e| e.topic.as_deref() == Some("ps/1"))
+            .unwrap();
+        assert_eq!(q2.qos, Some(QoS::ExactlyOnce));
+        assert_eq!(q2.command, Command::PubRel);
+    };
+    if !race {
+        check_queued(&messages_until_all(&s_rx, &queued));
+        // Nothing more (no duplicate) before a later message.
+        p.publish("ps/end", b"", QoS::ExactlyOnce, false).unwrap();
+        let extra = messages_until(&s_rx, "ps/end");
+        assert!(extra.is_empty(), "after the queue: {extra:?}");
+    } else if deviates(b.kind(), Deviation::OfflineReplayRace) {
+        p.publish("ps/end", b"", QoS::ExactlyOnce, false).unwrap();
+        let deadline = Instant::now() + WAIT;
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match s_rx.recv_timeout(left) {
+                Ok(e) if e.is_message() => got.push(e),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        let topics: Vec<_> = got.iter().filter_map(|e| e.topic.clone()).collect();
+        let observed = !topics.iter().any(|t| t == "ps/1");
+        eprintln!("OfflineReplayRace observed in this run: {observed}: {topics:?}");
+        if observed {
+            let mut rest = topics.clone();
+            rest.sort();
+            assert_eq!(
+                rest,
+                ["ps/0", "ps/2", "ps/end"],
+                "OfflineReplayRace: {topics:?}"
+            );
+        } else {
+            check_queued(&got);
+        }
+    } else {
+        // The QoS 2 marker, published after them, comes after everything.
+        p.publish("ps/end", b"", QoS::ExactlyOnce, false).unwrap();
+        let got = messages_until_all(&s_rx, &["ps/0", "ps/1", "ps/2", "ps/end"]);
+        let topics: Vec<_> = got.iter().filter_map(|e| e.topic.clone()).collect();
         assert_eq!(
             topics.last().map(String::as_str),
             Some("ps/end"),
-            "{topics:?}"
+            "[MQTT-4.6.0-6]: {topics:?}"
         );
+        check_queued(&got[..got.len() - 1]);
     }
 
     // clean_session=1 ends the session: nothing is kept after it.
@@ -817,6 +872,7 @@ macro_rules! matrix {
             #[test] fn retained() { run($kind, super::retained) }
             #[test] fn will() { run($kind, super::will) }
             #[test] fn persistent_session() { run($kind, super::persistent_session) }
+            #[test] fn offline_replay_with_live_traffic() { run($kind, super::offline_replay_with_live_traffic) }
             #[test] fn unsubscribe() { run($kind, super::unsubscribe) }
             #[test] fn overlapping_subscriptions() { run($kind, super::overlapping_subscriptions) }
             #[test] fn keepalive() { run($kind, super::keepalive) }
