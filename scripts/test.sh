@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: Rust unit and integration tests, the C programs and
 # examples (compiled against include/mqtt.h, run against private mosquitto
-# brokers, under valgrind and ASan), and the CMake consumer projects.
+# brokers, under valgrind and ASan), the CMake consumer projects, and the interop
+# matrix against rumqttd, aedes, amqtt and ejabberd (scripts/interop-deps.sh).
 #
 # Works on a fresh clone of a fresh Debian machine with a Rust toolchain: it
 # installs the Debian packages the tests need when they are missing (as root, or
@@ -14,6 +15,10 @@ source scripts/packages.sh
 need_packages "the tests start private mosquitto brokers, build C and C++ programs, run them under valgrind, and consume the library from CMake and pkg-config" \
     mosquitto:mosquitto cmake:cmake valgrind:valgrind pkg-config:pkg-config \
     c++:g++ cc:gcc nm:binutils python3:python3
+
+# The brokers of the interop matrix (tests/interop.rs) besides mosquitto:
+# rumqttd, aedes, amqtt and ejabberd, each from its registry, into target/interop/.
+scripts/interop-deps.sh
 
 # The C programs link the cdylib and staticlib; `cargo test` alone builds only the rlib.
 cargo build --lib
