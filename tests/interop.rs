@@ -859,6 +859,58 @@ fn reconnect_after_restart(b: &AnyBroker) {
     p.close();
 }
 
+/// The WebSocket listener the launcher exposes (for the WebSocket transport's
+/// tests): an HTTP/1.1 upgrade on path /mqtt with subprotocol `mqtt` is
+/// answered 101 with that subprotocol (RFC 6455 4.2.2; MQTT 3.1.1 section 6).
+fn websocket_listener(b: &AnyBroker) {
+    use std::io::{Read, Write};
+    let Some(port) = b.ws_port() else {
+        assert_eq!(
+            b.kind(),
+            Kind::Mosquitto,
+            "only Debian's mosquitto has no WebSocket listener"
+        );
+        return;
+    };
+    let mut tcp = std::net::TcpStream::connect((b.host(), port)).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        tcp,
+        "GET /mqtt HTTP/1.1\r\nHost: {}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: mqtt\r\n\r\n",
+        b.host()
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(tcp.read(&mut byte).unwrap(), 1, "closed after {head:?}");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    // Header values without the optional space (ejabberd writes
+    // "sec-websocket-protocol:mqtt", as HTTP allows).
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            (n.trim() == name).then(|| v.trim().to_owned())
+        })
+    };
+    // The accept key of RFC 6455's own example.
+    assert_eq!(
+        header("sec-websocket-accept").as_deref(),
+        Some("s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    assert_eq!(
+        header("sec-websocket-protocol").as_deref(),
+        Some("mqtt"),
+        "{head}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // The matrix: one module per broker, one test per scenario
 // ---------------------------------------------------------------------------
@@ -878,6 +930,7 @@ macro_rules! matrix {
             #[test] fn keepalive() { run($kind, super::keepalive) }
             #[test] fn callback_rules() { run($kind, super::callback_rules) }
             #[test] fn reconnect_after_restart() { run($kind, super::reconnect_after_restart) }
+            #[test] fn websocket_listener() { run($kind, super::websocket_listener) }
         }
     )*};
 }
