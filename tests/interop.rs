@@ -50,6 +50,9 @@ enum Deviation {
     /// A live QoS 2 message racing the replay of the offline queue breaks the
     /// queued QoS 2 flow (a race: not every run shows it).
     OfflineReplayRace,
+    /// A second connection with a connected client's id leaves the first one
+    /// connected.
+    NoTakeover,
 }
 
 struct Known {
@@ -111,6 +114,12 @@ const KNOWN: &[Known] = &[
                [MQTT-3.1.2-4]: the session lasts until the client connects with clean_session=1",
         what: "with allow_anonymous (as the matrix runs it) every client counts as anonymous, and amqtt \
                queues nothing for an absent anonymous client and drops its session within about a second",
+    },
+    Known {
+        broker: Kind::Amqtt,
+        deviation: Deviation::NoTakeover,
+        spec: "[MQTT-3.1.4-2]: a CONNECT with the id of a connected client disconnects that client",
+        what: "accepts the second connection and leaves the first one connected and working",
     },
 ];
 
@@ -178,7 +187,10 @@ fn client(broker: &AnyBroker, id: &str, clean: bool) -> (Client, Receiver<Event>
         client.set_log(Some(log), mqtt::log::Level::Debug);
     }
     if broker.kind().needs_credentials() {
-        client.set_credentials(Some(id), Some(b"interop")).unwrap();
+        let user = if id.is_empty() { "empty-id" } else { id };
+        client
+            .set_credentials(Some(user), Some(b"interop"))
+            .unwrap();
     }
     (client, rx)
 }
@@ -859,6 +871,134 @@ fn reconnect_after_restart(b: &AnyBroker) {
     p.close();
 }
 
+/// A zero-byte client id with clean session 1 is accepted and each such
+/// client gets its own identity [MQTT-3.1.3-6]: two of them do not take each
+/// other over.
+fn empty_client_id(b: &AnyBroker) {
+    let (a, a_rx) = client(b, "", true);
+    let (c, c_rx) = client(b, "", true);
+    start(&a, b, 30);
+    connack(&a_rx);
+    start(&c, b, 30);
+    connack(&c_rx);
+    subscribe(&a, &a_rx, &[("empty/#", QoS::AtLeastOnce)]);
+    subscribe(&c, &c_rx, &[("empty/#", QoS::AtLeastOnce)]);
+    c.publish("empty/x", b"hi", QoS::AtLeastOnce, false)
+        .unwrap();
+    for rx in [&a_rx, &c_rx] {
+        let got = wait_for(rx, "empty/x", |e| {
+            e.is_message() || e.command == Command::Disconnect
+        });
+        assert_eq!(got.topic.as_deref(), Some("empty/x"), "{got:?}");
+    }
+    assert!(a.is_connected() && c.is_connected());
+    a.close();
+    c.close();
+}
+
+/// A second connection with the same client id takes over: the server
+/// disconnects the first [MQTT-3.1.4-2]; the newcomer works.
+fn session_takeover(b: &AnyBroker) {
+    let (first, first_rx) = client(b, "twin", true);
+    first.set_reconnect(None).unwrap(); // no tug of war
+    start(&first, b, 30);
+    connack(&first_rx);
+    let (second, second_rx) = client(b, "twin", true);
+    start(&second, b, 30);
+    if deviates(b.kind(), Deviation::NoTakeover) {
+        // The first connection still works after the second's CONNACK.
+        let mid = first
+            .publish("twin/first", b"still", QoS::AtLeastOnce, false)
+            .unwrap();
+        let e = wait_for(&first_rx, "PUBACK or DISCONNECT", |e| {
+            e.command == Command::PubAck || e.command == Command::Disconnect
+        });
+        assert_eq!(
+            (e.command, e.mid),
+            (Command::PubAck, mid),
+            "NoTakeover: {e:?}"
+        );
+        assert!(first.is_connected());
+        first.close();
+        second.close();
+        return;
+    }
+    assert_eq!(disconnected(&first_rx).error, Some(Error::ConnectionLost));
+    assert!(!first.is_connected());
+    subscribe(&second, &second_rx, &[("twin/t", QoS::AtLeastOnce)]);
+    second
+        .publish("twin/t", b"me", QoS::AtLeastOnce, false)
+        .unwrap();
+    let got = wait_for(&second_rx, "twin/t", |e| e.is_message());
+    assert_eq!(got.payload, b"me");
+    first.close();
+    second.close();
+}
+
+/// A 256 KiB message at QoS 1 both ways: a remaining length of 3 bytes, the
+/// packet split across many reads and writes.
+fn large_message(b: &AnyBroker) {
+    let (c, rx) = client(b, "large", true);
+    start(&c, b, 30);
+    subscribe(&c, &rx, &[("large/t", QoS::AtLeastOnce)]);
+    let payload: Vec<u8> = (0..256 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let mid = c
+        .publish("large/t", &payload, QoS::AtLeastOnce, false)
+        .unwrap();
+    let mut acked = false;
+    let mut got = None;
+    while !(acked && got.is_some()) {
+        let e = wait_for(&rx, "PUBACK and the message", |e| {
+            e.is_message() || e.command == Command::PubAck || e.command == Command::Disconnect
+        });
+        assert_ne!(e.command, Command::Disconnect, "{:?}", e.error);
+        if e.command == Command::PubAck {
+            assert_eq!(e.mid, mid);
+            acked = true;
+        } else {
+            got = Some(e);
+        }
+    }
+    let got = got.unwrap();
+    assert_eq!(got.payload.len(), payload.len());
+    assert!(got.payload == payload, "payload corrupted");
+    c.close();
+}
+
+/// Filters starting with a wildcard do not match topics starting with `$`
+/// [MQTT-4.7.2-1].
+fn dollar_topics(b: &AnyBroker) {
+    let (all, all_rx) = client(b, "dollar-all", true);
+    let (p, p_rx) = client(b, "dollar-pub", true);
+    start(&all, b, 30);
+    start(&p, b, 30);
+    subscribe(
+        &all,
+        &all_rx,
+        &[("#", QoS::AtLeastOnce), ("+/x", QoS::AtLeastOnce)],
+    );
+    // The broker may refuse a client's $ topic (a SHOULD, [MQTT-4.7.2-1]
+    // non-normative part): the PUBACK, or a closed connection, is not checked.
+    p.publish("$interop/x", b"hidden", QoS::AtMostOnce, false)
+        .unwrap();
+    let (m, m_rx) = client(b, "dollar-marker", true);
+    start(&m, b, 30);
+    publish_acked(&m, &m_rx, "dollar/end", b"", QoS::AtLeastOnce, false);
+    let got = messages_until(&all_rx, "dollar/end");
+    let dollar: Vec<_> = got
+        .iter()
+        .filter(|e| e.topic.as_deref().is_some_and(|t| t.starts_with('$')))
+        .collect();
+    assert!(
+        dollar.is_empty(),
+        "'#' and '+/x' matched $ topics: {dollar:?}"
+    );
+    drop(p_rx);
+    all.close();
+    p.close();
+    m.close();
+}
+
 /// The WebSocket listener the launcher exposes (for the WebSocket transport's
 /// tests): an HTTP/1.1 upgrade on path /mqtt with subprotocol `mqtt` is
 /// answered 101 with that subprotocol (RFC 6455 4.2.2; MQTT 3.1.1 section 6).
@@ -931,6 +1071,10 @@ macro_rules! matrix {
             #[test] fn callback_rules() { run($kind, super::callback_rules) }
             #[test] fn reconnect_after_restart() { run($kind, super::reconnect_after_restart) }
             #[test] fn websocket_listener() { run($kind, super::websocket_listener) }
+            #[test] fn empty_client_id() { run($kind, super::empty_client_id) }
+            #[test] fn session_takeover() { run($kind, super::session_takeover) }
+            #[test] fn large_message() { run($kind, super::large_message) }
+            #[test] fn dollar_topics() { run($kind, super::dollar_topics) }
         }
     )*};
 }
