@@ -1051,6 +1051,36 @@ fn websocket_listener(b: &AnyBroker) {
     );
 }
 
+/// The README's compatibility table names every known deviation in its
+/// broker's row, and no other.
+#[test]
+fn readme_lists_the_known_deviations() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for kind in Kind::ALL {
+        let row = readme
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!("| {} | ", kind.name())) && l.contains(" scenarios")
+                    || l.starts_with(&format!("| {} | ", kind.name()))
+                        && l.contains("through a deviation")
+            })
+            .unwrap_or_else(|| panic!("no compatibility row for {}", kind.name()));
+        let names = [
+            Deviation::QosNotDowngraded,
+            Deviation::OverlapNotMaxQos,
+            Deviation::NoOfflineQueue,
+            Deviation::OfflineReplayRace,
+            Deviation::NoTakeover,
+        ];
+        for d in names {
+            let known = KNOWN.iter().any(|k| k.broker == kind && k.deviation == d);
+            let listed = row.contains(&format!("`{d:?}`"));
+            assert_eq!(listed, known, "{} row and {d:?}: {row}", kind.name());
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // The matrix: one module per broker, one test per scenario
 // ---------------------------------------------------------------------------
