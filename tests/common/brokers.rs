@@ -53,13 +53,6 @@ impl Kind {
         }
     }
 
-    /// ejabberd's mod_mqtt authenticates every client against ejabberd's own
-    /// accounts (here: anonymous login, any password); a CONNECT without a
-    /// user name is refused with return code 5.
-    pub fn needs_credentials(self) -> bool {
-        self == Kind::Ejabberd
-    }
-
     /// Seconds a start or restart may take (ejabberd boots an Erlang VM and
     /// Mnesia; amqtt imports a Python stack).
     fn ready_timeout(self) -> Duration {
@@ -166,12 +159,58 @@ pub struct AnyBroker {
     log_path: Option<PathBuf>,
     child: Mutex<Option<Child>>,
     log_shown: AtomicBool,
+    /// amqtt only: clients log in from a password file instead of anonymously.
+    authenticated: bool,
 }
 
+/// The password of every user of an authenticated broker.
+pub const PASSWORD: &str = "interop";
+
+/// amqtt's password file entry for user `interop`, password [`PASSWORD`]
+/// (argon2id, made with amqtt's own hasher: pwdlib's `Argon2Hasher().hash`).
+const AMQTT_USER: &str = "interop:$argon2id$v=19$m=65536,t=3,p=4$1N2rhStKsmrQW6i2vrxWmw$gUtSYEvj7ewNJAWAIF5SRBxjMryMyGDhLY/zG2Ro0yo";
+
 impl AnyBroker {
+    /// amqtt with a password file (`allow_anonymous` off): its clients then
+    /// count as authenticated, which changes how it keeps their sessions.
+    pub fn start_authenticated(kind: Kind) -> AnyBroker {
+        assert_eq!(kind, Kind::Amqtt, "only amqtt has an authenticated variant");
+        Self::start_with(kind, true)
+    }
+
+    /// Whether clients log in with a password (see [`credentials`](Self::credentials)).
+    pub fn authenticated(&self) -> bool {
+        self.authenticated
+    }
+
+    /// The user name and password a client with `client_id` must send, if any.
+    /// ejabberd's mod_mqtt authenticates every client against ejabberd's
+    /// accounts (here: anonymous login, any password, a user name required:
+    /// without one it answers CONNACK 5).
+    pub fn credentials(&self, client_id: &str) -> Option<(String, String)> {
+        if self.authenticated {
+            return Some(("interop".into(), PASSWORD.into()));
+        }
+        match self.kind {
+            Kind::Ejabberd => {
+                let user = if client_id.is_empty() {
+                    "empty-id"
+                } else {
+                    client_id
+                };
+                Some((user.into(), PASSWORD.into()))
+            }
+            _ => None,
+        }
+    }
+
     /// Start a `kind` broker and wait until it accepts connections. Panics with
     /// the broker's output if it cannot start, or if it is not installed.
     pub fn start(kind: Kind) -> AnyBroker {
+        Self::start_with(kind, false)
+    }
+
+    fn start_with(kind: Kind, authenticated: bool) -> AnyBroker {
         let dir = unique_temp_dir(&format!("mqtt-{}", kind.name()));
         let mut broker = AnyBroker {
             kind,
@@ -186,6 +225,7 @@ impl AnyBroker {
             dir,
             child: Mutex::new(None),
             log_shown: AtomicBool::new(false),
+            authenticated,
         };
         let deadline = Instant::now() + kind.ready_timeout();
         loop {
@@ -338,14 +378,27 @@ impl AnyBroker {
                 ),
             ),
             Kind::Aedes => return, // command-line arguments only
-            Kind::Amqtt => (
-                "amqtt.yaml",
-                format!(
-                    "listeners:\n  default:\n    type: tcp\n    bind: {HOST}:{port}\n\
-                     \x20 ws:\n    type: ws\n    bind: {HOST}:{ws}\n\
-                     plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: true\n"
-                ),
-            ),
+            Kind::Amqtt => {
+                let auth = if self.authenticated {
+                    let passwd = self.dir.join("passwd");
+                    fs::write(&passwd, format!("{AMQTT_USER}\n")).expect("write amqtt's passwd");
+                    format!(
+                        "  amqtt.plugins.authentication.FileAuthPlugin:\n    password_file: {}\n",
+                        passwd.display()
+                    )
+                } else {
+                    "  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: true\n"
+                        .to_owned()
+                };
+                (
+                    "amqtt.yaml",
+                    format!(
+                        "listeners:\n  default:\n    type: tcp\n    bind: {HOST}:{port}\n\
+                         \x20 ws:\n    type: ws\n    bind: {HOST}:{ws}\n\
+                         plugins:\n{auth}"
+                    ),
+                )
+            }
             Kind::Ejabberd => (
                 "ejabberd.yml",
                 format!(
