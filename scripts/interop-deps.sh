@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the brokers of the interop matrix (tests/interop.rs) besides mosquitto,
 # each from its own registry at a pinned version, into $MQTT_INTEROP_DIR
-# (default target/interop/, kept between runs):
+# (default ${XDG_CACHE_HOME:-~/.cache}/libmqtt-interop: outside the clone, so
+# that every clone and CI run on the machine reuses one rumqttd build):
 #
 #   rumqttd  crates.io   cargo install (built once, ~1-3 min; reused after)
 #   aedes    npm         aedes + ws into aedes/node_modules (run by tests/interop/aedes-server.mjs)
@@ -20,12 +21,18 @@ AEDES_VERSION=1.2.0
 WS_VERSION=8.18.3
 AMQTT_VERSION=0.12.1
 
-dir=${MQTT_INTEROP_DIR:-$PWD/target/interop}
+# tests/common/brokers.rs computes the same default.
+dir=${MQTT_INTEROP_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/libmqtt-interop}
 
 if [ -n "${MQTT_SKIP_INTEROP:-}" ] && [ "${MQTT_SKIP_INTEROP}" != 0 ]; then
     echo "interop brokers: MQTT_SKIP_INTEROP is set: not installing them (tests/interop.rs runs against mosquitto only)"
     exit 0
 fi
+
+mkdir -p "$dir"
+# Two clones checking and installing at once would build into the same place.
+exec 9>"$dir/.lock"
+flock 9
 
 missing=()
 [ -x "$dir/rumqttd/bin/rumqttd" ] && [ "$(cat "$dir/rumqttd/VERSION" 2>/dev/null)" = "$RUMQTTD_VERSION" ] || missing+=(rumqttd)
@@ -42,7 +49,6 @@ if [ -n "${MQTT_NO_INSTALL:-}" ] && [ "${MQTT_NO_INSTALL}" != 0 ]; then
     exit 0
 fi
 
-mkdir -p "$dir"
 for broker in "${missing[@]}"; do
     start=$(date +%s)
     case $broker in

@@ -17,7 +17,8 @@ need_packages "the tests start private mosquitto brokers, build C and C++ progra
     c++:g++ cc:gcc nm:binutils python3:python3
 
 # The brokers of the interop matrix (tests/interop.rs) besides mosquitto:
-# rumqttd, aedes, amqtt and ejabberd, each from its registry, into target/interop/.
+# rumqttd, aedes, amqtt and ejabberd, each from its registry, into a cache
+# outside the clone (~/.cache/libmqtt-interop), installed once per machine.
 scripts/interop-deps.sh
 
 # The C programs link the cdylib and staticlib; `cargo test` alone builds only the rlib.

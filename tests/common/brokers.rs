@@ -1,14 +1,17 @@
-//! Brokers other than mosquitto, for the interop matrix (`tests/interop.rs`).
+//! The brokers of the interop matrix (`tests/interop.rs`), mosquitto included,
+//! behind one type.
 //!
 //! [`Kind`] names a broker implementation; [`AnyBroker::start`] runs a private
-//! one on a free loopback port (plus a WebSocket port where the broker has
-//! one: aedes, amqtt, rumqttd, ejabberd), waits until it has bound its
+//! one on a free loopback port (plus a WebSocket port, [`AnyBroker::ws_port`],
+//! where the broker has one: aedes, amqtt, rumqttd and ejabberd, each serving
+//! MQTT over WebSocket on path `/mqtt`), waits until it has bound its
 //! listeners and accepts connections (no fixed sleeps), and kills it on drop,
 //! printing its log if the test is failing. `kill` / `restart` keep the ports.
+//! [`AnyBroker::credentials`] says what a client must log in with.
 //!
 //! Where the brokers come from: `scripts/interop-deps.sh` installs rumqttd
-//! (crates.io), aedes (npm) and amqtt (PyPI) into `$MQTT_INTEROP_DIR` (default
-//! `target/interop/`) and ejabberd from Debian. A missing broker is a test
+//! (crates.io), aedes (npm) and amqtt (PyPI) into [`interop_dir`] and ejabberd
+//! from Debian. A missing broker is a test
 //! failure that says how to install it; `MQTT_SKIP_INTEROP=1` leaves the
 //! non-mosquitto brokers out on purpose (see [`skip_requested`]).
 
@@ -69,11 +72,20 @@ pub fn skip_requested() -> bool {
     std::env::var_os("MQTT_SKIP_INTEROP").is_some_and(|v| !v.is_empty() && v != "0")
 }
 
-/// Where `scripts/interop-deps.sh` installs the brokers.
+/// Where `scripts/interop-deps.sh` installs the brokers: `$MQTT_INTEROP_DIR`,
+/// else `${XDG_CACHE_HOME:-~/.cache}/libmqtt-interop` (the script's default).
 pub fn interop_dir() -> PathBuf {
-    std::env::var_os("MQTT_INTEROP_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/interop"))
+    let var = |name| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("MQTT_INTEROP_DIR").unwrap_or_else(|| {
+        var("XDG_CACHE_HOME")
+            .or_else(|| var("HOME").map(|h| h.join(".cache")))
+            .unwrap_or_else(|| PathBuf::from("/tmp"))
+            .join("libmqtt-interop")
+    })
 }
 
 fn mosquitto_bin() -> String {
