@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: Rust unit and integration tests, the C programs and
 # examples (compiled against include/mqtt.h, run against private mosquitto
-# brokers, under valgrind and ASan), and the CMake consumer projects.
+# brokers, under valgrind and ASan), the CMake consumer projects, and the interop
+# matrix against rumqttd, aedes, amqtt and ejabberd (scripts/interop-deps.sh).
 #
 # Works on a fresh clone of a fresh Debian machine with a Rust toolchain: it
 # installs the Debian packages the tests need when they are missing (as root, or
@@ -20,6 +21,11 @@ need_packages "tests/net_proxy.rs tunnels MQTT through real HTTP CONNECT and SOC
 # behind a WebSocket listener; the test runs `npm ci` there on first use.
 need_packages "tests/net_websocket.rs starts a Node.js MQTT broker with a WebSocket listener" \
     node:nodejs npm:npm
+
+# The brokers of the interop matrix (tests/interop.rs) besides mosquitto:
+# rumqttd, aedes, amqtt and ejabberd, each from its registry, into a cache
+# outside the clone (~/.cache/libmqtt-interop), installed once per machine.
+scripts/interop-deps.sh
 
 # The C programs link the cdylib and staticlib; `cargo test` alone builds only the rlib.
 cargo build --lib

@@ -467,7 +467,7 @@ type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
 /// mosquitto outlives the test process (Ctrl-C, a timeout kill, a static never
 /// dropped). The death signal fires when the *thread* that forked exits, hence the
 /// dedicated thread: a broker restarted from a short-lived helper thread survives it.
-fn spawn_child(mut cmd: Command) -> io::Result<Child> {
+pub fn spawn_child(mut cmd: Command) -> io::Result<Child> {
     static SPAWNER: OnceLock<mpsc::Sender<SpawnRequest>> = OnceLock::new();
     #[cfg(target_os = "linux")]
     {

@@ -1,6 +1,7 @@
 //! Shared integration-test harness.
 //!
 //! * [`Broker`]: a private mosquitto on a free loopback port.
+//! * [`brokers::AnyBroker`]: mosquitto, rumqttd, aedes, amqtt or ejabberd (the interop matrix).
 //! * [`ScriptedPeer`] / [`PeerConn`]: play the broker (or a raw client) packet by packet.
 //! * [`FaultProxy`]: a TCP proxy that cuts, delays or blackholes traffic on demand.
 //! * [`library`]: the cdylib and staticlib cargo built, for tests that link them.
@@ -10,6 +11,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod broker;
+pub mod brokers;
 pub mod events;
 pub mod library;
 pub mod peer;
