@@ -881,8 +881,8 @@ pub unsafe extern "C" fn mqtt_client_connect_async(
 pub unsafe extern "C" fn mqtt_client_socket(client: *mut mqtt_client) -> c_int {
     ffi_guard!(MQTT_ERR_INTERNAL, {
         // SAFETY: per this function's contract.
-        match unsafe { client_arg(client) } {
-            Ok(c) => c.event_fd(),
+        match unsafe { client_arg(client) }.and_then(Client::event_fd) {
+            Ok(fd) => fd,
             Err(e) => e.code(),
         }
     })
