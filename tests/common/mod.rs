@@ -51,7 +51,7 @@ pub fn free_port() -> u16 {
 
 /// Raise this process's soft limit of open files to its hard limit (children
 /// such as the broker inherit it); returns the new soft limit.
-pub fn raise_nofile_limit() -> u64 {
+pub fn raise_nofile_limit() -> libc::rlim_t {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -67,11 +67,11 @@ pub fn raise_nofile_limit() -> u64 {
                 rlim_max: limit.rlim_max,
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                return raised.rlim_cur as u64;
+                return raised.rlim_cur;
             }
         }
     }
-    limit.rlim_cur as u64
+    limit.rlim_cur
 }
 
 /// Poll `condition` with short, growing sleeps until it holds (`true`) or `timeout`
