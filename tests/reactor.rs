@@ -12,6 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{Broker, HOST, wait_until};
+use mqtt::dispatch::Callback;
 use mqtt::{Client, Command, Data, Error, QoS, Reactor};
 
 const FLEET: usize = 2000;
@@ -412,7 +413,7 @@ struct Churned {
     after_close: AtomicUsize,
 }
 
-fn churned(churn: &Arc<Churned>) -> Arc<dyn Fn(&Client, &Data<'_>) + Send + Sync> {
+fn churned(churn: &Arc<Churned>) -> Callback<Client> {
     let c = churn.clone();
     Arc::new(move |_: &Client, d: &Data<'_>| {
         if c.closed.load(Ordering::SeqCst) {
