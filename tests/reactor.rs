@@ -633,3 +633,91 @@ fn a_reactor_freed_with_clients_attached_detaches_them() {
         client.close();
     }
 }
+
+/// Freed from inside a callback of one of its clients: the clients are
+/// detached when that turn ends, the thread ends, and no callback runs after.
+#[test]
+fn a_reactor_freed_from_a_callback_detaches_its_clients_when_the_turn_ends() {
+    let _serial = serial();
+    let broker = Broker::start();
+    let holder = Arc::new(Mutex::new(Some(Reactor::new().unwrap())));
+    let seen = Seen::new(5);
+    let clients = {
+        let reactor = holder.lock().unwrap();
+        let reactor = reactor.as_ref().unwrap();
+        reactor.start().unwrap();
+        fleet(reactor, &broker, "cbfree", 5, true, &seen)
+    };
+    assert!(wait_until(LONG, || seen.connacks.load(Ordering::SeqCst) == 5));
+    for (i, client) in clients.iter().enumerate() {
+        client
+            .subscribe(&[(&topic("cbfree", i), QoS::AtLeastOnce)])
+            .unwrap();
+    }
+    assert!(wait_until(LONG, || seen.subacks.load(Ordering::SeqCst) == 5));
+    let freed = Arc::new(AtomicBool::new(false));
+    let (reactor, done) = (holder.clone(), freed.clone());
+    let has_message: mqtt::dispatch::Condition = Arc::new(|d: &Data<'_>| d.message.is_some());
+    clients[0].on(
+        Command::Publish,
+        Arc::new(move |_: &Client, _: &Data<'_>| {
+            drop(reactor.lock().unwrap().take());
+            done.store(true, Ordering::SeqCst);
+        }),
+        Some(has_message),
+        10,
+    );
+    let publisher = Client::new("cbfree-pub", true).unwrap();
+    publisher.connect(HOST, 60, broker.port()).unwrap();
+    publisher.loop_start(None).unwrap();
+    publisher
+        .publish(&topic("cbfree", 0), b"0", QoS::AtLeastOnce, false)
+        .unwrap();
+    assert!(wait_until(LONG, || freed.load(Ordering::SeqCst)));
+    assert!(
+        wait_until(LONG, || loop_threads() == 1),
+        "only the publisher's"
+    );
+    assert!(wait_until(LONG, || clients
+        .iter()
+        .all(|c| !c.is_connected())));
+    assert!(wait_until(LONG, || {
+        let log = broker.log();
+        (0..5).all(|i| log.contains(&format!("Client cbfree-{i} closed its connection")))
+    }));
+    for i in 1..5 {
+        publisher
+            .publish(
+                &topic("cbfree", i),
+                i.to_string().as_bytes(),
+                QoS::AtLeastOnce,
+                false,
+            )
+            .unwrap();
+    }
+    // The publisher's own round trip shows the broker handled them.
+    let subacks = Arc::new(AtomicUsize::new(0));
+    let count = subacks.clone();
+    publisher.on(
+        Command::SubAck,
+        Arc::new(move |_: &Client, _: &Data<'_>| {
+            count.fetch_add(1, Ordering::SeqCst);
+        }),
+        None,
+        0,
+    );
+    publisher
+        .subscribe(&[("cbfree/none", QoS::AtMostOnce)])
+        .unwrap();
+    assert!(wait_until(LONG, || subacks.load(Ordering::SeqCst) == 1));
+    assert_eq!(seen.received(), 0);
+    assert_eq!(
+        seen.lost.load(Ordering::SeqCst),
+        0,
+        "no DISCONNECT callback"
+    );
+    assert_eq!(seen.clean_ends.load(Ordering::SeqCst), 0);
+    for client in clients.iter().chain([&publisher]) {
+        client.close();
+    }
+}

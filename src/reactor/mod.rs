@@ -299,8 +299,12 @@ impl Shared {
         };
         match engine {
             Some(mut engine) => {
-                if let Some(index) = engine.index_of(core) {
-                    engine.remove(index);
+                // Not yet taken in by a turn: dropping its arrival closes the
+                // connection it brought.
+                lock(&self.intake.arrivals).retain(|a| !Arc::ptr_eq(&a.core, core));
+                match engine.index_of(core) {
+                    Some(index) => engine.remove(index),
+                    None => unlink(core),
                 }
             }
             None => {
@@ -363,7 +367,7 @@ impl Engine {
         let Arrival { core, connection } = arrival;
         if core.is_closed() {
             // Freed before it got here; dropping the connection closes it.
-            unlink(&core);
+            // (Its link may stay: this reactor holds nothing of it.)
             return;
         }
         self.rng ^= self.rng << 13;
@@ -553,7 +557,18 @@ impl Engine {
     /// client with something to do. Returns the first error that ended a
     /// connection during this turn, if any.
     fn turn(&mut self, shared: &Shared, max_wait: Option<Duration>) -> Option<Error> {
-        let _in_turn = TurnGuard::enter(&shared.intake);
+        let ended = {
+            let _in_turn = TurnGuard::enter(&shared.intake);
+            self.turn_inner(shared, max_wait)
+        };
+        if shared.freed.load(Ordering::Acquire) {
+            // Freed from a callback of this turn: nobody else detaches.
+            self.detach_all(shared);
+        }
+        ended
+    }
+
+    fn turn_inner(&mut self, shared: &Shared, max_wait: Option<Duration>) -> Option<Error> {
         // Work queued since the last turn (a publish from the thread that
         // runs the loop, say) goes out before this turn sleeps.
         if shared.intake.clear_wake() {
@@ -603,10 +618,6 @@ impl Engine {
             self.stamp += 1;
             self.take_intake(shared);
             ended = self.run_marked(shared);
-        }
-        if shared.freed.load(Ordering::Acquire) {
-            // Freed from a callback of this turn.
-            self.detach_all(shared);
         }
         ended
     }
