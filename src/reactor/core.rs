@@ -168,6 +168,8 @@ impl Core {
         }
         let link = lock(&self.link);
         match &*link {
+            // Its one slot runs on every turn: no ready list needed.
+            Some(reactor) if reactor.private => reactor.intake.wake(),
             Some(reactor) => reactor.intake.notify(self.clone()),
             // Attaching to a reactor queues the client anyway.
             None => self.queued.store(false, Ordering::SeqCst),

@@ -448,6 +448,14 @@ impl Engine {
 
     /// Clients that arrived, and clients with work queued by API calls.
     fn take_intake(&mut self, shared: &Shared) {
+        if shared.private {
+            // One client, which runs on every turn (as a wake, an event or a
+            // deadline is what ended the poll); its wakes use no list.
+            if let Some(index) = self.slots.iter().position(|e| e.slot.is_some()) {
+                self.mark(index);
+            }
+            return;
+        }
         std::mem::swap(&mut self.arrivals, &mut *lock(&shared.intake.arrivals));
         let mut arrivals = std::mem::take(&mut self.arrivals);
         for arrival in arrivals.drain(..) {
@@ -524,6 +532,9 @@ impl Engine {
                 registry: self.poll.registry(),
                 token: Token(index),
             };
+            // Cleared before its work looks at the session: a call after
+            // this point queues the client again (see `Core::wake`).
+            core.queued.store(false, Ordering::SeqCst);
             let error = slot.connection.work(&core, io, &mut self.scratch);
             ended = ended.or(error);
             if core.is_closed() {
