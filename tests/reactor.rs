@@ -721,3 +721,57 @@ fn a_reactor_freed_from_a_callback_detaches_its_clients_when_the_turn_ends() {
         client.close();
     }
 }
+
+/// Every client's keepalive runs off the reactor's one timer heap: 300 idle
+/// clients with a 1 s keepalive each get their PINGRESP, on one thread.
+#[test]
+fn the_timer_heap_drives_every_clients_keepalive() {
+    let _serial = serial();
+    let broker = Broker::builder().many_clients().start();
+    let reactor = Reactor::new().unwrap();
+    reactor.start().unwrap();
+    let n = 300;
+    let connacks = Arc::new(AtomicUsize::new(0));
+    let pinged: Arc<Vec<AtomicUsize>> = Arc::new((0..n).map(|_| AtomicUsize::new(0)).collect());
+    let clients: Vec<Client> = (0..n)
+        .map(|i| {
+            let client = Client::new(&format!("ka-{i}"), true).unwrap();
+            let up = connacks.clone();
+            client.on(
+                Command::ConnAck,
+                Arc::new(move |_: &Client, _: &Data<'_>| {
+                    up.fetch_add(1, Ordering::SeqCst);
+                }),
+                None,
+                0,
+            );
+            let pings = pinged.clone();
+            client.on(
+                Command::PingResp,
+                Arc::new(move |_: &Client, _: &Data<'_>| {
+                    pings[i].fetch_add(1, Ordering::SeqCst);
+                }),
+                None,
+                0,
+            );
+            client.add_to_reactor(&reactor, None).unwrap();
+            client.connect_async(HOST, 1, broker.port()).unwrap();
+            client
+        })
+        .collect();
+    assert!(wait_until(LONG, || connacks.load(Ordering::SeqCst) == n));
+    assert!(
+        wait_until(LONG, || pinged
+            .iter()
+            .all(|p| p.load(Ordering::SeqCst) >= 2)),
+        "pinged twice: {} of {n}",
+        pinged
+            .iter()
+            .filter(|p| p.load(Ordering::SeqCst) >= 2)
+            .count()
+    );
+    assert!(clients.iter().all(Client::is_connected));
+    for client in &clients {
+        client.close();
+    }
+}
