@@ -87,6 +87,8 @@ struct Engine {
     carry: Vec<usize>,
     stamp: u64,
     rng: u64,
+    /// Slots the last turn ran (a turn's cost grows with this, not with `live`).
+    ran: usize,
 }
 
 impl Shared {
@@ -115,6 +117,7 @@ impl Shared {
                 carry: Vec::new(),
                 stamp: 0,
                 rng,
+                ran: 0,
             }),
             event_fd,
             thread: Mutex::new(None),
@@ -512,6 +515,7 @@ impl Engine {
     fn run_marked(&mut self, shared: &Shared) -> Option<Error> {
         let mut ended = None;
         let mut marked = std::mem::take(&mut self.marked);
+        self.ran += marked.len();
         for &index in &marked {
             if shared.freed.load(Ordering::Acquire) {
                 break;
@@ -568,6 +572,7 @@ impl Engine {
     /// client with something to do. Returns the first error that ended a
     /// connection during this turn, if any.
     fn turn(&mut self, shared: &Shared, max_wait: Option<Duration>) -> Option<Error> {
+        self.ran = 0;
         let ended = {
             let _in_turn = TurnGuard::enter(&shared.intake);
             self.turn_inner(shared, max_wait)
@@ -695,5 +700,45 @@ impl Reactor {
 impl Drop for Reactor {
     fn drop(&mut self) {
         self.shared.free();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::session::SessionConfig;
+
+    #[test]
+    fn a_turn_runs_the_woken_client_only() {
+        let shared = Shared::new(false).unwrap();
+        let cores: Vec<Arc<Core>> = (0..1000)
+            .map(|i| {
+                let core = Arc::new(Core::new(SessionConfig {
+                    client_id: format!("c{i}"),
+                    ..SessionConfig::default()
+                }));
+                *lock(&core.link) = Some(shared.clone());
+                shared.adopt(&core, None);
+                core
+            })
+            .collect();
+        let mut engine = lock(&shared.engine);
+        engine.turn(&shared, Some(Duration::ZERO));
+        assert_eq!(engine.live, 1000);
+        assert_eq!(engine.ran, 1000, "each newcomer runs once");
+        engine.turn(&shared, Some(Duration::ZERO));
+        assert_eq!(engine.ran, 0, "nothing ready, nothing due");
+        assert_eq!(engine.next_wait(&shared), None);
+        cores[500].wake();
+        cores[500].wake();
+        engine.turn(&shared, Some(Duration::ZERO));
+        assert_eq!(engine.ran, 1);
+        cores[7].closed.store(true, Ordering::SeqCst);
+        cores[7].wake();
+        engine.turn(&shared, Some(Duration::ZERO));
+        assert_eq!(engine.live, 999, "a freed client leaves on its wake");
+        drop(engine);
+        shared.free();
+        assert!(cores.iter().all(|c| c.reactor().is_none()), "detached");
     }
 }
