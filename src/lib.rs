@@ -11,7 +11,7 @@ pub mod error;
 pub mod ffi;
 pub mod log;
 pub mod protocol;
-pub mod reactor;
+mod reactor;
 #[cfg(feature = "tls")]
 pub mod tls;
 
