@@ -817,7 +817,8 @@ int mqtt_client_publish(struct mqtt_client *client, const char *topic, const voi
  * (neither connected nor connecting; a pending automatic reconnection is
  * still cancelled).
  * Thread-safe, also from callbacks. Without a loop thread the DISCONNECT is
- * written before this returns.
+ * written before this returns; for a client added to a reactor, the reactor
+ * writes it (its thread, or the next `mqtt_reactor_run`).
  */
 int mqtt_client_disconnect(struct mqtt_client *client);
 

@@ -465,7 +465,8 @@ pub unsafe extern "C" fn mqtt_client_publish(
 /// (neither connected nor connecting; a pending automatic reconnection is
 /// still cancelled).
 /// Thread-safe, also from callbacks. Without a loop thread the DISCONNECT is
-/// written before this returns.
+/// written before this returns; for a client added to a reactor, the reactor
+/// writes it (its thread, or the next `mqtt_reactor_run`).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mqtt_client_disconnect(client: *mut mqtt_client) -> c_int {
     ffi_guard!(MQTT_ERR_INTERNAL, {
