@@ -491,3 +491,47 @@ fn the_c_entry_point_reads_files_and_buffers_and_checks_its_arguments() {
         assert!(text.to_str().unwrap().contains("server name"));
     }
 }
+
+/// TLS on a shared reactor: one client added before it connects, one moved
+/// there with its TLS session after connecting on its own; a message larger
+/// than a TLS record crosses between them both ways.
+#[test]
+fn tls_clients_share_a_reactor_and_a_connected_one_moves_there() {
+    let pki = pki_for_loopback();
+    let broker = tls_broker(&pki, "server", false);
+    let ca = pki.path("ca.pem");
+    let reactor = mqtt::Reactor::new().unwrap();
+    reactor.start().unwrap();
+
+    let (early, early_rx) = recorded_client("tls-reactor-early");
+    early.set_tls(Some(&ca_only(&ca))).unwrap();
+    early.add_to_reactor(&reactor, None).unwrap();
+    early
+        .connect_async(broker.host(), 30, broker.tls_port())
+        .unwrap();
+    expect(&early_rx, "CONNACK", |e| e.command == Command::ConnAck);
+
+    let (late, late_rx) = recorded_client("tls-reactor-late");
+    late.set_tls(Some(&ca_only(&ca))).unwrap();
+    late.connect(broker.host(), 30, broker.tls_port()).unwrap();
+    expect(&late_rx, "CONNACK", |e| e.command == Command::ConnAck);
+    late.add_to_reactor(&reactor, None).unwrap();
+
+    for client in [&early, &late] {
+        client.subscribe(&[("tlsr/#", QoS::AtLeastOnce)]).unwrap();
+    }
+    expect(&early_rx, "SUBACK", |e| e.command == Command::SubAck);
+    expect(&late_rx, "SUBACK", |e| e.command == Command::SubAck);
+    let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    early
+        .publish("tlsr/from-early", &big, QoS::AtLeastOnce, false)
+        .unwrap();
+    late.publish("tlsr/from-late", b"small", QoS::AtLeastOnce, false)
+        .unwrap();
+    for rx in [&early_rx, &late_rx] {
+        assert_eq!(message_on(rx, "tlsr/from-early").payload, big);
+        assert_eq!(message_on(rx, "tlsr/from-late").payload, b"small");
+    }
+    early.close();
+    late.close();
+}
