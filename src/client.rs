@@ -611,13 +611,13 @@ impl Client {
         left: Duration,
     ) -> MutexGuard<'a, Session> {
         if !self.loop_running() {
-            let before = session.pending_transmit().len();
+            let before = session.unsent_len();
             drop(session);
             if let Ok(mut reactor) = self.inner.reactor.try_lock() {
                 // Write what the socket takes now; sleep (until it is
                 // writable again, at most 50 ms) only if it took nothing.
                 reactor.turn(self, Some(Duration::ZERO));
-                if self.session().pending_transmit().len() >= before {
+                if self.session().unsent_len() >= before {
                     reactor.turn(self, Some(left.min(Duration::from_millis(50))));
                 }
                 return self.session();
@@ -649,7 +649,7 @@ impl Client {
 
     /// Bytes in the connection's buffer not yet taken by the socket.
     pub fn unsent_bytes(&self) -> usize {
-        self.session().pending_transmit().len()
+        self.session().unsent_len()
     }
 
     /// Bound the bytes waiting in the connection's buffer for the socket: a
@@ -911,6 +911,8 @@ impl Client {
             let _ = handle.join();
         }
         lock(&self.inner.reactor).shutdown(self);
+        // Unlock the store now: a handle kept elsewhere must not hold it.
+        self.session().detach_store();
     }
 
     pub fn is_closed(&self) -> bool {
@@ -1048,6 +1050,50 @@ impl Client {
 
     pub fn set_resubscribe(&self, resubscribe: bool) {
         self.session().config_mut().resubscribe = resubscribe;
+    }
+
+    /// Keep the session in the built-in durable store: one log for this
+    /// client id in `directory` (created if missing), locked while the client
+    /// lives; `None` keeps it in memory only. Before connect, with an empty
+    /// session; see `Session::set_store` for what is loaded. Errors:
+    /// `InvalidArgument` (an empty client id, or messages already accepted),
+    /// `AlreadyConnected`, `StoreLocked`, `Store`.
+    pub fn set_persistence(
+        &self,
+        directory: Option<&std::path::Path>,
+        sync: crate::store::SyncMode,
+    ) -> Result<()> {
+        let Some(directory) = directory else {
+            return self.session().set_store(None);
+        };
+        let client_id = {
+            let session = self.session();
+            session.check_store_change(true)?;
+            session.config().client_id.clone()
+        };
+        if client_id.is_empty() {
+            return Err(Error::InvalidArgument);
+        }
+        let durable = sync != crate::store::SyncMode::None;
+        let (store, report) = crate::store::LogStore::open(directory, &client_id, durable)?;
+        if let Some((offset, len, why)) = report.dropped {
+            crate::log::log!(
+                self,
+                crate::log::Level::Warn,
+                "store {}: dropped {len} bytes at offset {offset} ({why}); {} records before it loaded",
+                store.log_path().display(),
+                report.records
+            );
+        }
+        self.session().set_store(Some((Box::new(store), sync)))
+    }
+
+    /// Keep the session in an application's store (see `crate::store::Store`),
+    /// synced once per loop turn before that turn's packets are written (as
+    /// `SyncMode::Batch`). `None`: memory only. Errors as `set_persistence`.
+    pub fn set_store(&self, store: Option<Box<dyn crate::store::Store>>) -> Result<()> {
+        self.session()
+            .set_store(store.map(|s| (s, crate::store::SyncMode::Batch)))
     }
 
     /// Deliver diagnostic messages up to `level` to `callback` (on the thread that

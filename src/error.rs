@@ -106,6 +106,12 @@ pub enum Error {
     NotSupported = -55,
     /// MQTT 5.0: the broker used a topic alias of 0 or above our Topic Alias Maximum.
     TopicAliasInvalid = -56,
+    /// The durable store failed to write or sync (disk full, I/O error), or
+    /// could not be opened or read: the publish was not accepted.
+    Store = -70,
+    /// Another live client (in this process or another) holds this client
+    /// id's store.
+    StoreLocked = -71,
 }
 
 impl Error {
@@ -160,6 +166,8 @@ impl Error {
             Error::ServerDisconnect => c"the broker closed the connection with DISCONNECT",
             Error::NotSupported => c"not supported by the broker (maximum QoS or retain)",
             Error::TopicAliasInvalid => c"the broker used an invalid topic alias",
+            Error::Store => c"the durable store failed (write, sync, open or read)",
+            Error::StoreLocked => c"the store is locked by another live client",
         }
     }
 
@@ -168,7 +176,7 @@ impl Error {
         self.message_c().to_str().unwrap_or("error")
     }
 
-    pub const ALL: [Error; 42] = [
+    pub const ALL: [Error; 44] = [
         Error::InvalidArgument,
         Error::InvalidUtf8,
         Error::InvalidTopic,
@@ -211,6 +219,8 @@ impl Error {
         Error::ServerDisconnect,
         Error::NotSupported,
         Error::TopicAliasInvalid,
+        Error::Store,
+        Error::StoreLocked,
     ];
 
     pub fn from_code(code: i32) -> Option<Error> {

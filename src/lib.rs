@@ -11,6 +11,7 @@ pub mod ffi;
 pub mod log;
 pub mod protocol;
 mod reactor;
+pub mod store;
 #[cfg(feature = "tls")]
 pub mod tls;
 

@@ -29,8 +29,10 @@ macro_rules! ffi_guard {
 }
 
 mod properties;
+mod store;
 mod v5;
 pub use properties::*;
+pub use store::*;
 pub use v5::*;
 
 #[cfg(feature = "tls")]

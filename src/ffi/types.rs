@@ -169,6 +169,14 @@ pub enum mqtt_error {
     /// MQTT 5: the broker used a topic alias of 0 or above the Topic Alias
     /// Maximum we announced (the connection ends with DISCONNECT 0x94).
     MQTT_ERR_TOPIC_ALIAS_INVALID = -56,
+    /// The durable store (mqtt_client_set_persistence or mqtt_client_set_store)
+    /// failed to write or sync (disk full, I/O error, a store callback
+    /// returning non-zero), or could not be opened or loaded. From publish:
+    /// the message was not accepted and nothing changed.
+    MQTT_ERR_STORE = -70,
+    /// Another live client, in this process or another, holds this client
+    /// id's store (a lock held by a process that died does not count).
+    MQTT_ERR_STORE_LOCKED = -71,
 }
 
 pub(crate) const MQTT_OK: c_int = mqtt_error::MQTT_OK as c_int;
@@ -370,6 +378,8 @@ mod tests {
             MQTT_ERR_SERVER_DISCONNECT,
             MQTT_ERR_NOT_SUPPORTED,
             MQTT_ERR_TOPIC_ALIAS_INVALID,
+            MQTT_ERR_STORE,
+            MQTT_ERR_STORE_LOCKED,
         ];
         assert_eq!(c_codes.len(), Error::ALL.len());
         for (c, e) in c_codes.iter().zip(Error::ALL) {
