@@ -11,9 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/packages.sh
 
-need_packages "the tests start private mosquitto brokers, build C and C++ programs, run them under valgrind, and consume the library from CMake and pkg-config" \
+need_packages "the tests start private mosquitto brokers, build C and C++ programs (one on SQLite), run them under valgrind, and consume the library from CMake and pkg-config" \
     mosquitto:mosquitto cmake:cmake valgrind:valgrind pkg-config:pkg-config \
-    c++:g++ cc:gcc nm:binutils python3:python3
+    c++:g++ cc:gcc nm:binutils python3:python3 /usr/include/sqlite3.h:libsqlite3-dev
 
 # The C programs link the cdylib and staticlib; `cargo test` alone builds only the rlib.
 cargo build --lib

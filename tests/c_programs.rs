@@ -121,6 +121,7 @@ const PROGRAMS: &[(&str, Kind)] = &[
     ("relay_poll", Kind::TwoBrokers),
     ("request_response", Kind::HostPort),
     ("seed_example", Kind::HostPort),
+    ("sqlite_store", Kind::HostPort),
     // c_examples, C++17
     ("cpp_example", Kind::HostPort),
 ];
@@ -227,10 +228,20 @@ fn program_for(name: &str, mode: Mode) -> PathBuf {
         .arg("-L")
         .arg(lib)
         .arg("-lmqtt")
-        .arg(format!("-Wl,-rpath,{}", lib.display()));
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .args(extra_libs(name));
     compile(cmd, &src.display().to_string());
     built.insert(key, exe.clone());
     exe
+}
+
+/// Libraries a program needs beyond libmqtt (their Debian packages are in
+/// `scripts/test.sh`'s list).
+fn extra_libs(name: &str) -> &'static [&'static str] {
+    match name {
+        "sqlite_store" => &["-lsqlite3"],
+        _ => &[],
+    }
 }
 
 /// What a finished (or killed) program left behind.
