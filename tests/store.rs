@@ -518,3 +518,103 @@ fn subscriptions_come_back_after_the_broker_lost_the_session() {
     });
     assert!(got, "not resubscribed");
 }
+
+/// The child half of the disk-full test: run with a file size limit.
+fn disk_full_child(dir: &Path) {
+    let client = Client::new("full", false).unwrap();
+    client.set_persistence(Some(dir), SyncMode::Batch).unwrap();
+    let payload = [0x5au8; 200];
+    let mut accepted = Vec::new();
+    let error = loop {
+        match client.publish("full/t", &payload, QoS::AtLeastOnce, false) {
+            Ok(mid) => accepted.push(mid),
+            Err(e) => break e,
+        }
+        assert!(accepted.len() < 10_000, "the limit never hit");
+    };
+    let queued = client.queued_len();
+    // Still full: refused again, and nothing changed.
+    assert_eq!(
+        client.publish("full/t", &payload, QoS::ExactlyOnce, false),
+        Err(Error::Store)
+    );
+    assert_eq!(client.queued_len(), queued);
+    println!(
+        "DISKFULL error={:?} accepted={} queued={queued}",
+        error,
+        accepted.len()
+    );
+}
+
+#[test]
+fn a_full_disk_refuses_the_publish_and_keeps_what_it_accepted() {
+    if let Some(dir) = std::env::var_os("STORE_DISKFULL_CHILD") {
+        disk_full_child(Path::new(&dir));
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let dir = unique_temp_dir("store-full");
+    let mut child = Process::new(std::env::current_exe().unwrap());
+    child
+        .args([
+            "--exact",
+            "a_full_disk_refuses_the_publish_and_keeps_what_it_accepted",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("STORE_DISKFULL_CHILD", &dir);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        child.pre_exec(|| {
+            // A write past the limit fails with EFBIG instead of killing.
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: 64 * 1024,
+                rlim_max: 64 * 1024,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = child.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find_map(|l| l.find("DISKFULL").map(|at| &l[at..]))
+        .unwrap_or_else(|| panic!("no report from the child: {stdout}"));
+    assert!(line.contains("error=Store"), "{line}");
+    let field = |name: &str| -> usize {
+        line.split(' ')
+            .find_map(|f| f.strip_prefix(name))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let accepted = field("accepted=");
+    assert_eq!(field("queued="), accepted);
+    assert!(accepted > 100, "{line}");
+    assert!(std::fs::metadata(log_file(&dir, "full")).unwrap().len() <= 64 * 1024);
+
+    // Every accepted message is in the store, and goes out.
+    let broker = Broker::start();
+    let (sub, sub_rx) = recorded_client("full-sub", true);
+    sub.connect(HOST, 60, broker.port()).unwrap();
+    sub.loop_start(None).unwrap();
+    sub.subscribe(&[("full/t", QoS::AtLeastOnce)]).unwrap();
+    expect(&sub_rx, "SUBACK", |e| e.command == Command::SubAck);
+    let client = Client::new("full", false).unwrap();
+    client.set_persistence(Some(&dir), SyncMode::Batch).unwrap();
+    assert_eq!(client.queued_len(), accepted);
+    client.connect(HOST, 60, broker.port()).unwrap();
+    client.loop_start(None).unwrap();
+    for _ in 0..accepted {
+        message_on(&sub_rx, "full/t");
+    }
+}
