@@ -931,6 +931,12 @@ impl Session {
         &self.outbox[self.outbox_start..]
     }
 
+    /// The bytes `pending_transmit` would hand out, without the BATCH sync:
+    /// to inspect them (tests, fuzzing), never to write them.
+    pub fn peek_transmit(&self) -> &[u8] {
+        &self.outbox[self.outbox_start..]
+    }
+
     /// Bytes waiting to be written (`pending_transmit().len()` without syncing).
     pub fn unsent_len(&self) -> usize {
         self.outbox.len() - self.outbox_start
