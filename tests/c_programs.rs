@@ -111,6 +111,7 @@ const PROGRAMS: &[(&str, Kind)] = &[
     ("external_loop", Kind::HostPort),
     ("logging", Kind::HostPort),
     ("promises", Kind::HostPort),
+    ("store_torn", Kind::HostPort),
     ("v5_api", Kind::HostPort),
     // c_examples
     ("home_controller", Kind::HomePair),
@@ -718,6 +719,7 @@ program_tests! {
     "external_loop" => c_external_loop, valgrind_c_external_loop, asan_c_external_loop;
     "logging" => c_logging, valgrind_c_logging, asan_c_logging;
     "promises" => c_promises, valgrind_c_promises, asan_c_promises;
+    "store_torn" => c_store_torn, valgrind_c_store_torn, asan_c_store_torn;
     "v5_api" => c_v5_api, valgrind_c_v5_api, asan_c_v5_api;
     "home_controller" => example_home_heating, valgrind_example_home_heating,
         asan_example_home_heating;
@@ -730,6 +732,8 @@ program_tests! {
     "home_v5" => example_home_v5, valgrind_example_home_v5, asan_example_home_v5;
     "seed_example" => example_seed_example, valgrind_example_seed_example,
         asan_example_seed_example;
+    "sqlite_store" => example_sqlite_store, valgrind_example_sqlite_store,
+        asan_example_sqlite_store;
     "cpp_example" => example_cpp_example, valgrind_example_cpp_example,
         asan_example_cpp_example;
 }
