@@ -223,7 +223,12 @@ impl Durable {
         let mut header = [0u8; 9];
         header[0] = if v5 { FLAG_V5 } else { 0 };
         header[1..].copy_from_slice(&seq.to_le_bytes());
-        self.put_with_header(&outgoing_key(mid), &header, packet)?;
+        if let Err(e) = self.put_with_header(&outgoing_key(mid), &header, packet) {
+            // Written but not synced (EVERY): refused, so it must not come
+            // back in a later life either.
+            let _ = self.store.remove(&outgoing_key(mid));
+            return Err(e);
+        }
         self.seq = seq;
         Ok(())
     }
