@@ -618,3 +618,90 @@ fn a_full_disk_refuses_the_publish_and_keeps_what_it_accepted() {
         message_on(&sub_rx, "full/t");
     }
 }
+
+/// A store of the application's (`Client::set_store`) whose writes and syncs
+/// can be made to fail.
+#[derive(Clone, Default)]
+struct Flaky {
+    records: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<Vec<u8>, Vec<u8>>>>,
+    fail_put: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    fail_sync: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    syncs: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Store for Flaky {
+    fn put(&mut self, key: &[u8], value: &[u8]) -> mqtt::Result<()> {
+        if self.fail_put.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::Store);
+        }
+        self.records
+            .lock()
+            .unwrap()
+            .insert(key.to_vec(), value.to_vec());
+        Ok(())
+    }
+    fn remove(&mut self, key: &[u8]) -> mqtt::Result<()> {
+        self.records.lock().unwrap().remove(key);
+        Ok(())
+    }
+    fn load_all(&mut self, each: &mut dyn FnMut(&[u8], &[u8])) -> mqtt::Result<()> {
+        for (k, v) in self.records.lock().unwrap().iter() {
+            each(k, v);
+        }
+        Ok(())
+    }
+    fn sync(&mut self) -> mqtt::Result<()> {
+        self.syncs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.fail_sync.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::Store);
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failed_write_refuses_the_publish_and_a_failed_sync_sends_nothing() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let store = Flaky::default();
+    let peer = ScriptedPeer::bind();
+    let (client, rx) = recorded_client("flaky", false);
+    client
+        .set_reconnect(Some((
+            Duration::from_millis(300),
+            Duration::from_millis(400),
+        )))
+        .unwrap();
+    client.set_store(Some(Box::new(store.clone()))).unwrap();
+    let mut conn = connect_to_peer(&client, &peer, false);
+    client.loop_start(None).unwrap();
+
+    // A write that fails: not accepted, nothing queued, nothing sent.
+    store.fail_put.store(true, SeqCst);
+    assert_eq!(
+        client.publish("flaky/t", b"no", QoS::AtLeastOnce, false),
+        Err(Error::Store)
+    );
+    assert_eq!(client.queued_len() + client.inflight_len(), 0);
+    store.fail_put.store(false, SeqCst);
+
+    // A sync that fails: the PUBLISH it was for never reaches the broker;
+    // the connection ends with MQTT_ERR_STORE.
+    store.fail_sync.store(true, SeqCst);
+    let mid = client
+        .publish("flaky/t", b"yes", QoS::AtLeastOnce, false)
+        .unwrap();
+    let seen = conn.expect_closed(TIMEOUT);
+    // Syncs work again before the automatic reconnection (300 ms or more).
+    store.fail_sync.store(false, SeqCst);
+    assert!(seen.iter().all(|p| !p.is(3)), "a PUBLISH went out unsynced");
+    let e = expect(&rx, "DISCONNECT", |e| e.command == Command::Disconnect);
+    assert_eq!(e.error, Some(Error::Store));
+    assert!(store.syncs.load(SeqCst) >= 1);
+
+    // The reconnection sends it.
+    let mut conn = peer.accept(TIMEOUT);
+    conn.handshake(true, TIMEOUT);
+    let publish = conn.expect_type(3, TIMEOUT);
+    assert_eq!(publish.pkid(), Some(mid));
+    assert_eq!(publish.publish().payload, b"yes");
+}

@@ -190,7 +190,12 @@ impl Store for CStore {
 /// the subscriptions acknowledged (for resubscribing), and the packet-id
 /// allocator's position (after the newest stored message). An incoming QoS
 /// 2 message counts as delivered when its callback has returned; the store
-/// records that before PUBCOMP is sent, so no life delivers it twice.
+/// records that before PUBCOMP is sent, so no later life delivers it again,
+/// with one exception: a process killed after the callback returned and
+/// before that record was written (one write with the built-in store, a
+/// transaction with SQLite) gets the message again in its next life, as the
+/// first one delivered. A callback whose effect must happen once records the
+/// message's id with its effect and skips an id it has seen.
 ///
 /// With `clean_session` false (mqtt_client_new), the records of a previous
 /// process become this client's session now: register the PUBACK/PUBCOMP

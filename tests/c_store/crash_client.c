@@ -15,7 +15,8 @@
  *   be a second message): see next_start.
  *   Prints "PUBLISHED" when done, then keeps running until killed.
  * - sub: a persistent QoS 2 subscription to TOPIC; each message delivered to
- *   the callback is noted there. Prints "SUBSCRIBED" at the first SUBACK.
+ *   the callback is noted there, after a line "s0" at the start of each life.
+ *   Prints "SUBSCRIBED" at the first SUBACK.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -132,7 +133,8 @@ int main(int argc, char **argv)
     note_fd = open(path, O_WRONLY | O_APPEND | O_CREAT, 0644);
     if (note_fd < 0)
         die("open note", 0);
-    if (publisher) {
+    {
+        /* A life's start (the subscriber's too: see store_crash.rs). */
         char line[24];
         int n = snprintf(line, sizeof line, "s%ld", start);
         note(line, (size_t)n);
