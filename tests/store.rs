@@ -705,3 +705,245 @@ fn a_failed_write_refuses_the_publish_and_a_failed_sync_sends_nothing() {
     assert_eq!(publish.pkid(), Some(mid));
     assert_eq!(publish.publish().payload, b"yes");
 }
+
+// ---- the session's records, sans-IO: what is stored and synced when -------------
+
+/// A store that logs every operation, shared with the test.
+#[derive(Clone, Default)]
+struct Recorder {
+    ops: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    records: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<Vec<u8>, Vec<u8>>>>,
+}
+
+impl Recorder {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.ops.lock().unwrap())
+    }
+}
+
+fn key_name(key: &[u8]) -> String {
+    match key {
+        [b'o' | b'i', a, b] => format!("{}{}", key[0] as char, u16::from_be_bytes([*a, *b])),
+        _ => String::from_utf8_lossy(key).into_owned(),
+    }
+}
+
+impl Store for Recorder {
+    fn put(&mut self, key: &[u8], value: &[u8]) -> mqtt::Result<()> {
+        let released = key[0] == b'o' && value[0] & 1 != 0;
+        self.ops.lock().unwrap().push(format!(
+            "put {}{}",
+            key_name(key),
+            if released { " released" } else { "" }
+        ));
+        self.records
+            .lock()
+            .unwrap()
+            .insert(key.to_vec(), value.to_vec());
+        Ok(())
+    }
+    fn remove(&mut self, key: &[u8]) -> mqtt::Result<()> {
+        self.ops
+            .lock()
+            .unwrap()
+            .push(format!("remove {}", key_name(key)));
+        self.records.lock().unwrap().remove(key);
+        Ok(())
+    }
+    fn load_all(&mut self, each: &mut dyn FnMut(&[u8], &[u8])) -> mqtt::Result<()> {
+        for (k, v) in self.records.lock().unwrap().iter() {
+            each(k, v);
+        }
+        Ok(())
+    }
+    fn sync(&mut self) -> mqtt::Result<()> {
+        self.ops.lock().unwrap().push("sync".into());
+        Ok(())
+    }
+}
+
+mod sans_io {
+    use super::*;
+    use mqtt::protocol::codec::{ConnAck, ConnectReturnCode};
+    use mqtt::protocol::session::{Incoming, Session, SessionConfig};
+    use std::time::Instant;
+
+    fn session(store: &Recorder, mode: SyncMode) -> (Session, Instant) {
+        let mut s = Session::new(SessionConfig {
+            client_id: "sans-io".into(),
+            clean_session: false,
+            ..SessionConfig::default()
+        });
+        s.set_store(Some((Box::new(store.clone()), mode))).unwrap();
+        let now = Instant::now();
+        s.connection_opened(now);
+        let n = s.pending_transmit().len();
+        s.consume_transmit(now, n);
+        s.handle_packet(
+            now,
+            Packet::ConnAck(ConnAck::new(false, ConnectReturnCode::Accepted)),
+        )
+        .unwrap();
+        store.take();
+        (s, now)
+    }
+
+    /// Hand out and "write" everything pending, as the reactor's flush does.
+    fn flush(s: &mut Session, now: Instant) -> usize {
+        let n = s.pending_transmit().len();
+        s.consume_transmit(now, n);
+        n
+    }
+
+    #[test]
+    fn batch_syncs_once_before_the_turns_packets_and_only_when_something_was_written() {
+        let store = Recorder::default();
+        let (mut s, now) = session(&store, SyncMode::Batch);
+        let a = s.publish(now, "t", b"a", QoS::AtLeastOnce, false).unwrap();
+        let b = s.publish(now, "t", b"b", QoS::ExactlyOnce, false).unwrap();
+        // Written at once (a process crash loses nothing), not yet synced.
+        assert_eq!(store.take(), vec![format!("put o{a}"), format!("put o{b}")]);
+        // One sync, before the bytes are handed out.
+        assert!(!s.peek_transmit().is_empty());
+        assert!(flush(&mut s, now) > 0);
+        assert_eq!(store.take(), vec!["sync"]);
+        // Nothing written since: no sync.
+        s.handle_timeout(now).unwrap();
+        flush(&mut s, now);
+        assert_eq!(store.take(), Vec::<String>::new());
+        // PUBACK removes; PUBREC marks released before the PUBREL may go.
+        s.handle_packet(now, Packet::puback(a)).unwrap();
+        s.handle_packet(now, Packet::pubrec(b)).unwrap();
+        assert_eq!(
+            store.take(),
+            vec![format!("remove o{a}"), format!("put o{b} released")]
+        );
+        flush(&mut s, now);
+        assert_eq!(store.take(), vec!["sync"]);
+        s.handle_packet(now, Packet::pubcomp(b)).unwrap();
+        assert_eq!(store.take(), vec![format!("remove o{b}")]);
+        // QoS 0 is not stored.
+        s.publish(now, "t", b"0", QoS::AtMostOnce, false).unwrap();
+        assert_eq!(store.take(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_syncs_each_accepted_message_before_publish_returns() {
+        let store = Recorder::default();
+        let (mut s, now) = session(&store, SyncMode::Every);
+        let a = s.publish(now, "t", b"a", QoS::AtLeastOnce, false).unwrap();
+        assert_eq!(store.take(), vec![format!("put o{a}"), "sync".into()]);
+        flush(&mut s, now);
+        // A completed flow's removal is not synced on its own.
+        s.handle_packet(now, Packet::puback(a)).unwrap();
+        flush(&mut s, now);
+        assert_eq!(store.take(), vec![format!("remove o{a}")]);
+    }
+
+    #[test]
+    fn an_incoming_qos2_message_is_stored_before_pubrec_and_removed_before_pubcomp() {
+        let store = Recorder::default();
+        let (mut s, now) = session(&store, SyncMode::Every);
+        let publish = publish_packet(9, QoS::ExactlyOnce, false, "in", b"x");
+        assert!(matches!(
+            s.handle_packet(now, publish).unwrap(),
+            Some(Incoming::Publish {
+                mid: 9,
+                message: None
+            })
+        ));
+        assert_eq!(store.take(), vec!["put i9", "sync"]);
+        assert!(flush(&mut s, now) > 0, "PUBREC");
+        // PUBREL: the message, and no PUBCOMP until it was delivered.
+        let released = s.handle_packet(now, Packet::pubrel(9)).unwrap();
+        assert!(matches!(
+            released,
+            Some(Incoming::PubRel {
+                mid: 9,
+                message: Some(_)
+            })
+        ));
+        assert_eq!(s.peek_transmit(), b"");
+        assert_eq!(store.take(), Vec::<String>::new());
+        s.delivered(9).unwrap();
+        assert_eq!(store.take(), vec!["remove i9", "sync"]);
+        assert_eq!(s.peek_transmit(), [0x70, 2, 0, 9], "PUBCOMP 9");
+    }
+
+    #[test]
+    fn the_records_rebuild_the_session_in_a_new_life() {
+        let store = Recorder::default();
+        let (mut s, now) = session(&store, SyncMode::None);
+        let a = s.publish(now, "t", b"a", QoS::AtLeastOnce, false).unwrap();
+        let b = s.publish(now, "t", b"b", QoS::ExactlyOnce, false).unwrap();
+        let c = s.publish(now, "t", b"c", QoS::ExactlyOnce, false).unwrap();
+        flush(&mut s, now);
+        s.handle_packet(now, Packet::pubrec(b)).unwrap();
+        s.handle_packet(
+            now,
+            publish_packet(4, QoS::ExactlyOnce, false, "in", b"held"),
+        )
+        .unwrap();
+        drop(s);
+
+        // Next life: a queued again (DUP), b awaits PUBCOMP, c queued, 4 held.
+        let mut s = Session::new(SessionConfig {
+            client_id: "sans-io".into(),
+            clean_session: false,
+            ..SessionConfig::default()
+        });
+        s.set_store(Some((Box::new(store.clone()), SyncMode::None)))
+            .unwrap();
+        assert_eq!(s.queued_len(), 2);
+        assert_eq!(s.inflight_len(), 1);
+        assert_eq!(s.held_incoming_len(), 1);
+        // New ids continue after the newest message.
+        let d = s.publish(now, "t", b"d", QoS::AtLeastOnce, false).unwrap();
+        assert!(![a, b, c].contains(&d));
+        s.connection_opened(now);
+        flush(&mut s, now);
+        s.handle_packet(
+            now,
+            Packet::ConnAck(ConnAck::new(true, ConnectReturnCode::Accepted)),
+        )
+        .unwrap();
+        let out = s.peek_transmit().to_vec();
+        // PUBREL b first, then a, c (DUP set), d.
+        let mut rest = &out[..];
+        let mut seen = Vec::new();
+        while let Ok(mqtt::protocol::codec::Decoded::Packet(p, used)) =
+            mqtt::protocol::codec::decode(rest, usize::MAX)
+        {
+            seen.push(match p {
+                Packet::PubRel(ack) => format!("PUBREL {}", ack.pkid),
+                Packet::Publish(p) => format!("PUBLISH {} dup {}", p.pkid, p.dup),
+                other => format!("{other:?}"),
+            });
+            rest = &rest[used..];
+        }
+        assert_eq!(
+            seen,
+            vec![
+                format!("PUBREL {b}"),
+                format!("PUBLISH {a} dup true"),
+                format!("PUBLISH {c} dup true"),
+                format!("PUBLISH {d} dup false"),
+            ]
+        );
+        // The held message is delivered once on PUBREL, not on its resend.
+        assert!(
+            s.handle_packet(
+                now,
+                publish_packet(4, QoS::ExactlyOnce, true, "in", b"held")
+            )
+            .unwrap()
+            .is_none()
+        );
+        match s.handle_packet(now, Packet::pubrel(4)).unwrap() {
+            Some(Incoming::PubRel {
+                message: Some(m), ..
+            }) => assert_eq!(m.payload, b"held"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
