@@ -1308,7 +1308,8 @@ int mqtt_properties_get_user_at(const struct mqtt_properties *p, size_t index, c
  * - MQTT_ERR_INVALID_ARGUMENT: `client` NULL, `sync` not an mqtt_sync_mode,
  *   an empty `directory`, an empty client id, or messages or requests
  *   already in the session (publish before this call: set it first);
- * - MQTT_ERR_ALREADY_CONNECTED: connected or connecting (set it before connect);
+ * - MQTT_ERR_ALREADY_CONNECTED: connected, or waiting for the CONNACK (set it
+ *   before connect);
  * - MQTT_ERR_STORE_LOCKED: another live client (in this process or another)
  *   has this client id's store open; a lock left by a dead process does not
  *   count;
@@ -1339,7 +1340,7 @@ int mqtt_client_set_persistence(struct mqtt_client *client, const char *director
  * - MQTT_ERR_INVALID_ARGUMENT: `client` NULL, `ops->struct_size` smaller
  *   than the four functions need, a function NULL, or messages or requests
  *   already in the session;
- * - MQTT_ERR_ALREADY_CONNECTED: connected or connecting;
+ * - MQTT_ERR_ALREADY_CONNECTED: connected, or waiting for the CONNACK;
  * - MQTT_ERR_STORE: `load_all` failed.
  *
  * On error nothing changes (`load_all` may have been called).

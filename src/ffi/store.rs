@@ -214,7 +214,8 @@ impl Store for CStore {
 /// - MQTT_ERR_INVALID_ARGUMENT: `client` NULL, `sync` not an mqtt_sync_mode,
 ///   an empty `directory`, an empty client id, or messages or requests
 ///   already in the session (publish before this call: set it first);
-/// - MQTT_ERR_ALREADY_CONNECTED: connected or connecting (set it before connect);
+/// - MQTT_ERR_ALREADY_CONNECTED: connected, or waiting for the CONNACK (set it
+///   before connect);
 /// - MQTT_ERR_STORE_LOCKED: another live client (in this process or another)
 ///   has this client id's store open; a lock left by a dead process does not
 ///   count;
@@ -266,7 +267,7 @@ pub unsafe extern "C" fn mqtt_client_set_persistence(
 /// - MQTT_ERR_INVALID_ARGUMENT: `client` NULL, `ops->struct_size` smaller
 ///   than the four functions need, a function NULL, or messages or requests
 ///   already in the session;
-/// - MQTT_ERR_ALREADY_CONNECTED: connected or connecting;
+/// - MQTT_ERR_ALREADY_CONNECTED: connected, or waiting for the CONNACK;
 /// - MQTT_ERR_STORE: `load_all` failed.
 ///
 /// On error nothing changes (`load_all` may have been called).
