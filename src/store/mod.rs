@@ -190,7 +190,9 @@ impl Durable {
 
     /// `urgent`: the record must be stable before anything depending on it
     /// leaves, which EVERY guarantees at once and BATCH before the next
-    /// transmit.
+    /// transmit. Other records (a completed flow's removal, a subscription)
+    /// are synced by whichever sync comes next: losing them only repeats a
+    /// flow or leaves a filter out of a resubscription.
     fn write(&mut self, key: &[u8], value: Option<&[u8]>, urgent: bool) -> Result<()> {
         if !self.stale.is_empty() {
             self.stale.remove(key);
@@ -199,10 +201,14 @@ impl Durable {
             Some(v) => self.store.put(key, v)?,
             None => self.store.remove(key)?,
         }
-        self.dirty = true;
-        if urgent && self.mode == SyncMode::Every {
-            self.store.sync()?;
-            self.dirty = false;
+        // Only what a packet depends on makes the next transmit wait for a
+        // sync; the rest rides along with the next one.
+        if urgent {
+            self.dirty = true;
+            if self.mode == SyncMode::Every {
+                self.store.sync()?;
+                self.dirty = false;
+            }
         }
         Ok(())
     }
