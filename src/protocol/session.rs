@@ -648,6 +648,10 @@ impl Session {
         } else {
             self.restore(&records, &mut durable);
         }
+        // Subscriptions made before the store (while in memory) go in too.
+        for (filter, tracked) in &self.subscriptions {
+            let _ = durable.put_subscription(filter, tracked.options.to_byte(), tracked.identifier);
+        }
         self.durable = Some(durable);
         self.store_error = None;
         Ok(())
