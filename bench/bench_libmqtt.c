@@ -145,6 +145,17 @@ static mqtt_client *create(const char *suffix, long n)
             exit(1);
         }
     }
+    /* BENCH_STORE_DIR (+ BENCH_STORE_SYNC 0/1/2): the publisher keeps its
+     * session in the built-in durable store there (run.sh --store) */
+    if (strcmp(suffix, "pub") == 0 && getenv("BENCH_STORE_DIR") != NULL) {
+        const char *sync = getenv("BENCH_STORE_SYNC");
+        rc = mqtt_client_set_persistence(c, getenv("BENCH_STORE_DIR"),
+                                         sync != NULL ? atoi(sync) : MQTT_SYNC_BATCH);
+        if (rc != MQTT_OK) {
+            fprintf(stderr, "libmqtt: set_persistence: %s\n", mqtt_strerror(rc));
+            exit(1);
+        }
+    }
     mqtt_client_set_max_inflight(c, A.window > 0 ? (uint32_t)A.window : 20);
     mqtt_client_on(c, MQTT_SUBACK, on_suback, NULL, 0, NULL);
     mqtt_client_on(c, MQTT_PUBACK, on_ack, NULL, 0, NULL);

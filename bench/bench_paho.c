@@ -177,7 +177,13 @@ static MQTTAsync start_connect(const char *suffix, long n)
     snprintf(id, sizeof id, "bench-paho-%s-%ld-%ld", suffix, (long)getpid(), n);
     snprintf(uri, sizeof uri, "%s://%s:%d", A.tls_ca != NULL ? "ssl" : "tcp", A.host, A.port);
     co.MQTTVersion = MQTTVERSION_3_1_1;
-    rc = MQTTAsync_createWithOptions(&c, uri, id, MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
+    /* BENCH_PAHO_PERSIST=DIR: the publisher with Paho's default file
+     * persistence in DIR (run.sh --store) */
+    if (strcmp(suffix, "pub") == 0 && getenv("BENCH_PAHO_PERSIST") != NULL)
+        rc = MQTTAsync_createWithOptions(&c, uri, id, MQTTCLIENT_PERSISTENCE_DEFAULT,
+                                         getenv("BENCH_PAHO_PERSIST"), &co);
+    else
+        rc = MQTTAsync_createWithOptions(&c, uri, id, MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
     if (rc != MQTTASYNC_SUCCESS) {
         fprintf(stderr, "paho: create: %d\n", rc);
         exit(1);

@@ -1,7 +1,7 @@
 #!/bin/sh
 # bench/run.sh - libmqtt side by side with libmosquitto and Paho C (MQTTAsync).
 #
-#   bench/run.sh [--quick] [--rounds N] [--no-build] [--v5] [--tls] [--all] [--no-base]
+#   bench/run.sh [--quick] [--rounds N] [--no-build] [--v5] [--tls] [--all] [--no-base] [--store]
 #
 #   --v5       also MQTT 5 rows: libmqtt vs libmosquitto (mosquitto_publish_v5),
 #              QoS 0/1/2, plain, with a user property, with a topic alias
@@ -11,8 +11,13 @@
 #              (paho-mqtt3as; both OpenSSL): QoS 0/1 with 64-byte and 16-KiB
 #              payloads, handshake time and CPU, idle RSS
 #   --all      --v5 and --tls
+#   --store    also durable-store rows: QoS 1 throughput and publisher CPU of
+#              libmqtt in memory and with mqtt_client_set_persistence in each
+#              sync mode (NONE, BATCH, EVERY), and of Paho MQTTAsync in memory
+#              and with its default file persistence, all in the work directory
+#              (one disk); prints the ratios the durable store is held to
 #   --no-base  leave out the default MQTT 3.1.1 rows (plain TCP throughput,
-#              latency, idle RSS, library size): only the --v5 / --tls ones
+#              latency, idle RSS, library size): only the --v5 / --tls / --store ones
 #
 # Needs: a Rust toolchain (cargo), cc, mosquitto (the broker), libmosquitto-dev,
 # libpaho-mqtt-dev, binutils (strip); for --tls also openssl:
@@ -41,6 +46,7 @@ build=1
 v5=0
 tls=0
 base=1
+store=0
 while [ $# -gt 0 ]; do
     case $1 in
     --quick) quick=1; rounds=1 ;;
@@ -51,13 +57,15 @@ while [ $# -gt 0 ]; do
     --tls) tls=1 ;;
     --all) v5=1; tls=1 ;;
     --no-base) base=0 ;;
-    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
+    --store) store=1 ;;
+    -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
 done
 # --quick keeps --rounds if given after it
 WINDOW=20
+STORE_WIDE=500 # --store: the window of the wide-window rows
 # N*: MQTT 3.1.1 rows; V*: MQTT 5 rows; T*: TLS rows, 64-byte payloads;
 # L*: TLS rows, 16-KiB payloads (BIG); NHS: connects per handshake run
 BIG=16384
@@ -65,12 +73,15 @@ if [ $quick = 1 ]; then
     N0=30000 N1=10000 N2=5000 NLAT=1000 NB=30000
     V0=15000 V1=5000 V2=2500
     T0=10000 T1=5000 L0=2000 L1=1000 NHS=50
+    # --store: in memory, NONE and BATCH; EVERY (one fdatasync per message); Paho persistent
+    NS=10000 NSE=500 NSP=2000
 else
     N0=300000 N1=100000 N2=50000 NLAT=5000 NB=200000
     V0=150000 V1=50000 V2=25000
     T0=100000 T1=50000 L0=20000 L1=10000 NHS=200
+    NS=50000 NSE=2000 NSP=10000
 fi
-[ $base = 1 ] || [ $v5 = 1 ] || [ $tls = 1 ] || { echo "run.sh: --no-base without --v5 or --tls: nothing to run" >&2; exit 2; }
+[ $base = 1 ] || [ $v5 = 1 ] || [ $tls = 1 ] || [ $store = 1 ] || { echo "run.sh: --no-base without --v5, --tls or --store: nothing to run" >&2; exit 2; }
 
 bin=$root/target/bench
 work=$(mktemp -d "${TMPDIR:-/tmp}/mqtt-bench.XXXXXX")
@@ -338,6 +349,7 @@ echo "broker: $("$mosquitto" -h 2>/dev/null | head -1) on $HOST:$PORT$([ $tls = 
 [ $base = 0 ] || echo "  MQTT 3.1.1: counts q0 $N0, q1 $N1, q2 $N2, latency $NLAT"
 [ $v5 = 0 ] || echo "  MQTT 5 (--v5): counts q0 $V0, q1 $V1, q2 $V2"
 [ $tls = 0 ] || echo "  TLS (--tls): counts 64 B q0 $T0, q1 $T1; $BIG B q0 $L0, q1 $L1; $NHS connects per handshake run"
+[ $store = 0 ] || echo "  durable store (--store): counts QoS 1 $NS (memory, NONE, BATCH), $NSE (EVERY), $NSP (Paho file persistence)"
 r=0
 while [ $r -lt "$rounds" ]; do
     r=$((r + 1))
@@ -371,6 +383,24 @@ while [ $r -lt "$rounds" ]; do
         for lib in $LIBS; do handshake ths $lib "$TLSPORT" BENCH_TLS_CA="$CA"; done
         for lib in $LIBS; do handshake hs $lib "$PORT"; done
         for lib in $LIBS; do idle $lib tidle "$TLSPORT" BENCH_TLS_CA="$CA"; done
+    fi
+    if [ $store = 1 ]; then
+        # a fresh store per run, in the work directory: the same disk for all
+        sd=$work/store.$r
+        rm -rf "$sd"
+        mkdir -p "$sd"
+        throughput sq1mem libmqtt 1 $NS
+        throughput sq1none libmqtt 1 $NS "$PORT" BENCH_STORE_DIR="$sd/none" BENCH_STORE_SYNC=0
+        throughput sq1batch libmqtt 1 $NS "$PORT" BENCH_STORE_DIR="$sd/batch" BENCH_STORE_SYNC=1
+        throughput sq1every libmqtt 1 $NSE "$PORT" BENCH_STORE_DIR="$sd/every" BENCH_STORE_SYNC=2
+        throughput sq1mem paho 1 $NS
+        mkdir -p "$sd/paho"
+        throughput sq1pers paho 1 $NSP "$PORT" BENCH_PAHO_PERSIST="$sd/paho"
+        # BATCH syncs once per loop turn: a wider window puts more in a turn
+        WINDOW=$STORE_WIDE
+        throughput sq1memw libmqtt 1 $NS
+        throughput sq1batchw libmqtt 1 $NS "$PORT" BENCH_STORE_DIR="$sd/batchw" BENCH_STORE_SYNC=1
+        WINDOW=20
     fi
 done
 
@@ -506,6 +536,30 @@ END {
         printf fmt, L[t] " broker CPU per connect, us", cell(t, "libmqtt", "brokercpu"), cell(t, "mosquitto", "brokercpu"), cell(t, "paho", "brokercpu")
     }
     printf fmt, "idle connected TLS client VmHWM, kB", cell("tidle", "libmqtt", "rss"), cell("tidle", "mosquitto", "rss"), cell("tidle", "paho", "rss")
+}' "$results"
+fi
+if [ $store = 1 ]; then
+    echo
+    echo "Durable store (--store): QoS 1, window $WINDOW, 64-byte payloads; stores in $work"
+    echo "($(df -T "$work" | awk 'NR == 2 { print $2 " on " $1 }')). libmqtt: mqtt_client_set_persistence, one append-only log"
+    echo "(NONE: written, never synced; BATCH: one fdatasync per loop turn before its packets go out;"
+    echo "EVERY: fdatasync before publish returns). Paho MQTTAsync: MQTTCLIENT_PERSISTENCE_DEFAULT (a file per message)."
+    echo
+    awk "$AWK_FUNCS"'
+function med(t, lib, m,   key) { key = t SUBSEP lib SUBSEP m; return (key in cnt) && !fail[t, lib] ? median(key) : 0 }
+function ratio(a, b) { return b > 0 ? sprintf("%.2fx", a / b) : "-" }
+END {
+    fmt = "%-32s %-14s %-14s %-14s %-14s %-14s %-14s\n"
+    printf fmt, "figure", "libmqtt mem", "libmqtt NONE", "libmqtt BATCH", "libmqtt EVERY", "paho mem", "paho file"
+    printf fmt, "------", "-----------", "------------", "-------------", "-------------", "--------", "---------"
+    split("rate pubcpu", M, " ")
+    N["rate"] = "QoS 1 throughput, msg/s"; N["pubcpu"] = "QoS 1 publisher CPU, us/msg"
+    for (m = 1; m <= 2; m++)
+        printf fmt, N[M[m]], cell("sq1mem", "libmqtt", M[m]), cell("sq1none", "libmqtt", M[m]), cell("sq1batch", "libmqtt", M[m]), cell("sq1every", "libmqtt", M[m]), cell("sq1mem", "paho", M[m]), cell("sq1pers", "paho", M[m])
+    mem = med("sq1mem", "libmqtt", "rate"); pers = med("sq1pers", "paho", "rate")
+    printf fmt, "window '"$STORE_WIDE"': throughput, msg/s", cell("sq1memw", "libmqtt", "rate"), "", cell("sq1batchw", "libmqtt", "rate"), "", "", ""
+    printf fmt, "window '"$STORE_WIDE"': publisher CPU, us/msg", cell("sq1memw", "libmqtt", "pubcpu"), "", cell("sq1batchw", "libmqtt", "pubcpu"), "", "", ""
+    printf "targets: BATCH / libmqtt in memory = %s (>= 0.8x; window '"$STORE_WIDE"': %s); NONE / Paho persistent = %s (>= 10x); EVERY / Paho persistent = %s (>= 1x)\n", ratio(med("sq1batch", "libmqtt", "rate"), mem), ratio(med("sq1batchw", "libmqtt", "rate"), med("sq1memw", "libmqtt", "rate")), ratio(med("sq1none", "libmqtt", "rate"), pers), ratio(med("sq1every", "libmqtt", "rate"), pers)
 }' "$results"
 fi
 if grep -q ' FAIL$' "$results"; then

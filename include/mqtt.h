@@ -290,6 +290,18 @@ typedef enum mqtt_error {
    * authentication) or answered something that is not its protocol.
    */
   MQTT_ERR_PROXY = -60,
+  /**
+   * The durable store (mqtt_client_set_persistence or mqtt_client_set_store)
+   * failed to write or sync (disk full, I/O error, a store callback
+   * returning non-zero), or could not be opened or loaded. From publish:
+   * the message was not accepted and nothing changed.
+   */
+  MQTT_ERR_STORE = -70,
+  /**
+   * Another live client, in this process or another, holds this client
+   * id's store (a lock held by a process that died does not count).
+   */
+  MQTT_ERR_STORE_LOCKED = -71,
 } mqtt_error;
 
 /**
@@ -448,6 +460,36 @@ typedef enum mqtt_protocol_version {
 } mqtt_protocol_version;
 
 /**
+ * When the durable store's records reach stable storage
+ * (mqtt_client_set_persistence).
+ */
+typedef enum mqtt_sync_mode {
+  /**
+   * Each record is written to the operating system before the call that
+   * makes it returns, never synced: survives a crash or kill of the
+   * process, not a power loss or kernel crash (whatever the page cache
+   * held is lost then).
+   */
+  MQTT_SYNC_NONE = 0,
+  /**
+   * Group commit: one fdatasync per loop turn, always before the packets
+   * of that turn reach the socket, so the broker never holds a message
+   * (nor a PUBREC, PUBREL or PUBCOMP) the store does not. Survives a
+   * process crash, and a power loss for everything the broker has seen;
+   * a message accepted by publish but not yet sent may be lost by a power
+   * loss (it never reached the broker either).
+   */
+  MQTT_SYNC_BATCH = 1,
+  /**
+   * publish returns a mid only once its record is on stable storage
+   * (fdatasync); so are held incoming QoS 2 messages before PUBREC and
+   * their delivery before PUBCOMP. Survives a process crash and a power
+   * loss at any point. The slowest: one fdatasync per message.
+   */
+  MQTT_SYNC_EVERY = 2,
+} mqtt_sync_mode;
+
+/**
  * An MQTT client. Opaque: create with `mqtt_client_new`, free with
  * `mqtt_client_free`.
  */
@@ -597,6 +639,54 @@ typedef struct mqtt_subscription {
  * any function on the same client (and should return quickly).
  */
 typedef void (*mqtt_log_callback)(struct mqtt_client *client, int level, const char *message, void *user_data);
+
+/**
+ * Called by a store's `load_all` once per record; `key` and `value` need
+ * only stay valid during the call (the library copies them).
+ */
+typedef void (*mqtt_store_record_fn)(void *record_ctx, const uint8_t *key, size_t key_len, const uint8_t *value, size_t value_len);
+
+/**
+ * A durable store written by the application (flash, NVS, a database), for
+ * mqtt_client_set_store: a map from byte-string keys to byte-string values.
+ * The library decides what to store; keys are at most 65536 bytes, values
+ * about the size of a PUBLISH packet. Every function returns 0 on success
+ * and anything else on failure, and gets the `ctx` given to
+ * mqtt_client_set_store.
+ *
+ * Threading: the functions of one client are never called concurrently;
+ * they run on the thread calling publish (put) or running the client's loop
+ * (everything else), with a library lock held: they must not call this
+ * client's functions. They must not block for long: the client's loop waits.
+ */
+typedef struct mqtt_store_ops {
+  /**
+   * sizeof(mqtt_store_ops) as the application was compiled: lets the
+   * struct grow (new fields at the end) without breaking older programs.
+   */
+  size_t struct_size;
+  /**
+   * Insert or replace `key`'s value. After it returns, a crash of the
+   * process must not lose it (a power loss may, until the next `sync`).
+   * A failure makes the publish that needed it return MQTT_ERR_STORE.
+   */
+  int (*put)(void *ctx, const uint8_t *key, size_t key_len, const uint8_t *value, size_t value_len);
+  /**
+   * Remove `key`; an absent key is success.
+   */
+  int (*remove)(void *ctx, const uint8_t *key, size_t key_len);
+  /**
+   * Call `record(record_ctx, ...)` once for every stored record, in any
+   * order, then return. Called once, by mqtt_client_set_store.
+   */
+  int (*load_all)(void *ctx, mqtt_store_record_fn record, void *record_ctx);
+  /**
+   * Make everything put or removed so far survive a power loss. Called at
+   * most once per loop turn, before that turn's packets are written (as
+   * MQTT_SYNC_BATCH); a failure ends the connection without sending them.
+   */
+  int (*sync)(void *ctx);
+} mqtt_store_ops;
 
 /**
  * One filter of an MQTT 5 subscribe request (mqtt_client_subscribe_v5).
@@ -1302,6 +1392,89 @@ int mqtt_reactor_socket(const struct mqtt_reactor *reactor);
  * `mqtt_reactor_run`.
  */
 int mqtt_reactor_next_timeout_ms(const struct mqtt_reactor *reactor);
+
+/**
+ * Keep this client's session (see below) in a built-in durable store, so
+ * that nothing accepted is lost when the process dies: one append-only log
+ * per client id in `directory` (created if missing; files `<id>.log` and
+ * `<id>.lock`, the id with bytes other than letters, digits, `_` and `-`
+ * written as `%XX`). NULL `directory`: memory only (the default; what the
+ * session holds stays in memory). `sync` is an mqtt_sync_mode, which also
+ * says which crashes the store survives.
+ *
+ * Stored: outgoing QoS 1/2 messages from the moment publish returns their
+ * mid until PUBACK/PUBCOMP (queued or in flight), which of them are past
+ * PUBREC, incoming QoS 2 messages held between PUBREC and their delivery,
+ * the subscriptions acknowledged (for resubscribing), and the packet-id
+ * allocator's position (after the newest stored message). An incoming QoS
+ * 2 message counts as delivered when its callback has returned; the store
+ * records that before PUBCOMP is sent, so no later life delivers it again,
+ * with one exception: a process killed after the callback returned and
+ * before that record was written (one write with the built-in store, a
+ * transaction with SQLite) gets the message again in its next life, as the
+ * first one delivered. A callback whose effect must happen once records the
+ * message's id with its effect and skips an id it has seen.
+ *
+ * With `clean_session` false (mqtt_client_new), the records of a previous
+ * process become this client's session now: register the PUBACK/PUBCOMP
+ * callbacks before connecting, as they run for that process's messages too.
+ * After the CONNACK every stored message not past PUBREC is sent again
+ * (DUP=1, same mid), PUBREL flows are completed, and the broker's
+ * redelivery of a held QoS 2 message is not delivered a second time. With
+ * `clean_session` true a previous process's records are ignored and removed
+ * at the first accepted CONNACK (until then, a crash keeps them).
+ *
+ * A torn or corrupt end of the log (a write cut by a power loss) is dropped
+ * with a log line (mqtt_client_set_log, MQTT_LOG_WARN); every complete record
+ * before it loads. The log is compacted when most of it is dead records.
+ *
+ * Returns MQTT_OK, or:
+ * - MQTT_ERR_INVALID_ARGUMENT: `client` NULL, `sync` not an mqtt_sync_mode,
+ *   an empty `directory`, an empty client id, or messages or requests
+ *   already in the session (publish before this call: set it first);
+ * - MQTT_ERR_ALREADY_CONNECTED: connected, or waiting for the CONNACK (set it
+ *   before connect);
+ * - MQTT_ERR_STORE_LOCKED: another live client (in this process or another)
+ *   has this client id's store open; a lock left by a dead process does not
+ *   count;
+ * - MQTT_ERR_STORE: the directory or log cannot be created, read or
+ *   written, or the file is not a libmqtt log.
+ *
+ * On error nothing changes.
+ *
+ * Later, a publish whose record cannot be written or synced (disk full, I/O
+ * error) returns MQTT_ERR_STORE and accepts nothing; a failed sync in
+ * MQTT_SYNC_BATCH mode ends the connection (DISCONNECT callback with
+ * MQTT_ERR_STORE) before the packets that needed it are written.
+ *
+ * Thread-safe. The store stays open, and locked, until mqtt_client_free or
+ * the next call to this function or mqtt_client_set_store. `directory` is
+ * copied.
+ */
+int mqtt_client_set_persistence(struct mqtt_client *client, const char *directory, int sync);
+
+/**
+ * Keep this client's session in a store of the application's (`ops`, with
+ * `ctx` passed back to each function): the same records, loading and
+ * behaviour as mqtt_client_set_persistence, with the store's `sync` called
+ * as MQTT_SYNC_BATCH does. NULL `ops`: memory only. `ops->load_all` is
+ * called before this returns, to load a previous process's records.
+ *
+ * Returns MQTT_OK, or:
+ * - MQTT_ERR_INVALID_ARGUMENT: `client` NULL, `ops->struct_size` smaller
+ *   than the four functions need, a function NULL, or messages or requests
+ *   already in the session;
+ * - MQTT_ERR_ALREADY_CONNECTED: connected, or waiting for the CONNACK;
+ * - MQTT_ERR_STORE: `load_all` failed.
+ *
+ * On error nothing changes (`load_all` may have been called).
+ *
+ * Ownership: `*ops` is copied; `ctx` is the application's and must stay
+ * valid until mqtt_client_free returns or another store replaces this one.
+ * The library never frees it. Thread-safe; see mqtt_store_ops for the
+ * threads the functions run on.
+ */
+int mqtt_client_set_store(struct mqtt_client *client, const struct mqtt_store_ops *ops, void *ctx);
 
 /**
  * Speak `version` (MQTT_PROTOCOL_V311 = 4, the default, or MQTT_PROTOCOL_V5 =

@@ -4,12 +4,15 @@
 #
 #   need_packages WHY COMMAND:PACKAGE ...
 #
-# COMMAND is looked up on PATH and in the sbin directories (mosquitto lives in
+# COMMAND is looked up on PATH and in the sbin directories, or is an absolute
+# path to a file the package installs (e.g. a header); (mosquitto lives in
 # /usr/sbin, outside a normal user's PATH). As root the packages are installed with
 # apt-get; otherwise with `sudo -n` when that works without a password; otherwise
 # the function stops with the apt-get line to run. MQTT_NO_INSTALL=1 never installs.
 
 have_command() {
+    # An absolute path names a file (a header, say) rather than a command.
+    case $1 in /*) [ -e "$1" ]; return ;; esac
     command -v "$1" >/dev/null 2>&1 && return 0
     local dir
     for dir in /usr/sbin /usr/local/sbin /sbin; do

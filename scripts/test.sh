@@ -12,9 +12,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/packages.sh
 
-need_packages "the tests start private mosquitto brokers, build C and C++ programs, run them under valgrind, and consume the library from CMake and pkg-config" \
+need_packages "the tests start private mosquitto brokers, build C and C++ programs (one on SQLite), run them under valgrind, and consume the library from CMake and pkg-config" \
     mosquitto:mosquitto cmake:cmake valgrind:valgrind pkg-config:pkg-config \
-    c++:g++ cc:gcc nm:binutils python3:python3
+    c++:g++ cc:gcc nm:binutils python3:python3 /usr/include/sqlite3.h:libsqlite3-dev
 need_packages "tests/net_proxy.rs tunnels MQTT through real HTTP CONNECT and SOCKS5 proxies" \
     tinyproxy:tinyproxy microsocks:microsocks
 # tests/net_websocket.rs runs aedes (npm, pinned in tests/netpaths_support/ws_broker)

@@ -369,12 +369,12 @@ impl Client {
         if !self.loop_running()
             && let Some(reactor) = self.core.reactor()
         {
-            let before = session.pending_transmit().len();
+            let before = session.unsent_len();
             drop(session);
             // Write what the socket takes now; sleep (until it is
             // writable again, at most 50 ms) only if it took nothing.
             if reactor.try_turn(Duration::ZERO) {
-                if self.session().pending_transmit().len() >= before {
+                if self.session().unsent_len() >= before {
                     reactor.try_turn(left.min(Duration::from_millis(50)));
                 }
                 return self.session();
@@ -406,7 +406,7 @@ impl Client {
 
     /// Bytes in the connection's buffer not yet taken by the socket.
     pub fn unsent_bytes(&self) -> usize {
-        self.session().pending_transmit().len()
+        self.session().unsent_len()
     }
 
     /// Bound the bytes waiting in the connection's buffer for the socket: a
@@ -684,6 +684,8 @@ impl Client {
         let core = &self.core;
         core.closed.store(true, Ordering::Release);
         let Some(reactor) = core.reactor() else {
+            // Unlock the store now: a handle kept elsewhere must not hold it.
+            core.session().detach_store();
             return;
         };
         if self.in_callback() {
@@ -835,6 +837,50 @@ impl Client {
 
     pub fn set_resubscribe(&self, resubscribe: bool) {
         self.session().config_mut().resubscribe = resubscribe;
+    }
+
+    /// Keep the session in the built-in durable store: one log for this
+    /// client id in `directory` (created if missing), locked while the client
+    /// lives; `None` keeps it in memory only. Before connect, with an empty
+    /// session; see `Session::set_store` for what is loaded. Errors:
+    /// `InvalidArgument` (an empty client id, or messages already accepted),
+    /// `AlreadyConnected`, `StoreLocked`, `Store`.
+    pub fn set_persistence(
+        &self,
+        directory: Option<&std::path::Path>,
+        sync: crate::store::SyncMode,
+    ) -> Result<()> {
+        let Some(directory) = directory else {
+            return self.session().set_store(None);
+        };
+        let client_id = {
+            let session = self.session();
+            session.check_store_change(true)?;
+            session.config().client_id.clone()
+        };
+        if client_id.is_empty() {
+            return Err(Error::InvalidArgument);
+        }
+        let durable = sync != crate::store::SyncMode::None;
+        let (store, report) = crate::store::LogStore::open(directory, &client_id, durable)?;
+        if let Some((offset, len, why)) = report.dropped {
+            crate::log::log!(
+                &*self.core,
+                crate::log::Level::Warn,
+                "store {}: dropped {len} bytes at offset {offset} ({why}); {} records before it loaded",
+                store.log_path().display(),
+                report.records
+            );
+        }
+        self.session().set_store(Some((Box::new(store), sync)))
+    }
+
+    /// Keep the session in an application's store (see `crate::store::Store`),
+    /// synced once per loop turn before that turn's packets are written (as
+    /// `SyncMode::Batch`). `None`: memory only. Errors as `set_persistence`.
+    pub fn set_store(&self, store: Option<Box<dyn crate::store::Store>>) -> Result<()> {
+        self.session()
+            .set_store(store.map(|s| (s, crate::store::SyncMode::Batch)))
     }
 
     /// Deliver diagnostic messages up to `level` to `callback` (on the thread that

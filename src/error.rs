@@ -109,6 +109,12 @@ pub enum Error {
     /// The proxy (HTTP CONNECT or SOCKS5) refused the tunnel or answered
     /// something that is not its protocol.
     Proxy = -60,
+    /// The durable store failed to write or sync (disk full, I/O error), or
+    /// could not be opened or read: the publish was not accepted.
+    Store = -70,
+    /// Another live client (in this process or another) holds this client
+    /// id's store.
+    StoreLocked = -71,
 }
 
 impl Error {
@@ -164,6 +170,8 @@ impl Error {
             Error::NotSupported => c"not supported by the broker (maximum QoS or retain)",
             Error::TopicAliasInvalid => c"the broker used an invalid topic alias",
             Error::Proxy => c"the proxy refused the connection or answered garbage",
+            Error::Store => c"the durable store failed (write, sync, open or read)",
+            Error::StoreLocked => c"the store is locked by another live client",
         }
     }
 
@@ -172,7 +180,7 @@ impl Error {
         self.message_c().to_str().unwrap_or("error")
     }
 
-    pub const ALL: [Error; 43] = [
+    pub const ALL: [Error; 45] = [
         Error::InvalidArgument,
         Error::InvalidUtf8,
         Error::InvalidTopic,
@@ -216,6 +224,8 @@ impl Error {
         Error::NotSupported,
         Error::TopicAliasInvalid,
         Error::Proxy,
+        Error::Store,
+        Error::StoreLocked,
     ];
 
     pub fn from_code(code: i32) -> Option<Error> {

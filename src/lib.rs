@@ -14,6 +14,7 @@ pub mod log;
 pub mod net;
 pub mod protocol;
 mod reactor;
+pub mod store;
 #[cfg(feature = "tls")]
 pub mod tls;
 

@@ -112,6 +112,7 @@ const PROGRAMS: &[(&str, Kind)] = &[
     ("logging", Kind::HostPort),
     ("promises", Kind::HostPort),
     ("reactor", Kind::HostPort),
+    ("store_torn", Kind::HostPort),
     ("v5_api", Kind::HostPort),
     // c_examples
     ("home_controller", Kind::HomePair),
@@ -122,6 +123,7 @@ const PROGRAMS: &[(&str, Kind)] = &[
     ("relay_poll", Kind::TwoBrokers),
     ("request_response", Kind::HostPort),
     ("seed_example", Kind::HostPort),
+    ("sqlite_store", Kind::HostPort),
     // c_examples, C++17
     ("cpp_example", Kind::HostPort),
 ];
@@ -228,10 +230,20 @@ fn program_for(name: &str, mode: Mode) -> PathBuf {
         .arg("-L")
         .arg(lib)
         .arg("-lmqtt")
-        .arg(format!("-Wl,-rpath,{}", lib.display()));
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .args(extra_libs(name));
     compile(cmd, &src.display().to_string());
     built.insert(key, exe.clone());
     exe
+}
+
+/// Libraries a program needs beyond libmqtt (their Debian packages are in
+/// `scripts/test.sh`'s list).
+fn extra_libs(name: &str) -> &'static [&'static str] {
+    match name {
+        "sqlite_store" => &["-lsqlite3"],
+        _ => &[],
+    }
 }
 
 /// What a finished (or killed) program left behind.
@@ -709,6 +721,7 @@ program_tests! {
     "logging" => c_logging, valgrind_c_logging, asan_c_logging;
     "promises" => c_promises, valgrind_c_promises, asan_c_promises;
     "reactor" => c_reactor, valgrind_c_reactor, asan_c_reactor;
+    "store_torn" => c_store_torn, valgrind_c_store_torn, asan_c_store_torn;
     "v5_api" => c_v5_api, valgrind_c_v5_api, asan_c_v5_api;
     "home_controller" => example_home_heating, valgrind_example_home_heating,
         asan_example_home_heating;
@@ -721,6 +734,8 @@ program_tests! {
     "home_v5" => example_home_v5, valgrind_example_home_v5, asan_example_home_v5;
     "seed_example" => example_seed_example, valgrind_example_seed_example,
         asan_example_seed_example;
+    "sqlite_store" => example_sqlite_store, valgrind_example_sqlite_store,
+        asan_example_sqlite_store;
     "cpp_example" => example_cpp_example, valgrind_example_cpp_example,
         asan_example_cpp_example;
 }

@@ -967,7 +967,7 @@ impl Harness {
     /// written one included).
     fn unwritten(&self) -> Unwritten {
         let mut stream = self.written.clone();
-        stream.extend_from_slice(self.session.pending_transmit());
+        stream.extend_from_slice(self.session.peek_transmit());
         let mut rest = &stream[..];
         let mut unwritten = Unwritten {
             count: 0,
@@ -1535,7 +1535,7 @@ impl Harness {
         assert!(s.pending_requests_len() >= requests);
 
         // The connection's byte stream: complete, valid client packets.
-        let pending = s.pending_transmit();
+        let pending = s.peek_transmit();
         if s.state() == ConnectionState::Disconnected {
             assert!(pending.is_empty(), "bytes pending without a connection");
             return;

@@ -30,9 +30,11 @@ macro_rules! ffi_guard {
 
 mod properties;
 mod reactor;
+mod store;
 mod v5;
 pub use properties::*;
 pub use reactor::*;
+pub use store::*;
 pub use v5::*;
 
 #[cfg(feature = "tls")]

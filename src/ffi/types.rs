@@ -173,6 +173,14 @@ pub enum mqtt_error {
     /// status other than 2xx, a SOCKS5 reply other than 0, failed proxy
     /// authentication) or answered something that is not its protocol.
     MQTT_ERR_PROXY = -60,
+    /// The durable store (mqtt_client_set_persistence or mqtt_client_set_store)
+    /// failed to write or sync (disk full, I/O error, a store callback
+    /// returning non-zero), or could not be opened or loaded. From publish:
+    /// the message was not accepted and nothing changed.
+    MQTT_ERR_STORE = -70,
+    /// Another live client, in this process or another, holds this client
+    /// id's store (a lock held by a process that died does not count).
+    MQTT_ERR_STORE_LOCKED = -71,
 }
 
 pub(crate) const MQTT_OK: c_int = mqtt_error::MQTT_OK as c_int;
@@ -375,6 +383,8 @@ mod tests {
             MQTT_ERR_NOT_SUPPORTED,
             MQTT_ERR_TOPIC_ALIAS_INVALID,
             MQTT_ERR_PROXY,
+            MQTT_ERR_STORE,
+            MQTT_ERR_STORE_LOCKED,
         ];
         assert_eq!(c_codes.len(), Error::ALL.len());
         for (c, e) in c_codes.iter().zip(Error::ALL) {

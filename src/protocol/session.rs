@@ -18,6 +18,7 @@ use crate::protocol::codec::{
 use crate::protocol::properties::{self as prop, Properties, PropertiesBuf, PropertyContext};
 use crate::protocol::topic;
 use crate::protocol::v5::{AliasUse, IncomingAliases, OutgoingAliases, ServerLimits};
+use crate::store::{self, Durable, Record, Store, SyncMode};
 
 /// The last will the broker publishes if the connection ends without DISCONNECT.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -575,6 +576,11 @@ pub struct Session {
     /// The Authentication Method of the current connection's CONNECT (empty:
     /// no enhanced authentication).
     auth_method: String,
+    /// The durable store, when there is one (see `set_store`).
+    durable: Option<Durable>,
+    /// A store write or sync the connection cannot go on without failed:
+    /// `handle_timeout` reports it, so the reactor closes the connection.
+    store_error: Option<Error>,
 }
 
 impl Session {
@@ -607,6 +613,157 @@ impl Session {
             out_aliases: OutgoingAliases::default(),
             scratch_props: PropertiesBuf::new(),
             auth_method: String::new(),
+            durable: None,
+            store_error: None,
+        }
+    }
+
+    /// Whether a durable store is attached.
+    pub fn has_store(&self) -> bool {
+        self.durable.is_some()
+    }
+
+    /// Attach a durable store (`None`: memory only from now on; what is in
+    /// memory stays). Only while disconnected (`AlreadyConnected`) and, to
+    /// attach one, with no message or request in the session
+    /// (`InvalidArgument`: they were accepted without it).
+    ///
+    /// With `clean_session` false the store's records become the session:
+    /// outgoing messages queued (DUP set, in publish order, same ids; those
+    /// past PUBREC await PUBCOMP), incoming QoS 2 messages held, the
+    /// subscriptions tracked, and the packet-id counter after the newest
+    /// message. With `clean_session` true they are ignored and removed at the
+    /// first accepted CONNACK. `Store` if loading fails.
+    pub fn set_store(&mut self, store: Option<(Box<dyn Store>, SyncMode)>) -> Result<()> {
+        self.check_store_change(store.is_some())?;
+        let Some((mut store, mode)) = store else {
+            self.durable = None;
+            self.store_error = None;
+            return Ok(());
+        };
+        let records = store::load(&mut *store)?;
+        let mut durable = Durable::new(store, mode);
+        if self.config.clean_session {
+            durable.stale = records.into_iter().map(|(k, _)| k).collect();
+        } else {
+            self.restore(&records, &mut durable);
+        }
+        // Subscriptions made before the store (while in memory) go in too.
+        for (filter, tracked) in &self.subscriptions {
+            let _ = durable.put_subscription(filter, tracked.options.to_byte(), tracked.identifier);
+        }
+        self.durable = Some(durable);
+        self.store_error = None;
+        Ok(())
+    }
+
+    /// Close the store whatever the state (the client is being freed).
+    pub fn detach_store(&mut self) {
+        self.durable = None;
+    }
+
+    /// The errors `set_store` gives before touching anything.
+    pub fn check_store_change(&self, attach: bool) -> Result<()> {
+        if self.state != ConnectionState::Disconnected {
+            return Err(Error::AlreadyConnected);
+        }
+        if attach
+            && (!self.inflight.is_empty()
+                || !self.queue.is_empty()
+                || !self.held.is_empty()
+                || !self.requests.is_empty())
+        {
+            return Err(Error::InvalidArgument);
+        }
+        Ok(())
+    }
+
+    /// Rebuild the session from a store's records; records this version
+    /// cannot use are removed from the store.
+    fn restore(&mut self, records: &[(Vec<u8>, Vec<u8>)], durable: &mut Durable) {
+        let v5 = self.config.is_v5();
+        let mut outgoing: Vec<(u64, u16, Option<Vec<u8>>)> = Vec::new();
+        let mut unusable: Vec<&[u8]> = Vec::new();
+        for (key, value) in records {
+            match Record::parse(key, value) {
+                Some(Record::Outgoing {
+                    mid,
+                    seq,
+                    v5: was_v5,
+                    packet,
+                }) => match reencode(packet, was_v5, v5) {
+                    Some(p) => outgoing.push((seq, mid, Some(p))),
+                    None => unusable.push(key),
+                },
+                Some(Record::Released { mid, seq }) => outgoing.push((seq, mid, None)),
+                Some(Record::Held {
+                    mid,
+                    v5: was_v5,
+                    packet,
+                }) => {
+                    let proto = if was_v5 {
+                        ProtocolVersion::V5
+                    } else {
+                        ProtocolVersion::V311
+                    };
+                    match codec::decode_as(packet, usize::MAX, proto) {
+                        Ok(codec::Decoded::Packet(Packet::Publish(p), _))
+                            if p.pkid == mid && p.qos == QoS::ExactlyOnce =>
+                        {
+                            let m = self.hold(&p);
+                            self.held.insert(mid, m);
+                        }
+                        _ => unusable.push(key),
+                    }
+                }
+                Some(Record::Subscription {
+                    filter,
+                    options,
+                    identifier,
+                }) => match options_from_byte(options) {
+                    Some(options) if topic::valid_topic_filter(filter) => {
+                        self.subscriptions.insert(
+                            filter.to_owned(),
+                            Tracked {
+                                options,
+                                identifier,
+                            },
+                        );
+                    }
+                    _ => unusable.push(key),
+                },
+                None => unusable.push(key),
+            }
+        }
+        for key in unusable {
+            let _ = durable.store_mut().remove(key);
+        }
+        outgoing.sort_unstable_by_key(|o| o.0);
+        for (seq, mid, packet) in outgoing {
+            durable.see_seq(seq);
+            self.ids.reserve(mid);
+            self.ids.advance_past(mid);
+            match packet {
+                // Past PUBREC: only PUBREL, after a CONNACK with the session.
+                None => {
+                    let seq = self.next_seq();
+                    self.inflight.insert(
+                        mid,
+                        Outgoing {
+                            seq,
+                            stage: Awaiting::PubComp,
+                            packet: Vec::new(),
+                        },
+                    );
+                }
+                // Perhaps sent by the previous life: DUP set.
+                Some(mut packet) => {
+                    packet[0] |= 0b1000;
+                    let qos = QoS::from_u8((packet[0] >> 1) & 3).unwrap_or(QoS::AtLeastOnce);
+                    let cost = publish_cost(&packet, self.config.protocol);
+                    self.enqueue(mid, qos, cost, packet);
+                }
+            }
         }
     }
 
@@ -748,6 +905,8 @@ impl Session {
     /// session state (in-flight, queue, requests, held messages,
     /// subscriptions) is kept.
     pub fn connection_lost(&mut self, _now: Instant) {
+        // The next connection tries the store again.
+        self.store_error = None;
         self.state = ConnectionState::Disconnected;
         self.outbox.clear();
         self.outbox_start = 0;
@@ -756,9 +915,35 @@ impl Session {
         self.ping_sent = None;
     }
 
-    /// All encoded packets waiting to be written, in order.
-    pub fn pending_transmit(&self) -> &[u8] {
+    /// All encoded packets waiting to be written, in order. With a store in
+    /// BATCH mode, what was stored since the last sync is synced first, so no
+    /// packet reaches the socket before the records it depends on are stable
+    /// (one sync per reactor turn: the turn's packets are all in here). A
+    /// failed sync hands out nothing and `handle_timeout` reports it.
+    pub fn pending_transmit(&mut self) -> &[u8] {
+        if self.outbox_start < self.outbox.len()
+            && let Some(durable) = self.durable.as_mut()
+        {
+            if self.store_error.is_some() {
+                return &[];
+            }
+            if let Err(e) = durable.sync_batch() {
+                self.store_error = Some(e);
+                return &[];
+            }
+        }
         &self.outbox[self.outbox_start..]
+    }
+
+    /// The bytes `pending_transmit` would hand out, without the BATCH sync:
+    /// to inspect them (tests, fuzzing), never to write them.
+    pub fn peek_transmit(&self) -> &[u8] {
+        &self.outbox[self.outbox_start..]
+    }
+
+    /// Bytes waiting to be written (`pending_transmit().len()` without syncing).
+    pub fn unsent_len(&self) -> usize {
+        self.outbox.len() - self.outbox_start
     }
 
     /// `n` bytes of `pending_transmit()` were written.
@@ -782,6 +967,10 @@ impl Session {
 
     /// The earliest deadline at which `handle_timeout` has something to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.store_error.is_some() && self.state != ConnectionState::Disconnected {
+            // Due already: any instant of the past will do.
+            return self.last_received.or(self.connack_deadline);
+        }
         match self.state {
             ConnectionState::AwaitingConnAck => self.connack_deadline,
             ConnectionState::Connected => match self.keepalive_deadline()? {
@@ -796,6 +985,11 @@ impl Session {
     /// encoded) mean the reactor should close the transport and call
     /// `connection_lost`; the state is left as is until then.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<()> {
+        if self.state != ConnectionState::Disconnected
+            && let Some(e) = self.store_error
+        {
+            return Err(e);
+        }
         match self.state {
             ConnectionState::AwaitingConnAck => {
                 if let Some(e) = self.connect_error {
@@ -1095,7 +1289,7 @@ impl Session {
                 // A QoS 0 message has no other bound while connected: refuse
                 // it rather than grow the outbox without limit behind a slow
                 // socket.
-                if self.pending_transmit().len() + len > self.config.max_unsent_bytes {
+                if self.outbox.len() - self.outbox_start + len > self.config.max_unsent_bytes {
                     return Err(Error::QueueFull);
                 }
                 self.write_publish(publish);
@@ -1116,6 +1310,17 @@ impl Session {
             self.check_queue_room(cost)?;
         }
         let packet = self.encode_owned(&Packet::Publish(publish), len);
+        // Accepted only once stored: on failure nothing changed.
+        if let Some(durable) = self.durable.as_mut() {
+            let stored = match self.store_error {
+                Some(e) => Err(e),
+                None => durable.put_outgoing(mid, v5, &packet),
+            };
+            if let Err(e) = stored {
+                self.recycle_packet(packet);
+                return Err(e);
+            }
+        }
         self.ids.reserve(mid);
         self.ids.advance_past(mid);
         if into_flight {
@@ -1393,9 +1598,13 @@ impl Session {
                 reason_code: 0x80..,
                 ..
             }) => Ok(self.complete(id, Awaiting::PubRec).map(Incoming::PubRec)),
-            Packet::PubRec(Ack { pkid: id, .. }) => Ok(self.on_pubrec(id)),
+            Packet::PubRec(Ack { pkid: id, .. }) => self.on_pubrec(id),
             Packet::PubRel(Ack { pkid: id, .. }) => {
                 let message = self.held.remove(&id);
+                if message.is_some() && self.durable.is_some() {
+                    // PUBCOMP waits for `delivered`, once the callback returned.
+                    return Ok(Some(Incoming::PubRel { mid: id, message }));
+                }
                 // MQTT 5 tells the server an id it released is unknown here.
                 let reason_code = if message.is_none() && self.v5 {
                     0x92
@@ -1458,7 +1667,18 @@ impl Session {
         // (1) The broker forgot its half of the incoming QoS 2 flows: a later
         // PUBREL for them cannot come, so holding them would only leak.
         if !session_present {
+            if let Some(durable) = self.durable.as_mut() {
+                for &id in self.held.keys() {
+                    let _ = durable.remove_held(id);
+                }
+            }
             self.held.clear();
+        }
+        if self.config.clean_session
+            && let Some(durable) = self.durable.as_mut()
+        {
+            // What a previous life stored is not part of a clean session.
+            let _ = durable.remove_stale();
         }
 
         // (2) With the session, each flow continues where it stopped. Without
@@ -1494,6 +1714,9 @@ impl Session {
                 (Awaiting::PubComp, false) => {
                     if let Some(out) = self.inflight.remove(&id) {
                         self.recycle_packet(out.packet);
+                    }
+                    if let Some(durable) = self.durable.as_mut() {
+                        let _ = durable.remove_outgoing(id);
                     }
                     self.ids.release(id);
                     self.unresolved.push(id);
@@ -1650,6 +1873,11 @@ impl Session {
                     return Err(Error::TooManyIncoming);
                 }
                 let held = self.hold(&p);
+                // Stored before PUBREC: the broker then never sends it again.
+                if let Err(e) = self.store_held(&held) {
+                    self.recycle(held);
+                    return Err(e);
+                }
                 self.held.insert(p.pkid, held);
                 self.emit(&Packet::pubrec(p.pkid));
                 Ok(Some(Incoming::Publish {
@@ -1668,14 +1896,25 @@ impl Session {
         if let Some(done) = self.inflight.remove(&id) {
             self.recycle_packet(done.packet);
         }
+        if let Some(durable) = self.durable.as_mut() {
+            // A record left behind only repeats the flow in a later life.
+            let _ = durable.remove_outgoing(id);
+        }
         self.ids.release(id);
         self.refill();
         Some(id)
     }
 
-    fn on_pubrec(&mut self, id: u16) -> Option<Incoming<'static>> {
+    fn on_pubrec(&mut self, id: u16) -> Result<Option<Incoming<'static>>> {
         let seq = self.seq + 1;
-        match self.inflight.get_mut(&id) {
+        if let (Some(durable), Some(Awaiting::PubRec)) = (
+            self.durable.as_mut(),
+            self.inflight.get(&id).map(|o| o.stage),
+        ) {
+            // Before PUBREL may go: a later life must never publish it again.
+            durable.put_released(id)?;
+        }
+        Ok(match self.inflight.get_mut(&id) {
             Some(out) if out.stage == Awaiting::PubRec => {
                 out.stage = Awaiting::PubComp;
                 // PUBRELs are resent in PUBREC order [MQTT-4.6.0-4].
@@ -1703,7 +1942,7 @@ impl Session {
                 }));
                 None
             }
-        }
+        })
     }
 
     fn on_suback<'a>(&mut self, ack: codec::SubAck<'a>) -> Result<Option<Incoming<'a>>> {
@@ -1734,6 +1973,10 @@ impl Session {
         for ((filter, options), &code) in filters.into_iter().zip(ack.return_codes) {
             // 0x80 and above refuse the filter (3.1.1: only 0x80).
             if code < 0x80 {
+                if let Some(durable) = self.durable.as_mut() {
+                    // Lost, it only leaves the filter out of a resubscription.
+                    let _ = durable.put_subscription(&filter, options.to_byte(), identifier);
+                }
                 // Track what was asked for, not what was granted, so a
                 // resubscription asks for the same again.
                 self.subscriptions.insert(
@@ -1776,6 +2019,9 @@ impl Session {
         for (i, filter) in filters.iter().enumerate() {
             // A refused unsubscription (0x80 and above) leaves it in place.
             if ack.reason_codes.get(i).is_none_or(|&code| code < 0x80) {
+                if let Some(durable) = self.durable.as_mut() {
+                    let _ = durable.remove_subscription(filter);
+                }
                 self.subscriptions.remove(filter);
             }
         }
@@ -1794,6 +2040,53 @@ impl Session {
         if self.spare_packets.len() < POOL_MAX {
             self.spare_packets.push(packet);
         }
+    }
+
+    /// An incoming QoS 2 message released by PUBREL was delivered: its
+    /// callbacks returned. With a store, its record is removed (stable
+    /// before PUBCOMP) and only then PUBCOMP is queued; without one PUBCOMP
+    /// was queued with the PUBREL and this does nothing. On a store failure
+    /// no PUBCOMP is sent and the connection ends (`handle_timeout`).
+    pub fn delivered(&mut self, mid: u16) -> Result<()> {
+        let Some(durable) = self.durable.as_mut() else {
+            return Ok(());
+        };
+        if let Err(e) = durable.remove_held(mid) {
+            self.store_error = Some(e);
+            return Err(e);
+        }
+        self.emit(&Packet::PubComp(Ack {
+            pkid: mid,
+            reason_code: 0,
+            properties: self.v5.then_some(Properties::EMPTY),
+        }));
+        Ok(())
+    }
+
+    fn store_held(&mut self, held: &OwnedMessage) -> Result<()> {
+        let Some(durable) = self.durable.as_mut() else {
+            return Ok(());
+        };
+        let v5 = self.v5;
+        let mut buf = self.spare_packets.pop().unwrap_or_default();
+        buf.clear();
+        let _ = Packet::Publish(Publish {
+            dup: held.dup,
+            qos: held.qos,
+            retain: held.retain,
+            topic: &held.topic,
+            pkid: held.mid,
+            payload: &held.payload,
+            properties: v5.then(|| {
+                held.properties
+                    .as_ref()
+                    .map_or(Properties::EMPTY, PropertiesBuf::as_properties)
+            }),
+        })
+        .encode(&mut buf);
+        let result = durable.put_held(held.mid, v5, &buf);
+        self.recycle_packet(buf);
+        result
     }
 
     /// Hand back a message released by PUBREL once the user has seen it, so
@@ -1922,3 +2215,54 @@ pub const DEFAULT_MAX_UNSENT_BYTES: usize = 256 * 1024;
 
 /// Spare buffers kept for reuse; beyond this they are freed.
 const POOL_MAX: usize = 256;
+
+/// The options byte of a stored subscription (`SubscribeOptions::to_byte`).
+fn options_from_byte(b: u8) -> Option<SubscribeOptions> {
+    if b & 0xC0 != 0 || (b >> 4) & 3 == 3 {
+        return None;
+    }
+    Some(SubscribeOptions {
+        qos: QoS::from_u8(b & 3)?,
+        no_local: b & 4 != 0,
+        retain_as_published: b & 8 != 0,
+        retain_handling: (b >> 4) & 3,
+    })
+}
+
+/// Topic + payload bytes of an encoded PUBLISH (what the queue counts).
+fn publish_cost(packet: &[u8], protocol: ProtocolVersion) -> usize {
+    match codec::decode_as(packet, usize::MAX, protocol) {
+        Ok(codec::Decoded::Packet(Packet::Publish(p), _)) => p.topic.len() + p.payload.len(),
+        _ => 0,
+    }
+}
+
+/// A stored outgoing PUBLISH in the current protocol's form (a store may
+/// outlive a switch between 3.1.1 and 5.0; properties are dropped for 3.1.1).
+/// `None` if it is not a QoS 1/2 PUBLISH.
+fn reencode(packet: &[u8], was_v5: bool, v5: bool) -> Option<Vec<u8>> {
+    let proto = if was_v5 {
+        ProtocolVersion::V5
+    } else {
+        ProtocolVersion::V311
+    };
+    let p = match codec::decode_as(packet, usize::MAX, proto) {
+        Ok(codec::Decoded::Packet(Packet::Publish(p), used))
+            if used == packet.len() && p.qos != QoS::AtMostOnce =>
+        {
+            p
+        }
+        _ => return None,
+    };
+    if was_v5 == v5 {
+        return Some(packet.to_vec());
+    }
+    let mut out = Vec::new();
+    Packet::Publish(Publish {
+        properties: v5.then(|| p.properties.unwrap_or(Properties::EMPTY)),
+        ..p
+    })
+    .encode(&mut out)
+    .ok()?;
+    Some(out)
+}

@@ -315,7 +315,7 @@ impl Connection {
             .as_ref()
             .is_some_and(|c| c.established && !c.transport.has_buffered_output())
             && core.session().state() == ConnectionState::Disconnecting
-            && core.session().pending_transmit().is_empty();
+            && core.session().unsent_len() == 0;
         if requested_close {
             self.close(core, io, None);
         }
@@ -841,7 +841,7 @@ impl Connection {
     }
 
     fn write_backlogged(&self, core: &Core) -> bool {
-        core.session().pending_transmit().len() >= MAX_UNWRITTEN
+        core.session().unsent_len() >= MAX_UNWRITTEN
     }
 
     /// Whether bytes wait for the socket to become writable.
@@ -853,7 +853,7 @@ impl Connection {
                 .conn
                 .as_ref()
                 .is_some_and(|c| c.transport.has_buffered_output())
-                || !core.session().pending_transmit().is_empty())
+                || core.session().unsent_len() != 0)
     }
 
     /// Close without callbacks: the core is being freed.

@@ -175,7 +175,19 @@ fn dispatch_incoming(
                 message.as_ref().map(|m| m.as_message()),
             );
             if let Some(message) = message {
-                core.session().recycle(message);
+                // The callbacks returned: now it counts as delivered (a store
+                // records that before PUBCOMP goes).
+                let mut session = core.session();
+                if session.delivered(mid).is_err() {
+                    drop(session);
+                    log!(
+                        core,
+                        Level::Error,
+                        "QoS 2 message {mid}: the store failed to record its delivery"
+                    );
+                    session = core.session();
+                }
+                session.recycle(message);
             }
         }
         Incoming::PubAck(mid) => {

@@ -428,6 +428,11 @@ impl Engine {
                 slot.connection.shutdown(&core, io);
                 core.slot.store(NO_SLOT, Ordering::SeqCst);
                 unlink(&core);
+                if core.is_closed() {
+                    // Freed: unlock its store now, a handle kept elsewhere
+                    // must not hold it.
+                    core.session().detach_store();
+                }
             }
             None => slot.connection.deregister(io),
         }
