@@ -500,8 +500,10 @@ int main(int argc, char **argv)
         if (opt.mode == MODE_PUB)
             publish_due(lcs, payload, t);
         if (t >= next_status) {
-            printf("%6.0fs connected %ld/%ld sent %ld/s received %ld/s errors %ld\n", t - start, st.connected,
-                   opt.clients, st.sent_second, st.received_second, st.errors);
+            printf("%6.0fs connected %ld/%ld", t - start, st.connected, opt.clients);
+            if (opt.mode == MODE_SUB)
+                printf(" subscribed %ld/%ld", st.subscribed, opt.clients);
+            printf(" sent %ld/s received %ld/s errors %ld\n", st.sent_second, st.received_second, st.errors);
             fflush(stdout);
             st.sent_second = st.received_second = 0;
             next_status += 1;
