@@ -460,6 +460,12 @@ typedef struct mqtt_client mqtt_client;
 typedef struct mqtt_properties mqtt_properties;
 
 /**
+ * A reactor: drives any number of clients on one event loop. Opaque: create
+ * with `mqtt_reactor_new`, free with `mqtt_reactor_free`.
+ */
+typedef struct mqtt_reactor mqtt_reactor;
+
+/**
  * An application message, as handed to callbacks. Valid only during the callback.
  */
 typedef struct mqtt_message {
@@ -689,13 +695,16 @@ struct mqtt_client *mqtt_client_new(const char *client_id, bool clean_session);
 
 /**
  * Stop the loop thread (if any), close the connection (writing what is still
- * queued, e.g. a DISCONNECT, without waiting), and free the client. NULL is a
- * no-op.
+ * queued, e.g. a DISCONNECT, without waiting), and free the client. A client
+ * added to a reactor is removed from it (the reactor's thread closes the
+ * connection at its next turn). NULL is a no-op.
  *
- * Threading: callable from any thread, also while the loop thread runs. From
- * inside one of this client's callbacks the handle is released at once, no
- * further callback runs, and the loop thread ends when the callback returns.
- * The handle must not be used after this call, by any thread.
+ * Threading: callable from any thread, also while the loop (or the reactor)
+ * runs; from another thread it waits for this client's callback in progress,
+ * if any. From inside one of this client's callbacks the handle is released
+ * at once and the client's removal takes effect when the callback returns
+ * (its own loop thread then ends). No callback of the client runs after this
+ * call returned. The handle must not be used after this call, by any thread.
  */
 void mqtt_client_free(struct mqtt_client *client);
 
@@ -822,8 +831,9 @@ int mqtt_client_disconnect(struct mqtt_client *client);
  * later loop_start with another `on_message` replaces it (with its
  * `user_data`); NULL keeps the current one.
  *
- * Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT, MQTT_ERR_LOOP_RUNNING,
- * MQTT_ERR_IN_CALLBACK or MQTT_ERR_NO_MEMORY (thread creation failed).
+ * Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT, MQTT_ERR_LOOP_RUNNING (the loop
+ * runs already, or the client was added to a reactor), MQTT_ERR_IN_CALLBACK
+ * or MQTT_ERR_NO_MEMORY (thread creation failed).
  */
 int mqtt_client_loop_start(struct mqtt_client *client, mqtt_callback on_message, void *user_data);
 
@@ -831,8 +841,9 @@ int mqtt_client_loop_start(struct mqtt_client *client, mqtt_callback on_message,
  * Stop the loop thread and wait for it to end. The connection stays open;
  * `mqtt_client_loop` may drive it afterwards.
  *
- * Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT, MQTT_ERR_LOOP_NOT_RUNNING or
- * MQTT_ERR_IN_CALLBACK (the loop thread cannot wait for itself).
+ * Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT, MQTT_ERR_LOOP_NOT_RUNNING,
+ * MQTT_ERR_LOOP_RUNNING (the client was added to a reactor: its reactor runs
+ * it) or MQTT_ERR_IN_CALLBACK (the loop thread cannot wait for itself).
  */
 int mqtt_client_loop_stop(struct mqtt_client *client);
 
@@ -845,7 +856,7 @@ int mqtt_client_loop_stop(struct mqtt_client *client);
  * this turn (the DISCONNECT callback got it too; failed connection attempts
  * are reported to the DISCONNECT callback only); MQTT_ERR_INVALID_ARGUMENT;
  * MQTT_ERR_LOOP_RUNNING (a loop thread or another thread is running the
- * client); MQTT_ERR_IN_CALLBACK.
+ * client, or it was added to a reactor); MQTT_ERR_IN_CALLBACK.
  */
 int mqtt_client_loop(struct mqtt_client *client, int timeout_ms);
 
@@ -1023,9 +1034,11 @@ int mqtt_client_connect_async(struct mqtt_client *client, const char *host, uint
  * a command since this function was first called — and stays the same for
  * the client's life (it is not the TCP socket; do not read, write or close
  * it). When it is readable, or when `mqtt_client_next_timeout_ms` has
- * passed, call `mqtt_client_loop(client, 0)`.
+ * passed, call `mqtt_client_loop(client, 0)`. For a client added to a
+ * reactor, the reactor's descriptor (see `mqtt_reactor_socket`).
  *
- * Returns the descriptor (>= 0) or MQTT_ERR_INVALID_ARGUMENT. Thread-safe.
+ * Returns the descriptor (>= 0), MQTT_ERR_INVALID_ARGUMENT or MQTT_ERR_IO (no
+ * event loop could be created). Thread-safe.
  */
 int mqtt_client_socket(struct mqtt_client *client);
 
@@ -1036,7 +1049,8 @@ int mqtt_client_socket(struct mqtt_client *client);
  * rounded up; 0 when work is already waiting; -1 when nothing is due.
  *
  * Returns that value, or MQTT_ERR_INVALID_ARGUMENT, or MQTT_ERR_LOOP_RUNNING
- * (another thread runs the client). Call it after each `mqtt_client_loop`.
+ * (another thread runs the client, or it was added to a reactor: ask
+ * `mqtt_reactor_next_timeout_ms`). Call it after each `mqtt_client_loop`.
  */
 int mqtt_client_next_timeout_ms(struct mqtt_client *client);
 
@@ -1178,6 +1192,109 @@ int mqtt_properties_get_int_at(const struct mqtt_properties *p, int id, size_t i
  * MQTT_ERR_NOT_FOUND or MQTT_ERR_INVALID_ARGUMENT (NULL `p`).
  */
 int mqtt_properties_get_user_at(const struct mqtt_properties *p, size_t index, const char **key, size_t *key_len, const char **value, size_t *value_len);
+
+/**
+ * Create a reactor: one event loop (one epoll instance) for many clients.
+ * It starts no thread: call `mqtt_reactor_start` for one, or drive it with
+ * `mqtt_reactor_run` from your own thread or event loop.
+ *
+ * Returns a new handle, or NULL when resources are exhausted. Free it with
+ * `mqtt_reactor_free`. Thread-safe.
+ */
+struct mqtt_reactor *mqtt_reactor_new(void);
+
+/**
+ * Free the reactor. With clients still attached, it stops the thread (if
+ * any), closes their connections without callbacks (no DISCONNECT callback)
+ * and detaches them: they stay valid, are disconnected, and must still be
+ * freed with `mqtt_client_free` by their owner (they may also connect again,
+ * each then on its own). Returns promptly; no callback of its clients runs
+ * after it returned. NULL is a no-op.
+ *
+ * Threading: from any thread but its own. From inside a callback of one of
+ * its clients it takes effect when the turn running that callback ends: no
+ * further client is served, and the clients are detached then. The handle
+ * must not be used after this call.
+ */
+void mqtt_reactor_free(struct mqtt_reactor *reactor);
+
+/**
+ * Let `reactor` drive `client` from now on: its socket, timers, reconnection
+ * and callbacks. Works before or after the client connected (an open
+ * connection moves along). `on_message` (nullable) is registered as by
+ * `mqtt_client_loop_start`: it receives every application message once,
+ * whatever its QoS, with `user_data`. Every other function of the client
+ * keeps its contract; its own `mqtt_client_loop_start`, `mqtt_client_loop`
+ * and `mqtt_client_loop_stop` return MQTT_ERR_LOOP_RUNNING from then on, and
+ * `mqtt_client_socket` returns the reactor's descriptor.
+ * `mqtt_client_free` removes the client from the reactor.
+ *
+ * Returns MQTT_OK; MQTT_ERR_INVALID_ARGUMENT (NULL reactor or client);
+ * MQTT_ERR_LOOP_RUNNING (the client already belongs to a reactor, this one
+ * included, or its own loop is running: stop it first). Nothing changes on
+ * error. Thread-safe; a client belongs to one reactor.
+ */
+int mqtt_reactor_add(struct mqtt_reactor *reactor, struct mqtt_client *client, mqtt_callback on_message, void *user_data);
+
+/**
+ * Start one thread that runs the reactor (all its clients' reads, writes,
+ * timers and callbacks) until `mqtt_reactor_stop` or `mqtt_reactor_free`.
+ *
+ * Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT, MQTT_ERR_LOOP_RUNNING (already
+ * started), MQTT_ERR_IN_CALLBACK (from a callback of one of its clients) or
+ * MQTT_ERR_NO_MEMORY (thread creation failed). Thread-safe.
+ */
+int mqtt_reactor_start(struct mqtt_reactor *reactor);
+
+/**
+ * Stop the reactor's thread; when this returns, the thread has ended. The
+ * clients' connections stay open; `mqtt_reactor_run` may drive them
+ * afterwards, or `mqtt_reactor_start` again.
+ *
+ * Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT, MQTT_ERR_LOOP_NOT_RUNNING or
+ * MQTT_ERR_IN_CALLBACK (the thread cannot wait for itself). Thread-safe.
+ */
+int mqtt_reactor_stop(struct mqtt_reactor *reactor);
+
+/**
+ * Run one turn of the reactor in the calling thread: wait up to `timeout_ms`
+ * (negative: until the next event or deadline of any client) for its
+ * descriptor, then serve every client with something to do (reads,
+ * callbacks, keepalive and reconnection timers, writes). A turn costs in
+ * proportion to the clients that are ready or due, not to all clients.
+ * Connection ends are reported to each client's DISCONNECT callback.
+ *
+ * Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT, MQTT_ERR_LOOP_RUNNING (its
+ * thread or another thread runs it), MQTT_ERR_IN_CALLBACK (from a callback
+ * of one of its clients) or MQTT_ERR_IO (polling failed).
+ */
+int mqtt_reactor_run(struct mqtt_reactor *reactor, int timeout_ms);
+
+/**
+ * For an external event loop: one file descriptor to watch for readability
+ * (POLLIN / EPOLLIN) for all the reactor's clients. It becomes readable
+ * whenever any client has work — a socket is readable or writable, or a call
+ * on any thread queued a packet or a command — and stays the same for the
+ * reactor's life (do not read, write or close it). When it is readable, or
+ * when `mqtt_reactor_next_timeout_ms` has passed, call
+ * `mqtt_reactor_run(reactor, 0)`.
+ *
+ * Returns the descriptor (>= 0) or MQTT_ERR_INVALID_ARGUMENT. Thread-safe.
+ */
+int mqtt_reactor_socket(const struct mqtt_reactor *reactor);
+
+/**
+ * For an external event loop: milliseconds until the reactor must run again
+ * even if its descriptor stays quiet — the earliest protocol deadline of its
+ * clients (keepalive ping, ping response, connect timeout, reconnection
+ * backoff), rounded up; 0 when work is already waiting; -1 when nothing is
+ * due.
+ *
+ * Returns that value, MQTT_ERR_INVALID_ARGUMENT, or MQTT_ERR_LOOP_RUNNING
+ * (its thread or another thread runs it). Call it after each
+ * `mqtt_reactor_run`.
+ */
+int mqtt_reactor_next_timeout_ms(const struct mqtt_reactor *reactor);
 
 /**
  * Speak `version` (MQTT_PROTOCOL_V311 = 4, the default, or MQTT_PROTOCOL_V5 =

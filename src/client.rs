@@ -1,122 +1,32 @@
 //! The safe Rust API: a cloneable handle to one MQTT client.
 //!
-//! The session (protocol state) sits behind a mutex held only for short,
-//! non-blocking steps, never while a callback runs; the reactor (socket, poll,
-//! buffers) belongs to whichever thread runs the loop. API calls change the
-//! session and wake the reactor, which writes everything queued in one syscall.
+//! The handle validates arguments, changes the session (behind a mutex held
+//! only for short, non-blocking steps, never while a callback runs) and
+//! queues commands; the reactor driving the client (`reactor/`: its own
+//! private one, or one shared with other clients) does all socket work and
+//! runs the callbacks.
 
-use std::cell::RefCell;
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::dispatch::{Callback, Command, Condition, Data, Dispatcher};
+use crate::dispatch::{Callback, Command, Condition, Data};
 use crate::protocol::codec::{ProtocolVersion, QoS, SubscribeOptions};
 use crate::protocol::properties::{self as prop, Properties, PropertiesBuf, PropertyContext};
 use crate::protocol::session::{ConnectionState, Session, SessionConfig, Will};
-use crate::reactor::{Reactor, ReactorCommand};
+pub use crate::reactor::Resolver;
+use crate::reactor::{Core, Reactor, ReactorCommand, Shared, lock};
 use crate::{Error, Result};
-
-/// Options the reactor reads when it (re)connects.
-#[derive(Clone)]
-pub(crate) struct Options {
-    pub host: Option<String>,
-    pub port: u16,
-    pub connect_timeout: Duration,
-    /// `None` disables automatic reconnection.
-    pub reconnect: Option<(Duration, Duration)>,
-    pub max_packet_size: usize,
-    /// `None`: the system resolver (getaddrinfo).
-    pub resolver: Option<Resolver>,
-    /// `None`: plain TCP.
-    #[cfg(feature = "tls")]
-    pub tls: Option<Arc<crate::tls::TlsSetup>>,
-    /// How long a QoS 0 publish waits for room under the unsent-bytes limit
-    /// before it returns `QueueFull` (zero: it never waits).
-    pub publish_wait: Duration,
-}
-
-/// Turns a host name and port into addresses to try in order, in place of the
-/// system resolver. Called on a short-lived thread, never on the loop's.
-pub type Resolver = Arc<dyn Fn(&str, u16) -> std::io::Result<Vec<SocketAddr>> + Send + Sync>;
-
-/// The outcome of the connection attempt a `connect` call waits for.
-#[derive(Default)]
-pub(crate) struct ConnectWait {
-    next_attempt: u64,
-    pub in_progress: Option<u64>,
-    pub finished: Option<(u64, Result<bool>)>,
-}
-
-pub(crate) struct Inner {
-    pub session: Mutex<Session>,
-    pub dispatcher: Dispatcher<Client>,
-    pub reactor: Mutex<Reactor>,
-    pub waker: mio::Waker,
-    /// The poll instance's epoll descriptor, constant for the client's life.
-    event_fd: std::os::fd::RawFd,
-    /// Work was queued for the reactor since its last turn began.
-    wake_pending: AtomicBool,
-    /// A turn is blocked in (or about to enter) its poll: queued work must
-    /// write the waker. Otherwise the next turn finds `wake_pending` and does
-    /// the work before it sleeps, which saves the caller's loop a syscall and a
-    /// turn per publish.
-    sleeping: AtomicBool,
-    /// `event_fd` was handed out: an external loop may be asleep on it, so
-    /// every wake writes the waker.
-    external_poller: AtomicBool,
-    /// Bit 0: a connection attempt is under way (name resolution, TCP, TLS,
-    /// CONNECT awaiting its CONNACK), requested or automatic. Bits 1..: the
-    /// intent, bumped by every connect request and every disconnect; commands
-    /// carry the intent they were issued under, and the reactor drops those a
-    /// later request overtook (a resolution finishing after disconnect, say).
-    /// One word, so that a disconnect learns atomically whether the attempt
-    /// it supersedes had been claimed.
-    attempt_state: AtomicU64,
-    pub commands: Mutex<Vec<ReactorCommand>>,
-    pub connect_wait: Mutex<ConnectWait>,
-    pub connect_done: Condvar,
-    pub options: Mutex<Options>,
-    /// The loop thread and its own stop flag: a flag per thread, so that a
-    /// loop_start racing a loop_stop cannot un-stop the thread being joined.
-    loop_thread: Mutex<Option<(JoinHandle<()>, Arc<AtomicBool>)>>,
-    /// Held by loop_start, loop_stop and close for their whole run (joins
-    /// included), so that a new loop thread never starts while the old one is
-    /// still alive: the two would fight over the reactor. Never taken from a
-    /// callback (those calls refuse or return early there).
-    loop_lifecycle: Mutex<()>,
-    /// The message callback of the latest `loop_start` that gave one.
-    loop_on_message: Mutex<Option<Callback<Client>>>,
-    /// Set once the owner released the client: no further callback may run.
-    pub closed: AtomicBool,
-    /// Diagnostic logging (off by default).
-    pub(crate) logger: crate::log::Logger,
-    /// Signalled (with the session lock) when written bytes made room, or
-    /// the connection ended, while `publish_waiters` is not zero.
-    pub(crate) drained: Condvar,
-    pub(crate) publish_waiters: AtomicU64,
-}
-
-thread_local! {
-    /// Clients whose callbacks are running on this thread (nested clients allowed).
-    static IN_CALLBACK: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic in user code never happens under our locks; a poisoned lock still
-    // holds consistent data, so keep going rather than propagate the poison.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// A handle to one MQTT client. Cloning gives another handle to the same client.
 ///
-/// The loop thread holds a handle of its own: call [`Client::close`] (or
-/// [`Client::loop_stop`]) to end it; dropping the other handles does not.
+/// A running loop (its own, or a reactor's) keeps the client's connection
+/// open: call [`Client::close`] to end it; dropping the handles does not.
 #[derive(Clone)]
+#[repr(transparent)]
 pub struct Client {
-    pub(crate) inner: Arc<Inner>,
+    pub(crate) core: Arc<Core>,
 }
 
 impl Client {
@@ -132,43 +42,15 @@ impl Client {
             clean_session,
             ..SessionConfig::default()
         };
-        let max_packet_size = config.max_packet_size;
-        let (reactor, waker) = Reactor::new().map_err(|_| Error::Io)?;
-        let event_fd = reactor.event_fd();
         Ok(Client {
-            inner: Arc::new(Inner {
-                session: Mutex::new(Session::new(config)),
-                dispatcher: Dispatcher::default(),
-                reactor: Mutex::new(reactor),
-                waker,
-                event_fd,
-                wake_pending: AtomicBool::new(false),
-                sleeping: AtomicBool::new(false),
-                external_poller: AtomicBool::new(false),
-                attempt_state: AtomicU64::new(0),
-                commands: Mutex::new(Vec::new()),
-                connect_wait: Mutex::new(ConnectWait::default()),
-                connect_done: Condvar::new(),
-                options: Mutex::new(Options {
-                    host: None,
-                    port: 1883,
-                    connect_timeout: Duration::from_secs(10),
-                    reconnect: Some((Duration::from_millis(500), Duration::from_secs(30))),
-                    max_packet_size,
-                    resolver: None,
-                    #[cfg(feature = "tls")]
-                    tls: None,
-                    publish_wait: Duration::ZERO,
-                }),
-                loop_thread: Mutex::new(None),
-                loop_lifecycle: Mutex::new(()),
-                loop_on_message: Mutex::new(None),
-                closed: AtomicBool::new(false),
-                logger: crate::log::Logger::default(),
-                drained: Condvar::new(),
-                publish_waiters: AtomicU64::new(0),
-            }),
+            core: Arc::new(Core::new(config)),
         })
+    }
+
+    /// The handle a callback receives: the reactor knows only the core.
+    fn from_core(core: &Arc<Core>) -> &Client {
+        // SAFETY: `Client` is a `repr(transparent)` wrapper of `Arc<Core>`.
+        unsafe { &*(core as *const Arc<Core>).cast::<Client>() }
     }
 
     /// Register a callback (the seed's `on`): specific with a condition, generic without.
@@ -179,65 +61,47 @@ impl Client {
         condition: Option<Condition>,
         priority: i32,
     ) {
-        self.inner
+        let forward: Callback<Arc<Core>> = Arc::new(move |core: &Arc<Core>, data: &Data<'_>| {
+            callback(Client::from_core(core), data)
+        });
+        self.core
             .dispatcher
-            .on(command, callback, condition, priority);
+            .on(command, forward, condition, priority);
     }
 
     /// Whether the calling thread is inside one of this client's callbacks.
     pub fn in_callback(&self) -> bool {
-        let me = Arc::as_ptr(&self.inner) as usize;
-        IN_CALLBACK.with(|c| c.borrow().contains(&me))
-    }
-
-    pub(crate) fn enter_callback(&self) -> CallbackGuard {
-        let me = Arc::as_ptr(&self.inner) as usize;
-        IN_CALLBACK.with(|c| c.borrow_mut().push(me));
-        CallbackGuard(me)
+        self.core.in_callback()
     }
 
     /// Tell the reactor there is work (bytes to write or a command).
-    ///
-    /// SeqCst pairs with [`Client::prepare_sleep`]: either the reactor sees
-    /// `wake_pending` before it sleeps, or this call sees `sleeping` and writes
-    /// the waker. Inside a callback the turn running it is awake, so the flag
-    /// alone makes the next turn do the work before sleeping.
     pub(crate) fn wake(&self) {
-        let inner = &self.inner;
-        if self.in_callback() {
-            inner.wake_pending.store(true, Ordering::SeqCst);
-            return;
-        }
-        if !inner.wake_pending.swap(true, Ordering::SeqCst)
-            && (inner.sleeping.load(Ordering::SeqCst)
-                || inner.external_poller.load(Ordering::SeqCst))
-        {
-            let _ = inner.waker.wake();
-        }
-    }
-
-    /// Take the pending-work flag: the caller is about to do that work.
-    pub(crate) fn clear_wake(&self) -> bool {
-        self.inner.wake_pending.swap(false, Ordering::SeqCst)
-    }
-
-    pub(crate) fn wake_is_pending(&self) -> bool {
-        self.inner.wake_pending.load(Ordering::SeqCst)
-    }
-
-    /// The reactor is about to poll: from now on wakes write the waker.
-    /// Returns false when work arrived meanwhile and the poll must not block.
-    pub(crate) fn prepare_sleep(&self) -> bool {
-        self.inner.sleeping.store(true, Ordering::SeqCst);
-        !self.inner.wake_pending.load(Ordering::SeqCst)
-    }
-
-    pub(crate) fn end_sleep(&self) {
-        self.inner.sleeping.store(false, Ordering::SeqCst);
+        self.core.wake();
     }
 
     pub(crate) fn session(&self) -> MutexGuard<'_, Session> {
-        lock(&self.inner.session)
+        self.core.session()
+    }
+
+    /// The reactor driving this client; a private one is made on first need.
+    fn driver(&self) -> Result<Arc<Shared>> {
+        let mut link = lock(&self.core.link);
+        if let Some(reactor) = &*link {
+            return Ok(reactor.clone());
+        }
+        let reactor = Shared::private_for(&self.core).map_err(|_| Error::Io)?;
+        *link = Some(reactor.clone());
+        Ok(reactor)
+    }
+
+    /// The client's own reactor, for its own loop calls; `LoopRunning` once
+    /// it was added to a shared one.
+    fn own_driver(&self) -> Result<Arc<Shared>> {
+        let reactor = self.driver()?;
+        if !reactor.private {
+            return Err(Error::LoopRunning);
+        }
+        Ok(reactor)
     }
 
     /// Connect to `host:port`, send CONNECT and wait for CONNACK (bounded by the
@@ -272,21 +136,13 @@ impl Client {
     /// DNS. Used by `connect`, `reconnect`, `connect_async` and each automatic
     /// reconnection; IP literals are not resolved.
     pub fn set_resolver(&self, resolver: Option<Resolver>) {
-        lock(&self.inner.options).resolver = resolver;
-    }
-
-    /// The host to connect to when it must be resolved (not an IP literal).
-    pub(crate) fn host_name(&self) -> Option<String> {
-        lock(&self.inner.options)
-            .host
-            .clone()
-            .filter(|host| host.parse::<std::net::IpAddr>().is_err())
+        lock(&self.core.options).resolver = resolver;
     }
 
     /// Where `connect`, `connect_async` and later reconnections go.
     fn set_target(&self, host: &str, keepalive: u16, port: u16) {
         {
-            let mut options = lock(&self.inner.options);
+            let mut options = lock(&self.core.options);
             options.host = Some(host.to_owned());
             options.port = port;
         }
@@ -301,83 +157,51 @@ impl Client {
         if host.is_empty() || host.len() > 255 {
             return Err(Error::InvalidArgument);
         }
-        if lock(&self.inner.connect_wait).in_progress.is_some() {
+        if lock(&self.core.connect_wait).in_progress.is_some() {
             return Err(Error::AlreadyConnected);
         }
         self.check_client_id()?;
+        self.driver()?;
         let intent = self.claim_attempt()?;
         self.set_target(host, keepalive, port);
         if let Ok(ip) = host.parse::<std::net::IpAddr>() {
             let addrs = vec![SocketAddr::new(ip, port)];
-            lock(&self.inner.commands).push(ReactorCommand::Connect {
+            self.core.push_command(ReactorCommand::Connect {
                 attempt: None,
                 addrs,
                 intent,
             });
-            self.wake();
             return Ok(());
         }
-        self.resolve_in_background(move |result| match result {
-            Ok(addrs) => ReactorCommand::Connect {
-                attempt: None,
-                addrs,
-                intent,
-            },
-            Err(error) => ReactorCommand::Failed { error, intent },
-        })
-        .inspect_err(|_| self.set_attempt_in_progress(false))
-    }
-
-    /// Resolve the host on a short-lived thread, so that no loop blocks on
-    /// DNS, and hand the reactor `command(outcome)`.
-    pub(crate) fn resolve_in_background(
-        &self,
-        command: impl FnOnce(Result<Vec<SocketAddr>>) -> ReactorCommand + Send + 'static,
-    ) -> Result<()> {
-        let client = self.clone();
-        std::thread::Builder::new()
-            .name("mqtt-resolve".into())
-            .spawn(move || {
-                let command = command(client.resolve());
-                lock(&client.inner.commands).push(command);
-                client.wake();
+        self.core
+            .resolve_in_background(move |result| match result {
+                Ok(addrs) => ReactorCommand::Connect {
+                    attempt: None,
+                    addrs,
+                    intent,
+                },
+                Err(error) => ReactorCommand::Failed { error, intent },
             })
-            .map(drop)
-            .map_err(|_| Error::NoMemory)
+            .inspect_err(|_| self.core.set_attempt_in_progress(false))
     }
 
     /// A file descriptor that becomes readable whenever the client has work
-    /// (socket ready, a command from another thread): for external event loops.
-    pub fn event_fd(&self) -> std::os::fd::RawFd {
-        self.inner.external_poller.store(true, Ordering::SeqCst);
-        if self.wake_is_pending() {
-            // Queued before anyone could sleep on the descriptor: announce it now.
-            let _ = self.inner.waker.wake();
-        }
-        self.inner.event_fd
+    /// (socket ready, a command from another thread): for external event
+    /// loops. Once the client was added to a reactor, that reactor's.
+    pub fn event_fd(&self) -> Result<std::os::fd::RawFd> {
+        Ok(self.driver()?.event_fd())
     }
 
     /// Time until the client must run again even without events, for external
-    /// event loops. `Err(LoopRunning)` while another thread runs the client.
+    /// event loops. `Err(LoopRunning)` while another thread runs the client,
+    /// or once it was added to a reactor.
     pub fn next_timeout(&self) -> Result<Option<Duration>> {
-        Ok(self.idle_reactor()?.next_timeout(self))
+        self.own_driver()?.next_timeout()
     }
 
     /// Whether queued bytes wait for the socket to become writable.
     pub fn wants_write(&self) -> Result<bool> {
-        Ok(self.idle_reactor()?.wants_write(self))
-    }
-
-    /// The reactor, for a query from the thread that drives it.
-    fn idle_reactor(&self) -> Result<MutexGuard<'_, Reactor>> {
-        // The loop thread may not have taken the reactor yet: ask the flag too.
-        if self.loop_running() {
-            return Err(Error::LoopRunning);
-        }
-        self.inner
-            .reactor
-            .try_lock()
-            .map_err(|_| Error::LoopRunning)
+        self.own_driver()?.wants_write(&self.core)
     }
 
     /// Connect again to the host of the last `connect`, with the same options.
@@ -385,7 +209,7 @@ impl Client {
         if self.in_callback() {
             return Err(Error::InCallback);
         }
-        if lock(&self.inner.options).host.is_none() {
+        if lock(&self.core.options).host.is_none() {
             return Err(Error::NotConnected);
         }
         if self.connection_active() {
@@ -397,7 +221,7 @@ impl Client {
     /// Connected or connecting; a connection being closed by `disconnect` does not
     /// count (the next attempt finishes closing it first).
     fn connection_active(&self) -> bool {
-        self.attempt_in_progress()
+        self.core.attempt_in_progress()
             || matches!(
                 self.session().state(),
                 ConnectionState::AwaitingConnAck | ConnectionState::Connected
@@ -411,75 +235,15 @@ impl Client {
         if self.connection_active() {
             return Err(Error::AlreadyConnected);
         }
-        let state = &self.inner.attempt_state;
-        let mut current = state.load(Ordering::SeqCst);
-        loop {
-            if current & 1 == 1 {
-                return Err(Error::AlreadyConnected);
-            }
-            let claimed = (current + 2) | 1;
-            match state.compare_exchange(current, claimed, Ordering::SeqCst, Ordering::SeqCst) {
-                Ok(_) => return Ok(claimed >> 1),
-                Err(seen) => current = seen,
-            }
-        }
-    }
-
-    /// A new intent superseding every command issued so far; also whether an
-    /// attempt was under way at that instant.
-    fn new_intent(&self) -> (u64, bool) {
-        let before = self.inner.attempt_state.fetch_add(2, Ordering::SeqCst);
-        ((before + 2) >> 1, before & 1 == 1)
-    }
-
-    pub(crate) fn current_intent(&self) -> u64 {
-        self.inner.attempt_state.load(Ordering::SeqCst) >> 1
-    }
-
-    pub(crate) fn attempt_in_progress(&self) -> bool {
-        self.inner.attempt_state.load(Ordering::SeqCst) & 1 == 1
-    }
-
-    pub(crate) fn set_attempt_in_progress(&self, on: bool) {
-        if on {
-            self.inner.attempt_state.fetch_or(1, Ordering::SeqCst);
-        } else {
-            self.inner.attempt_state.fetch_and(!1, Ordering::SeqCst);
-        }
-    }
-
-    /// Clear the attempt bit; whether it was set.
-    pub(crate) fn take_attempt_in_progress(&self) -> bool {
-        self.inner.attempt_state.fetch_and(!1, Ordering::SeqCst) & 1 == 1
-    }
-
-    pub(crate) fn resolve(&self) -> Result<Vec<SocketAddr>> {
-        let (host, port, resolver) = {
-            let options = lock(&self.inner.options);
-            (
-                options.host.clone().ok_or(Error::NotConnected)?,
-                options.port,
-                options.resolver.clone(),
-            )
-        };
-        let addrs: Vec<SocketAddr> = match resolver {
-            Some(resolve) => resolve(&host, port).map_err(|_| Error::Dns)?,
-            None => (host.as_str(), port)
-                .to_socket_addrs()
-                .map_err(|_| Error::Dns)?
-                .collect(),
-        };
-        if addrs.is_empty() {
-            return Err(Error::Dns);
-        }
-        Ok(addrs)
+        self.core.claim_attempt()
     }
 
     fn connect_and_wait(&self) -> Result<bool> {
-        let addrs = self.resolve()?;
-        let timeout = lock(&self.inner.options).connect_timeout;
+        let addrs = self.core.resolve()?;
+        let reactor = self.driver()?;
+        let timeout = lock(&self.core.options).connect_timeout;
         let (attempt, intent) = {
-            let mut wait = lock(&self.inner.connect_wait);
+            let mut wait = lock(&self.core.connect_wait);
             if wait.in_progress.is_some() {
                 return Err(Error::AlreadyConnected);
             }
@@ -489,12 +253,11 @@ impl Client {
             wait.in_progress = Some(attempt);
             (attempt, intent)
         };
-        lock(&self.inner.commands).push(ReactorCommand::Connect {
+        self.core.push_command(ReactorCommand::Connect {
             attempt: Some(attempt),
             addrs,
             intent,
         });
-        self.wake();
         // The reactor bounds the attempt by the connect timeout; this margin only
         // guards against a loop thread that was stopped meanwhile.
         let give_up = Instant::now() + timeout + Duration::from_secs(2);
@@ -505,21 +268,16 @@ impl Client {
             let now = Instant::now();
             let closed = self.is_closed();
             if now >= give_up || closed {
-                let mut wait = lock(&self.inner.connect_wait);
+                let mut wait = lock(&self.core.connect_wait);
                 if wait.in_progress == Some(attempt) {
                     wait.in_progress = None;
                     // The attempt must not go on after this call reported it
                     // failed: supersede it (clearing its bit in the same step,
                     // so a new connect may start at once), and have the
                     // reactor drop it.
-                    let before = self
-                        .inner
-                        .attempt_state
-                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| Some((s + 2) & !1))
-                        .unwrap_or_default();
-                    let intent = (before + 2) >> 1;
-                    lock(&self.inner.commands).push(ReactorCommand::StopReconnecting { intent });
-                    self.wake();
+                    let intent = self.core.supersede_attempt();
+                    self.core
+                        .push_command(ReactorCommand::StopReconnecting { intent });
                 }
                 return Err(if closed {
                     Error::NotConnected
@@ -527,14 +285,12 @@ impl Client {
                     Error::Timeout
                 });
             }
-            if let Ok(mut reactor) = self.inner.reactor.try_lock() {
-                let step = (give_up - now).min(Duration::from_millis(100));
-                reactor.turn(self, Some(step));
-            } else {
-                let wait = lock(&self.inner.connect_wait);
+            let step = (give_up - now).min(Duration::from_millis(100));
+            if reactor.thread_running() || !reactor.try_turn(step) {
+                let wait = lock(&self.core.connect_wait);
                 let step = (give_up - now).min(Duration::from_millis(50));
                 let _unused = self
-                    .inner
+                    .core
                     .connect_done
                     .wait_timeout(wait, step)
                     .unwrap_or_else(|e| e.into_inner());
@@ -543,7 +299,7 @@ impl Client {
     }
 
     fn take_connect_result(&self, attempt: u64) -> Option<Result<bool>> {
-        let mut wait = lock(&self.inner.connect_wait);
+        let mut wait = lock(&self.core.connect_wait);
         match wait.finished {
             Some((id, result)) if id == attempt => {
                 wait.finished = None;
@@ -584,7 +340,7 @@ impl Client {
         let mut session = self.session();
         let mut result = session.publish_with(Instant::now(), topic, payload, qos, retain, props);
         if result == Err(Error::QueueFull) && qos == QoS::AtMostOnce {
-            let wait = lock(&self.inner.options).publish_wait;
+            let wait = lock(&self.core.options).publish_wait;
             let deadline = Instant::now() + wait;
             while result == Err(Error::QueueFull)
                 && !self.in_callback()
@@ -610,15 +366,16 @@ impl Client {
         session: MutexGuard<'a, Session>,
         left: Duration,
     ) -> MutexGuard<'a, Session> {
-        if !self.loop_running() {
+        if !self.loop_running()
+            && let Some(reactor) = self.core.reactor()
+        {
             let before = session.pending_transmit().len();
             drop(session);
-            if let Ok(mut reactor) = self.inner.reactor.try_lock() {
-                // Write what the socket takes now; sleep (until it is
-                // writable again, at most 50 ms) only if it took nothing.
-                reactor.turn(self, Some(Duration::ZERO));
+            // Write what the socket takes now; sleep (until it is
+            // writable again, at most 50 ms) only if it took nothing.
+            if reactor.try_turn(Duration::ZERO) {
                 if self.session().pending_transmit().len() >= before {
-                    reactor.turn(self, Some(left.min(Duration::from_millis(50))));
+                    reactor.try_turn(left.min(Duration::from_millis(50)));
                 }
                 return self.session();
             }
@@ -635,7 +392,7 @@ impl Client {
         session: MutexGuard<'a, Session>,
         left: Duration,
     ) -> MutexGuard<'a, Session> {
-        let inner = &self.inner;
+        let inner = &self.core;
         inner.publish_waiters.fetch_add(1, Ordering::SeqCst);
         // The reactor must write (it may be asleep with nothing else to do).
         self.wake();
@@ -660,7 +417,7 @@ impl Client {
             return Err(Error::InvalidArgument);
         }
         self.session().config_mut().max_unsent_bytes = max_bytes;
-        lock(&self.inner.options).publish_wait = wait;
+        lock(&self.core.options).publish_wait = wait;
         Ok(())
     }
 
@@ -695,7 +452,7 @@ impl Client {
             return Ok(());
         }
         if session.state() != crate::protocol::session::ConnectionState::Disconnected
-            || self.attempt_in_progress()
+            || self.core.attempt_in_progress()
         {
             return Err(Error::AlreadyConnected);
         }
@@ -782,7 +539,7 @@ impl Client {
     pub fn disconnect_with(&self, reason_code: u8, props: Properties<'_>) -> Result<()> {
         // Argument errors change nothing, not even the intent.
         self.session().check_disconnect(reason_code, props)?;
-        let (intent, attempting) = self.new_intent();
+        let (intent, attempting) = self.core.new_intent();
         // The session stays locked until the command is queued: a loop thread
         // taking the command at once must find the DISCONNECT already queued,
         // or it would send one itself and this call would report NotConnected.
@@ -791,130 +548,160 @@ impl Client {
         // When not connected, the command still cancels a pending automatic
         // reconnection, which is what the caller asked for, and gives up an
         // attempt under way, which counts as success.
-        lock(&self.inner.commands).push(ReactorCommand::StopReconnecting { intent });
+        lock(&self.core.commands).push(ReactorCommand::StopReconnecting { intent });
         drop(session);
         if sent.is_err() && !attempting {
             return sent;
         }
         self.wake();
-        if !self.in_callback() && !self.loop_running() {
+        if !self.in_callback()
+            && !self.loop_running()
+            && let Some(reactor) = self.core.reactor()
+        {
             // Nobody else will write the DISCONNECT: do it now.
-            if let Ok(mut reactor) = self.inner.reactor.try_lock() {
-                reactor.turn(self, Some(Duration::ZERO));
-            }
+            reactor.try_turn(Duration::ZERO);
         }
         Ok(())
     }
 
-    /// Run the reactor on a new thread until `loop_stop`. `on_message`, when
-    /// given, receives every application message once (QoS 0, 1 and 2).
+    /// Run the client's own reactor on a new thread until `loop_stop`.
+    /// `on_message`, when given, receives every application message once
+    /// (QoS 0, 1 and 2). `LoopRunning` once the client was added to a reactor.
     pub fn loop_start(&self, on_message: Option<Callback<Client>>) -> Result<()> {
         if self.in_callback() {
             return Err(Error::InCallback);
         }
-        let _lifecycle = lock(&self.inner.loop_lifecycle);
-        let mut thread = lock(&self.inner.loop_thread);
-        if thread.is_some() {
+        let reactor = self.own_driver()?;
+        if reactor.thread_running() {
             return Err(Error::LoopRunning);
         }
-        if let Some(on_message) = on_message {
-            // One registration forwarding to the latest `on_message`, so that a
-            // later loop_start replaces it rather than sharing messages with it.
-            let first = lock(&self.inner.loop_on_message)
-                .replace(on_message)
-                .is_none();
-            let forward: Callback<Client> = Arc::new(|client: &Client, data: &Data<'_>| {
-                let on_message = lock(&client.inner.loop_on_message).clone();
-                if let Some(on_message) = on_message {
-                    on_message(client, data);
-                }
-            });
-            // The generic PUBREL slot has one occupant: taking it again is harmless.
-            self.on(Command::PubRel, forward.clone(), None, 0);
-            if first {
-                let has_message: Condition = Arc::new(|data: &Data<'_>| data.message.is_some());
-                self.on(Command::Publish, forward, Some(has_message), -1);
-            }
-        }
-        let stop = Arc::new(AtomicBool::new(false));
-        let client = self.clone();
-        let stop_seen = stop.clone();
-        let handle = std::thread::Builder::new()
-            .name("mqtt-loop".into())
-            .spawn(move || {
-                let mut reactor = lock(&client.inner.reactor);
-                while !stop_seen.load(Ordering::Acquire)
-                    && !client.inner.closed.load(Ordering::Acquire)
-                {
-                    reactor.turn(&client, None);
-                }
-                if !client.is_closed() {
-                    // Carry out what was asked just before the stop (a DISCONNECT, say).
-                    reactor.turn(&client, Some(Duration::ZERO));
-                }
-            })
-            .map_err(|_| Error::NoMemory)?;
-        *thread = Some((handle, stop));
-        Ok(())
+        self.install_on_message(on_message);
+        reactor.start()
     }
 
+    /// Register `on_message` to see every application message once: one
+    /// registration forwarding to the latest `on_message`, so that a later
+    /// one replaces it rather than sharing messages with it.
+    fn install_on_message(&self, on_message: Option<Callback<Client>>) {
+        let Some(on_message) = on_message else {
+            return;
+        };
+        let on_message: Callback<Arc<Core>> = Arc::new(move |core: &Arc<Core>, data: &Data<'_>| {
+            on_message(Client::from_core(core), data)
+        });
+        let first = lock(&self.core.loop_on_message)
+            .replace(on_message)
+            .is_none();
+        let forward: Callback<Arc<Core>> = Arc::new(|core: &Arc<Core>, data: &Data<'_>| {
+            let on_message = lock(&core.loop_on_message).clone();
+            if let Some(on_message) = on_message {
+                on_message(core, data);
+            }
+        });
+        let dispatcher = &self.core.dispatcher;
+        // The generic PUBREL slot has one occupant: taking it again is harmless.
+        dispatcher.on(Command::PubRel, forward.clone(), None, 0);
+        if first {
+            let has_message: Condition = Arc::new(|data: &Data<'_>| data.message.is_some());
+            dispatcher.on(Command::Publish, forward, Some(has_message), -1);
+        }
+    }
+
+    /// Whether a thread (the client's own loop thread, or a reactor's), or a
+    /// reactor the client was added to, drives the client.
     pub fn loop_running(&self) -> bool {
-        lock(&self.inner.loop_thread).is_some()
+        self.core
+            .reactor()
+            .is_some_and(|reactor| !reactor.private || reactor.thread_running())
     }
 
     /// Stop the loop thread and wait for it. The connection stays open.
+    /// `LoopRunning` once the client was added to a reactor.
     pub fn loop_stop(&self) -> Result<()> {
         if self.in_callback() {
             return Err(Error::InCallback);
         }
-        let _lifecycle = lock(&self.inner.loop_lifecycle);
-        let taken = lock(&self.inner.loop_thread).take();
-        let Some((handle, stop)) = taken else {
-            return Err(Error::LoopNotRunning);
-        };
-        stop.store(true, Ordering::Release);
-        let _ = self.inner.waker.wake();
-        let _ = handle.join();
-        Ok(())
+        match self.core.reactor() {
+            Some(reactor) if reactor.private => reactor.stop(),
+            Some(_) => Err(Error::LoopRunning),
+            None => Err(Error::LoopNotRunning),
+        }
     }
 
-    /// One reactor turn in the calling thread, waiting at most `timeout` for events.
-    /// Returns the error that ended the connection during this turn, if any.
+    /// One turn of the client's own reactor in the calling thread, waiting
+    /// at most `timeout` for events. Returns the error that ended the
+    /// connection during this turn, if any.
     pub fn run_once(&self, timeout: Duration) -> Result<()> {
         if self.in_callback() {
             return Err(Error::InCallback);
         }
-        if self.loop_running() {
-            return Err(Error::LoopRunning);
-        }
-        let Ok(mut reactor) = self.inner.reactor.try_lock() else {
-            return Err(Error::LoopRunning);
-        };
-        match reactor.turn(self, Some(timeout)) {
+        match self.own_driver()?.run(Some(timeout))? {
             Some(error) => Err(error),
             None => Ok(()),
         }
     }
 
-    /// Stop the loop, close the connection and make sure no callback runs again.
-    /// From inside a callback the loop thread finishes after that callback returns.
+    /// Let `reactor` drive this client from now on, connected or not (its
+    /// connection moves along). `on_message` as for `loop_start`. From then
+    /// on `loop_start`, `run_once` and `loop_stop` answer `LoopRunning`.
+    /// `LoopRunning` too when the client's own loop runs, or it belongs to
+    /// a reactor already; `InvalidArgument` once it was closed.
+    pub fn add_to_reactor(
+        &self,
+        reactor: &Reactor,
+        on_message: Option<Callback<Client>>,
+    ) -> Result<()> {
+        if self.is_closed() {
+            return Err(Error::InvalidArgument);
+        }
+        let shared = &reactor.shared;
+        let mut link = lock(&self.core.link);
+        let connection = match link.as_ref() {
+            Some(current) if !current.private => return Err(Error::LoopRunning),
+            Some(own) => {
+                if own.thread_running() || own.in_turn() {
+                    return Err(Error::LoopRunning);
+                }
+                shared.check_open()?;
+                own.take_for_move(&self.core)?
+            }
+            None => {
+                shared.check_open()?;
+                None
+            }
+        };
+        self.install_on_message(on_message);
+        *link = Some(shared.clone());
+        shared.adopt(&self.core, connection);
+        Ok(())
+    }
+
+    /// Stop the loop, close the connection and make sure no callback runs
+    /// again. From another thread it waits for a callback in progress; from
+    /// inside one of this client's callbacks it takes effect when that
+    /// callback returns.
     pub fn close(&self) {
-        self.inner.closed.store(true, Ordering::Release);
-        let _ = self.inner.waker.wake();
+        let core = &self.core;
+        core.closed.store(true, Ordering::Release);
+        let Some(reactor) = core.reactor() else {
+            return;
+        };
         if self.in_callback() {
-            // Joining the loop thread from itself would deadlock; it exits on its own.
+            // The turn running this callback removes the client afterwards.
+            reactor.intake.force_wake();
             return;
         }
-        let _lifecycle = lock(&self.inner.loop_lifecycle);
-        let taken = lock(&self.inner.loop_thread).take();
-        if let Some((handle, _)) = taken {
-            let _ = handle.join();
+        core.wait_for_callbacks();
+        if reactor.private {
+            let _ = reactor.stop();
+            reactor.release(core, true);
+        } else {
+            reactor.release(core, false);
         }
-        lock(&self.inner.reactor).shutdown(self);
     }
 
     pub fn is_closed(&self) -> bool {
-        self.inner.closed.load(Ordering::Acquire)
+        self.core.is_closed()
     }
 
     pub fn set_credentials(&self, username: Option<&str>, password: Option<&[u8]>) -> Result<()> {
@@ -950,7 +737,7 @@ impl Client {
             None => None,
             Some(options) => Some(Arc::new(crate::tls::TlsSetup::new(options)?)),
         };
-        lock(&self.inner.options).tls = setup;
+        lock(&self.core.options).tls = setup;
         Ok(())
     }
 
@@ -981,7 +768,7 @@ impl Client {
         if timeout.is_zero() {
             return Err(Error::InvalidArgument);
         }
-        lock(&self.inner.options).connect_timeout = timeout;
+        lock(&self.core.options).connect_timeout = timeout;
         self.session().config_mut().connect_timeout = timeout;
         Ok(())
     }
@@ -993,7 +780,7 @@ impl Client {
         {
             return Err(Error::InvalidArgument);
         }
-        lock(&self.inner.options).reconnect = delays;
+        lock(&self.core.options).reconnect = delays;
         Ok(())
     }
 
@@ -1035,7 +822,7 @@ impl Client {
         if !(16..=crate::protocol::codec::MAX_REMAINING_LENGTH + 5).contains(&bytes) {
             return Err(Error::InvalidArgument);
         }
-        lock(&self.inner.options).max_packet_size = bytes;
+        lock(&self.core.options).max_packet_size = bytes;
         self.session().config_mut().max_packet_size = bytes;
         Ok(())
     }
@@ -1053,7 +840,7 @@ impl Client {
     /// Deliver diagnostic messages up to `level` to `callback` (on the thread that
     /// runs the client); `None` turns logging off (the default).
     pub fn set_log(&self, callback: Option<crate::log::LogFn>, level: crate::log::Level) {
-        self.inner.logger.set(callback, level as u8);
+        self.core.logger.set(callback, level as u8);
     }
 
     pub fn is_connected(&self) -> bool {
@@ -1075,18 +862,5 @@ impl Client {
     /// Outgoing QoS 1/2 messages sent and not yet completed (PUBACK / PUBCOMP).
     pub fn inflight_len(&self) -> usize {
         self.session().inflight_len()
-    }
-}
-
-pub(crate) struct CallbackGuard(usize);
-
-impl Drop for CallbackGuard {
-    fn drop(&mut self) {
-        IN_CALLBACK.with(|c| {
-            let mut c = c.borrow_mut();
-            if let Some(i) = c.iter().rposition(|&p| p == self.0) {
-                c.remove(i);
-            }
-        });
     }
 }

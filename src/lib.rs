@@ -1,8 +1,9 @@
 //! libmqtt: an MQTT 3.1.1 client with a C ABI.
 //!
-//! Layers, one direction: `ffi` (the C boundary) -> `client` (safe Rust API) ->
-//! `reactor` (mio, sockets, timers) and `dispatch` (the callback rules) ->
-//! `protocol` (sans-IO codec, topics and QoS engine).
+//! Layers, one direction: `ffi` (the C boundary) -> `client` (safe Rust API)
+//! -> `reactor` (mio: one poll for any number of clients; transport,
+//! connection state machine, timers, command intake) -> `dispatch` (the
+//! callback rules) and `protocol` (sans-IO codec, topics and QoS engine).
 
 pub mod client;
 pub mod dispatch;
@@ -10,7 +11,7 @@ pub mod error;
 pub mod ffi;
 pub mod log;
 pub mod protocol;
-mod reactor;
+pub mod reactor;
 #[cfg(feature = "tls")]
 pub mod tls;
 
@@ -18,5 +19,6 @@ pub use client::{Client, Resolver};
 pub use dispatch::{Command, Data, MessageView};
 pub use error::{Error, Result};
 pub use protocol::codec::QoS;
+pub use reactor::Reactor;
 #[cfg(feature = "tls")]
 pub use tls::{PemSource, TlsOptions};

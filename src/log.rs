@@ -10,8 +10,35 @@ use std::fmt;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::client::{Client, lock};
 use crate::protocol::codec::{self, Packet};
+
+/// What `log!` writes to: a client's state, or a bare `Logger`.
+pub(crate) trait LogTarget {
+    fn logger(&self) -> &Logger;
+    /// The client was released: its callback (and likely its user data)
+    /// must not be used any more.
+    fn log_closed(&self) -> bool;
+}
+
+impl LogTarget for Logger {
+    fn logger(&self) -> &Logger {
+        self
+    }
+
+    fn log_closed(&self) -> bool {
+        false
+    }
+}
+
+impl<T: LogTarget + ?Sized> LogTarget for std::sync::Arc<T> {
+    fn logger(&self) -> &Logger {
+        (**self).logger()
+    }
+
+    fn log_closed(&self) -> bool {
+        (**self).log_closed()
+    }
+}
 
 /// Severity of a log message; a client set to a level gets that level and all
 /// lower (more severe) ones.
@@ -65,7 +92,7 @@ impl Default for Logger {
 impl Logger {
     /// Install `callback` with `level`; `None` (or level 0) turns logging off.
     pub fn set(&self, callback: Option<LogFn>, level: u8) {
-        let mut slot = lock(&self.callback);
+        let mut slot = self.callback.lock().unwrap_or_else(|e| e.into_inner());
         let level = if callback.is_some() { level } else { 0 };
         *slot = callback;
         self.level.store(level, Ordering::Release);
@@ -78,12 +105,13 @@ impl Logger {
 
     /// Format and deliver (call only after `enabled`).
     #[cold]
-    pub fn emit(&self, client: &Client, level: Level, args: fmt::Arguments<'_>) {
-        if client.is_closed() {
-            // The handle (and likely the user data) is being released.
-            return;
-        }
-        let Some(callback) = lock(&self.callback).clone() else {
+    pub fn emit(&self, level: Level, args: fmt::Arguments<'_>) {
+        let Some(callback) = self
+            .callback
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        else {
             return;
         };
         if !self.enabled(level) {
@@ -94,14 +122,15 @@ impl Logger {
     }
 }
 
-/// `log!(client, Level::Info, "connecting to {}", addr)`: formats only when the
-/// client's logger wants `level`.
+/// `log!(core, Level::Info, "connecting to {}", addr)`: formats only when the
+/// target's logger wants `level`, never for a released client.
 macro_rules! log {
-    ($client:expr, $level:expr, $($arg:tt)+) => {{
-        let client: &$crate::client::Client = $client;
+    ($target:expr, $level:expr, $($arg:tt)+) => {{
+        let target = $target;
         let level: $crate::log::Level = $level;
-        if client.inner.logger.enabled(level) {
-            client.inner.logger.emit(client, level, format_args!($($arg)+));
+        let logger = $crate::log::LogTarget::logger(target);
+        if logger.enabled(level) && !$crate::log::LogTarget::log_closed(target) {
+            logger.emit(level, format_args!($($arg)+));
         }
     }};
 }
@@ -113,14 +142,14 @@ pub(crate) fn packet_name(packet: &Packet<'_>) -> &'static str {
 }
 
 /// DEBUG: a packet arrived.
-pub(crate) fn received(client: &Client, packet: &Packet<'_>) {
-    if client.inner.logger.enabled(Level::Debug) {
+pub(crate) fn received<T: LogTarget + ?Sized>(client: &T, packet: &Packet<'_>) {
+    if client.logger().enabled(Level::Debug) {
         describe(client, "received", packet);
     }
 }
 
 /// One DEBUG line for a packet sent or received.
-fn describe(client: &Client, verb: &str, packet: &Packet<'_>) {
+fn describe<T: LogTarget + ?Sized>(client: &T, verb: &str, packet: &Packet<'_>) {
     let name = packet_name(packet);
     match packet {
         Packet::Publish(p) => log!(
@@ -198,19 +227,19 @@ fn describe(client: &Client, verb: &str, packet: &Packet<'_>) {
 }
 
 /// A new connection starts with an empty outgoing buffer.
-pub(crate) fn connection_started(client: &Client) {
-    client.inner.logger.sent_skip.store(0, Ordering::Relaxed);
+pub(crate) fn connection_started<T: LogTarget + ?Sized>(client: &T) {
+    client.logger().sent_skip.store(0, Ordering::Relaxed);
 }
 
 /// DEBUG: the first `written` bytes of `pending` (the outgoing buffer) were written;
 /// log each packet starting in them. Called by the reactor after every write.
-pub(crate) fn sent(
-    client: &Client,
+pub(crate) fn sent<T: LogTarget + ?Sized>(
+    client: &T,
     pending: &[u8],
     written: usize,
     version: codec::ProtocolVersion,
 ) {
-    let logger = &client.inner.logger;
+    let logger = client.logger();
     let skip = logger.sent_skip.load(Ordering::Relaxed);
     if !logger.enabled(Level::Debug) || skip == UNKNOWN {
         // Not tracking: the buffer is at a packet boundary again once fully written.
@@ -270,16 +299,16 @@ mod tests {
 
     #[test]
     fn silent_by_default_and_formats_only_when_enabled() {
-        let client = Client::new("log-test", true).unwrap();
+        let client = Logger::default();
         let formatted = AtomicUsize::new(0);
         for level in [Level::Error, Level::Warn, Level::Info, Level::Debug] {
-            assert!(!client.inner.logger.enabled(level));
+            assert!(!client.enabled(level));
             log!(&client, level, "{}", Counted(&formatted));
         }
         assert_eq!(formatted.load(Ordering::Relaxed), 0);
 
         let (callback, lines) = recorder();
-        client.set_log(Some(callback), Level::Warn);
+        client.set(Some(callback), Level::Warn as u8);
         log!(&client, Level::Info, "{}", Counted(&formatted));
         assert_eq!(
             formatted.load(Ordering::Relaxed),
@@ -297,17 +326,16 @@ mod tests {
             ]
         );
 
-        client.set_log(None, Level::Debug);
+        client.set(None, Level::Debug as u8);
         log!(&client, Level::Error, "{}", Counted(&formatted));
         assert_eq!(formatted.load(Ordering::Relaxed), 2, "off again");
-        client.close();
     }
 
     #[test]
     fn sent_packets_are_logged_across_partial_writes() {
-        let client = Client::new("log-test", true).unwrap();
+        let client = Logger::default();
         let (callback, lines) = recorder();
-        client.set_log(Some(callback), Level::Debug);
+        client.set(Some(callback), Level::Debug as u8);
         // PUBLISH QoS 1 "a/b" mid 7 payload "hi", PUBACK mid 9, PINGREQ
         let mut buf = vec![0x32, 9, 0, 3, b'a', b'/', b'b', 0, 7, b'h', b'i'];
         buf.extend_from_slice(&[0x40, 2, 0, 9, 0xc0, 0]);
@@ -325,7 +353,6 @@ mod tests {
                 "sent PINGREQ"
             ]
         );
-        client.close();
     }
 
     #[test]
@@ -333,9 +360,9 @@ mod tests {
         use crate::protocol::codec::{
             Ack, Auth, ConnAck, ConnectReturnCode, Disconnect, Properties, UnsubAck,
         };
-        let client = Client::new("log-test", true).unwrap();
+        let client = Logger::default();
         let (callback, lines) = recorder();
-        client.set_log(Some(callback), Level::Debug);
+        client.set(Some(callback), Level::Debug as u8);
         let v5 = Some(Properties::EMPTY);
         for packet in [
             Packet::PubAck(Ack {
@@ -387,6 +414,5 @@ mod tests {
                 "received AUTH (reason code 0x18)",
             ]
         );
-        client.close();
     }
 }

@@ -113,6 +113,7 @@ const PROGRAMS: &[(&str, Kind)] = &[
     ("external_loop", Kind::HostPort),
     ("logging", Kind::HostPort),
     ("promises", Kind::HostPort),
+    ("reactor", Kind::HostPort),
     ("v5_api", Kind::HostPort),
     // c_examples
     ("home_controller", Kind::HomePair),
@@ -820,6 +821,7 @@ program_tests! {
     "external_loop" => c_external_loop, valgrind_c_external_loop, asan_c_external_loop;
     "logging" => c_logging, valgrind_c_logging, asan_c_logging;
     "promises" => c_promises, valgrind_c_promises, asan_c_promises;
+    "reactor" => c_reactor, valgrind_c_reactor, asan_c_reactor;
     "v5_api" => c_v5_api, valgrind_c_v5_api, asan_c_v5_api;
     "home_controller" => example_home_heating, valgrind_example_home_heating,
         asan_example_home_heating;

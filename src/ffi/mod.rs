@@ -29,8 +29,10 @@ macro_rules! ffi_guard {
 }
 
 mod properties;
+mod reactor;
 mod v5;
 pub use properties::*;
+pub use reactor::*;
 pub use v5::*;
 
 #[cfg(feature = "tls")]
@@ -239,13 +241,16 @@ pub unsafe extern "C" fn mqtt_client_new(
 }
 
 /// Stop the loop thread (if any), close the connection (writing what is still
-/// queued, e.g. a DISCONNECT, without waiting), and free the client. NULL is a
-/// no-op.
+/// queued, e.g. a DISCONNECT, without waiting), and free the client. A client
+/// added to a reactor is removed from it (the reactor's thread closes the
+/// connection at its next turn). NULL is a no-op.
 ///
-/// Threading: callable from any thread, also while the loop thread runs. From
-/// inside one of this client's callbacks the handle is released at once, no
-/// further callback runs, and the loop thread ends when the callback returns.
-/// The handle must not be used after this call, by any thread.
+/// Threading: callable from any thread, also while the loop (or the reactor)
+/// runs; from another thread it waits for this client's callback in progress,
+/// if any. From inside one of this client's callbacks the handle is released
+/// at once and the client's removal takes effect when the callback returns
+/// (its own loop thread then ends). No callback of the client runs after this
+/// call returned. The handle must not be used after this call, by any thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mqtt_client_free(client: *mut mqtt_client) {
     ffi_guard!((), {
@@ -479,8 +484,9 @@ pub unsafe extern "C" fn mqtt_client_disconnect(client: *mut mqtt_client) -> c_i
 /// later loop_start with another `on_message` replaces it (with its
 /// `user_data`); NULL keeps the current one.
 ///
-/// Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT, MQTT_ERR_LOOP_RUNNING,
-/// MQTT_ERR_IN_CALLBACK or MQTT_ERR_NO_MEMORY (thread creation failed).
+/// Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT, MQTT_ERR_LOOP_RUNNING (the loop
+/// runs already, or the client was added to a reactor), MQTT_ERR_IN_CALLBACK
+/// or MQTT_ERR_NO_MEMORY (thread creation failed).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mqtt_client_loop_start(
     client: *mut mqtt_client,
@@ -500,8 +506,9 @@ pub unsafe extern "C" fn mqtt_client_loop_start(
 /// Stop the loop thread and wait for it to end. The connection stays open;
 /// `mqtt_client_loop` may drive it afterwards.
 ///
-/// Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT, MQTT_ERR_LOOP_NOT_RUNNING or
-/// MQTT_ERR_IN_CALLBACK (the loop thread cannot wait for itself).
+/// Returns MQTT_OK, MQTT_ERR_INVALID_ARGUMENT, MQTT_ERR_LOOP_NOT_RUNNING,
+/// MQTT_ERR_LOOP_RUNNING (the client was added to a reactor: its reactor runs
+/// it) or MQTT_ERR_IN_CALLBACK (the loop thread cannot wait for itself).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mqtt_client_loop_stop(client: *mut mqtt_client) -> c_int {
     ffi_guard!(MQTT_ERR_INTERNAL, {
@@ -518,7 +525,7 @@ pub unsafe extern "C" fn mqtt_client_loop_stop(client: *mut mqtt_client) -> c_in
 /// this turn (the DISCONNECT callback got it too; failed connection attempts
 /// are reported to the DISCONNECT callback only); MQTT_ERR_INVALID_ARGUMENT;
 /// MQTT_ERR_LOOP_RUNNING (a loop thread or another thread is running the
-/// client); MQTT_ERR_IN_CALLBACK.
+/// client, or it was added to a reactor); MQTT_ERR_IN_CALLBACK.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mqtt_client_loop(client: *mut mqtt_client, timeout_ms: c_int) -> c_int {
     ffi_guard!(MQTT_ERR_INTERNAL, {
@@ -874,15 +881,17 @@ pub unsafe extern "C" fn mqtt_client_connect_async(
 /// a command since this function was first called — and stays the same for
 /// the client's life (it is not the TCP socket; do not read, write or close
 /// it). When it is readable, or when `mqtt_client_next_timeout_ms` has
-/// passed, call `mqtt_client_loop(client, 0)`.
+/// passed, call `mqtt_client_loop(client, 0)`. For a client added to a
+/// reactor, the reactor's descriptor (see `mqtt_reactor_socket`).
 ///
-/// Returns the descriptor (>= 0) or MQTT_ERR_INVALID_ARGUMENT. Thread-safe.
+/// Returns the descriptor (>= 0), MQTT_ERR_INVALID_ARGUMENT or MQTT_ERR_IO (no
+/// event loop could be created). Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mqtt_client_socket(client: *mut mqtt_client) -> c_int {
     ffi_guard!(MQTT_ERR_INTERNAL, {
         // SAFETY: per this function's contract.
-        match unsafe { client_arg(client) } {
-            Ok(c) => c.event_fd(),
+        match unsafe { client_arg(client) }.and_then(Client::event_fd) {
+            Ok(fd) => fd,
             Err(e) => e.code(),
         }
     })
@@ -894,7 +903,8 @@ pub unsafe extern "C" fn mqtt_client_socket(client: *mut mqtt_client) -> c_int {
 /// rounded up; 0 when work is already waiting; -1 when nothing is due.
 ///
 /// Returns that value, or MQTT_ERR_INVALID_ARGUMENT, or MQTT_ERR_LOOP_RUNNING
-/// (another thread runs the client). Call it after each `mqtt_client_loop`.
+/// (another thread runs the client, or it was added to a reactor: ask
+/// `mqtt_reactor_next_timeout_ms`). Call it after each `mqtt_client_loop`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mqtt_client_next_timeout_ms(client: *mut mqtt_client) -> c_int {
     ffi_guard!(MQTT_ERR_INTERNAL, {

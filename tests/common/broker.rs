@@ -48,6 +48,7 @@ pub struct BrokerBuilder {
     debug_log: bool,
     extra: String,
     tls_listener: Option<String>,
+    many_clients: bool,
 }
 
 impl BrokerBuilder {
@@ -90,6 +91,14 @@ impl BrokerBuilder {
         self
     }
 
+    /// Thousands of connections: `max_connections -1` on the listener, and the
+    /// open-files limit of the test process (which mosquitto inherits, and
+    /// which the test's own sockets need too) raised to its hard limit.
+    pub fn many_clients(mut self) -> Self {
+        self.many_clients = true;
+        self
+    }
+
     /// A second listener on `127.0.0.1:<tls_port>` (a free port picked at start,
     /// see [`Broker::tls_port`]) followed by `settings`: mosquitto.conf lines
     /// for that listener, e.g. `cafile`, `certfile`, `keyfile`,
@@ -102,6 +111,9 @@ impl BrokerBuilder {
     /// Start mosquitto and wait (at most 10 s) until it accepts TCP connections.
     /// Panics, with the broker log, if it cannot be started.
     pub fn start(self) -> Broker {
+        if self.many_clients {
+            super::raise_nofile_limit();
+        }
         let dir = unique_temp_dir("mqtt-broker");
         let broker = Broker {
             port: 0,
@@ -173,6 +185,9 @@ impl BrokerBuilder {
             c.push_str("user root\n");
         }
         c.push_str(&format!("listener {port} {HOST}\n"));
+        if self.many_clients {
+            c.push_str("max_connections -1\n");
+        }
         c.push_str(&format!("allow_anonymous {anonymous}\n"));
         if !self.users.is_empty() {
             c.push_str(&format!("password_file {}\n", passwd.display()));

@@ -1,0 +1,161 @@
+//! Command intake: how API calls on any thread reach the reactor. Each
+//! client has a queue of `ReactorCommand`s (in its `Core`); a client with
+//! work goes once onto the reactor's ready list, and the reactor's poll is
+//! woken once, however many clients and calls queued work meanwhile.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use mio::Waker;
+
+use super::connection::Connection;
+use super::core::{Core, lock};
+use crate::Error;
+
+/// Requests from API calls that only the reactor can carry out.
+pub(crate) enum ReactorCommand {
+    /// `attempt` is the blocking `connect` call waiting for the outcome; `None`
+    /// for `connect_async`, whose outcome goes to the CONNACK/DISCONNECT callbacks.
+    Connect {
+        attempt: Option<u64>,
+        addrs: Vec<SocketAddr>,
+        intent: u64,
+    },
+    /// An asynchronous connect failed before the reactor could start it.
+    Failed {
+        error: Error,
+        intent: u64,
+    },
+    /// The host name, resolved again for automatic reconnection `generation`.
+    Resolved {
+        generation: u64,
+        result: Result<Vec<SocketAddr>, Error>,
+    },
+    StopReconnecting {
+        intent: u64,
+    },
+}
+
+/// A client joining a reactor, with the connection it brings from its
+/// private reactor (if it had one).
+pub(crate) struct Arrival {
+    pub core: Arc<Core>,
+    pub connection: Option<Box<Connection>>,
+}
+
+thread_local! {
+    /// The reactor whose turn runs on this thread (0: none).
+    static IN_TURN: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks the calling thread as running a turn of a reactor.
+pub(crate) struct TurnGuard(usize);
+
+impl TurnGuard {
+    pub fn enter(intake: &Intake) -> TurnGuard {
+        TurnGuard(IN_TURN.with(|t| t.replace(intake as *const Intake as usize)))
+    }
+}
+
+impl Drop for TurnGuard {
+    fn drop(&mut self) {
+        IN_TURN.with(|t| t.set(self.0));
+    }
+}
+
+pub(crate) struct Intake {
+    waker: Waker,
+    /// Work was queued since the last turn began.
+    wake_pending: AtomicBool,
+    /// A turn is blocked in (or about to enter) its poll: queued work must
+    /// write the waker. Otherwise the next turn finds `wake_pending` and does
+    /// the work before it sleeps, which saves a syscall and a turn per publish.
+    sleeping: AtomicBool,
+    /// The poll descriptor was handed out: an external loop may be asleep on
+    /// it, so every wake writes the waker.
+    external_poller: AtomicBool,
+    pub ready: std::sync::Mutex<Vec<Arc<Core>>>,
+    pub arrivals: std::sync::Mutex<Vec<Arrival>>,
+}
+
+impl Intake {
+    pub fn new(waker: Waker) -> Intake {
+        Intake {
+            waker,
+            wake_pending: AtomicBool::new(false),
+            sleeping: AtomicBool::new(false),
+            external_poller: AtomicBool::new(false),
+            ready: Default::default(),
+            arrivals: Default::default(),
+        }
+    }
+
+    /// Whether the calling thread runs a turn of this reactor.
+    pub fn in_turn(&self) -> bool {
+        IN_TURN.with(|t| t.get()) == self as *const Intake as usize
+    }
+
+    /// `core` has work (its `queued` flag was just set).
+    pub fn notify(&self, core: Arc<Core>) {
+        lock(&self.ready).push(core);
+        self.wake();
+    }
+
+    pub fn arrive(&self, arrival: Arrival) {
+        lock(&self.arrivals).push(arrival);
+        self.wake();
+    }
+
+    /// SeqCst pairs with [`Intake::prepare_sleep`]: either the reactor sees
+    /// `wake_pending` before it sleeps, or this call sees `sleeping` and
+    /// writes the waker. On the thread running a turn (a callback), the flag
+    /// alone makes that turn do the work before it sleeps.
+    pub fn wake(&self) {
+        if self.in_turn() {
+            self.wake_pending.store(true, Ordering::SeqCst);
+            return;
+        }
+        if !self.wake_pending.swap(true, Ordering::SeqCst)
+            && (self.sleeping.load(Ordering::SeqCst) || self.external_poller.load(Ordering::SeqCst))
+        {
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Wake the poll whatever the flags say (stop, free).
+    pub fn force_wake(&self) {
+        self.wake_pending.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+
+    /// Take the pending-work flag: the caller is about to do that work.
+    pub fn clear_wake(&self) -> bool {
+        self.wake_pending.swap(false, Ordering::SeqCst)
+    }
+
+    pub fn wake_is_pending(&self) -> bool {
+        self.wake_pending.load(Ordering::SeqCst)
+    }
+
+    /// The reactor is about to poll: from now on wakes write the waker.
+    /// Returns false when work arrived meanwhile and the poll must not block.
+    pub fn prepare_sleep(&self) -> bool {
+        self.sleeping.store(true, Ordering::SeqCst);
+        !self.wake_pending.load(Ordering::SeqCst)
+    }
+
+    pub fn end_sleep(&self) {
+        self.sleeping.store(false, Ordering::SeqCst);
+    }
+
+    /// The descriptor was handed to an external loop.
+    pub fn set_external_poller(&self) {
+        self.external_poller.store(true, Ordering::SeqCst);
+        if self.wake_is_pending() {
+            // Queued before anyone could sleep on the descriptor: announce it now.
+            let _ = self.waker.wake();
+        }
+    }
+}

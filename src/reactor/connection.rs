@@ -1,0 +1,897 @@
+//! One client's connection as the reactor drives it, independent of how
+//! many share the loop: the state machine (resolving, TCP connecting, TLS
+//! handshake, CONNECT sent, up, closing, backing off before a reconnection),
+//! reads into the reactor's buffer, writes the session's output, and the
+//! deadlines it needs. Incoming packets go on to `inbound.rs`.
+
+use std::io::{self, Read};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+
+use super::commands::ReactorCommand;
+use super::core::{Core, lock};
+use super::transport::{Transport, io_error};
+use crate::Error;
+use crate::dispatch::{Command, Data};
+use crate::log::{Level, log};
+use crate::protocol::codec::{self, ProtocolVersion};
+use crate::protocol::properties::Properties;
+use crate::protocol::session::ConnectionState;
+use crate::protocol::v5::AfterRefusal;
+
+/// Reads per turn before timers and writes get their chance under a flood.
+const READS_PER_TURN: usize = 16;
+const READ_CHUNK: usize = 64 * 1024;
+/// Unwritten bytes (mostly acks of incoming messages) beyond which reading
+/// pauses until the socket drains: a peer that floods us but does not read
+/// cannot make us buffer without limit.
+const MAX_UNWRITTEN: usize = 1024 * 1024;
+
+/// Where a connection registers its socket: the reactor's poll, under the
+/// token of the connection's slot.
+#[derive(Clone, Copy)]
+pub(crate) struct Io<'a> {
+    pub registry: &'a Registry,
+    pub token: Token,
+}
+
+/// Buffers the reactor lends to the connection it is reading, so that an
+/// idle connection holds none.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    pub read_buf: Vec<u8>,
+    /// The topic of the message being delivered, NUL-terminated for C.
+    pub topic_buf: Vec<u8>,
+}
+
+/// Plain TCP, or TLS when the core has a TLS configuration.
+fn transport_for(core: &Arc<Core>, stream: TcpStream) -> Result<Transport, Error> {
+    #[cfg(feature = "tls")]
+    {
+        let options = lock(&core.options);
+        if let Some(tls) = options.tls.clone() {
+            let host = options.host.clone().unwrap_or_default();
+            drop(options);
+            return Ok(Transport::Tls(Box::new(tls.connect(&host, stream)?)));
+        }
+    }
+    let _ = core;
+    Ok(Transport::Plain(stream))
+}
+
+/// Hand the new connection to the session (it queues CONNECT), with what is
+/// left of the connect timeout as the CONNACK deadline. Returns the protocol
+/// the connection speaks.
+fn open_session(core: &Arc<Core>, connect_deadline: Option<Instant>) -> ProtocolVersion {
+    let now = Instant::now();
+    let mut session = core.session();
+    if let Some(deadline) = connect_deadline {
+        session.config_mut().connect_timeout = deadline
+            .saturating_duration_since(now)
+            .max(Duration::from_millis(1));
+    }
+    session.connection_opened(now);
+    session.config().protocol
+}
+
+pub(super) struct Socket {
+    transport: Transport,
+    /// TCP connected, TLS handshake in progress.
+    handshaking: bool,
+    /// TCP (and TLS) handshake finished and CONNECT handed to the session.
+    established: bool,
+    /// CONNACK accepted on this connection.
+    accepted: bool,
+    /// Edge-triggered readiness not yet used up.
+    readable: bool,
+    /// The peer's FIN or an error was reported: read until read() says so,
+    /// since no further edge will come.
+    read_closed: bool,
+    writable: bool,
+}
+
+pub(crate) struct Connection {
+    pub(super) conn: Option<Socket>,
+    /// The unread start of a partial packet, kept between reads.
+    partial: Vec<u8>,
+    /// During a read: the unhandled bytes of the reactor's read buffer.
+    pub(super) read_start: usize,
+    pub(super) read_end: usize,
+    /// Bumped whenever a socket is dropped: what was read from it is void.
+    epoch: u64,
+    pub(super) addrs: Vec<SocketAddr>,
+    pub(super) next_addr: usize,
+    /// The `connect` call waiting for the current attempt, if any.
+    attempt: Option<u64>,
+    /// The current attempt comes from `connect_async`.
+    async_attempt: bool,
+    pub(super) connect_deadline: Option<Instant>,
+    reconnect_at: Option<Instant>,
+    /// The automatic reconnection waiting for its name resolution, if any.
+    resolving: Option<u64>,
+    resolve_generation: u64,
+    /// Automatic reconnection is armed (after a successful connect, until
+    /// `disconnect` or a refusal that retrying cannot fix).
+    pub(super) keep_reconnecting: bool,
+    pub(super) failed_attempts: u32,
+    rng: u64,
+    /// What the current connection speaks (decoding depends on it).
+    pub(super) protocol: ProtocolVersion,
+    /// The DISCONNECT reason code we sent when closing for a protocol error,
+    /// for the DISCONNECT callback.
+    pub(super) sent_reason: u8,
+    /// The last refusal or server DISCONNECT said retrying cannot help.
+    pub(super) stop_after_refusal: bool,
+}
+
+impl Connection {
+    pub fn new(seed: u64) -> Connection {
+        Connection {
+            conn: None,
+            partial: Vec::new(),
+            read_start: 0,
+            read_end: 0,
+            epoch: 0,
+            addrs: Vec::new(),
+            next_addr: 0,
+            attempt: None,
+            async_attempt: false,
+            connect_deadline: None,
+            reconnect_at: None,
+            resolving: None,
+            resolve_generation: 0,
+            keep_reconnecting: false,
+            failed_attempts: 0,
+            rng: seed | 1,
+            protocol: ProtocolVersion::V311,
+            sent_reason: 0,
+            stop_after_refusal: false,
+        }
+    }
+
+    /// Take the socket's readiness from a poll event.
+    pub fn on_event(&mut self, event: &mio::event::Event) {
+        if let Some(conn) = self.conn.as_mut() {
+            conn.readable |= event.is_readable() || event.is_read_closed() || event.is_error();
+            conn.read_closed |= event.is_read_closed() || event.is_error();
+            conn.writable |= event.is_writable() || event.is_error();
+        }
+    }
+
+    /// Register the socket (if any) with another poll: the client moved
+    /// from its private reactor to a shared one. Readiness is assumed, so
+    /// nothing that arrived meanwhile waits for an edge that will not come.
+    pub fn register(&mut self, io: Io<'_>) {
+        if let Some(conn) = self.conn.as_mut() {
+            let _ = io.registry.register(
+                conn.transport.tcp_mut(),
+                io.token,
+                Interest::READABLE | Interest::WRITABLE,
+            );
+            conn.readable = true;
+            conn.writable = true;
+        }
+    }
+
+    pub fn deregister(&mut self, io: Io<'_>) {
+        if let Some(conn) = self.conn.as_mut() {
+            let _ = io.registry.deregister(conn.transport.tcp_mut());
+        }
+    }
+
+    /// Commands from API calls, then everything else that is due.
+    pub fn work(&mut self, core: &Arc<Core>, io: Io<'_>, scratch: &mut Scratch) -> Option<Error> {
+        let commands = std::mem::take(&mut *lock(&core.commands));
+        let current = core.current_intent();
+        for command in commands {
+            match command {
+                // Overtaken by a later connect or disconnect: dropped, and a
+                // blocking connect waiting for it is told so.
+                ReactorCommand::Connect {
+                    attempt, intent, ..
+                } if intent != current => {
+                    if let Some(attempt) = attempt {
+                        finish_attempt(core, attempt, Err(Error::NotConnected));
+                    }
+                }
+                ReactorCommand::Failed { intent, .. }
+                | ReactorCommand::StopReconnecting { intent }
+                    if intent != current => {}
+                ReactorCommand::Connect { attempt, addrs, .. } => {
+                    if self.conn.is_some() {
+                        // Finish a requested disconnect: write the DISCONNECT, report it.
+                        let _ = self.flush(core);
+                        let reason = (core.session().state() != ConnectionState::Disconnecting)
+                            .then_some(Error::ConnectionLost);
+                        self.close(core, io, reason);
+                        self.reconnect_at = None;
+                    }
+                    self.addrs = addrs;
+                    self.next_addr = 0;
+                    self.resolving = None;
+                    self.attempt = attempt;
+                    self.async_attempt = attempt.is_none();
+                    self.reconnect_at = None;
+                    self.failed_attempts = 0;
+                    let timeout = lock(&core.options).connect_timeout;
+                    self.connect_deadline = Some(Instant::now() + timeout);
+                    // Closing a preempted automatic attempt above cleared it.
+                    core.set_attempt_in_progress(true);
+                    self.start_connect(core, io);
+                }
+                ReactorCommand::Failed { error, .. } => {
+                    self.async_attempt = true;
+                    self.attempt_failed(core, error);
+                }
+                ReactorCommand::Resolved { generation, result } => {
+                    if self.resolving == Some(generation) {
+                        self.resolving = None;
+                        self.connect_resolved(core, io, result);
+                    }
+                }
+                ReactorCommand::StopReconnecting { .. } => {
+                    self.keep_reconnecting = false;
+                    self.reconnect_at = None;
+                    self.abandon_attempt(core, io);
+                    // The attempt that disconnect() meant to give up was
+                    // accepted meanwhile: close that connection instead.
+                    let mut session = core.session();
+                    if session.state() == ConnectionState::Connected {
+                        let _ = session.disconnect(Instant::now());
+                    }
+                }
+            }
+        }
+        self.advance(core, io, scratch)
+    }
+
+    /// Everything after the wait: connect progress, reads, timers, writes.
+    fn advance(&mut self, core: &Arc<Core>, io: Io<'_>, scratch: &mut Scratch) -> Option<Error> {
+        if self
+            .conn
+            .as_ref()
+            .is_some_and(|c| !c.established && !c.handshaking && c.writable)
+        {
+            self.finish_connect(core, io);
+        }
+        #[cfg(feature = "tls")]
+        if self
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.handshaking && (c.readable || c.writable))
+        {
+            self.drive_handshake(core, io);
+        }
+        if self
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.established && c.readable)
+            && let Err(e) = self.read(core, io, scratch)
+        {
+            return Some(self.close(core, io, Some(e)));
+        }
+        if core.is_closed() {
+            return None;
+        }
+        let now = Instant::now();
+        if self.conn.as_ref().is_some_and(|c| c.established) {
+            let timed_out = core.session().handle_timeout(now);
+            if let Err(e) = timed_out {
+                return Some(self.close(core, io, Some(e)));
+            }
+        }
+        if let Some(deadline) = self.connect_deadline
+            && now >= deadline
+        {
+            if self.resolving.take().is_some() {
+                // The resolver hangs: the addresses that worked before may still.
+                self.connect_resolved(core, io, Err(Error::Timeout));
+            } else {
+                return Some(self.close(core, io, Some(Error::Timeout)));
+            }
+        }
+        if let Some(at) = self.reconnect_at
+            && now >= at
+        {
+            self.reconnect_at = None;
+            let timeout = lock(&core.options).connect_timeout;
+            self.connect_deadline = Some(now + timeout);
+            self.next_addr = 0;
+            core.set_attempt_in_progress(true);
+            if !self.resolve_again(core) {
+                self.start_connect(core, io);
+            }
+        }
+        if let Err(e) = self.flush(core) {
+            return Some(self.close(core, io, Some(e)));
+        }
+        let requested_close = self
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.established && !c.transport.has_buffered_output())
+            && core.session().state() == ConnectionState::Disconnecting
+            && core.session().pending_transmit().is_empty();
+        if requested_close {
+            self.close(core, io, None);
+        }
+        None
+    }
+
+    fn start_connect(&mut self, core: &Arc<Core>, io: Io<'_>) {
+        while let Some(&addr) = self.addrs.get(self.next_addr) {
+            self.next_addr += 1;
+            log!(core, Level::Info, "connecting to {addr}");
+            crate::log::connection_started(core);
+            let Ok(mut stream) = TcpStream::connect(addr) else {
+                continue;
+            };
+            if io
+                .registry
+                .register(
+                    &mut stream,
+                    io.token,
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .is_err()
+            {
+                continue;
+            }
+            let transport = match transport_for(core, stream) {
+                Ok(transport) => transport,
+                Err(e) => {
+                    self.attempt_failed(core, e);
+                    return;
+                }
+            };
+            self.conn = Some(Socket {
+                transport,
+                handshaking: false,
+                established: false,
+                accepted: false,
+                readable: false,
+                read_closed: false,
+                writable: false,
+            });
+            return;
+        }
+        self.attempt_failed(core, Error::ConnectFailed);
+    }
+
+    fn finish_connect(&mut self, core: &Arc<Core>, io: Io<'_>) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        conn.writable = false;
+        let failed = matches!(conn.transport.tcp().take_error(), Ok(Some(_)) | Err(_));
+        match conn.transport.tcp().peer_addr() {
+            Ok(_) if !failed => {
+                let _ = conn.transport.tcp().set_nodelay(true);
+                conn.writable = true;
+                if matches!(conn.transport, Transport::Plain(_)) {
+                    conn.established = true;
+                    self.protocol = open_session(core, self.connect_deadline);
+                    self.sent_reason = 0;
+                } else {
+                    // CONNECT waits for the TLS handshake (drive_handshake).
+                    conn.handshaking = true;
+                }
+            }
+            Err(e) if !failed && e.kind() == io::ErrorKind::NotConnected => {
+                // Spurious wake-up: the handshake is still in progress.
+            }
+            _ => {
+                if let Some(conn) = self.conn.take() {
+                    self.drop_connection(core, io, conn);
+                }
+                // Try the next address of the same name before giving up.
+                self.start_connect(core, io);
+            }
+        }
+    }
+
+    /// Advance the TLS handshake; once done, the connection is established.
+    #[cfg(feature = "tls")]
+    fn drive_handshake(&mut self, core: &Arc<Core>, io: Io<'_>) {
+        use crate::tls::Handshake;
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let Transport::Tls(tls) = &mut conn.transport else {
+            return;
+        };
+        match tls.handshake(&mut conn.readable, &mut conn.writable) {
+            Handshake::Blocked => {}
+            Handshake::Done => {
+                conn.handshaking = false;
+                conn.established = true;
+                self.protocol = open_session(core, self.connect_deadline);
+                self.sent_reason = 0;
+            }
+            Handshake::Failed(error) => {
+                self.close(core, io, Some(error));
+            }
+        }
+    }
+
+    /// Start resolving the host name again for an automatic reconnection, so
+    /// that a broker whose address changed (DNS failover, a new cloud
+    /// instance) is found. False for an IP literal, or if no thread can run
+    /// the resolver: connect to the known addresses then.
+    fn resolve_again(&mut self, core: &Arc<Core>) -> bool {
+        if core.host_name().is_none() {
+            return false;
+        }
+        self.resolve_generation += 1;
+        let generation = self.resolve_generation;
+        let spawned = core
+            .resolve_in_background(move |result| ReactorCommand::Resolved { generation, result });
+        if spawned.is_err() {
+            return false;
+        }
+        self.resolving = Some(generation);
+        true
+    }
+
+    /// Connect with the addresses a resolution gave, or, when it failed, with
+    /// the ones that were known before.
+    fn connect_resolved(
+        &mut self,
+        core: &Arc<Core>,
+        io: Io<'_>,
+        result: Result<Vec<SocketAddr>, Error>,
+    ) {
+        match result {
+            Ok(addrs) => self.addrs = addrs,
+            Err(e) if !self.addrs.is_empty() => log!(
+                core,
+                Level::Warn,
+                "resolving the host again failed ({e}): trying its last known addresses"
+            ),
+            Err(e) => {
+                self.attempt_failed(core, e);
+                return;
+            }
+        }
+        self.next_addr = 0;
+        let timeout = lock(&core.options).connect_timeout;
+        self.connect_deadline = Some(Instant::now() + timeout);
+        self.start_connect(core, io);
+    }
+
+    /// `disconnect` during a connection attempt: give the attempt up. The
+    /// caller of a blocking `connect` gets NotConnected; otherwise the
+    /// DISCONNECT callback reports a requested disconnect (MQTT_OK).
+    fn abandon_attempt(&mut self, core: &Arc<Core>, io: Io<'_>) {
+        self.resolving = None;
+        let flagged = core.take_attempt_in_progress();
+        let connecting = self.conn.as_ref().is_some_and(|c| !c.accepted);
+        if !flagged && !connecting && self.attempt.is_none() {
+            return;
+        }
+        if let Some(conn) = self.conn.take_if(|c| !c.accepted) {
+            self.drop_connection(core, io, conn);
+        }
+        self.connect_deadline = None;
+        self.async_attempt = false;
+        log!(core, Level::Info, "connection attempt abandoned");
+        match self.attempt.take() {
+            Some(attempt) => finish_attempt(core, attempt, Err(Error::NotConnected)),
+            None if flagged || connecting => self.report_disconnect(core, None),
+            None => {}
+        }
+    }
+
+    /// The current attempt failed before a connection was accepted.
+    pub(super) fn attempt_failed(&mut self, core: &Arc<Core>, error: Error) {
+        // Said by this attempt's refusal (if at all): taken whichever way the
+        // failure goes, so that it cannot stop a later, unrelated attempt.
+        let refusal_says_stop = std::mem::take(&mut self.stop_after_refusal);
+        self.resolving = None;
+        core.set_attempt_in_progress(false);
+        log!(core, Level::Warn, "connection attempt failed: {error}");
+        self.connect_deadline = None;
+        if let Some(attempt) = self.attempt.take() {
+            finish_attempt(core, attempt, Err(error));
+            return;
+        }
+        let was_async = std::mem::take(&mut self.async_attempt);
+        if was_async {
+            // Nobody waits for an asynchronous connect: it retries like a lost
+            // connection would, and every failure is reported.
+            self.keep_reconnecting = lock(&core.options).reconnect.is_some();
+        } else if !self.keep_reconnecting {
+            return;
+        }
+        if is_final_refusal(error) || refusal_says_stop || !self.keep_reconnecting {
+            log!(core, Level::Error, "giving up reconnecting: {error}");
+            self.keep_reconnecting = false;
+            self.report_disconnect(core, Some(error));
+            return;
+        }
+        if was_async {
+            self.report_disconnect(core, Some(error));
+            self.async_attempt = true;
+        }
+        self.schedule_reconnect(core);
+    }
+
+    fn schedule_reconnect(&mut self, core: &Arc<Core>) {
+        let Some((min, max)) = lock(&core.options).reconnect else {
+            self.keep_reconnecting = false;
+            return;
+        };
+        // The n-th delay is drawn from [max(c/2, min), c] with c = min(min * 2^(n+1), max):
+        // never below min or above max, and spread even on the first retry, so a
+        // fleet dropped by a broker restart does not come back in lockstep.
+        let ceiling = min
+            .saturating_mul(2u32 << self.failed_attempts.min(16))
+            .min(max);
+        let floor = (ceiling / 2).max(min).min(ceiling);
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let span = (ceiling - floor).as_nanos() as u64;
+        let jitter_ns = if span == 0 { 0 } else { self.rng % (span + 1) };
+        let delay = floor + Duration::from_nanos(jitter_ns);
+        self.failed_attempts = self.failed_attempts.saturating_add(1);
+        self.reconnect_at = Some(Instant::now() + delay);
+        log!(
+            core,
+            Level::Info,
+            "reconnecting in {} ms",
+            delay.as_millis()
+        );
+    }
+
+    /// Read what the socket holds and handle each complete packet. The read
+    /// buffer is the reactor's, lent for the call; the unread start of a
+    /// partial packet stays with the connection until the next read.
+    fn read(&mut self, core: &Arc<Core>, io: Io<'_>, scratch: &mut Scratch) -> Result<(), Error> {
+        let mut buf = std::mem::take(&mut scratch.read_buf);
+        let carried = self.partial.len();
+        if buf.len() < READ_CHUNK.max(carried) {
+            buf.resize(READ_CHUNK.max(carried), 0);
+        }
+        buf[..carried].copy_from_slice(&self.partial);
+        self.partial.clear();
+        self.read_start = 0;
+        self.read_end = carried;
+        let epoch = self.epoch;
+        let result = self.read_into(core, io, &mut buf, &mut scratch.topic_buf);
+        if self.epoch == epoch && self.conn.is_some() {
+            self.partial
+                .extend_from_slice(&buf[self.read_start..self.read_end]);
+        }
+        self.read_start = 0;
+        self.read_end = 0;
+        scratch.read_buf = buf;
+        result
+    }
+
+    fn read_into(
+        &mut self,
+        core: &Arc<Core>,
+        io: Io<'_>,
+        buf: &mut Vec<u8>,
+        topic_buf: &mut Vec<u8>,
+    ) -> Result<(), Error> {
+        let max_packet_size = lock(&core.options).max_packet_size;
+        for _ in 0..READS_PER_TURN {
+            if self.write_backlogged(core) {
+                // Resumes once a writable event lets the flush drain the backlog.
+                return Ok(());
+            }
+            if self.read_end == buf.len() {
+                self.make_room(buf, max_packet_size);
+            }
+            let Some(conn) = self.conn.as_mut() else {
+                return Ok(());
+            };
+            let space = buf.len() - self.read_end;
+            match conn.transport.read(&mut buf[self.read_end..]) {
+                Ok(0) => return Err(Error::ConnectionLost),
+                Ok(n) => {
+                    // A short read from a TCP socket took all it held (epoll(7)):
+                    // the next edge reports new bytes, so skip the read that
+                    // would only say EAGAIN. Not for TLS, whose plaintext comes
+                    // in records, nor after a FIN, which gives no further edge.
+                    let drained = n < space && conn.transport.is_plain() && !conn.read_closed;
+                    if drained {
+                        conn.readable = false;
+                    }
+                    self.read_end += n;
+                    self.process_buffer(core, io, max_packet_size, buf, topic_buf)?;
+                    if drained || core.is_closed() || self.conn.is_none() {
+                        return Ok(());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    conn.readable = false;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    return Err(Error::ConnectionLost);
+                }
+                Err(e) => return Err(io_error(&e, Error::Io)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Make space to read into: move unread bytes to the front, and grow the
+    /// buffer only as far as the packet being assembled needs (bounded by the
+    /// maximum packet size, already checked from its fixed header).
+    fn make_room(&mut self, buf: &mut Vec<u8>, max_packet_size: usize) {
+        if self.read_start > 0 {
+            buf.copy_within(self.read_start..self.read_end, 0);
+            self.read_end -= self.read_start;
+            self.read_start = 0;
+        }
+        let needed = match codec::parse_fixed_header_as(
+            &buf[..self.read_end],
+            max_packet_size,
+            self.protocol,
+        ) {
+            Ok(Ok(header)) => header.frame_len(),
+            _ => 0,
+        };
+        // Grow only for a frame larger than the buffer: the unread tail of a
+        // partial packet fits after compaction, so steady traffic never reallocates.
+        let target = needed.max(READ_CHUNK);
+        if buf.len() < target {
+            buf.resize(target, 0);
+        }
+    }
+
+    /// The server broke the protocol: under MQTT 5 tell it why with a
+    /// DISCONNECT before the connection closes. Returns `error`.
+    pub(super) fn protocol_error(&mut self, core: &Arc<Core>, error: Error) -> Error {
+        let Some(reason_code) = error.disconnect_reason() else {
+            return error;
+        };
+        if core.session().refuse_server(reason_code) {
+            let _ = self.flush(core);
+        }
+        if self.protocol == ProtocolVersion::V5 {
+            self.sent_reason = reason_code;
+        }
+        error
+    }
+
+    /// What a refusal or a server DISCONNECT means for automatic reconnection.
+    pub(super) fn follow_refusal(&mut self, core: &Arc<Core>, after: AfterRefusal) {
+        match after {
+            AfterRefusal::Retry => {}
+            AfterRefusal::Stop => self.stop_after_refusal = true,
+            AfterRefusal::Redirect { host, port } => {
+                log!(core, Level::Warn, "the broker redirects to {host}");
+                let mut options = lock(&core.options);
+                let port = port.unwrap_or(options.port);
+                self.addrs = host
+                    .parse::<std::net::IpAddr>()
+                    .map(|ip| vec![SocketAddr::new(ip, port)])
+                    .unwrap_or_default();
+                self.next_addr = 0;
+                self.failed_attempts = 0;
+                options.host = Some(host);
+                options.port = port;
+            }
+        }
+    }
+
+    pub(super) fn connect_accepted(&mut self, core: &Arc<Core>, session_present: bool) {
+        log!(
+            core,
+            Level::Info,
+            "connected (session present: {session_present})"
+        );
+        self.connect_deadline = None;
+        self.failed_attempts = 0;
+        self.async_attempt = false;
+        core.set_attempt_in_progress(false);
+        if let Some(conn) = self.conn.as_mut() {
+            conn.accepted = true;
+        }
+        self.keep_reconnecting = lock(&core.options).reconnect.is_some();
+        if let Some(attempt) = self.attempt.take() {
+            finish_attempt(core, attempt, Ok(session_present));
+        }
+    }
+
+    fn flush(&mut self, core: &Arc<Core>) -> Result<(), Error> {
+        let Some(conn) = self.conn.as_mut().filter(|c| c.established && c.writable) else {
+            return Ok(());
+        };
+        let mut session = core.session();
+        loop {
+            let pending = session.pending_transmit();
+            if pending.is_empty() && !conn.transport.has_buffered_output() {
+                return Ok(());
+            }
+            match conn.transport.write(pending) {
+                // TLS: the records still buffered are written out.
+                Ok(0) if pending.is_empty() => return Ok(()),
+                Ok(0) => return Err(Error::ConnectionLost),
+                Ok(n) => {
+                    crate::log::sent(core, pending, n, self.protocol);
+                    session.consume_transmit(Instant::now(), n);
+                    if core.publish_waiters.load(Ordering::SeqCst) > 0 {
+                        core.drained.notify_all();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    conn.writable = false;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                    ) =>
+                {
+                    return Err(Error::ConnectionLost);
+                }
+                Err(e) => return Err(io_error(&e, Error::Io)),
+            }
+        }
+    }
+
+    pub(super) fn drop_connection(&mut self, core: &Arc<Core>, io: Io<'_>, mut conn: Socket) {
+        let _ = io.registry.deregister(conn.transport.tcp_mut());
+        let _ = conn.transport.tcp().shutdown(Shutdown::Both);
+        self.read_start = 0;
+        self.read_end = 0;
+        self.partial.clear();
+        self.epoch += 1;
+        if conn.established {
+            core.session().connection_lost(Instant::now());
+            // A publish waiting for room learns that there is no connection.
+            core.drained.notify_all();
+        }
+    }
+
+    /// End the current connection (`reason` is `None` for a requested disconnect),
+    /// report it, and arm a reconnection where that is the policy.
+    fn close(&mut self, core: &Arc<Core>, io: Io<'_>, reason: Option<Error>) -> Error {
+        self.close_with(core, io, reason, 0, None)
+    }
+
+    /// `close`, reporting an MQTT 5 reason code and properties in the
+    /// DISCONNECT callback's data (0: the one we sent for a protocol error, if
+    /// any).
+    pub(super) fn close_with(
+        &mut self,
+        core: &Arc<Core>,
+        io: Io<'_>,
+        reason: Option<Error>,
+        reason_code: u8,
+        properties: Option<Properties<'_>>,
+    ) -> Error {
+        let error = reason.unwrap_or(Error::NotConnected);
+        let Some(mut conn) = self.conn.take() else {
+            self.connect_deadline = None;
+            return error;
+        };
+        let accepted = conn.accepted;
+        if reason.is_none() {
+            // Let the DISCONNECT reach the broker before the socket goes away.
+            conn.transport.close_notify();
+            let _ = conn.transport.tcp().shutdown(Shutdown::Write);
+            let mut sink = [0u8; 512];
+            let mut stream = conn.transport.tcp();
+            while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+        }
+        self.drop_connection(core, io, conn);
+        if !accepted {
+            self.attempt_failed(core, error);
+            return error;
+        }
+        self.connect_deadline = None;
+        match reason {
+            None => log!(core, Level::Info, "disconnected"),
+            Some(e) => log!(core, Level::Warn, "connection lost: {e}"),
+        }
+        match reason {
+            None => self.keep_reconnecting = false,
+            Some(_) if self.keep_reconnecting => self.schedule_reconnect(core),
+            Some(_) => {}
+        }
+        let mut data = Data::new(Command::Disconnect);
+        data.error = reason;
+        data.reason_code = match reason_code {
+            0 => std::mem::take(&mut self.sent_reason),
+            code => code,
+        };
+        data.properties = properties;
+        core.run_callbacks(&data);
+        error
+    }
+
+    fn report_disconnect(&mut self, core: &Arc<Core>, reason: Option<Error>) {
+        let mut data = Data::new(Command::Disconnect);
+        data.error = reason;
+        data.reason_code = std::mem::take(&mut self.sent_reason);
+        core.run_callbacks(&data);
+    }
+
+    /// The next deadline the reactor must act on (`None`: nothing is due
+    /// until an event arrives).
+    pub fn next_deadline(&self, core: &Core) -> Option<Instant> {
+        [
+            core.session().poll_timeout(),
+            self.connect_deadline,
+            self.reconnect_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Readiness left unused (reads per turn are bounded): the connection
+    /// must run again without waiting for an event.
+    pub fn has_unread(&self, core: &Core) -> bool {
+        self.conn.as_ref().is_some_and(|c| c.readable) && !self.write_backlogged(core)
+    }
+
+    fn write_backlogged(&self, core: &Core) -> bool {
+        core.session().pending_transmit().len() >= MAX_UNWRITTEN
+    }
+
+    /// Whether bytes wait for the socket to become writable.
+    pub fn wants_write(&self, core: &Core) -> bool {
+        self.conn
+            .as_ref()
+            .is_some_and(|c| c.established && !c.writable)
+            && (self
+                .conn
+                .as_ref()
+                .is_some_and(|c| c.transport.has_buffered_output())
+                || !core.session().pending_transmit().is_empty())
+    }
+
+    /// Close without callbacks: the core is being freed.
+    pub fn shutdown(&mut self, core: &Arc<Core>, io: Io<'_>) {
+        if let Some(mut conn) = self.conn.take() {
+            let _ = self.flush_final(core, &mut conn);
+            self.drop_connection(core, io, conn);
+        }
+        self.reconnect_at = None;
+        self.keep_reconnecting = false;
+    }
+
+    fn flush_final(&self, core: &Arc<Core>, conn: &mut Socket) -> io::Result<()> {
+        if !conn.established {
+            return Ok(());
+        }
+        let mut session = core.session();
+        let n = conn.transport.write(session.pending_transmit())?;
+        session.consume_transmit(Instant::now(), n);
+        Ok(())
+    }
+}
+
+fn is_final_refusal(error: Error) -> bool {
+    matches!(
+        error,
+        Error::RefusedProtocolVersion
+            | Error::RefusedIdentifier
+            | Error::RefusedBadCredentials
+            | Error::RefusedNotAuthorized
+    )
+}
+
+pub(super) fn finish_attempt(core: &Arc<Core>, attempt: u64, result: Result<bool, Error>) {
+    let mut wait = lock(&core.connect_wait);
+    if wait.in_progress == Some(attempt) {
+        wait.in_progress = None;
+        wait.finished = Some((attempt, result));
+        core.connect_done.notify_all();
+    }
+}

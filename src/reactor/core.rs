@@ -1,0 +1,340 @@
+//! What a client's handles and the reactor driving it share: the session,
+//! the callbacks, the options, the commands only the reactor can carry out,
+//! and the link to that reactor. The handle (`client.rs`) validates and
+//! enqueues; the reactor (`connection.rs`) acts. Neither holds a lock while a
+//! callback runs.
+
+use std::cell::RefCell;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::Shared;
+use super::commands::ReactorCommand;
+use crate::dispatch::{Data, Dispatcher};
+use crate::log::{LogTarget, Logger};
+use crate::protocol::session::{Session, SessionConfig};
+use crate::{Error, Result};
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic in user code never happens under our locks; a poisoned lock still
+    // holds consistent data, so keep going rather than propagate the poison.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Options the reactor reads when it (re)connects.
+#[derive(Clone)]
+pub(crate) struct Options {
+    pub host: Option<String>,
+    pub port: u16,
+    pub connect_timeout: Duration,
+    /// `None` disables automatic reconnection.
+    pub reconnect: Option<(Duration, Duration)>,
+    pub max_packet_size: usize,
+    /// `None`: the system resolver (getaddrinfo).
+    pub resolver: Option<Resolver>,
+    /// `None`: plain TCP.
+    #[cfg(feature = "tls")]
+    pub tls: Option<Arc<crate::tls::TlsSetup>>,
+    /// How long a QoS 0 publish waits for room under the unsent-bytes limit
+    /// before it returns `QueueFull` (zero: it never waits).
+    pub publish_wait: Duration,
+}
+
+/// Turns a host name and port into addresses to try in order, in place of the
+/// system resolver. Called on a short-lived thread, never on the loop's.
+pub type Resolver = Arc<dyn Fn(&str, u16) -> std::io::Result<Vec<SocketAddr>> + Send + Sync>;
+
+/// The outcome of the connection attempt a `connect` call waits for.
+#[derive(Default)]
+pub(crate) struct ConnectWait {
+    pub next_attempt: u64,
+    pub in_progress: Option<u64>,
+    pub finished: Option<(u64, Result<bool>)>,
+}
+
+/// `Core::slot` of a client no reactor holds.
+pub(crate) const NO_SLOT: usize = usize::MAX;
+
+pub(crate) struct Core {
+    pub session: Mutex<Session>,
+    /// Callbacks receive the core; `client.rs` presents it as a `Client`.
+    pub dispatcher: Dispatcher<Arc<Core>>,
+    /// Bit 0: a connection attempt is under way (name resolution, TCP, TLS,
+    /// CONNECT awaiting its CONNACK), requested or automatic. Bits 1..: the
+    /// intent, bumped by every connect request and every disconnect; commands
+    /// carry the intent they were issued under, and the reactor drops those a
+    /// later request overtook (a resolution finishing after disconnect, say).
+    /// One word, so that a disconnect learns atomically whether the attempt
+    /// it supersedes had been claimed.
+    attempt_state: AtomicU64,
+    pub commands: Mutex<Vec<ReactorCommand>>,
+    pub connect_wait: Mutex<ConnectWait>,
+    pub connect_done: Condvar,
+    pub options: Mutex<Options>,
+    /// The message callback of the latest `loop_start` or reactor add that
+    /// gave one.
+    pub loop_on_message: Mutex<Option<crate::dispatch::Callback<Arc<Core>>>>,
+    /// Set once the owner released the client: no further callback may run.
+    pub closed: AtomicBool,
+    /// Held while one of this client's callbacks runs, so that a free from
+    /// another thread can wait for it.
+    pub callback_gate: Mutex<()>,
+    pub logger: Logger,
+    /// Signalled (with the session lock) when written bytes made room, or
+    /// the connection ended, while `publish_waiters` is not zero.
+    pub drained: Condvar,
+    pub publish_waiters: AtomicU64,
+    /// The reactor driving this client: its own private one (made on first
+    /// need), or a shared one it was added to; `None` before either.
+    pub link: Mutex<Option<Arc<Shared>>>,
+    /// On the reactor's ready list and not yet taken by a turn.
+    pub queued: AtomicBool,
+    /// Index of the reactor slot holding this client, or `NO_SLOT`.
+    pub slot: AtomicUsize,
+}
+
+thread_local! {
+    /// Clients whose callbacks are running on this thread (nested clients allowed).
+    static IN_CALLBACK: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Core {
+    pub fn new(config: SessionConfig) -> Core {
+        let max_packet_size = config.max_packet_size;
+        Core {
+            session: Mutex::new(Session::new(config)),
+            dispatcher: Dispatcher::default(),
+            attempt_state: AtomicU64::new(0),
+            commands: Mutex::new(Vec::new()),
+            connect_wait: Mutex::new(ConnectWait::default()),
+            connect_done: Condvar::new(),
+            options: Mutex::new(Options {
+                host: None,
+                port: 1883,
+                connect_timeout: Duration::from_secs(10),
+                reconnect: Some((Duration::from_millis(500), Duration::from_secs(30))),
+                max_packet_size,
+                resolver: None,
+                #[cfg(feature = "tls")]
+                tls: None,
+                publish_wait: Duration::ZERO,
+            }),
+            loop_on_message: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            callback_gate: Mutex::new(()),
+            logger: Logger::default(),
+            drained: Condvar::new(),
+            publish_waiters: AtomicU64::new(0),
+            link: Mutex::new(None),
+            queued: AtomicBool::new(false),
+            slot: AtomicUsize::new(NO_SLOT),
+        }
+    }
+
+    pub fn session(&self) -> MutexGuard<'_, Session> {
+        lock(&self.session)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn id(&self) -> usize {
+        self as *const Core as usize
+    }
+
+    /// Whether the calling thread is inside one of this client's callbacks.
+    pub fn in_callback(&self) -> bool {
+        let me = self.id();
+        IN_CALLBACK.with(|c| c.borrow().contains(&me))
+    }
+
+    /// The reactor driving this client, if any.
+    pub fn reactor(&self) -> Option<Arc<Shared>> {
+        lock(&self.link).clone()
+    }
+
+    /// Tell the reactor there is work for this client (bytes to write or a
+    /// command): put it on the ready list once and wake the reactor.
+    ///
+    /// SeqCst pairs with the reactor clearing `queued` before it looks at the
+    /// session: either this call sees the flag still set (and the coming
+    /// turn sees the change), or it queues the client again.
+    pub fn wake(self: &Arc<Self>) {
+        if self.queued.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let link = lock(&self.link);
+        match &*link {
+            Some(reactor) => reactor.intake.notify(self.clone()),
+            // Attaching to a reactor queues the client anyway.
+            None => self.queued.store(false, Ordering::SeqCst),
+        }
+    }
+
+    /// Run this client's callbacks for `data`, unless it was freed; a free
+    /// from another thread waits for them through `callback_gate`.
+    pub fn run_callbacks(self: &Arc<Self>, data: &Data<'_>) {
+        if self.is_closed() {
+            return;
+        }
+        // A client's callbacks do not nest (the calls that would run them
+        // refuse inside a callback), but stay safe if they ever did.
+        let _gate = (!self.in_callback()).then(|| lock(&self.callback_gate));
+        if self.is_closed() {
+            return;
+        }
+        let _guard = self.enter_callback();
+        self.dispatcher.dispatch(self, data);
+    }
+
+    /// Wait until no callback of this client runs on another thread.
+    pub fn wait_for_callbacks(&self) {
+        if !self.in_callback() {
+            drop(lock(&self.callback_gate));
+        }
+    }
+
+    fn enter_callback(&self) -> CallbackGuard {
+        let me = self.id();
+        IN_CALLBACK.with(|c| c.borrow_mut().push(me));
+        CallbackGuard(me)
+    }
+
+    // --- connection attempts ---
+
+    pub fn current_intent(&self) -> u64 {
+        self.attempt_state.load(Ordering::SeqCst) >> 1
+    }
+
+    pub fn attempt_in_progress(&self) -> bool {
+        self.attempt_state.load(Ordering::SeqCst) & 1 == 1
+    }
+
+    pub fn set_attempt_in_progress(&self, on: bool) {
+        if on {
+            self.attempt_state.fetch_or(1, Ordering::SeqCst);
+        } else {
+            self.attempt_state.fetch_and(!1, Ordering::SeqCst);
+        }
+    }
+
+    /// Clear the attempt bit; whether it was set.
+    pub fn take_attempt_in_progress(&self) -> bool {
+        self.attempt_state.fetch_and(!1, Ordering::SeqCst) & 1 == 1
+    }
+
+    /// Mark a requested attempt as under way and return its intent;
+    /// `AlreadyConnected` when one is already (two racing calls cannot both
+    /// start one).
+    pub fn claim_attempt(&self) -> Result<u64> {
+        let state = &self.attempt_state;
+        let mut current = state.load(Ordering::SeqCst);
+        loop {
+            if current & 1 == 1 {
+                return Err(Error::AlreadyConnected);
+            }
+            let claimed = (current + 2) | 1;
+            match state.compare_exchange(current, claimed, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return Ok(claimed >> 1),
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    /// A new intent superseding every command issued so far; also whether an
+    /// attempt was under way at that instant.
+    pub fn new_intent(&self) -> (u64, bool) {
+        let before = self.attempt_state.fetch_add(2, Ordering::SeqCst);
+        ((before + 2) >> 1, before & 1 == 1)
+    }
+
+    /// A new intent that also clears the attempt bit in the same step, so a
+    /// new connect may start at once; returns it.
+    pub fn supersede_attempt(&self) -> u64 {
+        let before = self
+            .attempt_state
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| Some((s + 2) & !1))
+            .unwrap_or_default();
+        (before + 2) >> 1
+    }
+
+    // --- names ---
+
+    /// The host to connect to when it must be resolved (not an IP literal).
+    pub fn host_name(&self) -> Option<String> {
+        lock(&self.options)
+            .host
+            .clone()
+            .filter(|host| host.parse::<std::net::IpAddr>().is_err())
+    }
+
+    pub fn resolve(&self) -> Result<Vec<SocketAddr>> {
+        let (host, port, resolver) = {
+            let options = lock(&self.options);
+            (
+                options.host.clone().ok_or(Error::NotConnected)?,
+                options.port,
+                options.resolver.clone(),
+            )
+        };
+        let addrs: Vec<SocketAddr> = match resolver {
+            Some(resolve) => resolve(&host, port).map_err(|_| Error::Dns)?,
+            None => (host.as_str(), port)
+                .to_socket_addrs()
+                .map_err(|_| Error::Dns)?
+                .collect(),
+        };
+        if addrs.is_empty() {
+            return Err(Error::Dns);
+        }
+        Ok(addrs)
+    }
+
+    /// Resolve the host on a short-lived thread, so that no loop blocks on
+    /// DNS, and hand the reactor `command(outcome)`.
+    pub fn resolve_in_background(
+        self: &Arc<Self>,
+        command: impl FnOnce(Result<Vec<SocketAddr>>) -> ReactorCommand + Send + 'static,
+    ) -> Result<()> {
+        let core = self.clone();
+        std::thread::Builder::new()
+            .name("mqtt-resolve".into())
+            .spawn(move || {
+                let command = command(core.resolve());
+                core.push_command(command);
+            })
+            .map(drop)
+            .map_err(|_| Error::NoMemory)
+    }
+
+    pub fn push_command(self: &Arc<Self>, command: ReactorCommand) {
+        lock(&self.commands).push(command);
+        self.wake();
+    }
+}
+
+impl LogTarget for Core {
+    fn logger(&self) -> &Logger {
+        &self.logger
+    }
+
+    fn log_closed(&self) -> bool {
+        self.is_closed()
+    }
+}
+
+struct CallbackGuard(usize);
+
+impl Drop for CallbackGuard {
+    fn drop(&mut self) {
+        IN_CALLBACK.with(|c| {
+            let mut c = c.borrow_mut();
+            if let Some(i) = c.iter().rposition(|&p| p == self.0) {
+                c.remove(i);
+            }
+        });
+    }
+}

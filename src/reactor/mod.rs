@@ -1,0 +1,688 @@
+//! The event loop: one mio `Poll` driving any number of clients, on a
+//! thread of its own (`start`) or in the caller's (`run`).
+//!
+//! Files, in the order a PUBLISH travels: `transport.rs` (bytes off the
+//! socket) -> `connection.rs` (one client's connection state machine, reads
+//! and writes) -> `inbound.rs` (decode, `protocol::session`, callbacks via
+//! `dispatch`). Around them: `commands.rs` (how API calls on other threads
+//! reach the loop), `timers.rs` (every client's deadlines in one heap) and
+//! `core.rs` (what a client's handles share with the loop).
+//!
+//! A client that was never added to a reactor gets a private one with a
+//! single slot when it first needs one: the single-client API is the
+//! one-client case of this machinery.
+
+mod commands;
+mod connection;
+pub(crate) mod core;
+mod inbound;
+mod timers;
+mod transport;
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Poll, Token, Waker};
+
+pub(crate) use self::commands::ReactorCommand;
+use self::commands::{Arrival, Intake, TurnGuard};
+use self::connection::{Connection, Io, Scratch};
+pub use self::core::Resolver;
+pub(crate) use self::core::{Core, NO_SLOT, lock};
+use self::timers::{SlotId, Timers};
+use crate::{Error, Result};
+
+/// The waker's token; a client's socket uses its slot index.
+const WAKER: Token = Token(usize::MAX);
+
+/// A reactor as its users and its clients share it.
+pub(crate) struct Shared {
+    pub(crate) intake: Intake,
+    engine: Mutex<Engine>,
+    event_fd: RawFd,
+    /// The loop thread and its own stop flag: a flag per thread, so that a
+    /// start racing a stop cannot un-stop the thread being joined.
+    thread: Mutex<Option<(JoinHandle<()>, Arc<AtomicBool>)>>,
+    /// Held by start, stop and free for their whole run (joins included),
+    /// so that a new thread never starts while the old one is still alive.
+    lifecycle: Mutex<()>,
+    /// Made by a client for itself: that client's own loop calls drive it.
+    pub(crate) private: bool,
+    /// Freed: its clients were detached, no turn runs again.
+    freed: AtomicBool,
+}
+
+struct Slot {
+    /// Weak: a client whose handles are all gone is dropped from its slot.
+    core: Weak<Core>,
+    connection: Box<Connection>,
+    /// The earliest deadline registered in the timer heap, if any.
+    deadline: Option<Instant>,
+    /// The turn stamp when it was last queued to run.
+    mark: u64,
+}
+
+struct Entry {
+    generation: u32,
+    slot: Option<Slot>,
+}
+
+struct Engine {
+    poll: Poll,
+    events: Events,
+    slots: Vec<Entry>,
+    free: Vec<usize>,
+    live: usize,
+    timers: Timers,
+    scratch: Scratch,
+    /// Slots to run in this turn, each once (see `Slot::mark`).
+    marked: Vec<usize>,
+    /// The ready list taken from the intake (its allocation is reused).
+    ready: Vec<Arc<Core>>,
+    arrivals: Vec<Arrival>,
+    /// Slots with readiness left unused: run again without waiting.
+    carry: Vec<usize>,
+    stamp: u64,
+    rng: u64,
+}
+
+impl Shared {
+    pub(crate) fn new(private: bool) -> std::io::Result<Arc<Shared>> {
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let event_fd = poll.as_raw_fd();
+        // Distinct per process and per reactor; quality beyond that is not needed.
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let rng = clock ^ (u64::from(std::process::id()) << 32) ^ (event_fd as u64) << 48 | 1;
+        Ok(Arc::new(Shared {
+            intake: Intake::new(waker),
+            engine: Mutex::new(Engine {
+                poll,
+                events: Events::with_capacity(if private { 16 } else { 1024 }),
+                slots: Vec::new(),
+                free: Vec::new(),
+                live: 0,
+                timers: Timers::default(),
+                scratch: Scratch::default(),
+                marked: Vec::new(),
+                ready: Vec::new(),
+                arrivals: Vec::new(),
+                carry: Vec::new(),
+                stamp: 0,
+                rng,
+            }),
+            event_fd,
+            thread: Mutex::new(None),
+            lifecycle: Mutex::new(()),
+            private,
+            freed: AtomicBool::new(false),
+        }))
+    }
+
+    /// A private reactor holding `core` in its only slot.
+    pub(crate) fn private_for(core: &Arc<Core>) -> std::io::Result<Arc<Shared>> {
+        let shared = Shared::new(true)?;
+        lock(&shared.engine).insert(Arrival {
+            core: core.clone(),
+            connection: None,
+        });
+        Ok(shared)
+    }
+
+    /// Whether the calling thread runs a turn of this reactor (a callback).
+    pub(crate) fn in_turn(&self) -> bool {
+        self.intake.in_turn()
+    }
+
+    pub(crate) fn thread_running(&self) -> bool {
+        lock(&self.thread).is_some()
+    }
+
+    /// Take `core` (driven by its private reactor `self`) out with its
+    /// connection, to move it to another reactor. `LoopRunning` while this
+    /// reactor runs.
+    pub(crate) fn take_for_move(&self, core: &Arc<Core>) -> Result<Option<Box<Connection>>> {
+        if self.thread_running() {
+            return Err(Error::LoopRunning);
+        }
+        let Ok(mut engine) = self.engine.try_lock() else {
+            return Err(Error::LoopRunning);
+        };
+        Ok(engine.take(core))
+    }
+
+    /// `InvalidArgument` once freed.
+    pub(crate) fn check_open(&self) -> Result<()> {
+        match self.freed.load(Ordering::Acquire) {
+            true => Err(Error::InvalidArgument),
+            false => Ok(()),
+        }
+    }
+
+    /// Start driving `core` (not driven by another reactor: the caller
+    /// checked, holding `link`, which it sets to this reactor).
+    pub(crate) fn adopt(&self, core: &Arc<Core>, connection: Option<Box<Connection>>) {
+        self.intake.arrive(Arrival {
+            core: core.clone(),
+            connection,
+        });
+    }
+
+    /// Run the reactor on a new thread until `stop`.
+    pub(crate) fn start(self: &Arc<Self>) -> Result<()> {
+        if self.in_turn() {
+            return Err(Error::InCallback);
+        }
+        let _lifecycle = lock(&self.lifecycle);
+        let mut thread = lock(&self.thread);
+        if thread.is_some() {
+            return Err(Error::LoopRunning);
+        }
+        if self.freed.load(Ordering::Acquire) {
+            return Err(Error::InvalidArgument);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let shared = self.clone();
+        let stop_seen = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("mqtt-loop".into())
+            .spawn(move || shared.thread_main(&stop_seen))
+            .map_err(|_| Error::NoMemory)?;
+        *thread = Some((handle, stop));
+        Ok(())
+    }
+
+    fn thread_main(&self, stop: &AtomicBool) {
+        let mut engine = lock(&self.engine);
+        while !stop.load(Ordering::Acquire) && !self.freed.load(Ordering::Acquire) {
+            engine.turn(self, None);
+            if self.private && engine.live == 0 {
+                // Its client was freed from a callback: nothing left to drive.
+                return;
+            }
+        }
+        if !self.freed.load(Ordering::Acquire) {
+            // Carry out what was asked just before the stop (a DISCONNECT, say).
+            engine.turn(self, Some(Duration::ZERO));
+        }
+    }
+
+    /// Stop the loop thread and wait for it.
+    pub(crate) fn stop(&self) -> Result<()> {
+        if self.in_turn() {
+            return Err(Error::InCallback);
+        }
+        let _lifecycle = lock(&self.lifecycle);
+        let taken = lock(&self.thread).take();
+        let Some((handle, stop)) = taken else {
+            return Err(Error::LoopNotRunning);
+        };
+        stop.store(true, Ordering::Release);
+        self.intake.force_wake();
+        let _ = handle.join();
+        Ok(())
+    }
+
+    /// One turn in the calling thread, waiting at most `timeout`. Returns the
+    /// error that ended a connection during it (the first, for many clients).
+    pub(crate) fn run(&self, timeout: Option<Duration>) -> Result<Option<Error>> {
+        if self.in_turn() {
+            return Err(Error::InCallback);
+        }
+        if self.thread_running() || self.freed.load(Ordering::Acquire) {
+            return Err(Error::LoopRunning);
+        }
+        let Ok(mut engine) = self.engine.try_lock() else {
+            return Err(Error::LoopRunning);
+        };
+        Ok(engine.turn(self, timeout))
+    }
+
+    /// A turn if nobody else runs the reactor right now (`connect` waiting
+    /// for its CONNACK, `disconnect` writing its DISCONNECT); false if busy.
+    pub(crate) fn try_turn(&self, timeout: Duration) -> bool {
+        if self.freed.load(Ordering::Acquire) {
+            return false;
+        }
+        match self.engine.try_lock() {
+            Ok(mut engine) => {
+                engine.turn(self, Some(timeout));
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    pub(crate) fn event_fd(&self) -> RawFd {
+        self.intake.set_external_poller();
+        self.event_fd
+    }
+
+    /// Time until the reactor must run again even without events (`None`:
+    /// nothing is due); `LoopRunning` while another thread runs it.
+    pub(crate) fn next_timeout(&self) -> Result<Option<Duration>> {
+        // The thread may not have taken the engine yet: ask the flag too.
+        if self.thread_running() {
+            return Err(Error::LoopRunning);
+        }
+        let Ok(mut engine) = self.engine.try_lock() else {
+            return Err(Error::LoopRunning);
+        };
+        Ok(engine.next_wait(self))
+    }
+
+    /// Whether `core`'s queued bytes wait for its socket to become writable.
+    pub(crate) fn wants_write(&self, core: &Arc<Core>) -> Result<bool> {
+        if self.thread_running() {
+            return Err(Error::LoopRunning);
+        }
+        let Ok(engine) = self.engine.try_lock() else {
+            return Err(Error::LoopRunning);
+        };
+        Ok(engine
+            .slot_of(core)
+            .is_some_and(|slot| slot.connection.wants_write(core)))
+    }
+
+    /// Remove `core` (freed) now if nobody runs the reactor, else at the
+    /// next turn. Its callbacks no longer run either way (it is closed).
+    pub(crate) fn release(&self, core: &Arc<Core>, wait: bool) {
+        let engine = if wait {
+            Some(lock(&self.engine))
+        } else {
+            self.engine.try_lock().ok()
+        };
+        match engine {
+            Some(mut engine) => {
+                // Not yet taken in by a turn: dropping its arrival closes the
+                // connection it brought.
+                lock(&self.intake.arrivals).retain(|a| !Arc::ptr_eq(&a.core, core));
+                match engine.index_of(core) {
+                    Some(index) => engine.remove(index),
+                    None => unlink(core),
+                }
+            }
+            None => {
+                core.wake();
+                self.intake.force_wake();
+            }
+        }
+    }
+
+    /// Free: stop the thread, close every client's connection without
+    /// callbacks and detach the clients. From a turn of this reactor (a
+    /// callback), the turn stops after that client and the thread detaches
+    /// them as it ends.
+    pub(crate) fn free(self: &Arc<Self>) {
+        self.freed.store(true, Ordering::Release);
+        if self.in_turn() {
+            return;
+        }
+        {
+            let _lifecycle = lock(&self.lifecycle);
+            let taken = lock(&self.thread).take();
+            if let Some((handle, stop)) = taken {
+                stop.store(true, Ordering::Release);
+                self.intake.force_wake();
+                let _ = handle.join();
+            }
+        }
+        lock(&self.engine).detach_all(self);
+    }
+}
+
+impl Engine {
+    fn io(poll: &Poll, index: usize) -> Io<'_> {
+        Io {
+            registry: poll.registry(),
+            token: Token(index),
+        }
+    }
+
+    fn index_of(&self, core: &Arc<Core>) -> Option<usize> {
+        let index = core.slot.load(Ordering::SeqCst);
+        let slot = self.slots.get(index)?.slot.as_ref()?;
+        std::ptr::eq(slot.core.as_ptr(), Arc::as_ptr(core)).then_some(index)
+    }
+
+    fn slot_of(&self, core: &Arc<Core>) -> Option<&Slot> {
+        self.slots[self.index_of(core)?].slot.as_ref()
+    }
+
+    fn mark(&mut self, index: usize) {
+        if let Some(slot) = self.slots[index].slot.as_mut()
+            && slot.mark != self.stamp
+        {
+            slot.mark = self.stamp;
+            self.marked.push(index);
+        }
+    }
+
+    fn insert(&mut self, arrival: Arrival) {
+        let Arrival { core, connection } = arrival;
+        if core.is_closed() {
+            // Freed before it got here; dropping the connection closes it.
+            // (Its link may stay: this reactor holds nothing of it.)
+            return;
+        }
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let mut connection = connection.unwrap_or_else(|| Box::new(Connection::new(self.rng)));
+        let index = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(Entry {
+                generation: 0,
+                slot: None,
+            });
+            self.slots.len() - 1
+        });
+        connection.register(Self::io(&self.poll, index));
+        let entry = &mut self.slots[index];
+        entry.generation = entry.generation.wrapping_add(1);
+        entry.slot = Some(Slot {
+            core: Arc::downgrade(&core),
+            connection,
+            deadline: None,
+            mark: 0,
+        });
+        self.live += 1;
+        core.slot.store(index, Ordering::SeqCst);
+        // Whatever it queued before it had a reactor runs now.
+        core.queued.store(false, Ordering::SeqCst);
+        self.mark(index);
+    }
+
+    /// Take `core`'s slot out with its connection (deregistered), without
+    /// closing it: it moves to another reactor.
+    fn take(&mut self, core: &Arc<Core>) -> Option<Box<Connection>> {
+        let index = self.index_of(core)?;
+        let io = Self::io(&self.poll, index);
+        let mut slot = self.slots[index].slot.take()?;
+        slot.connection.deregister(io);
+        self.free.push(index);
+        self.live -= 1;
+        core.slot.store(NO_SLOT, Ordering::SeqCst);
+        Some(slot.connection)
+    }
+
+    /// Remove a slot: its client was freed (or dropped). Closes the
+    /// connection without callbacks, writing what is queued (a DISCONNECT,
+    /// say) without waiting.
+    fn remove(&mut self, index: usize) {
+        let io = Self::io(&self.poll, index);
+        let Some(mut slot) = self.slots[index].slot.take() else {
+            return;
+        };
+        self.free.push(index);
+        self.live -= 1;
+        match slot.core.upgrade() {
+            Some(core) => {
+                slot.connection.shutdown(&core, io);
+                core.slot.store(NO_SLOT, Ordering::SeqCst);
+                unlink(&core);
+            }
+            None => slot.connection.deregister(io),
+        }
+    }
+
+    fn detach_all(&mut self, shared: &Shared) {
+        for index in 0..self.slots.len() {
+            self.remove(index);
+        }
+        let arrivals = std::mem::take(&mut *lock(&shared.intake.arrivals));
+        for arrival in arrivals {
+            unlink(&arrival.core);
+        }
+        let ready = std::mem::take(&mut *lock(&shared.intake.ready));
+        for core in ready {
+            core.queued.store(false, Ordering::SeqCst);
+        }
+        self.timers.clear();
+        self.carry.clear();
+    }
+
+    /// Clients that arrived, and clients with work queued by API calls.
+    fn take_intake(&mut self, shared: &Shared) {
+        std::mem::swap(&mut self.arrivals, &mut *lock(&shared.intake.arrivals));
+        let mut arrivals = std::mem::take(&mut self.arrivals);
+        for arrival in arrivals.drain(..) {
+            self.insert(arrival);
+        }
+        self.arrivals = arrivals;
+        std::mem::swap(&mut self.ready, &mut *lock(&shared.intake.ready));
+        let mut ready = std::mem::take(&mut self.ready);
+        for core in ready.drain(..) {
+            // Cleared before the client's work runs: a call after this
+            // point queues it again (see `Core::wake`).
+            core.queued.store(false, Ordering::SeqCst);
+            let Some(index) = self.index_of(&core) else {
+                continue;
+            };
+            if core.is_closed() {
+                self.remove(index);
+            } else {
+                self.mark(index);
+            }
+        }
+        self.ready = ready;
+    }
+
+    fn is_live(slots: &[Entry], at: Instant, id: SlotId) -> bool {
+        slots.get(id.index).is_some_and(|e| {
+            e.generation == id.generation && e.slot.as_ref().is_some_and(|s| s.deadline == Some(at))
+        })
+    }
+
+    /// Slots whose deadline has come.
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, id)) = self.timers.pop_due(now) {
+            if Self::is_live(&self.slots, at, id) {
+                if let Some(slot) = self.slots[id.index].slot.as_mut() {
+                    slot.deadline = None;
+                }
+                self.mark(id.index);
+            }
+        }
+    }
+
+    /// How long the next poll may wait.
+    fn next_wait(&mut self, shared: &Shared) -> Option<Duration> {
+        if shared.intake.wake_is_pending() || !self.carry.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let slots = &self.slots;
+        let next = self.timers.next(|at, id| Self::is_live(slots, at, id))?;
+        Some(next.saturating_duration_since(Instant::now()))
+    }
+
+    /// Run every marked slot: its commands, reads, timers and writes.
+    fn run_marked(&mut self, shared: &Shared) -> Option<Error> {
+        let mut ended = None;
+        let mut marked = std::mem::take(&mut self.marked);
+        for &index in &marked {
+            if shared.freed.load(Ordering::Acquire) {
+                break;
+            }
+            let generation = self.slots[index].generation;
+            let Some(slot) = self.slots[index].slot.as_mut() else {
+                continue;
+            };
+            let Some(core) = slot.core.upgrade() else {
+                self.remove(index);
+                continue;
+            };
+            if core.is_closed() {
+                self.remove(index);
+                continue;
+            }
+            let io = Io {
+                registry: self.poll.registry(),
+                token: Token(index),
+            };
+            let error = slot.connection.work(&core, io, &mut self.scratch);
+            ended = ended.or(error);
+            if core.is_closed() {
+                // Freed from a callback: nobody else will write what it
+                // queued (a DISCONNECT, say) before the connection goes.
+                self.remove(index);
+                continue;
+            }
+            if slot.connection.has_unread(&core) {
+                self.carry.push(index);
+            }
+            if let Some(at) = slot.connection.next_deadline(&core)
+                && slot.deadline.is_none_or(|d| at < d)
+            {
+                // A later deadline keeps the earlier entry: it fires once
+                // for nothing and registers the new one then.
+                slot.deadline = Some(at);
+                self.timers.push(at, SlotId { index, generation });
+            }
+        }
+        marked.clear();
+        self.marked = marked;
+        let slots = &self.slots;
+        self.timers
+            .compact(self.live, |at, id| Self::is_live(slots, at, id));
+        ended
+    }
+
+    /// One turn: wait for IO, a wake or the next deadline (at most
+    /// `max_wait`; `None` waits as long as nothing is due), then run every
+    /// client with something to do. Returns the first error that ended a
+    /// connection during this turn, if any.
+    fn turn(&mut self, shared: &Shared, max_wait: Option<Duration>) -> Option<Error> {
+        let ended = {
+            let _in_turn = TurnGuard::enter(&shared.intake);
+            self.turn_inner(shared, max_wait)
+        };
+        if shared.freed.load(Ordering::Acquire) {
+            // Freed from a callback of this turn: nobody else detaches.
+            self.detach_all(shared);
+        }
+        ended
+    }
+
+    fn turn_inner(&mut self, shared: &Shared, max_wait: Option<Duration>) -> Option<Error> {
+        // Work queued since the last turn (a publish from the thread that
+        // runs the loop, say) goes out before this turn sleeps.
+        if shared.intake.clear_wake() {
+            self.stamp += 1;
+            self.take_intake(shared);
+            if let Some(e) = self.run_marked(shared) {
+                return Some(e);
+            }
+        }
+        let mut wait = match (self.next_wait(shared), max_wait) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if wait != Some(Duration::ZERO) && !shared.intake.prepare_sleep() {
+            wait = Some(Duration::ZERO);
+        }
+        let polled = self.poll.poll(&mut self.events, wait);
+        shared.intake.end_sleep();
+        if let Err(e) = polled
+            && e.kind() != std::io::ErrorKind::Interrupted
+        {
+            return Some(Error::Io);
+        }
+        shared.intake.clear_wake();
+        self.stamp += 1;
+        for event in self.events.iter() {
+            let index = event.token().0;
+            if let Some(slot) = self.slots.get_mut(index).and_then(|e| e.slot.as_mut()) {
+                slot.connection.on_event(event);
+                if slot.mark != self.stamp {
+                    slot.mark = self.stamp;
+                    self.marked.push(index);
+                }
+            }
+        }
+        self.take_intake(shared);
+        self.expire(Instant::now());
+        let mut carry = std::mem::take(&mut self.carry);
+        for index in carry.drain(..) {
+            self.mark(index);
+        }
+        self.carry = carry;
+        let mut ended = self.run_marked(shared);
+        // Work queued by this turn's callbacks (a connect_async, say) is
+        // carried out now rather than after the next poll.
+        if ended.is_none() && shared.intake.clear_wake() {
+            self.stamp += 1;
+            self.take_intake(shared);
+            ended = self.run_marked(shared);
+        }
+        ended
+    }
+}
+
+/// Forget the reactor `core` was driven by, if it is still that one.
+fn unlink(core: &Arc<Core>) {
+    let mut link = lock(&core.link);
+    *link = None;
+    core.queued.store(false, Ordering::SeqCst);
+}
+
+/// Many clients on one reactor: one `Poll`, one thread (`start`) or none
+/// (`run` in the caller's thread, or an external event loop with
+/// `event_fd` and `next_timeout`). Add clients with
+/// [`Client::add_to_reactor`](crate::Client::add_to_reactor).
+///
+/// Dropping it is `mqtt_reactor_free`: the thread stops, the clients'
+/// connections close without callbacks and the clients are detached (they
+/// remain usable, and must still be closed by their owners).
+pub struct Reactor {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Reactor {
+    /// A reactor with no client and no thread.
+    pub fn new() -> Result<Reactor> {
+        Ok(Reactor {
+            shared: Shared::new(false).map_err(|_| Error::Io)?,
+        })
+    }
+
+    /// Run the reactor on a thread of its own until `stop`. `LoopRunning`
+    /// when it runs already, `InCallback` from one of its clients' callbacks.
+    pub fn start(&self) -> Result<()> {
+        self.shared.start()
+    }
+
+    /// Stop the thread and wait for it. `LoopNotRunning`, `InCallback`.
+    pub fn stop(&self) -> Result<()> {
+        self.shared.stop()
+    }
+
+    /// One turn in the calling thread, waiting at most `timeout` (`None`:
+    /// until the next event or deadline). `LoopRunning` while the thread or
+    /// another caller runs it, `InCallback` from one of its callbacks.
+    pub fn run(&self, timeout: Option<Duration>) -> Result<()> {
+        self.shared.run(timeout).map(drop)
+    }
+
+    /// A descriptor that becomes readable whenever the reactor has work,
+    /// for external event loops (then call `run(Some(ZERO))`).
+    pub fn event_fd(&self) -> RawFd {
+        self.shared.event_fd()
+    }
+
+    /// Time until the reactor must run again even without events (`None`:
+    /// nothing is due). `LoopRunning` while another thread runs it.
+    pub fn next_timeout(&self) -> Result<Option<Duration>> {
+        self.shared.next_timeout()
+    }
+}
+
+impl Drop for Reactor {
+    fn drop(&mut self) {
+        self.shared.free();
+    }
+}

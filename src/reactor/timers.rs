@@ -1,0 +1,94 @@
+//! One binary heap for the deadlines of every client of a reactor (keepalive,
+//! CONNACK and connect timeouts, reconnection backoff), with lazy deletion: a
+//! slot keeps the earliest deadline it registered; an entry that no longer
+//! matches its slot is skipped when it surfaces. A turn thus costs
+//! O(expired entries x log n), never a scan of every client.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::Instant;
+
+/// A slot's identity: its index and the generation of its occupant, so that
+/// an entry left by a removed client never fires for the next one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct SlotId {
+    pub index: usize,
+    pub generation: u32,
+}
+
+#[derive(Default)]
+pub(crate) struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, SlotId)>>,
+}
+
+impl Timers {
+    pub fn push(&mut self, at: Instant, slot: SlotId) {
+        self.heap.push(Reverse((at, slot)));
+    }
+
+    /// The earliest entry for which `live` holds, dropping stale ones above it.
+    pub fn next(&mut self, mut live: impl FnMut(Instant, SlotId) -> bool) -> Option<Instant> {
+        while let Some(&Reverse((at, slot))) = self.heap.peek() {
+            if live(at, slot) {
+                return Some(at);
+            }
+            self.heap.pop();
+        }
+        None
+    }
+
+    /// Take the next entry due at `now`, live or not (the caller checks).
+    pub fn pop_due(&mut self, now: Instant) -> Option<(Instant, SlotId)> {
+        match self.heap.peek() {
+            Some(&Reverse((at, _))) if at <= now => self.heap.pop().map(|Reverse(e)| e),
+            _ => None,
+        }
+    }
+
+    /// Drop stale entries once they outnumber the live ones, so that a
+    /// deadline moved earlier again and again cannot grow the heap without
+    /// bound. In place: no allocation.
+    pub fn compact(&mut self, slots: usize, mut live: impl FnMut(Instant, SlotId) -> bool) {
+        if self.heap.len() > 2 * slots + 64 {
+            self.heap.retain(|&Reverse((at, slot))| live(at, slot));
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.heap.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn stale_entries_are_skipped_and_compacted() {
+        let t0 = Instant::now();
+        let a = SlotId {
+            index: 0,
+            generation: 1,
+        };
+        let b = SlotId {
+            index: 1,
+            generation: 1,
+        };
+        let mut timers = Timers::default();
+        timers.push(t0 + Duration::from_secs(5), a);
+        timers.push(t0 + Duration::from_secs(1), b);
+        timers.push(t0 + Duration::from_secs(2), a);
+        // b's entry is stale (b moved on): the next live one is a's at 2 s.
+        let live = |at: Instant, s: SlotId| s == a || at > t0 + Duration::from_secs(1);
+        assert_eq!(timers.next(live), Some(t0 + Duration::from_secs(2)));
+        assert_eq!(timers.pop_due(t0 + Duration::from_secs(1)), None);
+        let due = timers.pop_due(t0 + Duration::from_secs(3));
+        assert_eq!(due, Some((t0 + Duration::from_secs(2), a)));
+        for i in 0..200 {
+            timers.push(t0 + Duration::from_millis(i), b);
+        }
+        timers.compact(2, |_, s| s == a);
+        assert_eq!(timers.heap.len(), 1);
+    }
+}
