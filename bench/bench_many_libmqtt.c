@@ -43,7 +43,7 @@ static void on_puback(mqtt_client *c, const mqtt_data *d, void *ud)
 
 int main(int argc, char **argv)
 {
-    struct many_args a;
+    struct many_args a = {0};
     many_parse(argc, argv, &a);
     long n = a.clients;
     struct slot *s = calloc((size_t)n, sizeof *s);

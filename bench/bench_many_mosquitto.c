@@ -69,7 +69,7 @@ static void turn(struct slot *s, long n, int timeout_ms)
 
 int main(int argc, char **argv)
 {
-    struct many_args a;
+    struct many_args a = {0};
     many_parse(argc, argv, &a);
     mosquitto_lib_init();
     long n = a.clients;

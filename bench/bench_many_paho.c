@@ -84,7 +84,7 @@ static long count(long *v)
 
 int main(int argc, char **argv)
 {
-    struct many_args a;
+    struct many_args a = {0};
     many_parse(argc, argv, &a);
     long n = a.clients;
     struct slot *s = calloc((size_t)n, sizeof *s);
