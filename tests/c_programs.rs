@@ -99,6 +99,8 @@ enum Kind {
     TwoBrokers,
     /// home_controller + home_sensor, run together by `run_home_heating`.
     HomePair,
+    /// mqtt_load in each of its modes, run by `run_load_tool`.
+    Load,
 }
 
 /// Every C program of `tests/c/` and `c_examples/`; `every_c_file_is_covered` fails when a
@@ -118,6 +120,7 @@ const PROGRAMS: &[(&str, Kind)] = &[
     ("home_controller", Kind::HomePair),
     ("home_sensor", Kind::HomePair),
     ("home_v5", Kind::HostPort),
+    ("mqtt_load", Kind::Load),
     ("mid_callback", Kind::HostPort),
     ("own_loop", Kind::HostPort),
     ("relay_poll", Kind::TwoBrokers),
@@ -435,6 +438,9 @@ fn run_program(name: &str, mode: Mode) {
     if kind == Kind::HomePair {
         return run_home_heating(mode);
     }
+    if kind == Kind::Load {
+        return run_load_tool(mode);
+    }
     let exe = program_for(name, mode);
     let brokers: Vec<Broker> = match kind {
         Kind::TwoBrokers => vec![Broker::start(), Broker::start()],
@@ -547,6 +553,113 @@ fn run_home_heating(mode: Mode) {
     );
     assert!(!out.contains("garage 3.0C -> heating ON (utility"), "{out}");
     print!("{}{}", sensor_run.stdout, out);
+}
+
+/// The value after `key` in mqtt_load's summary line (`... key VALUE ...`).
+fn summary_field(out: &str, key: &str) -> Option<f64> {
+    let line = out.lines().find(|l| l.starts_with("summary:"))?;
+    let mut words = line.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == key {
+            return words.next()?.trim_start_matches('(').parse().ok();
+        }
+    }
+    None
+}
+
+/// mqtt_load (c_examples/mqtt_load.c), as its README section tells users to run it:
+/// `conn` holds N connections; `sub` with one topic per client, then `pub` with the same
+/// topics: every message arrives at exactly its subscriber (the counts match, no error),
+/// and the summaries carry the connect rate and the latency.
+fn run_load_tool(mode: Mode) {
+    // a few hundred natively; valgrind and the sanitizers are 10-50x slower
+    let clients: u32 = if mode == Mode::Native { 300 } else { 20 };
+    let per_client: u32 = 3;
+    let exe = program_for("mqtt_load", mode);
+    let broker = Broker::builder().extra_config("max_connections -1\n").start();
+    let port = broker.port().to_string();
+    let timeout = mode.timeout();
+    let n = clients.to_string();
+    let logs = |runs: &[(&str, &Run)]| -> String {
+        let mut s: String = runs.iter().map(|(w, r)| r.describe(w) + "\n").collect();
+        s += &format!("--- broker log ---\n{}", broker.log());
+        s
+    };
+
+    // conn: all connect and stay connected for the run
+    let mut cmd = command_for(&exe, mode);
+    cmd.args(["conn", "-h", broker.host(), "-p", &port, "-c", &n, "-d", "2"]);
+    let conn = run_bounded(cmd, timeout);
+    assert!(conn.success(), "{}", logs(&[("mqtt_load conn", &conn)]));
+    assert_no_sanitizer_report(mode, &conn.stderr, "mqtt_load conn");
+    assert_eq!(summary_field(&conn.stdout, "connected"), Some(f64::from(clients)), "{}", conn.stdout);
+    assert!(conn.stdout.lines().any(|l| l.contains(&format!("connected {clients}/{clients}"))), "{}", conn.stdout);
+
+    // sub first; pub once every subscriber has its SUBACK (read from its status lines)
+    let total = (clients * per_client).to_string();
+    let mut sub = command_for(&exe, mode)
+        .args(["sub", "-h", broker.host(), "-p", &port, "-c", &n, "-q", "1", "-t", "load/%i/x"])
+        .args(["-n", &total, "-d", "60"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mqtt_load sub");
+    let err = collect(sub.stderr.take().unwrap());
+    let (tx, rx) = mpsc::channel::<String>();
+    let stdout = sub.stdout.take().unwrap();
+    let reader = thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line.clone());
+            lines.push(line);
+        }
+        lines.join("\n") + "\n"
+    });
+    let ready = format!("subscribed {clients}/{clients}");
+    let deadline = Instant::now() + timeout;
+    let mut subscribed = false;
+    while !subscribed {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => subscribed = line.contains(&ready),
+            Err(_) => break,
+        }
+    }
+    if !subscribed {
+        let _ = sub.kill();
+        let _ = sub.wait();
+        panic!(
+            "mqtt_load sub never had all SUBACKs\n{}{}\n--- broker log ---\n{}",
+            reader.join().unwrap_or_default(),
+            err.join().unwrap_or_default(),
+            broker.log()
+        );
+    }
+    let mut cmd = command_for(&exe, mode);
+    cmd.args(["pub", "-h", broker.host(), "-p", &port, "-c", &n, "-q", "1", "-t", "load/%i/x"])
+        .args(["-I", "50", "-n", &per_client.to_string(), "-s", "100"]);
+    let publisher = run_bounded(cmd, timeout);
+    let (status, timed_out) = wait_bounded(&mut sub, timeout);
+    let subscriber = Run {
+        status,
+        timed_out,
+        stdout: reader.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    };
+    let both = || logs(&[("mqtt_load pub", &publisher), ("mqtt_load sub", &subscriber)]);
+    assert!(publisher.success() && subscriber.success(), "{}", both());
+    assert_no_sanitizer_report(mode, &publisher.stderr, "mqtt_load pub");
+    assert_no_sanitizer_report(mode, &subscriber.stderr, "mqtt_load sub");
+    let expected = f64::from(clients * per_client);
+    assert_eq!(summary_field(&publisher.stdout, "sent"), Some(expected), "{}", both());
+    assert_eq!(summary_field(&publisher.stdout, "acked"), Some(expected), "{}", both());
+    assert_eq!(summary_field(&subscriber.stdout, "received"), Some(expected), "{}", both());
+    assert_eq!(summary_field(&subscriber.stdout, "errors"), Some(0.0), "{}", both());
+    // latency from the send time in each payload: present and plausible (under a minute)
+    let p99 = summary_field(&subscriber.stdout, "p99").expect("a latency p99");
+    assert!(p99 > 0.0 && p99 < 60e6, "{}", both());
+    print!("{}{}{}", conn.stdout, publisher.stdout, subscriber.stdout);
 }
 
 // ---- the header ------------------------------------------------------------------------
@@ -732,6 +845,7 @@ program_tests! {
     "request_response" => example_request_response, valgrind_example_request_response,
         asan_example_request_response;
     "home_v5" => example_home_v5, valgrind_example_home_v5, asan_example_home_v5;
+    "mqtt_load" => example_mqtt_load, valgrind_example_mqtt_load, asan_example_mqtt_load;
     "seed_example" => example_seed_example, valgrind_example_seed_example,
         asan_example_seed_example;
     "sqlite_store" => example_sqlite_store, valgrind_example_sqlite_store,

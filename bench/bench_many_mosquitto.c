@@ -1,0 +1,147 @@
+/*
+ * bench_many_mosquitto.c - many libmosquitto clients in one process, driven by
+ * one poll() loop over mosquitto_socket() of every client (libmosquitto has no
+ * multi-client loop: this is what its documentation leaves to the application).
+ * See many_common.h for the command line and the output.
+ */
+#include "many_common.h"
+
+#include <mosquitto.h>
+#include <poll.h>
+
+#define SLOTS 64
+
+struct slot {
+    struct mosquitto *m;
+    int connected;
+    char topic[32];
+    double next;
+    int mid_at[SLOTS];
+    double sent_at[SLOTS];
+};
+
+static long connected, acked, sent;
+
+static void on_connect(struct mosquitto *m, void *ud, int rc)
+{
+    struct slot *s = ud;
+    (void)m;
+    if (rc == 0 && !s->connected) {
+        s->connected = 1;
+        connected++;
+    }
+}
+
+static void on_publish(struct mosquitto *m, void *ud, int mid)
+{
+    struct slot *s = ud;
+    (void)m;
+    acked++;
+    if (s->mid_at[mid % SLOTS] == mid) {
+        lat_add((now_s() - s->sent_at[mid % SLOTS]) * 1e6);
+        s->mid_at[mid % SLOTS] = 0;
+    }
+}
+
+static struct pollfd *fds;
+static double next_misc;
+
+static void turn(struct slot *s, long n, int timeout_ms)
+{
+    for (long i = 0; i < n; i++) {
+        fds[i].fd = mosquitto_socket(s[i].m);
+        fds[i].events = POLLIN | (mosquitto_want_write(s[i].m) ? POLLOUT : 0);
+        fds[i].revents = 0;
+    }
+    if (poll(fds, (nfds_t)n, timeout_ms) > 0)
+        for (long i = 0; i < n; i++) {
+            if (fds[i].revents & (POLLIN | POLLERR | POLLHUP))
+                mosquitto_loop_read(s[i].m, 1);
+            if (fds[i].revents & POLLOUT)
+                mosquitto_loop_write(s[i].m, 1);
+        }
+    if (now_s() >= next_misc) {
+        for (long i = 0; i < n; i++)
+            mosquitto_loop_misc(s[i].m);
+        next_misc = now_s() + 1;
+    }
+}
+
+int main(int argc, char **argv)
+{
+    struct many_args a = {0};
+    many_parse(argc, argv, &a);
+    mosquitto_lib_init();
+    long n = a.clients;
+    struct slot *s = calloc((size_t)n, sizeof *s);
+    fds = calloc((size_t)n, sizeof *fds);
+    if (!s || !fds)
+        return 1;
+    long rss_before = proc_status("VmRSS");
+    double t0 = now_s();
+    for (long i = 0; i < n; i++) {
+        char id[48];
+        snprintf(id, sizeof id, "many-mosq-%ld-%ld", (long)getpid(), i);
+        snprintf(s[i].topic, sizeof s[i].topic, "many/%ld", i);
+        s[i].m = mosquitto_new(id, true, &s[i]);
+        if (!s[i].m)
+            return 1;
+        mosquitto_connect_callback_set(s[i].m, on_connect);
+        mosquitto_publish_callback_set(s[i].m, on_publish);
+        if (mosquitto_connect_async(s[i].m, a.host, a.port, (int)a.keepalive) != MOSQ_ERR_SUCCESS) {
+            fprintf(stderr, "bench_many_mosquitto: connect %ld failed\n", i);
+            return 1;
+        }
+    }
+    double deadline = t0 + 120;
+    while (connected < n && now_s() < deadline)
+        turn(s, n, 100);
+    double connect_s = now_s() - t0;
+
+    if (!a.pub) {
+        double c0 = cpu_s(), w0 = now_s();
+        while (now_s() - w0 < a.idle_s)
+            turn(s, n, 1000);
+        report_idle("mosquitto", &a, connected, connect_s, rss_before, proc_status("VmRSS"), cpu_s() - c0,
+                    now_s() - w0);
+    } else {
+        double period = 1.0 / (double)a.rate;
+        double w0 = now_s(), c0 = cpu_s();
+        for (long i = 0; i < n; i++)
+            s[i].next = w0 + period * (double)i / (double)n;
+        unsigned char payload[64] = {0};
+        while (now_s() - w0 < a.pub_s) {
+            double t = now_s(), due = t + 1;
+            for (long i = 0; i < n; i++) {
+                if (s[i].next <= t) {
+                    int mid = 0;
+                    if (mosquitto_publish(s[i].m, &mid, s[i].topic, sizeof payload, payload, 1, false) ==
+                        MOSQ_ERR_SUCCESS) {
+                        sent++;
+                        s[i].mid_at[mid % SLOTS] = mid;
+                        s[i].sent_at[mid % SLOTS] = t;
+                    }
+                    s[i].next += period;
+                }
+                if (s[i].next < due)
+                    due = s[i].next;
+            }
+            int wait = (int)((due - now_s()) * 1000 + 0.999); /* never spin */
+            turn(s, n, wait < 0 ? 0 : wait);
+        }
+        double drain = now_s() + 10;
+        while (acked < sent && now_s() < drain)
+            turn(s, n, 10);
+        report_pub("mosquitto", &a, connected, sent, acked, cpu_s() - c0, now_s() - w0);
+    }
+    for (long i = 0; i < n; i++)
+        mosquitto_disconnect(s[i].m);
+    for (int k = 0; k < 5; k++)
+        turn(s, n, 10);
+    for (long i = 0; i < n; i++)
+        mosquitto_destroy(s[i].m);
+    mosquitto_lib_cleanup();
+    free(s);
+    free(fds);
+    return 0;
+}

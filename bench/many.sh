@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Many clients in one process: libmqtt (one reactor, in the caller's thread),
+# libmosquitto (one poll() loop over mosquitto_socket of every client) and Paho C
+# MQTTAsync (its own threads), through one private mosquitto (max_connections -1).
+#
+#   bench/many.sh [--clients N] [--pub-clients N] [--rate R] [--seconds S] [--no-build]
+#
+# Rows: N idle connected clients (keepalive 60): time to connect them all, RSS
+# per client, threads, CPU per second while idle; then --pub-clients clients
+# each publishing QoS 1 at --rate msg/s for --seconds: CPU per message and
+# publish -> PUBACK latency p50/p99. Defaults: 10000 idle, 1000 x 20 msg/s, 10 s.
+# Needs what bench/run.sh needs (libmosquitto-dev, libpaho-mqtt-dev) and an
+# open-files limit of at least N + 100 for the clients' process and the broker
+# (the script raises the soft limit to the hard one).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+clients=10000 pub_clients=1000 rate=20 seconds=10 build=1 idle_s=10
+while [ $# -gt 0 ]; do
+    case $1 in
+    --clients) clients=$2; shift ;;
+    --pub-clients) pub_clients=$2; shift ;;
+    --rate) rate=$2; shift ;;
+    --seconds) seconds=$2; shift ;;
+    --idle-seconds) idle_s=$2; shift ;;
+    --no-build) build=0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    *) echo "many.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+ulimit -n "$(ulimit -Hn)"
+if [ "$(ulimit -n)" -lt $((clients + 100)) ]; then
+    echo "many.sh: open files limit $(ulimit -n) is below $((clients + 100)); use --clients $(( $(ulimit -n) - 100 ))" >&2
+    exit 1
+fi
+bin=$root/target/bench
+if [ $build = 1 ]; then
+    echo "building libmqtt (cargo rustc --release --lib --crate-type cdylib,staticlib) and target/bench/bench_many_* ..."
+    (cd "$root" && cargo rustc --release --lib --crate-type cdylib,staticlib --quiet)
+    mkdir -p "$bin"
+    CFLAGS="-O2 -g -Wall -Wextra"
+    cc $CFLAGS -o "$bin/bench_many_libmqtt" "$here/bench_many_libmqtt.c" -I"$root/include" \
+        -L"$root/target/release" -Wl,-rpath,"$root/target/release" -lmqtt -lpthread
+    cc $CFLAGS -o "$bin/bench_many_mosquitto" "$here/bench_many_mosquitto.c" -lmosquitto
+    cc $CFLAGS -o "$bin/bench_many_paho" "$here/bench_many_paho.c" -lpaho-mqtt3a -lpthread
+fi
+work=$(mktemp -d "${TMPDIR:-/tmp}/mqtt-many.XXXXXX")
+broker_pid=
+cleanup() {
+    [ -z "$broker_pid" ] || { kill "$broker_pid" 2>/dev/null || true; wait "$broker_pid" 2>/dev/null || true; }
+    rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+mosquitto=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+for attempt in $(seq 1 20); do
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    cat > "$work/mosquitto.conf" <<CONF
+listener $port 127.0.0.1
+allow_anonymous true
+max_connections -1
+set_tcp_nodelay true
+CONF
+    "$mosquitto" -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
+    broker_pid=$!
+    sleep 0.3
+    if kill -0 "$broker_pid" 2>/dev/null; then break; fi
+    broker_pid=
+    [ "$attempt" -lt 20 ] || { echo "many.sh: mosquitto does not start" >&2; cat "$work/mosquitto.log" >&2; exit 1; }
+done
+echo "broker: $($mosquitto -h 2>/dev/null | sed -n 's/^mosquitto version /mosquitto /p' | head -1) on 127.0.0.1:$port"
+results=$work/results
+failed=0
+for lib in libmqtt mosquitto paho; do
+    line=$("$bin/bench_many_$lib" idle 127.0.0.1 "$port" "$clients" 60 "$idle_s" | grep '^RESULT' || true)
+    echo "  $line"
+    echo "$line" >> "$results"
+    case $line in *ok=1*) ;; *) failed=1 ;; esac
+    sleep 1 # let the broker close the previous connections
+done
+for lib in libmqtt mosquitto paho; do
+    line=$("$bin/bench_many_$lib" pub 127.0.0.1 "$port" "$pub_clients" "$rate" "$seconds" | grep '^RESULT' || true)
+    echo "  $line"
+    echo "$line" >> "$results"
+    case $line in *ok=1*) ;; *) failed=1 ;; esac
+    sleep 1
+done
+python3 - "$results" "$clients" "$pub_clients" "$rate" <<'PY'
+import sys
+rows = {}
+for line in open(sys.argv[1]):
+    f = dict(kv.split("=", 1) for kv in line.split()[1:] if "=" in kv)
+    if f: rows[(f["lib"], f["mode"])] = f
+libs = ["libmqtt", "mosquitto", "paho"]
+def cell(lib, mode, key, fmt):
+    r = rows.get((lib, mode))
+    if not r or r.get("ok") != "1": return "FAILED"
+    v = float(r[key])
+    ref = rows.get(("mosquitto", mode))
+    s = fmt.format(v)
+    if lib != "mosquitto" and ref and ref.get("ok") == "1" and float(ref[key]) > 0:
+        s += " (%.2f)" % (v / float(ref[key]))
+    return s
+print()
+print("%-44s %-18s %-18s %-18s" % ("figure (ratio to libmosquitto)", "libmqtt", "libmosquitto", "paho (async)"))
+for label, mode, key, fmt in [
+    (f"{sys.argv[2]} idle clients: connect all, s", "idle", "connect_s", "{:.2f}"),
+    ("  connects per second", "idle", "connects_per_s", "{:.0f}"),
+    ("  RSS per client, KiB", "idle", "kb_per_client", "{:.2f}"),
+    ("  threads in the process", "idle", "threads", "{:.0f}"),
+    ("  CPU while idle, ms per second", "idle", "idle_cpu_ms_per_s", "{:.2f}"),
+    (f"{sys.argv[3]} clients x {sys.argv[4]} msg/s QoS 1: CPU us/msg", "pub", "cpu_us_per_msg", "{:.1f}"),
+    ("  publish -> PUBACK p50, us", "pub", "p50_us", "{:.0f}"),
+    ("  publish -> PUBACK p99, us", "pub", "p99_us", "{:.0f}"),
+]:
+    print("%-44s %-18s %-18s %-18s" % (label, *(cell(l, mode, key, fmt) for l in libs)))
+PY
+exit $failed
