@@ -534,7 +534,8 @@ int main(int argc, char **argv)
     while (st.connected > 0 && now_s() < deadline)
         mqtt_reactor_run(reactor, 100);
 
-    qsort(st.latency_us, st.latency_len, sizeof *st.latency_us, compare_double);
+    if (st.latency_len)
+        qsort(st.latency_us, st.latency_len, sizeof *st.latency_us, compare_double);
     double connect_span = st.last_connack - start;
     printf("summary: mode %s clients %ld connected %ld (%.0f connects/s over %.3f s)",
            opt.mode == MODE_CONN ? "conn" : opt.mode == MODE_PUB ? "pub" : "sub", opt.clients, st.ever_connected,
