@@ -461,6 +461,81 @@ fn run_program(name: &str, mode: Mode) {
     print!("{}", run.stdout);
 }
 
+/// A program started in the background whose stdout lines can be awaited.
+struct Background {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stdout: thread::JoinHandle<String>,
+    stderr: thread::JoinHandle<String>,
+}
+
+impl Background {
+    fn start(mut cmd: Command, what: &str) -> Background {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {what}: {e}"));
+        let stderr = collect(child.stderr.take().unwrap());
+        let (tx, lines) = mpsc::channel::<String>();
+        let out = child.stdout.take().unwrap();
+        let stdout = thread::spawn(move || {
+            let mut all = Vec::new();
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line.clone());
+                all.push(line);
+            }
+            all.join("\n") + "\n"
+        });
+        Background {
+            child,
+            lines,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Wait (at most `timeout`, no fixed sleep) for a line that satisfies `ready`;
+    /// if none comes, kill the program and panic with its output and `context`.
+    fn await_line(
+        mut self,
+        timeout: Duration,
+        ready: impl Fn(&str) -> bool,
+        what: &str,
+        context: &str,
+    ) -> Self {
+        let deadline = Instant::now() + timeout;
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            if ready(&line) {
+                return self;
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        panic!(
+            "{what}\n--- stdout ---\n{}--- stderr ---\n{}\n{context}",
+            self.stdout.join().unwrap_or_default(),
+            self.stderr.join().unwrap_or_default(),
+        );
+    }
+
+    /// Wait for the program to end (killed after `timeout`).
+    fn finish(mut self, timeout: Duration) -> Run {
+        let (status, timed_out) = wait_bounded(&mut self.child, timeout);
+        Run {
+            status,
+            timed_out,
+            stdout: self.stdout.join().unwrap_or_default(),
+            stderr: self.stderr.join().unwrap_or_default(),
+        }
+    }
+}
+
 /// The home-heating pair: the controller (until home/_stop), once it printed its
 /// "ready" line, then the sensor; both must exit 0 and the controller must have decided.
 fn run_home_heating(mode: Mode) {
@@ -470,58 +545,19 @@ fn run_home_heating(mode: Mode) {
     let port = broker.port().to_string();
     let timeout = mode.timeout();
 
-    let mut child = command_for(&controller, mode)
-        .arg(broker.host())
-        .arg(&port)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start home_controller");
-    let err = collect(child.stderr.take().unwrap());
-    let (tx, rx) = mpsc::channel::<String>();
-    let stdout = child.stdout.take().unwrap();
-    let reader = thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line.clone());
-            lines.push(line);
-        }
-        lines.join("\n") + "\n"
-    });
-
-    // wait for "controller: ready" (no fixed sleep)
-    let deadline = Instant::now() + timeout;
-    let mut ready = false;
-    while !ready {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => ready = line.starts_with("controller: ready"),
-            Err(_) => break,
-        }
-    }
-    if !ready {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!(
-            "home_controller never became ready\n--- stdout ---\n{}--- stderr ---\n{}\n--- broker log ---\n{}",
-            reader.join().unwrap_or_default(),
-            err.join().unwrap_or_default(),
-            broker.log()
-        );
-    }
+    let mut cmd = command_for(&controller, mode);
+    cmd.arg(broker.host()).arg(&port);
+    let controller_bg = Background::start(cmd, "home_controller").await_line(
+        timeout,
+        |line| line.starts_with("controller: ready"),
+        "home_controller never became ready",
+        &format!("--- broker log ---\n{}", broker.log()),
+    );
 
     let mut cmd = command_for(&sensor, mode);
     cmd.arg(broker.host()).arg(&port).arg("3");
     let sensor_run = run_bounded(cmd, timeout);
-    let (status, timed_out) = wait_bounded(&mut child, timeout);
-    let controller_run = Run {
-        status,
-        timed_out,
-        stdout: reader.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-    };
+    let controller_run = controller_bg.finish(timeout);
     assert!(
         sensor_run.success() && controller_run.success(),
         "{}\n{}\n--- broker log ---\n{}",
@@ -613,57 +649,16 @@ fn run_load_tool(mode: Mode) {
 
     // sub first; pub once every subscriber has its SUBACK (read from its status lines)
     let total = (clients * per_client).to_string();
-    let mut sub = command_for(&exe, mode)
-        .args([
-            "sub",
-            "-h",
-            broker.host(),
-            "-p",
-            &port,
-            "-c",
-            &n,
-            "-q",
-            "1",
-            "-t",
-            "load/%i/x",
-        ])
-        .args(["-n", &total, "-d", "60"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start mqtt_load sub");
-    let err = collect(sub.stderr.take().unwrap());
-    let (tx, rx) = mpsc::channel::<String>();
-    let stdout = sub.stdout.take().unwrap();
-    let reader = thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line.clone());
-            lines.push(line);
-        }
-        lines.join("\n") + "\n"
-    });
+    let mut cmd = command_for(&exe, mode);
+    cmd.args(["sub", "-h", broker.host(), "-p", &port, "-c", &n, "-q", "1"])
+        .args(["-t", "load/%i/x", "-n", &total, "-d", "60"]);
     let ready = format!("subscribed {clients}/{clients}");
-    let deadline = Instant::now() + timeout;
-    let mut subscribed = false;
-    while !subscribed {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) => subscribed = line.contains(&ready),
-            Err(_) => break,
-        }
-    }
-    if !subscribed {
-        let _ = sub.kill();
-        let _ = sub.wait();
-        panic!(
-            "mqtt_load sub never had all SUBACKs\n{}{}\n--- broker log ---\n{}",
-            reader.join().unwrap_or_default(),
-            err.join().unwrap_or_default(),
-            broker.log()
-        );
-    }
+    let sub = Background::start(cmd, "mqtt_load sub").await_line(
+        timeout,
+        |line| line.contains(&ready),
+        "mqtt_load sub never had all SUBACKs",
+        &format!("--- broker log ---\n{}", broker.log()),
+    );
     let mut cmd = command_for(&exe, mode);
     cmd.args([
         "pub",
@@ -680,13 +675,7 @@ fn run_load_tool(mode: Mode) {
     ])
     .args(["-I", "50", "-n", &per_client.to_string(), "-s", "100"]);
     let publisher = run_bounded(cmd, timeout);
-    let (status, timed_out) = wait_bounded(&mut sub, timeout);
-    let subscriber = Run {
-        status,
-        timed_out,
-        stdout: reader.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-    };
+    let subscriber = sub.finish(timeout);
     let both = || {
         logs(&[
             ("mqtt_load pub", &publisher),
