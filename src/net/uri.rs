@@ -185,7 +185,10 @@ impl BrokerUri {
             match path {
                 "" => DEFAULT_WS_PATH.to_owned(),
                 // A bare query (`ws://h?x`) keeps the default path.
-                p if p.starts_with('?') => format!("{DEFAULT_WS_PATH}{p}"),
+                p if p.starts_with('?') => {
+                    check_request_target(p)?;
+                    format!("{DEFAULT_WS_PATH}{p}")
+                }
                 p => {
                     check_request_target(p)?;
                     p.to_owned()
@@ -536,6 +539,8 @@ mod tests {
         assert_eq!(broker_err("mqtt://h/topic"), UriError::UnexpectedPath);
         assert_eq!(broker_err("mqtt://h#frag"), UriError::UnexpectedPath);
         assert_eq!(broker_err("ws://h/a b"), UriError::UnexpectedPath);
+        // a bare query goes into the request line too (proptest found it)
+        assert_eq!(broker_err("ws://h? x"), UriError::UnexpectedPath);
         assert_eq!(broker_err("ws://h/a\r\nX: y"), UriError::UnexpectedPath);
         assert_eq!(broker_err("mqtt://u:p@h"), UriError::UnexpectedUserInfo);
         assert_eq!(Error::from(UriError::BadPort), Error::InvalidArgument);
