@@ -332,23 +332,43 @@ pub enum Incoming<'a> {
     Auth(codec::Auth<'a>),
 }
 
-/// Packet ids in use, as a 65536-bit set, plus the rolling counter. Bit 0 is
-/// permanently set so id 0 is never handed out and needs no special case.
+/// Ids per chunk of the packet-id set, and chunks in it.
+const IDS_PER_CHUNK: usize = 4096;
+const WORDS_PER_CHUNK: usize = IDS_PER_CHUNK / 64;
+const ID_CHUNKS: usize = 65536 / IDS_PER_CHUNK;
+
+/// Packet ids in use, as a 65536-bit set, plus the rolling counter. The set is
+/// 16 chunks of 4096 ids, each allocated while an id in it is taken: an idle
+/// client (thousands on one reactor) holds none, a busy one the chunk its
+/// counter is in. A chunk that empties is kept as the spare for the next one,
+/// so ids rolling through the range allocate nothing in steady state. Id 0 is
+/// never handed out: `word` reports it taken.
 struct PacketIds {
-    bits: Box<[u64; 1024]>,
+    chunks: [Option<Box<[u64; WORDS_PER_CHUNK]>>; ID_CHUNKS],
+    /// Ids taken in each chunk.
+    taken: [u16; ID_CHUNKS],
+    spare: Option<Box<[u64; WORDS_PER_CHUNK]>>,
     in_use: usize,
     next: u16,
 }
 
 impl PacketIds {
     fn new() -> Self {
-        let mut bits = Box::new([0u64; 1024]);
-        bits[0] = 1;
         PacketIds {
-            bits,
+            chunks: Default::default(),
+            taken: [0; ID_CHUNKS],
+            spare: None,
             in_use: 0,
             next: 1,
         }
+    }
+
+    /// Word `w` (ids `64w .. 64w+63`) of the set.
+    fn word(&self, w: usize) -> u64 {
+        let bits = self.chunks[w / WORDS_PER_CHUNK]
+            .as_ref()
+            .map_or(0, |chunk| chunk[w % WORDS_PER_CHUNK]);
+        if w == 0 { bits | 1 } else { bits }
     }
 
     /// The first free id at or after the counter, wrapping; `None` when all
@@ -357,15 +377,16 @@ impl PacketIds {
         if self.in_use >= u16::MAX as usize {
             return None;
         }
+        const WORDS: usize = 65536 / 64;
         let start = self.next as usize;
         let mut word = start / 64;
-        let mut free = !self.bits[word] & (u64::MAX << (start % 64));
-        for _ in 0..=1024 {
+        let mut free = !self.word(word) & (u64::MAX << (start % 64));
+        for _ in 0..=WORDS {
             if free != 0 {
                 return Some((word * 64 + free.trailing_zeros() as usize) as u16);
             }
-            word = (word + 1) % 1024;
-            free = !self.bits[word];
+            word = (word + 1) % WORDS;
+            free = !self.word(word);
         }
         None
     }
@@ -376,9 +397,19 @@ impl PacketIds {
     }
 
     fn reserve(&mut self, id: u16) {
-        let (w, b) = (id as usize / 64, id % 64);
-        if self.bits[w] & (1 << b) == 0 {
-            self.bits[w] |= 1 << b;
+        if id == 0 {
+            return;
+        }
+        let (c, w, b) = Self::locate(id);
+        let spare = &mut self.spare;
+        let chunk = self.chunks[c].get_or_insert_with(|| {
+            spare
+                .take()
+                .unwrap_or_else(|| Box::new([0; WORDS_PER_CHUNK]))
+        });
+        if chunk[w] & (1 << b) == 0 {
+            chunk[w] |= 1 << b;
+            self.taken[c] += 1;
             self.in_use += 1;
         }
     }
@@ -387,11 +418,32 @@ impl PacketIds {
         if id == 0 {
             return;
         }
-        let (w, b) = (id as usize / 64, id % 64);
-        if self.bits[w] & (1 << b) != 0 {
-            self.bits[w] &= !(1 << b);
+        let (c, w, b) = Self::locate(id);
+        let Some(chunk) = self.chunks[c].as_mut() else {
+            return;
+        };
+        if chunk[w] & (1 << b) != 0 {
+            chunk[w] &= !(1 << b);
+            self.taken[c] -= 1;
             self.in_use -= 1;
+            if self.taken[c] == 0 {
+                // All its bits are clear again: ready to serve any chunk.
+                let empty = self.chunks[c].take();
+                if self.spare.is_none() {
+                    self.spare = empty;
+                }
+            }
         }
+    }
+
+    /// Chunk, word within the chunk, bit within the word.
+    fn locate(id: u16) -> (usize, usize, u16) {
+        let id = id as usize;
+        (
+            id / IDS_PER_CHUNK,
+            id % IDS_PER_CHUNK / 64,
+            (id % 64) as u16,
+        )
     }
 }
 
@@ -711,6 +763,7 @@ impl Session {
                             if p.pkid == mid && p.qos == QoS::ExactlyOnce =>
                         {
                             let m = self.hold(&p);
+                            self.reserve_held();
                             self.held.insert(mid, m);
                         }
                         _ => unusable.push(key),
@@ -746,6 +799,7 @@ impl Session {
             match packet {
                 // Past PUBREC: only PUBREL, after a CONNACK with the session.
                 None => {
+                    self.reserve_inflight();
                     let seq = self.next_seq();
                     self.inflight.insert(
                         mid,
@@ -853,14 +907,6 @@ impl Session {
 
     /// The transport is up: queue CONNECT and start the CONNACK timer.
     pub fn connection_opened(&mut self, now: Instant) {
-        // Size the flow tables for twice the window once, up front: under churn
-        // a hash table that is more than half full grows instead of rehashing
-        // in place, which would otherwise allocate at random in steady state.
-        let window = self.config.max_inflight.clamp(1, 1024) * 2;
-        self.inflight
-            .reserve(window.saturating_sub(self.inflight.len()));
-        let held = window.min(self.config.max_incoming_qos2);
-        self.held.reserve(held.saturating_sub(self.held.len()));
         self.outbox.clear();
         self.outbox_start = 0;
         self.state = ConnectionState::AwaitingConnAck;
@@ -1369,7 +1415,31 @@ impl Session {
         });
     }
 
+    /// Size the outgoing flow table for twice the window, once, at its first
+    /// flow: under churn a hash table more than half full grows instead of
+    /// rehashing in place, which would allocate at random in steady state; and
+    /// a client that never publishes at QoS 1/2 (thousands idle on a reactor)
+    /// never pays for it.
+    fn reserve_inflight(&mut self) {
+        if self.inflight.capacity() == 0 {
+            self.inflight.reserve(self.flow_window());
+        }
+    }
+
+    /// The same for incoming QoS 2 messages held until PUBREL.
+    fn reserve_held(&mut self) {
+        if self.held.capacity() == 0 {
+            let held = self.flow_window().min(self.config.max_incoming_qos2);
+            self.held.reserve(held);
+        }
+    }
+
+    fn flow_window(&self) -> usize {
+        self.config.max_inflight.clamp(1, 1024) * 2
+    }
+
     fn start_flight(&mut self, mid: u16, qos: QoS, packet: Vec<u8>) {
+        self.reserve_inflight();
         let seq = self.next_seq();
         self.inflight.insert(
             mid,
@@ -1878,6 +1948,7 @@ impl Session {
                     self.recycle(held);
                     return Err(e);
                 }
+                self.reserve_held();
                 self.held.insert(p.pkid, held);
                 self.emit(&Packet::pubrec(p.pkid));
                 Ok(Some(Incoming::Publish {
@@ -2265,4 +2336,58 @@ fn reencode(packet: &[u8], was_v5: bool, v5: bool) -> Option<Vec<u8>> {
     .encode(&mut out)
     .ok()?;
     Some(out)
+}
+
+#[cfg(test)]
+mod packet_id_tests {
+    use super::PacketIds;
+
+    fn chunks_held(ids: &PacketIds) -> usize {
+        ids.chunks.iter().filter(|c| c.is_some()).count() + usize::from(ids.spare.is_some())
+    }
+
+    fn take(ids: &mut PacketIds) -> Option<u16> {
+        let id = ids.next_free()?;
+        ids.reserve(id);
+        ids.advance_past(id);
+        Some(id)
+    }
+
+    #[test]
+    fn an_idle_set_holds_no_chunk_and_never_hands_out_zero() {
+        let mut ids = PacketIds::new();
+        assert_eq!(chunks_held(&ids), 0);
+        assert_eq!(take(&mut ids), Some(1));
+        assert_eq!(chunks_held(&ids), 1);
+        ids.release(1);
+        ids.release(1);
+        assert_eq!(ids.in_use, 0);
+    }
+
+    #[test]
+    fn all_65535_ids_then_none_then_the_released_one() {
+        let mut ids = PacketIds::new();
+        for expected in 1..=u16::MAX {
+            assert_eq!(take(&mut ids), Some(expected));
+        }
+        assert_eq!(ids.next_free(), None);
+        ids.release(4242);
+        assert_eq!(take(&mut ids), Some(4242));
+        assert_eq!(ids.next_free(), None);
+    }
+
+    #[test]
+    fn rolling_ids_through_the_range_keeps_at_most_two_chunks_and_a_spare() {
+        let mut ids = PacketIds::new();
+        let mut window = std::collections::VecDeque::new();
+        for _ in 0..3 * 65536 {
+            window.push_back(take(&mut ids).unwrap());
+            if window.len() > 20 {
+                ids.release(window.pop_front().unwrap());
+            }
+            assert!(chunks_held(&ids) <= 3);
+        }
+        // Wrapped around, so ids already released come back in order.
+        assert_eq!(ids.in_use, 20);
+    }
 }
