@@ -1381,6 +1381,22 @@ int mqtt_reactor_run(struct mqtt_reactor *reactor, int timeout_ms);
 int mqtt_reactor_socket(const struct mqtt_reactor *reactor);
 
 /**
+ * Set how many of the reactor's clients may be connecting at once (TCP
+ * connect, TLS handshake and CONNECT until its CONNACK or failure). Clients
+ * beyond it wait, in the order they asked, and start as others finish; their
+ * connect timeout starts when they start. `limit` 0 means no limit. The
+ * default, 64, keeps thousands of clients started together from
+ * overflowing the broker's listen backlog (mosquitto's is 100), whose
+ * dropped connection attempts the kernel retries only after 1, 3, 7 seconds.
+ * Raise it for a remote broker with a long round trip. Takes effect from the
+ * reactor's next turn.
+ *
+ * Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT (NULL). Thread-safe, and
+ * allowed from callbacks.
+ */
+int mqtt_reactor_set_connect_limit(struct mqtt_reactor *reactor, unsigned int limit);
+
+/**
  * For an external event loop: milliseconds until the reactor must run again
  * even if its descriptor stays quiet — the earliest protocol deadline of its
  * clients (keepalive ping, ping response, connect timeout, reconnection

@@ -795,3 +795,60 @@ fn the_timer_heap_drives_every_clients_keepalive() {
         client.close();
     }
 }
+
+/// At most `set_connect_limit` clients connect at once; the others wait in
+/// order and start as the ones before them finish (here: get their CONNACK),
+/// so that a fleet started together never floods the broker's listen backlog.
+#[test]
+fn clients_beyond_the_connect_limit_wait_their_turn() {
+    let _serial = serial();
+    let peer = common::peer::ScriptedPeer::bind();
+    let reactor = Reactor::new().unwrap();
+    reactor.set_connect_limit(2);
+    reactor.start().unwrap();
+    let connected = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<Client> = (0..5)
+        .map(|i| {
+            let client = Client::new(&format!("gate-{i}"), true).unwrap();
+            let up = connected.clone();
+            client.on(
+                Command::ConnAck,
+                Arc::new(move |_: &Client, _: &Data<'_>| {
+                    up.fetch_add(1, Ordering::SeqCst);
+                }),
+                None,
+                0,
+            );
+            client.add_to_reactor(&reactor, None).unwrap();
+            client.connect_async(HOST, 60, peer.port()).unwrap();
+            client
+        })
+        .collect();
+    let connect_of = |conn: &mut common::peer::PeerConn| {
+        let packet = conn.expect_type(1, LONG);
+        packet.connect().client_id.to_owned()
+    };
+    let mut first = peer.accept(LONG);
+    let mut second = peer.accept(LONG);
+    let mut ids = vec![connect_of(&mut first), connect_of(&mut second)];
+    // Nobody else while two are connecting.
+    peer.expect_no_connection(Duration::from_millis(300));
+    first.send_connack(false, 0);
+    let mut third = peer.accept(LONG);
+    ids.push(connect_of(&mut third));
+    peer.expect_no_connection(Duration::from_millis(300));
+    second.send_connack(false, 0);
+    third.send_connack(false, 0);
+    let mut rest: Vec<_> = (0..2).map(|_| peer.accept(LONG)).collect();
+    for conn in &mut rest {
+        ids.push(connect_of(conn));
+        conn.send_connack(false, 0);
+    }
+    assert!(wait_until(LONG, || connected.load(Ordering::SeqCst) == 5));
+    // In the order they asked.
+    let expected: Vec<String> = (0..5).map(|i| format!("gate-{i}")).collect();
+    assert_eq!(ids, expected);
+    for client in &clients {
+        client.close();
+    }
+}

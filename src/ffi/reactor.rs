@@ -1,6 +1,6 @@
 //! Many clients on one reactor: one poll, one thread (or none) for all of them.
 
-use std::ffi::{c_int, c_void};
+use std::ffi::{c_int, c_uint, c_void};
 use std::time::Duration;
 
 use super::{
@@ -163,6 +163,29 @@ pub unsafe extern "C" fn mqtt_reactor_socket(reactor: *const mqtt_reactor) -> c_
             Ok(r) => r.event_fd(),
             Err(e) => e.code(),
         }
+    })
+}
+
+/// Set how many of the reactor's clients may be connecting at once (TCP
+/// connect, TLS handshake and CONNECT until its CONNACK or failure). Clients
+/// beyond it wait, in the order they asked, and start as others finish; their
+/// connect timeout starts when they start. `limit` 0 means no limit. The
+/// default, 64, keeps thousands of clients started together from
+/// overflowing the broker's listen backlog (mosquitto's is 100), whose
+/// dropped connection attempts the kernel retries only after 1, 3, 7 seconds.
+/// Raise it for a remote broker with a long round trip. Takes effect from the
+/// reactor's next turn.
+///
+/// Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT (NULL). Thread-safe, and
+/// allowed from callbacks.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mqtt_reactor_set_connect_limit(
+    reactor: *mut mqtt_reactor,
+    limit: c_uint,
+) -> c_int {
+    ffi_guard!(MQTT_ERR_INTERNAL, {
+        // SAFETY: per this function's contract.
+        code(unsafe { reactor_arg(reactor) }.map(|r| r.set_connect_limit(limit as usize)))
     })
 }
 

@@ -4,6 +4,7 @@
 //! reads into the reactor's buffer, writes the session's output, and the
 //! deadlines it needs. Incoming packets go on to `inbound.rs`.
 
+use std::cell::Cell;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
@@ -38,6 +39,33 @@ const MAX_UNWRITTEN: usize = 1024 * 1024;
 pub(crate) struct Io<'a> {
     pub registry: &'a Registry,
     pub token: Token,
+    pub gate: &'a ConnectGate,
+}
+
+/// How many of a reactor's clients may be connecting at once (TCP, TLS and
+/// CONNECT until CONNACK or failure). Thousands of clients started together
+/// would otherwise overflow the broker's listen backlog (mosquitto's is 100):
+/// the dropped SYNs are retried by the kernel after 1, 3, 7 s, so connecting
+/// all of them took seconds instead of a fraction of one. The others wait in
+/// the reactor's queue, their connect timeout not yet running.
+pub(crate) struct ConnectGate {
+    pub connecting: Cell<usize>,
+    pub limit: Cell<usize>,
+}
+
+impl ConnectGate {
+    pub const DEFAULT_LIMIT: usize = 64;
+
+    pub fn new() -> ConnectGate {
+        ConnectGate {
+            connecting: Cell::new(0),
+            limit: Cell::new(Self::DEFAULT_LIMIT),
+        }
+    }
+
+    pub fn has_room(&self) -> bool {
+        self.connecting.get() < self.limit.get()
+    }
 }
 
 /// Buffers the reactor lends to the connection it is reading, so that an
@@ -127,6 +155,14 @@ pub(crate) struct Connection {
     pub(super) sent_reason: u8,
     /// The last refusal or server DISCONNECT said retrying cannot help.
     pub(super) stop_after_refusal: bool,
+    /// Counted in the reactor's `ConnectGate` (see `Engine::settle_gate`).
+    pub(super) holds_permit: bool,
+    /// Waiting in the reactor's queue for room to connect.
+    pub(super) parked: bool,
+    /// Given room while parked: start the attempt on the next run.
+    pub(super) resume_connect: bool,
+    /// In the reactor's waiting room (not twice).
+    pub(super) in_waiting_room: bool,
 }
 
 impl Connection {
@@ -151,6 +187,10 @@ impl Connection {
             protocol: ProtocolVersion::V311,
             sent_reason: 0,
             stop_after_refusal: false,
+            holds_permit: false,
+            parked: false,
+            resume_connect: false,
+            in_waiting_room: false,
         }
     }
 
@@ -252,6 +292,11 @@ impl Connection {
 
     /// Everything after the wait: connect progress, reads, timers, writes.
     fn advance(&mut self, core: &Arc<Core>, io: Io<'_>, scratch: &mut Scratch) -> Option<Error> {
+        if std::mem::take(&mut self.resume_connect) && core.attempt_in_progress() {
+            let timeout = lock(&core.options).connect_timeout;
+            self.connect_deadline = Some(Instant::now() + timeout);
+            self.start_connect(core, io);
+        }
         if self
             .conn
             .as_ref()
@@ -323,6 +368,17 @@ impl Connection {
     }
 
     fn start_connect(&mut self, core: &Arc<Core>, io: Io<'_>) {
+        if !self.holds_permit {
+            if !io.gate.has_room() || self.parked {
+                // The reactor resumes it in turn (`resume_connect`); its
+                // timeout starts then.
+                self.parked = true;
+                self.connect_deadline = None;
+                return;
+            }
+            io.gate.connecting.set(io.gate.connecting.get() + 1);
+            self.holds_permit = true;
+        }
         while let Some(&addr) = self.addrs.get(self.next_addr) {
             self.next_addr += 1;
             log!(core, Level::Info, "connecting to {addr}");

@@ -19,8 +19,9 @@ mod inbound;
 mod timers;
 mod transport;
 
+use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -29,7 +30,7 @@ use mio::{Events, Poll, Token, Waker};
 
 pub(crate) use self::commands::ReactorCommand;
 use self::commands::{Arrival, Intake, TurnGuard};
-use self::connection::{Connection, Io, Scratch};
+use self::connection::{ConnectGate, Connection, Io, Scratch};
 pub use self::core::Resolver;
 pub(crate) use self::core::{Core, NO_SLOT, lock};
 use self::timers::{SlotId, Timers};
@@ -53,6 +54,9 @@ pub(crate) struct Shared {
     pub(crate) private: bool,
     /// Freed: its clients were detached, no turn runs again.
     freed: AtomicBool,
+    /// Clients that may be connecting at once (`ConnectGate`), as set by
+    /// `set_connect_limit`; each turn takes it from here.
+    connect_limit: AtomicUsize,
 }
 
 struct Slot {
@@ -89,6 +93,10 @@ struct Engine {
     rng: u64,
     /// Slots the last turn ran (a turn's cost grows with this, not with `live`).
     ran: usize,
+    /// Clients connecting now, and the limit on them.
+    gate: ConnectGate,
+    /// Clients waiting for room under that limit, in arrival order.
+    waiting_room: VecDeque<SlotId>,
 }
 
 impl Shared {
@@ -118,12 +126,15 @@ impl Shared {
                 stamp: 0,
                 rng,
                 ran: 0,
+                gate: ConnectGate::new(),
+                waiting_room: VecDeque::new(),
             }),
             event_fd,
             thread: Mutex::new(None),
             lifecycle: Mutex::new(()),
             private,
             freed: AtomicBool::new(false),
+            connect_limit: AtomicUsize::new(ConnectGate::DEFAULT_LIMIT),
         }))
     }
 
@@ -340,10 +351,70 @@ impl Shared {
 }
 
 impl Engine {
-    fn io(poll: &Poll, index: usize) -> Io<'_> {
+    fn io<'a>(poll: &'a Poll, gate: &'a ConnectGate, index: usize) -> Io<'a> {
         Io {
             registry: poll.registry(),
             token: Token(index),
+            gate,
+        }
+    }
+
+    /// After a slot ran: give back its room under the connect limit once its
+    /// attempt is over (connected, failed or given up), and queue it if it
+    /// is waiting for room.
+    fn settle_gate(&mut self, index: usize, core: &Core) {
+        let generation = self.slots[index].generation;
+        let Some(slot) = self.slots[index].slot.as_mut() else {
+            return;
+        };
+        let connection = &mut slot.connection;
+        if !core.attempt_in_progress() {
+            if std::mem::take(&mut connection.holds_permit) {
+                self.gate.connecting.set(self.gate.connecting.get() - 1);
+            }
+            connection.parked = false;
+            connection.resume_connect = false;
+        }
+        if connection.parked && !std::mem::replace(&mut connection.in_waiting_room, true) {
+            self.waiting_room.push_back(SlotId { index, generation });
+        }
+    }
+
+    /// Give the room freed under the connect limit to the clients waiting
+    /// longest; they run on the next turn, without a wait.
+    fn admit_waiting(&mut self) {
+        while self.gate.has_room() {
+            let Some(id) = self.waiting_room.pop_front() else {
+                return;
+            };
+            let entry = &mut self.slots[id.index];
+            let Some(slot) = entry
+                .slot
+                .as_mut()
+                .filter(|_| entry.generation == id.generation)
+            else {
+                continue;
+            };
+            let connection = &mut slot.connection;
+            connection.in_waiting_room = false;
+            if std::mem::take(&mut connection.parked) {
+                connection.holds_permit = true;
+                connection.resume_connect = true;
+                self.gate.connecting.set(self.gate.connecting.get() + 1);
+                self.carry.push(id.index);
+            }
+        }
+    }
+
+    /// A slot leaves with its connection: its room under the limit is free.
+    fn leave_gate(gate: &ConnectGate, connection: &mut Connection) {
+        if std::mem::take(&mut connection.holds_permit) {
+            gate.connecting.set(gate.connecting.get() - 1);
+        }
+        connection.in_waiting_room = false;
+        // Elsewhere (another reactor) it asks for room again.
+        if std::mem::take(&mut connection.parked) {
+            connection.resume_connect = true;
         }
     }
 
@@ -384,7 +455,7 @@ impl Engine {
             });
             self.slots.len() - 1
         });
-        connection.register(Self::io(&self.poll, index));
+        connection.register(Self::io(&self.poll, &self.gate, index));
         let entry = &mut self.slots[index];
         entry.generation = entry.generation.wrapping_add(1);
         entry.slot = Some(Slot {
@@ -404,9 +475,10 @@ impl Engine {
     /// closing it: it moves to another reactor.
     fn take(&mut self, core: &Arc<Core>) -> Option<Box<Connection>> {
         let index = self.index_of(core)?;
-        let io = Self::io(&self.poll, index);
+        let io = Self::io(&self.poll, &self.gate, index);
         let mut slot = self.slots[index].slot.take()?;
         slot.connection.deregister(io);
+        Self::leave_gate(&self.gate, &mut slot.connection);
         self.free.push(index);
         self.live -= 1;
         core.slot.store(NO_SLOT, Ordering::SeqCst);
@@ -417,10 +489,11 @@ impl Engine {
     /// connection without callbacks, writing what is queued (a DISCONNECT,
     /// say) without waiting.
     fn remove(&mut self, index: usize) {
-        let io = Self::io(&self.poll, index);
+        let io = Self::io(&self.poll, &self.gate, index);
         let Some(mut slot) = self.slots[index].slot.take() else {
             return;
         };
+        Self::leave_gate(&self.gate, &mut slot.connection);
         self.free.push(index);
         self.live -= 1;
         match slot.core.upgrade() {
@@ -540,12 +613,17 @@ impl Engine {
             let io = Io {
                 registry: self.poll.registry(),
                 token: Token(index),
+                gate: &self.gate,
             };
             // Cleared before its work looks at the session: a call after
             // this point queues the client again (see `Core::wake`).
             core.queued.store(false, Ordering::SeqCst);
             let error = slot.connection.work(&core, io, &mut self.scratch);
             ended = ended.or(error);
+            self.settle_gate(index, &core);
+            let Some(slot) = self.slots[index].slot.as_mut() else {
+                continue;
+            };
             if core.is_closed() {
                 // Freed from a callback: nobody else will write what it
                 // queued (a DISCONNECT, say) before the connection goes.
@@ -566,6 +644,7 @@ impl Engine {
         }
         marked.clear();
         self.marked = marked;
+        self.admit_waiting();
         let slots = &self.slots;
         self.timers
             .compact(self.live, |at, id| Self::is_live(slots, at, id));
@@ -590,6 +669,9 @@ impl Engine {
     }
 
     fn turn_inner(&mut self, shared: &Shared, max_wait: Option<Duration>) -> Option<Error> {
+        self.gate
+            .limit
+            .set(shared.connect_limit.load(Ordering::Relaxed));
         // Work queued since the last turn (a publish from the thread that
         // runs the loop, say) goes out before this turn sleeps.
         if shared.intake.clear_wake() {
@@ -699,6 +781,17 @@ impl Reactor {
     /// nothing is due). `LoopRunning` while another thread runs it.
     pub fn next_timeout(&self) -> Result<Option<Duration>> {
         self.shared.next_timeout()
+    }
+
+    /// How many of its clients may be connecting at once (TCP, TLS and
+    /// CONNECT until CONNACK); the others wait their turn, in order, their
+    /// connect timeout starting when they start. 0: no limit. The default,
+    /// 64, keeps thousands of clients started together from overflowing a
+    /// broker's listen backlog. Takes effect from the next turn.
+    pub fn set_connect_limit(&self, limit: usize) {
+        let limit = if limit == 0 { usize::MAX } else { limit };
+        self.shared.connect_limit.store(limit, Ordering::Relaxed);
+        self.shared.intake.force_wake();
     }
 }
 

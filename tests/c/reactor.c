@@ -129,6 +129,8 @@ static void threaded(void)
     CHECK_RC(mqtt_reactor_add(r, c[0], NULL, NULL), MQTT_ERR_LOOP_RUNNING);
     CHECK_RC(mqtt_reactor_add(NULL, c[0], NULL, NULL), MQTT_ERR_INVALID_ARGUMENT);
     CHECK_RC(mqtt_reactor_add(r, NULL, NULL, NULL), MQTT_ERR_INVALID_ARGUMENT);
+    CHECK_RC(mqtt_reactor_set_connect_limit(NULL, 8), MQTT_ERR_INVALID_ARGUMENT);
+    CHECK_RC(mqtt_reactor_set_connect_limit(r, 8), MQTT_OK);
     CHECK_RC(mqtt_reactor_start(r), MQTT_OK);
     CHECK_RC(mqtt_reactor_start(r), MQTT_ERR_LOOP_RUNNING);
     CHECK_RC(mqtt_reactor_run(r, 0), MQTT_ERR_LOOP_RUNNING);
