@@ -550,3 +550,40 @@ fn a_publisher_moves_to_the_second_broker_and_no_qos1_message_is_lost() {
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
+
+// ---------------------------------------------------------------------------
+// TLS entries
+// ---------------------------------------------------------------------------
+
+/// An `mqtts` entry uses the client's TLS options; an `mqtt` entry of the
+/// same list stays plain TCP although TLS options are set. The broker has a
+/// plain and a TLS listener: the plain entry (first) answers; once its path
+/// refuses, the TLS entry does.
+#[cfg(feature = "tls")]
+#[test]
+fn mqtts_entries_use_the_tls_options_and_mqtt_entries_stay_plain() {
+    use common::pki::{ca_only, pki_for_loopback, tls_broker};
+    let pki = pki_for_loopback();
+    let broker = tls_broker(&pki, "server", false);
+    let plain = FaultProxy::start(broker.port());
+    let ca = pki.path("ca.pem");
+    let (client, rx) = recorded_client("failover-tls", true);
+    client.set_reconnect(Some((ms(20), ms(20)))).unwrap();
+    client.set_tls(Some(&ca_only(&ca))).unwrap();
+    let tls_uri = format!("mqtts://localhost:{}", broker.tls_port());
+    client
+        .set_servers(&[uri(plain.port()).as_str(), tls_uri.as_str()])
+        .unwrap();
+    // A TLS ClientHello to a plain listener would not get a CONNACK.
+    assert_eq!(client.connect("", 30, 0), Ok(false));
+    connack_from(&rx, 0);
+    client.loop_start(None).unwrap();
+    plain.refuse(true);
+    plain.cut_all();
+    expect_disconnect(&rx);
+    // The TLS listener answers the second entry; its certificate names localhost.
+    connack_from(&rx, 1);
+    client.subscribe(&[("fo/tls", QoS::AtLeastOnce)]).unwrap();
+    expect(&rx, "SUBACK over TLS", |e| e.command == Command::SubAck);
+    client.close();
+}
