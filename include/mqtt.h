@@ -1421,9 +1421,9 @@ int mqtt_reactor_next_timeout_ms(const struct mqtt_reactor *reactor);
  * mqtt_client_reconnect ignore their host and port (NULL and 0 are
  * accepted), and so does automatic reconnection:
  * - each entry gets the whole connect timeout (a blocking connect waits at
- *   most the timeout times `count`); a name is resolved when its entry's
- *   turn comes (on a short-lived thread), with the resolver of
- *   mqtt_client_set_resolver when one is set;
+ *   most the timeout times `count`); a host name is resolved when its
+ *   entry's turn comes, on a short-lived thread (the loop never blocks on
+ *   DNS), and again at each later walk;
  * - an entry that fails (refused TCP, DNS, TLS, timeout, a CONNACK refusal)
  *   hands over to the next one at once; only when every entry failed does
  *   the attempt fail: a blocking connect returns the last entry's error,
