@@ -860,8 +860,12 @@ int mqtt_client_connect(struct mqtt_client *client, const char *host, uint16_t k
  * `mqtt_client_connect`, after an accidental disconnection. The session's
  * unacknowledged QoS 1/2 messages are resent.
  *
+ * With a server list (mqtt_client_set_servers) it walks the list, from the
+ * entry that answered last.
+ *
  * Returns what `mqtt_client_connect` returns; MQTT_ERR_NOT_CONNECTED when
- * `mqtt_client_connect` was never called. Same threading as connect.
+ * `mqtt_client_connect` was never called and no server list is set. Same
+ * threading as connect.
  */
 int mqtt_client_reconnect(struct mqtt_client *client);
 

@@ -277,7 +277,8 @@ impl Client {
         self.own_driver()?.wants_write(&self.core)
     }
 
-    /// Connect again to the host of the last `connect`, with the same options.
+    /// Connect again to the host of the last `connect`, with the same options
+    /// (with a server list: walk it, from the entry that answered last).
     pub fn reconnect(&self) -> Result<bool> {
         if self.in_callback() {
             return Err(Error::InCallback);

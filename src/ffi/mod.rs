@@ -359,8 +359,12 @@ pub unsafe extern "C" fn mqtt_client_connect(
 /// `mqtt_client_connect`, after an accidental disconnection. The session's
 /// unacknowledged QoS 1/2 messages are resent.
 ///
+/// With a server list (mqtt_client_set_servers) it walks the list, from the
+/// entry that answered last.
+///
 /// Returns what `mqtt_client_connect` returns; MQTT_ERR_NOT_CONNECTED when
-/// `mqtt_client_connect` was never called. Same threading as connect.
+/// `mqtt_client_connect` was never called and no server list is set. Same
+/// threading as connect.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mqtt_client_reconnect(client: *mut mqtt_client) -> c_int {
     ffi_guard!(MQTT_ERR_INTERNAL, {
