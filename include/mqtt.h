@@ -1431,9 +1431,10 @@ int mqtt_reactor_next_timeout_ms(const struct mqtt_reactor *reactor);
  * - an entry that fails (refused TCP, DNS, TLS, timeout, a CONNACK refusal)
  *   hands over to the next one at once; only when every entry failed does
  *   the attempt fail: a blocking connect returns the last entry's error,
- *   an asynchronous or automatic attempt reports it once in the DISCONNECT
- *   callback, and automatic reconnection waits its backoff delay (with its
- *   jitter) once per such round, not per entry;
+ *   connect_async reports it once per round in the DISCONNECT callback (as
+ *   it reports each failure without a list), and automatic reconnection
+ *   waits its backoff delay (with its jitter) once per such round, not per
+ *   entry;
  * - the CONNACK callback's `mqtt_data.server_index` is the index in `uris`
  *   of the entry that answered, and the next walk starts from it.
  *
