@@ -56,18 +56,24 @@ pub(crate) struct Scratch {
 fn transport_for(
     core: &Arc<Core>,
     stream: TcpStream,
-    server: Option<&Server>,
+    server: Option<(&ServerList, &Server)>,
 ) -> Result<Transport, Error> {
     #[cfg(feature = "tls")]
     {
         let options = lock(&core.options);
         let (tls, host) = match server {
-            Some(server) if server.tls => {
+            Some((list, server)) if server.tls => {
                 let tls = match options.tls.clone() {
                     Some(tls) => tls,
-                    None => Arc::new(crate::tls::TlsSetup::new(
-                        &crate::tls::TlsOptions::default(),
-                    )?),
+                    None => match list.default_tls.get() {
+                        Some(tls) => tls.clone(),
+                        None => {
+                            let tls = Arc::new(crate::tls::TlsSetup::new(
+                                &crate::tls::TlsOptions::default(),
+                            )?);
+                            list.default_tls.get_or_init(|| tls).clone()
+                        }
+                    },
                 };
                 (Some(tls), server.host.clone())
             }
@@ -96,10 +102,11 @@ struct Round {
 }
 
 impl Round {
-    fn current(&self) -> Option<&Server> {
+    /// The list and the entry being tried.
+    fn current(&self) -> Option<(&ServerList, &Server)> {
         let n = self.list.entries.len();
         let index = (self.start + self.tried.checked_sub(1)?) % n;
-        self.list.entries.get(index)
+        Some((&self.list, self.list.entries.get(index)?))
     }
 }
 

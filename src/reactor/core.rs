@@ -71,6 +71,10 @@ impl Server {
 pub(crate) struct ServerList {
     pub entries: Vec<Server>,
     pub last_good: AtomicUsize,
+    /// The TLS setup of `mqtts` entries when the client has no TLS options
+    /// (the system trust store), made once on first need.
+    #[cfg(feature = "tls")]
+    pub default_tls: std::sync::OnceLock<Arc<crate::tls::TlsSetup>>,
 }
 
 /// Turns a host name and port into addresses to try in order, in place of the
