@@ -587,3 +587,31 @@ fn mqtts_entries_use_the_tls_options_and_mqtt_entries_stay_plain() {
     expect(&rx, "SUBACK over TLS", |e| e.command == Command::SubAck);
     client.close();
 }
+
+/// Host names are resolved per entry, with the client's resolver: an entry
+/// whose name does not resolve hands over to the next.
+#[test]
+fn an_entry_whose_name_does_not_resolve_hands_over_to_the_next() {
+    let broker = Broker::start();
+    let (client, rx) = recorded_client("failover-dns", true);
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    {
+        let asked = asked.clone();
+        let port = broker.port();
+        client.set_resolver(Some(Arc::new(move |host: &str, _port: u16| {
+            asked.lock().unwrap().push(host.to_owned());
+            match host {
+                "up.example" => Ok(vec![common::loopback(port)]),
+                _ => Err(std::io::Error::other("no such host")),
+            }
+        })));
+    }
+    let up = format!("mqtt://up.example:{}", broker.port());
+    client
+        .set_servers(&["mqtt://down.example:1883", up.as_str()])
+        .unwrap();
+    assert_eq!(client.connect("", 30, 0), Ok(false));
+    connack_from(&rx, 1);
+    assert_eq!(*asked.lock().unwrap(), ["down.example", "up.example"]);
+    client.close();
+}
