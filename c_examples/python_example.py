@@ -76,6 +76,8 @@ class mqtt_data(Structure):
         ("reason_codes", POINTER(c_uint8)),  # SUBACK / UNSUBACK: one per filter
         ("reason_codes_len", c_size_t),
         ("properties", mqtt_properties_p),   # NULL under 3.1.1
+        # failover (appended): CONNACK's index into mqtt_client_set_servers' list, else -1
+        ("server_index", c_int),
     ]
 
 

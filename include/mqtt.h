@@ -601,6 +601,15 @@ typedef struct mqtt_data {
    * events that are not packets.
    */
   const struct mqtt_properties *properties;
+  /**
+   * CONNACK (accepted or refused): which broker answered, as an index into
+   * the list given to mqtt_client_set_servers (0 = its first entry).
+   * -1 when the client has no server list (it connected to the host given
+   * to connect), and for every other event. Appended after `properties`
+   * so that programs built against older headers keep their layout; read
+   * it only with a header that declares it.
+   */
+  int server_index;
 } mqtt_data;
 
 /**
@@ -825,7 +834,9 @@ int mqtt_client_on(struct mqtt_client *client, int command, mqtt_callback functi
  * CONNACK (at most the connect timeout, default 10 s).
  *
  * `host`: name or IP literal (copied). `keepalive`: seconds, 0 disables.
- * `port`: usually 1883.
+ * `port`: usually 1883. With a server list (mqtt_client_set_servers) `host`
+ * and `port` are ignored (NULL and 0 are accepted) and the list is walked
+ * instead.
  *
  * Returns MQTT_OK once the broker accepted, or: MQTT_ERR_INVALID_ARGUMENT,
  * MQTT_ERR_INVALID_UTF8, MQTT_ERR_ALREADY_CONNECTED (connected, or an
@@ -849,8 +860,12 @@ int mqtt_client_connect(struct mqtt_client *client, const char *host, uint16_t k
  * `mqtt_client_connect`, after an accidental disconnection. The session's
  * unacknowledged QoS 1/2 messages are resent.
  *
+ * With a server list (mqtt_client_set_servers) it walks the list, from the
+ * entry that answered last.
+ *
  * Returns what `mqtt_client_connect` returns; MQTT_ERR_NOT_CONNECTED when
- * `mqtt_client_connect` was never called. Same threading as connect.
+ * `mqtt_client_connect` was never called and no server list is set. Same
+ * threading as connect.
  */
 int mqtt_client_reconnect(struct mqtt_client *client);
 
@@ -1112,7 +1127,9 @@ bool mqtt_client_is_connected(struct mqtt_client *client);
  *
  * An IP literal `host` needs no name resolution; a host name is resolved on a
  * short-lived thread, so the caller's loop never blocks (pass an IP literal
- * for a strictly thread-free client).
+ * for a strictly thread-free client). With a server list
+ * (mqtt_client_set_servers) `host` and `port` are ignored (NULL and 0 are
+ * accepted) and the list is walked instead.
  *
  * `mqtt_client_disconnect` before the outcome gives the attempt up (the
  * DISCONNECT callback then reports MQTT_OK, and a resolution still running
@@ -1408,6 +1425,50 @@ int mqtt_reactor_set_connect_limit(struct mqtt_reactor *reactor, unsigned int li
  * `mqtt_reactor_run`.
  */
 int mqtt_reactor_next_timeout_ms(const struct mqtt_reactor *reactor);
+
+/**
+ * Connect to one of several brokers instead of the host given to connect:
+ * each connection attempt walks `uris` (`count` entries) from the entry that
+ * answered last (the first entry for a new list), trying each entry once.
+ *
+ * Entries: `mqtt://host:port` (TCP) or `mqtts://host:port` (TLS with the
+ * options of mqtt_client_set_tls; without them, the system trust store and
+ * the entry's host as server name). The port defaults to 1883 (mqtt) and
+ * 8883 (mqtts); an IPv6 literal goes in brackets (`mqtt://[::1]:1883`).
+ * ws:// and wss:// are not accepted here.
+ *
+ * With a list, mqtt_client_connect, mqtt_client_connect_async and
+ * mqtt_client_reconnect ignore their host and port (NULL and 0 are
+ * accepted), and so does automatic reconnection:
+ * - each entry gets the whole connect timeout (a blocking connect waits at
+ *   most the timeout times `count`); a host name is resolved when its
+ *   entry's turn comes, on a short-lived thread (the loop never blocks on
+ *   DNS), and again at each later walk;
+ * - an entry that fails (refused TCP, DNS, TLS, timeout, a CONNACK refusal)
+ *   hands over to the next one at once; only when every entry failed does
+ *   the attempt fail: a blocking connect returns the last entry's error,
+ *   connect_async reports it once per round in the DISCONNECT callback (as
+ *   it reports each failure without a list), and automatic reconnection
+ *   waits its backoff delay (with its jitter) once per such round, not per
+ *   entry;
+ * - the CONNACK callback's `mqtt_data.server_index` is the index in `uris`
+ *   of the entry that answered, and the next walk starts from it.
+ *
+ * `count` 0 (or `uris` NULL with `count` 0) clears the list: connect uses its
+ * host and port again.
+ *
+ * Returns MQTT_OK, or MQTT_ERR_INVALID_ARGUMENT (and nothing changes):
+ * `client` NULL, `uris` NULL with `count` > 0, a NULL entry, an entry that is
+ * not valid UTF-8 or not a valid mqtt/mqtts URI (no scheme, another scheme,
+ * empty host, bad port, a path, user info), or an mqtts entry in a library
+ * built without TLS.
+ *
+ * Ownership: the strings are copied; neither the array nor the strings need
+ * outlive the call. Threading: thread-safe, also from callbacks; set it
+ * before connect. A call while connected or connecting takes effect from the
+ * next connection attempt (the new list starts at its first entry).
+ */
+int mqtt_client_set_servers(struct mqtt_client *client, const char *const *uris, size_t count);
 
 /**
  * Keep this client's session (see below) in a built-in durable store, so

@@ -16,6 +16,7 @@ use crate::protocol::codec::{ProtocolVersion, QoS, SubscribeOptions};
 use crate::protocol::properties::{self as prop, Properties, PropertiesBuf, PropertyContext};
 use crate::protocol::session::{ConnectionState, Session, SessionConfig, Will};
 pub use crate::reactor::Resolver;
+use crate::reactor::core::{Server, ServerList};
 use crate::reactor::{Core, Reactor, ReactorCommand, Shared, lock};
 use crate::{Error, Result};
 
@@ -106,10 +107,12 @@ impl Client {
 
     /// Connect to `host:port`, send CONNECT and wait for CONNACK (bounded by the
     /// connect timeout). Returns the CONNACK's session-present flag.
+    ///
+    /// With a server list (`set_servers`) `host` and `port` are ignored (an
+    /// empty host is accepted): the list is walked from the entry that
+    /// answered last, each entry once, each bounded by the connect timeout.
     pub fn connect(&self, host: &str, keepalive: u16, port: u16) -> Result<bool> {
-        if host.is_empty() || host.len() > 255 {
-            return Err(Error::InvalidArgument);
-        }
+        self.check_host(host)?;
         if self.in_callback() {
             return Err(Error::InCallback);
         }
@@ -119,6 +122,65 @@ impl Client {
         self.check_client_id()?;
         self.set_target(host, keepalive, port);
         self.connect_and_wait()
+    }
+
+    /// The server list, if one is set.
+    fn servers(&self) -> Option<Arc<ServerList>> {
+        lock(&self.core.options).servers.clone()
+    }
+
+    /// `host` must name a broker, unless a server list says where to go.
+    fn check_host(&self, host: &str) -> Result<()> {
+        if host.len() > 255 || (host.is_empty() && self.servers().is_none()) {
+            return Err(Error::InvalidArgument);
+        }
+        Ok(())
+    }
+
+    /// Connect to these brokers instead of the host given to `connect`:
+    /// `mqtt://host:port` (TCP) or `mqtts://host:port` (TLS with the
+    /// options of `set_tls`; the system trust store when none were set).
+    /// Each connection attempt (`connect`, `connect_async`, `reconnect`,
+    /// automatic reconnection) walks the list from the entry that answered
+    /// last (the first, for a new list), each entry once; automatic
+    /// reconnection waits its backoff delay after a round in which every
+    /// entry failed, not after each entry. The CONNACK data's
+    /// `server_index` says which entry answered.
+    ///
+    /// An empty slice clears the list. `InvalidArgument` (and nothing
+    /// changes) for a URI that does not parse, a ws/wss URI, or an mqtts
+    /// URI without the `tls` feature. Takes effect from the next
+    /// connection attempt.
+    pub fn set_servers(&self, uris: &[&str]) -> Result<()> {
+        use crate::net::uri::{BrokerUri, Scheme};
+        let mut entries = Vec::with_capacity(uris.len());
+        for uri in uris {
+            let parsed = BrokerUri::parse(uri)?;
+            let tls = match parsed.scheme {
+                Scheme::Mqtt => false,
+                Scheme::Mqtts if cfg!(feature = "tls") => true,
+                _ => return Err(Error::InvalidArgument),
+            };
+            let host = parsed.host.bare();
+            if host.len() > 255 {
+                return Err(Error::InvalidArgument);
+            }
+            entries.push(Server {
+                host,
+                port: parsed.port,
+                tls,
+            });
+        }
+        let servers = (!entries.is_empty()).then(|| {
+            Arc::new(ServerList {
+                entries,
+                last_good: std::sync::atomic::AtomicUsize::new(0),
+                #[cfg(feature = "tls")]
+                default_tls: std::sync::OnceLock::new(),
+            })
+        });
+        lock(&self.core.options).servers = servers;
+        Ok(())
     }
 
     /// A zero-byte client id needs a clean session under 3.1.1 [MQTT-3.1.3-7].
@@ -143,8 +205,11 @@ impl Client {
     fn set_target(&self, host: &str, keepalive: u16, port: u16) {
         {
             let mut options = lock(&self.core.options);
-            options.host = Some(host.to_owned());
-            options.port = port;
+            // With a server list the host is not used (and may be empty).
+            if !host.is_empty() {
+                options.host = Some(host.to_owned());
+                options.port = port;
+            }
         }
         self.session().config_mut().keep_alive = keepalive;
     }
@@ -153,10 +218,11 @@ impl Client {
     /// the DISCONNECT callback each failure (automatic reconnection then keeps
     /// trying where that can help). An IP literal needs no name resolution; a
     /// host name is resolved on a short-lived thread so the loop never blocks.
+    ///
+    /// With a server list (`set_servers`) `host` and `port` are ignored, as
+    /// for `connect`.
     pub fn connect_async(&self, host: &str, keepalive: u16, port: u16) -> Result<()> {
-        if host.is_empty() || host.len() > 255 {
-            return Err(Error::InvalidArgument);
-        }
+        self.check_host(host)?;
         if lock(&self.core.connect_wait).in_progress.is_some() {
             return Err(Error::AlreadyConnected);
         }
@@ -164,6 +230,15 @@ impl Client {
         self.driver()?;
         let intent = self.claim_attempt()?;
         self.set_target(host, keepalive, port);
+        if self.servers().is_some() {
+            // The reactor walks the list (and resolves its names).
+            self.core.push_command(ReactorCommand::Connect {
+                attempt: None,
+                addrs: Vec::new(),
+                intent,
+            });
+            return Ok(());
+        }
         if let Ok(ip) = host.parse::<std::net::IpAddr>() {
             let addrs = vec![SocketAddr::new(ip, port)];
             self.core.push_command(ReactorCommand::Connect {
@@ -204,12 +279,17 @@ impl Client {
         self.own_driver()?.wants_write(&self.core)
     }
 
-    /// Connect again to the host of the last `connect`, with the same options.
+    /// Connect again to the host of the last `connect`, with the same options
+    /// (with a server list: walk it, from the entry that answered last).
     pub fn reconnect(&self) -> Result<bool> {
         if self.in_callback() {
             return Err(Error::InCallback);
         }
-        if lock(&self.core.options).host.is_none() {
+        let target_known = {
+            let options = lock(&self.core.options);
+            options.host.is_some() || options.servers.is_some()
+        };
+        if !target_known {
             return Err(Error::NotConnected);
         }
         if self.connection_active() {
@@ -239,9 +319,17 @@ impl Client {
     }
 
     fn connect_and_wait(&self) -> Result<bool> {
-        let addrs = self.core.resolve()?;
+        let servers = self.servers().map_or(0, |list| list.entries.len());
+        // With a server list the reactor resolves each entry's name.
+        let addrs = match servers {
+            0 => self.core.resolve()?,
+            _ => Vec::new(),
+        };
         let reactor = self.driver()?;
-        let timeout = lock(&self.core.options).connect_timeout;
+        // Each entry of a server list gets the whole connect timeout.
+        let timeout = lock(&self.core.options)
+            .connect_timeout
+            .saturating_mul(u32::try_from(servers.max(1)).unwrap_or(u32::MAX));
         let (attempt, intent) = {
             let mut wait = lock(&self.core.connect_wait);
             if wait.in_progress.is_some() {

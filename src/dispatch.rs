@@ -87,6 +87,9 @@ pub struct Data<'a> {
     pub reason_codes: &'a [u8],
     /// MQTT 5: the packet's properties (`None` under 3.1.1).
     pub properties: Option<Properties<'a>>,
+    /// CONNACK with a server list (`Client::set_servers`): the index of the
+    /// entry that answered. `None` without a list and for other events.
+    pub server_index: Option<usize>,
 }
 
 impl<'a> Data<'a> {
@@ -102,6 +105,7 @@ impl<'a> Data<'a> {
             reason_code: 0,
             reason_codes: &[],
             properties: None,
+            server_index: None,
         }
     }
 }

@@ -111,6 +111,7 @@ const PROGRAMS: &[(&str, Kind)] = &[
     ("callbacks", Kind::HostPort),
     ("concurrency", Kind::HostPort),
     ("external_loop", Kind::HostPort),
+    ("failover", Kind::HostPort),
     ("logging", Kind::HostPort),
     ("promises", Kind::HostPort),
     ("reactor", Kind::HostPort),
@@ -885,6 +886,7 @@ program_tests! {
     "callbacks" => c_callbacks, valgrind_c_callbacks, asan_c_callbacks;
     "concurrency" => c_concurrency, valgrind_c_concurrency, asan_c_concurrency;
     "external_loop" => c_external_loop, valgrind_c_external_loop, asan_c_external_loop;
+    "failover" => c_failover, valgrind_c_failover, asan_c_failover;
     "logging" => c_logging, valgrind_c_logging, asan_c_logging;
     "promises" => c_promises, valgrind_c_promises, asan_c_promises;
     "reactor" => c_reactor, valgrind_c_reactor, asan_c_reactor;

@@ -158,6 +158,7 @@ int main(void) {
     F(mqtt_data, return_code); F(mqtt_data, session_present); F(mqtt_data, granted_qos);
     F(mqtt_data, granted_qos_len); F(mqtt_data, error); F(mqtt_data, reason_code);
     F(mqtt_data, reason_codes); F(mqtt_data, reason_codes_len); F(mqtt_data, properties);
+    F(mqtt_data, server_index);
     printf("\nmqtt_subscription %zu", sizeof(struct mqtt_subscription));
     F(mqtt_subscription, topic); F(mqtt_subscription, qos);
     printf("\nmqtt_subscription_v5 %zu", sizeof(struct mqtt_subscription_v5));

@@ -30,10 +30,12 @@ macro_rules! ffi_guard {
 
 mod properties;
 mod reactor;
+mod servers;
 mod store;
 mod v5;
 pub use properties::*;
 pub use reactor::*;
+pub use servers::*;
 pub use store::*;
 pub use v5::*;
 
@@ -195,6 +197,10 @@ fn with_c_data<R>(data: &Data<'_>, f: impl FnOnce(&mqtt_data) -> R) -> R {
         properties: packet_props
             .as_ref()
             .map_or(std::ptr::null(), |p| p as *const mqtt_properties),
+        server_index: data
+            .server_index
+            .and_then(|i| c_int::try_from(i).ok())
+            .unwrap_or(-1),
     };
     f(&c)
 }
@@ -306,7 +312,9 @@ pub unsafe extern "C" fn mqtt_client_on(
 /// CONNACK (at most the connect timeout, default 10 s).
 ///
 /// `host`: name or IP literal (copied). `keepalive`: seconds, 0 disables.
-/// `port`: usually 1883.
+/// `port`: usually 1883. With a server list (mqtt_client_set_servers) `host`
+/// and `port` are ignored (NULL and 0 are accepted) and the list is walked
+/// instead.
 ///
 /// Returns MQTT_OK once the broker accepted, or: MQTT_ERR_INVALID_ARGUMENT,
 /// MQTT_ERR_INVALID_UTF8, MQTT_ERR_ALREADY_CONNECTED (connected, or an
@@ -332,8 +340,13 @@ pub unsafe extern "C" fn mqtt_client_connect(
     ffi_guard!(MQTT_ERR_INTERNAL, {
         // SAFETY: per this function's contract.
         let result = unsafe { client_arg(client) }.and_then(|c| {
+            // NULL: none (accepted with a server list, see mqtt_client_set_servers).
             // SAFETY: per this function's contract.
-            let host = unsafe { str_arg(host) }?;
+            let host = if host.is_null() {
+                ""
+            } else {
+                unsafe { str_arg(host) }?
+            };
             // Callbacks run inside this call and may free the handle: keep our own.
             let c = c.clone();
             c.connect(host, keepalive, port).map(|_| ())
@@ -346,8 +359,12 @@ pub unsafe extern "C" fn mqtt_client_connect(
 /// `mqtt_client_connect`, after an accidental disconnection. The session's
 /// unacknowledged QoS 1/2 messages are resent.
 ///
+/// With a server list (mqtt_client_set_servers) it walks the list, from the
+/// entry that answered last.
+///
 /// Returns what `mqtt_client_connect` returns; MQTT_ERR_NOT_CONNECTED when
-/// `mqtt_client_connect` was never called. Same threading as connect.
+/// `mqtt_client_connect` was never called and no server list is set. Same
+/// threading as connect.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mqtt_client_reconnect(client: *mut mqtt_client) -> c_int {
     ffi_guard!(MQTT_ERR_INTERNAL, {
@@ -851,7 +868,9 @@ pub unsafe extern "C" fn mqtt_client_is_connected(client: *mut mqtt_client) -> b
 ///
 /// An IP literal `host` needs no name resolution; a host name is resolved on a
 /// short-lived thread, so the caller's loop never blocks (pass an IP literal
-/// for a strictly thread-free client).
+/// for a strictly thread-free client). With a server list
+/// (mqtt_client_set_servers) `host` and `port` are ignored (NULL and 0 are
+/// accepted) and the list is walked instead.
 ///
 /// `mqtt_client_disconnect` before the outcome gives the attempt up (the
 /// DISCONNECT callback then reports MQTT_OK, and a resolution still running
@@ -870,8 +889,13 @@ pub unsafe extern "C" fn mqtt_client_connect_async(
     ffi_guard!(MQTT_ERR_INTERNAL, {
         // SAFETY: per this function's contract.
         let result = unsafe { client_arg(client) }.and_then(|c| {
+            // NULL: none (accepted with a server list, see mqtt_client_set_servers).
             // SAFETY: per this function's contract.
-            let host = unsafe { str_arg(host) }?;
+            let host = if host.is_null() {
+                ""
+            } else {
+                unsafe { str_arg(host) }?
+            };
             c.connect_async(host, keepalive, port)
         });
         code(result)

@@ -247,6 +247,13 @@ pub struct mqtt_data {
     /// properties; DISCONNECT: server reference). NULL under 3.1.1 and for
     /// events that are not packets.
     pub properties: *const mqtt_properties,
+    /// CONNACK (accepted or refused): which broker answered, as an index into
+    /// the list given to mqtt_client_set_servers (0 = its first entry).
+    /// -1 when the client has no server list (it connected to the host given
+    /// to connect), and for every other event. Appended after `properties`
+    /// so that programs built against older headers keep their layout; read
+    /// it only with a header that declares it.
+    pub server_index: c_int,
 }
 
 /// The MQTT version a client speaks (mqtt_client_set_protocol).

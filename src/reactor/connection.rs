@@ -15,7 +15,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use super::commands::ReactorCommand;
-use super::core::{Core, lock};
+use super::core::{Core, Server, ServerList, lock};
 use super::transport::{Transport, io_error};
 use crate::Error;
 use crate::dispatch::{Command, Data};
@@ -77,19 +77,65 @@ pub(crate) struct Scratch {
     pub topic_buf: Vec<u8>,
 }
 
-/// Plain TCP, or TLS when the core has a TLS configuration.
-fn transport_for(core: &Arc<Core>, stream: TcpStream) -> Result<Transport, Error> {
+/// Plain TCP, or TLS when the core has a TLS configuration. For an entry of
+/// the server list (`server`), the entry's scheme decides: `mqtts` uses the
+/// client's TLS options (the system trust store when none were set), `mqtt`
+/// plain TCP.
+fn transport_for(
+    core: &Arc<Core>,
+    stream: TcpStream,
+    server: Option<(&ServerList, &Server)>,
+) -> Result<Transport, Error> {
     #[cfg(feature = "tls")]
     {
         let options = lock(&core.options);
-        if let Some(tls) = options.tls.clone() {
-            let host = options.host.clone().unwrap_or_default();
-            drop(options);
+        let (tls, host) = match server {
+            Some((list, server)) if server.tls => {
+                let tls = match options.tls.clone() {
+                    Some(tls) => tls,
+                    None => match list.default_tls.get() {
+                        Some(tls) => tls.clone(),
+                        None => {
+                            let tls = Arc::new(crate::tls::TlsSetup::new(
+                                &crate::tls::TlsOptions::default(),
+                            )?);
+                            list.default_tls.get_or_init(|| tls).clone()
+                        }
+                    },
+                };
+                (Some(tls), server.host.clone())
+            }
+            Some(_) => (None, String::new()),
+            None => (
+                options.tls.clone(),
+                options.host.clone().unwrap_or_default(),
+            ),
+        };
+        drop(options);
+        if let Some(tls) = tls {
             return Ok(Transport::Tls(Box::new(tls.connect(&host, stream)?)));
         }
     }
-    let _ = core;
+    let _ = (core, server);
     Ok(Transport::Plain(stream))
+}
+
+/// A walk through the server list: each entry once, from the one that
+/// answered last.
+struct Round {
+    list: Arc<ServerList>,
+    start: usize,
+    /// Entries tried so far in this round (the current one included).
+    tried: usize,
+}
+
+impl Round {
+    /// The list and the entry being tried.
+    fn current(&self) -> Option<(&ServerList, &Server)> {
+        let n = self.list.entries.len();
+        let index = (self.start + self.tried.checked_sub(1)?) % n;
+        Some((&self.list, self.list.entries.get(index)?))
+    }
 }
 
 /// Hand the new connection to the session (it queues CONNECT), with what is
@@ -163,6 +209,11 @@ pub(crate) struct Connection {
     pub(super) resume_connect: bool,
     /// In the reactor's waiting room (not twice).
     pub(super) in_waiting_room: bool,
+    /// With a server list: the walk the current attempt belongs to.
+    round: Option<Round>,
+    /// With a server list: the index of the entry of the current attempt or
+    /// connection (the CONNACK data's `server_index`).
+    pub(super) server_index: Option<usize>,
 }
 
 impl Connection {
@@ -191,6 +242,8 @@ impl Connection {
             parked: false,
             resume_connect: false,
             in_waiting_room: false,
+            round: None,
+            server_index: None,
         }
     }
 
@@ -262,11 +315,13 @@ impl Connection {
                     self.connect_deadline = Some(Instant::now() + timeout);
                     // Closing a preempted automatic attempt above cleared it.
                     core.set_attempt_in_progress(true);
-                    self.start_connect(core, io);
+                    if !self.begin_round(core, io) {
+                        self.start_connect(core, io);
+                    }
                 }
                 ReactorCommand::Failed { error, .. } => {
                     self.async_attempt = true;
-                    self.attempt_failed(core, error);
+                    self.attempt_failed(core, io, error);
                 }
                 ReactorCommand::Resolved { generation, result } => {
                     if self.resolving == Some(generation) {
@@ -348,7 +403,7 @@ impl Connection {
             self.connect_deadline = Some(now + timeout);
             self.next_addr = 0;
             core.set_attempt_in_progress(true);
-            if !self.resolve_again(core) {
+            if !self.begin_round(core, io) && !self.resolve_again(core) {
                 self.start_connect(core, io);
             }
         }
@@ -397,10 +452,11 @@ impl Connection {
             {
                 continue;
             }
-            let transport = match transport_for(core, stream) {
+            let server = self.round.as_ref().and_then(Round::current);
+            let transport = match transport_for(core, stream, server) {
                 Ok(transport) => transport,
                 Err(e) => {
-                    self.attempt_failed(core, e);
+                    self.attempt_failed(core, io, e);
                     return;
                 }
             };
@@ -415,7 +471,77 @@ impl Connection {
             });
             return;
         }
-        self.attempt_failed(core, Error::ConnectFailed);
+        self.attempt_failed(core, io, Error::ConnectFailed);
+    }
+
+    /// With a server list, start walking it from the entry that answered
+    /// last; false without one (the caller connects to the host of the last
+    /// `connect`).
+    fn begin_round(&mut self, core: &Arc<Core>, io: Io<'_>) -> bool {
+        let list = lock(&core.options)
+            .servers
+            .clone()
+            .filter(|list| !list.entries.is_empty());
+        let Some(list) = list else {
+            self.round = None;
+            self.server_index = None;
+            return false;
+        };
+        let start = list.last_good.load(Ordering::SeqCst) % list.entries.len();
+        self.round = Some(Round {
+            list,
+            start,
+            tried: 0,
+        });
+        if !self.next_server(core, io) {
+            // Cannot happen with a non-empty list; fail the attempt anyway.
+            self.attempt_failed(core, io, Error::ConnectFailed);
+        }
+        true
+    }
+
+    /// Start connecting to the next entry of the round; false once every
+    /// entry was tried. Each entry gets the whole connect timeout.
+    fn next_server(&mut self, core: &Arc<Core>, io: Io<'_>) -> bool {
+        let Some(round) = self.round.as_mut() else {
+            return false;
+        };
+        let n = round.list.entries.len();
+        if round.tried >= n {
+            return false;
+        }
+        let index = (round.start + round.tried) % n;
+        round.tried += 1;
+        let server = round.list.entries[index].clone();
+        self.server_index = Some(index);
+        self.addrs.clear();
+        self.next_addr = 0;
+        self.resolving = None;
+        let timeout = lock(&core.options).connect_timeout;
+        self.connect_deadline = Some(Instant::now() + timeout);
+        log!(
+            core,
+            Level::Info,
+            "trying server {index}: {}:{}",
+            server.host,
+            server.port
+        );
+        if let Some(addr) = server.literal() {
+            self.addrs = vec![addr];
+            self.start_connect(core, io);
+            return true;
+        }
+        self.resolve_generation += 1;
+        let generation = self.resolve_generation;
+        let spawned = core
+            .resolve_target_in_background(Some((server.host, server.port)), move |result| {
+                ReactorCommand::Resolved { generation, result }
+            });
+        match spawned {
+            Ok(()) => self.resolving = Some(generation),
+            Err(e) => self.attempt_failed(core, io, e),
+        }
+        true
     }
 
     fn finish_connect(&mut self, core: &Arc<Core>, io: Io<'_>) {
@@ -509,7 +635,7 @@ impl Connection {
                 "resolving the host again failed ({e}): trying its last known addresses"
             ),
             Err(e) => {
-                self.attempt_failed(core, e);
+                self.attempt_failed(core, io, e);
                 return;
             }
         }
@@ -524,6 +650,7 @@ impl Connection {
     /// DISCONNECT callback reports a requested disconnect (MQTT_OK).
     fn abandon_attempt(&mut self, core: &Arc<Core>, io: Io<'_>) {
         self.resolving = None;
+        self.round = None;
         let flagged = core.take_attempt_in_progress();
         let connecting = self.conn.as_ref().is_some_and(|c| !c.accepted);
         if !flagged && !connecting && self.attempt.is_none() {
@@ -543,11 +670,26 @@ impl Connection {
     }
 
     /// The current attempt failed before a connection was accepted.
-    pub(super) fn attempt_failed(&mut self, core: &Arc<Core>, error: Error) {
+    pub(super) fn attempt_failed(&mut self, core: &Arc<Core>, io: Io<'_>, error: Error) {
         // Said by this attempt's refusal (if at all): taken whichever way the
         // failure goes, so that it cannot stop a later, unrelated attempt.
         let refusal_says_stop = std::mem::take(&mut self.stop_after_refusal);
         self.resolving = None;
+        if self.round.is_some() && !core.is_closed() {
+            // A server list: the next entry of this round, if any is left.
+            // The failure is reported, and the backoff applied, only once
+            // the whole round failed.
+            log!(
+                core,
+                Level::Warn,
+                "server {} failed: {error}",
+                self.server_index.unwrap_or_default()
+            );
+            if self.next_server(core, io) {
+                return;
+            }
+            self.round = None;
+        }
         core.set_attempt_in_progress(false);
         log!(core, Level::Warn, "connection attempt failed: {error}");
         self.connect_deadline = None;
@@ -751,6 +893,12 @@ impl Connection {
         self.failed_attempts = 0;
         self.async_attempt = false;
         core.set_attempt_in_progress(false);
+        if let Some(round) = self.round.take()
+            && let Some(index) = self.server_index
+        {
+            // The next walk starts here (unless the list was replaced since).
+            round.list.last_good.store(index, Ordering::SeqCst);
+        }
         if let Some(conn) = self.conn.as_mut() {
             conn.accepted = true;
         }
@@ -846,7 +994,7 @@ impl Connection {
         }
         self.drop_connection(core, io, conn);
         if !accepted {
-            self.attempt_failed(core, error);
+            self.attempt_failed(core, io, error);
             return error;
         }
         self.connect_deadline = None;

@@ -40,6 +40,41 @@ pub(crate) struct Options {
     /// How long a QoS 0 publish waits for room under the unsent-bytes limit
     /// before it returns `QueueFull` (zero: it never waits).
     pub publish_wait: Duration,
+    /// `set_servers`: when set, every connection attempt walks this list and
+    /// `host`/`port` are not used.
+    pub servers: Option<Arc<ServerList>>,
+}
+
+/// One entry of a server list (`mqtt://host:port` or `mqtts://host:port`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Server {
+    /// A name to resolve or an IP literal (without brackets).
+    pub host: String,
+    pub port: u16,
+    /// `mqtts`: TLS with the client's TLS options.
+    pub tls: bool,
+}
+
+impl Server {
+    /// The address itself when `host` is an IP literal (no resolution needed).
+    pub fn literal(&self) -> Option<SocketAddr> {
+        self.host
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, self.port))
+    }
+}
+
+/// The servers a client walks when it connects, and the one that answered
+/// last (where the next walk starts). A new list starts at its first entry.
+#[derive(Debug)]
+pub(crate) struct ServerList {
+    pub entries: Vec<Server>,
+    pub last_good: AtomicUsize,
+    /// The TLS setup of `mqtts` entries when the client has no TLS options
+    /// (the system trust store), made once on first need.
+    #[cfg(feature = "tls")]
+    pub default_tls: std::sync::OnceLock<Arc<crate::tls::TlsSetup>>,
 }
 
 /// Turns a host name and port into addresses to try in order, in place of the
@@ -120,6 +155,7 @@ impl Core {
                 #[cfg(feature = "tls")]
                 tls: None,
                 publish_wait: Duration::ZERO,
+                servers: None,
             }),
             loop_on_message: Mutex::new(None),
             closed: AtomicBool::new(false),
@@ -274,17 +310,22 @@ impl Core {
     }
 
     pub fn resolve(&self) -> Result<Vec<SocketAddr>> {
-        let (host, port, resolver) = {
+        let (host, port) = {
             let options = lock(&self.options);
             (
                 options.host.clone().ok_or(Error::NotConnected)?,
                 options.port,
-                options.resolver.clone(),
             )
         };
+        self.resolve_name(&host, port)
+    }
+
+    /// Resolve `host` with the client's resolver (the system's by default).
+    pub fn resolve_name(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>> {
+        let resolver = lock(&self.options).resolver.clone();
         let addrs: Vec<SocketAddr> = match resolver {
-            Some(resolve) => resolve(&host, port).map_err(|_| Error::Dns)?,
-            None => (host.as_str(), port)
+            Some(resolve) => resolve(host, port).map_err(|_| Error::Dns)?,
+            None => (host, port)
                 .to_socket_addrs()
                 .map_err(|_| Error::Dns)?
                 .collect(),
@@ -301,11 +342,25 @@ impl Core {
         self: &Arc<Self>,
         command: impl FnOnce(Result<Vec<SocketAddr>>) -> ReactorCommand + Send + 'static,
     ) -> Result<()> {
+        self.resolve_target_in_background(None, command)
+    }
+
+    /// `resolve_in_background` for `target` (host and port) instead of the
+    /// host of the last `connect`: an entry of the server list.
+    pub fn resolve_target_in_background(
+        self: &Arc<Self>,
+        target: Option<(String, u16)>,
+        command: impl FnOnce(Result<Vec<SocketAddr>>) -> ReactorCommand + Send + 'static,
+    ) -> Result<()> {
         let core = self.clone();
         std::thread::Builder::new()
             .name("mqtt-resolve".into())
             .spawn(move || {
-                let command = command(core.resolve());
+                let addrs = match target {
+                    Some((host, port)) => core.resolve_name(&host, port),
+                    None => core.resolve(),
+                };
+                let command = command(addrs);
                 core.push_command(command);
             })
             .map(drop)

@@ -68,6 +68,7 @@ impl Connection {
                     data.reason_code = ack.reason_code;
                     data.session_present = ack.session_present;
                     data.properties = ack.properties;
+                    data.server_index = self.server_index;
                     if let Some(error) = error {
                         let after = match ack.properties {
                             Some(props) => v5::after_refusal(ack.reason_code, props),
@@ -78,7 +79,7 @@ impl Connection {
                             self.drop_connection(core, io, conn);
                         }
                         self.follow_refusal(core, after);
-                        self.attempt_failed(core, error);
+                        self.attempt_failed(core, io, error);
                         return Ok(());
                     }
                     self.connect_accepted(core, ack.session_present);

@@ -33,6 +33,8 @@ pub struct Event {
     pub properties: Option<PropertiesBuf>,
     /// MQTT 5: a copy of the message's properties.
     pub message_properties: Option<PropertiesBuf>,
+    /// CONNACK with a server list: the entry that answered (not compared by `==`).
+    pub server_index: Option<usize>,
 }
 
 impl Event {
@@ -56,6 +58,7 @@ impl Event {
                 .message
                 .and_then(|m| m.properties)
                 .map(PropertiesBuf::from_properties),
+            server_index: data.server_index,
         }
     }
 
