@@ -729,6 +729,11 @@ impl<S: Read + Write> WsStream<S> {
         &mut self.inner
     }
 
+    /// Frames accepted by `write` that still wait for `inner`.
+    pub fn has_pending_output(&self) -> bool {
+        !self.wbuf.is_empty()
+    }
+
     /// Send a close frame (code 1000) and flush it; the server answers with
     /// its own close, which `read` reports as end of stream.
     pub fn close(&mut self) -> io::Result<()> {

@@ -4,8 +4,8 @@
 //! reads into the reactor's buffer, writes the session's output, and the
 //! deadlines it needs. Incoming packets go on to `inbound.rs`.
 
-use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -19,6 +19,10 @@ use super::transport::{Transport, io_error};
 use crate::Error;
 use crate::dispatch::{Command, Data};
 use crate::log::{Level, log};
+use crate::net::Progress;
+use crate::net::proxy::ProxyHandshake;
+use crate::net::uri::{BrokerUri, Host, Scheme};
+use crate::net::websocket::{Upgrade, WsStream};
 use crate::protocol::codec::{self, ProtocolVersion};
 use crate::protocol::properties::Properties;
 use crate::protocol::session::ConnectionState;
@@ -49,19 +53,152 @@ pub(crate) struct Scratch {
     pub topic_buf: Vec<u8>,
 }
 
-/// Plain TCP, or TLS when the core has a TLS configuration.
+/// Plain TCP, or TLS when the core has a TLS configuration (after
+/// `connect`) or the URI's scheme says so (mqtts, wss: the configured TLS
+/// options, else the system's trusted roots). Nothing is sent yet: a proxy
+/// handshake runs on the TCP stream before the TLS one starts.
 fn transport_for(core: &Arc<Core>, stream: TcpStream) -> Result<Transport, Error> {
+    let options = lock(&core.options);
+    let tls_wanted = options.scheme.is_some_and(Scheme::is_tls);
     #[cfg(feature = "tls")]
     {
-        let options = lock(&core.options);
-        if let Some(tls) = options.tls.clone() {
+        let tls = match options.scheme {
+            None => options.tls.clone(),
+            Some(_) if !tls_wanted => None,
+            Some(_) => match options.tls.clone() {
+                Some(tls) => Some(tls),
+                None => Some(Arc::new(crate::tls::TlsSetup::new(
+                    &crate::tls::TlsOptions::default(),
+                )?)),
+            },
+        };
+        if let Some(tls) = tls {
             let host = options.host.clone().unwrap_or_default();
             drop(options);
             return Ok(Transport::Tls(Box::new(tls.connect(&host, stream)?)));
         }
     }
-    let _ = core;
+    if tls_wanted {
+        return Err(Error::NotSupported);
+    }
     Ok(Transport::Plain(stream))
+}
+
+/// The handshakes to run after TCP connects, besides TLS: the proxy's (if a
+/// proxy is set) and the WebSocket upgrade (ws, wss).
+fn setup_for(core: &Arc<Core>) -> Result<(Option<Box<ProxyHandshake>>, Option<Box<Upgrade>>), Error> {
+    let options = lock(&core.options);
+    let host = options.host.as_deref().unwrap_or_default();
+    let target = match host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(a)) => Host::V4(a),
+        Ok(IpAddr::V6(a)) => Host::V6(a),
+        Err(_) => Host::Name(host.to_owned()),
+    };
+    let proxy = match &options.proxy {
+        Some(proxy) => Some(Box::new(ProxyHandshake::new(proxy, &target, options.port)?)),
+        None => None,
+    };
+    let upgrade = match options.scheme {
+        Some(scheme) if scheme.is_websocket() => Some(Box::new(Upgrade::for_uri(&BrokerUri {
+            scheme,
+            host: target,
+            port: options.port,
+            path: options.ws_path.clone(),
+        })?)),
+        _ => None,
+    };
+    Ok((proxy, upgrade))
+}
+
+/// What a step of the connection setup came to.
+enum Setup {
+    /// Waiting for the socket.
+    Blocked,
+    /// The WebSocket upgrade is done; these bytes came after the response.
+    Upgraded(Vec<u8>),
+    /// Every handshake is done: MQTT may start.
+    Ready,
+}
+
+/// Run the proxy handshake over the raw TCP stream as far as the socket
+/// allows: true once the tunnel is open.
+fn drive_proxy(
+    proxy: &mut ProxyHandshake,
+    tcp: &mut TcpStream,
+    readable: &mut bool,
+    writable: &mut bool,
+) -> Result<bool, Error> {
+    let mut buf = [0u8; 512];
+    loop {
+        while !proxy.output().is_empty() {
+            match tcp.write(proxy.output()) {
+                Ok(0) => return Err(proxy.closed().into()),
+                Ok(n) => proxy.written(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    *writable = false;
+                    return Ok(false);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(proxy.closed().into()),
+            }
+        }
+        match tcp.read(&mut buf) {
+            Ok(0) => return Err(proxy.closed().into()),
+            Ok(n) => match proxy.input(&buf[..n])? {
+                Progress::Continue => {}
+                // The broker (or TLS server) speaks only when spoken to:
+                // bytes after the proxy's reply are the proxy's garbage.
+                Progress::Done(surplus) if !surplus.is_empty() => return Err(Error::Proxy),
+                Progress::Done(_) => return Ok(true),
+            },
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                *readable = false;
+                return Ok(false);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(proxy.closed().into()),
+        }
+    }
+}
+
+/// Run the WebSocket upgrade over the transport (TCP or TLS) as far as the
+/// socket allows: the bytes after the server's response once it is done.
+fn drive_upgrade(
+    upgrade: &mut Upgrade,
+    transport: &mut Transport,
+    readable: &mut bool,
+    writable: &mut bool,
+) -> Result<Option<Vec<u8>>, Error> {
+    let mut buf = [0u8; 1024];
+    loop {
+        while !upgrade.output().is_empty() || transport.has_buffered_output() {
+            match transport.write(upgrade.output()) {
+                Ok(0) if upgrade.output().is_empty() => break,
+                Ok(0) => return Err(Error::ConnectionLost),
+                Ok(n) => upgrade.written(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    *writable = false;
+                    return Ok(None);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_error(&e, Error::ConnectionLost)),
+            }
+        }
+        match transport.read(&mut buf) {
+            Ok(0) => return Err(Error::ConnectionLost),
+            Ok(n) => {
+                if let Progress::Done(surplus) = upgrade.input(&buf[..n])? {
+                    return Ok(Some(surplus));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                *readable = false;
+                return Ok(None);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_error(&e, Error::ConnectionLost)),
+        }
+    }
 }
 
 /// Hand the new connection to the session (it queues CONNECT), with what is
@@ -81,9 +218,15 @@ fn open_session(core: &Arc<Core>, connect_deadline: Option<Instant>) -> Protocol
 
 pub(super) struct Socket {
     transport: Transport,
-    /// TCP connected, TLS handshake in progress.
+    /// The TCP connection is up (the handshakes below may still run).
+    connected: bool,
+    /// The proxy handshake, until the tunnel is open.
+    proxy: Option<Box<ProxyHandshake>>,
+    /// TLS handshake to run (after the proxy's) or in progress.
     handshaking: bool,
-    /// TCP (and TLS) handshake finished and CONNECT handed to the session.
+    /// The WebSocket upgrade (after TLS), until the server accepted it.
+    upgrade: Option<Box<Upgrade>>,
+    /// Every handshake finished and CONNECT handed to the session.
     established: bool,
     /// CONNACK accepted on this connection.
     accepted: bool,
@@ -93,6 +236,45 @@ pub(super) struct Socket {
     /// since no further edge will come.
     read_closed: bool,
     writable: bool,
+}
+
+impl Socket {
+    /// Run the pending handshakes in order, as far as the socket allows.
+    fn setup_step(&mut self) -> Result<Setup, Error> {
+        if let Some(proxy) = self.proxy.as_mut() {
+            let tcp = self.transport.tcp_mut();
+            if !drive_proxy(proxy, tcp, &mut self.readable, &mut self.writable)? {
+                return Ok(Setup::Blocked);
+            }
+            self.proxy = None;
+        }
+        #[cfg(feature = "tls")]
+        if self.handshaking {
+            use crate::tls::Handshake;
+            if let Transport::Tls(tls) = &mut self.transport {
+                match tls.handshake(&mut self.readable, &mut self.writable) {
+                    Handshake::Blocked => return Ok(Setup::Blocked),
+                    Handshake::Done => {}
+                    Handshake::Failed(error) => return Err(error),
+                }
+            }
+            self.handshaking = false;
+        }
+        if let Some(upgrade) = self.upgrade.as_mut() {
+            let Some(surplus) = drive_upgrade(
+                upgrade,
+                &mut self.transport,
+                &mut self.readable,
+                &mut self.writable,
+            )?
+            else {
+                return Ok(Setup::Blocked);
+            };
+            self.upgrade = None;
+            return Ok(Setup::Upgraded(surplus));
+        }
+        Ok(Setup::Ready)
+    }
 }
 
 pub(crate) struct Connection {
@@ -255,17 +437,16 @@ impl Connection {
         if self
             .conn
             .as_ref()
-            .is_some_and(|c| !c.established && !c.handshaking && c.writable)
+            .is_some_and(|c| !c.connected && c.writable)
         {
             self.finish_connect(core, io);
         }
-        #[cfg(feature = "tls")]
         if self
             .conn
             .as_ref()
-            .is_some_and(|c| c.handshaking && (c.readable || c.writable))
+            .is_some_and(|c| c.connected && !c.established && (c.readable || c.writable))
         {
-            self.drive_handshake(core, io);
+            self.drive_setup(core, io);
         }
         if self
             .conn
@@ -341,16 +522,20 @@ impl Connection {
             {
                 continue;
             }
-            let transport = match transport_for(core, stream) {
-                Ok(transport) => transport,
-                Err(e) => {
-                    self.attempt_failed(core, e);
-                    return;
-                }
-            };
+            let (transport, (proxy, upgrade)) =
+                match transport_for(core, stream).and_then(|t| Ok((t, setup_for(core)?))) {
+                    Ok(ready) => ready,
+                    Err(e) => {
+                        self.attempt_failed(core, e);
+                        return;
+                    }
+                };
             self.conn = Some(Socket {
+                handshaking: !transport.is_plain(),
                 transport,
-                handshaking: false,
+                connected: false,
+                proxy,
+                upgrade,
                 established: false,
                 accepted: false,
                 readable: false,
@@ -371,15 +556,10 @@ impl Connection {
         match conn.transport.tcp().peer_addr() {
             Ok(_) if !failed => {
                 let _ = conn.transport.tcp().set_nodelay(true);
+                // CONNECT waits for the proxy, TLS and WebSocket handshakes
+                // that apply (drive_setup, run next).
+                conn.connected = true;
                 conn.writable = true;
-                if matches!(conn.transport, Transport::Plain(_)) {
-                    conn.established = true;
-                    self.protocol = open_session(core, self.connect_deadline);
-                    self.sent_reason = 0;
-                } else {
-                    // CONNECT waits for the TLS handshake (drive_handshake).
-                    conn.handshaking = true;
-                }
             }
             Err(e) if !failed && e.kind() == io::ErrorKind::NotConnected => {
                 // Spurious wake-up: the handshake is still in progress.
@@ -394,27 +574,45 @@ impl Connection {
         }
     }
 
-    /// Advance the TLS handshake; once done, the connection is established.
-    #[cfg(feature = "tls")]
-    fn drive_handshake(&mut self, core: &Arc<Core>, io: Io<'_>) {
-        use crate::tls::Handshake;
+    /// Advance the handshakes between TCP and MQTT (proxy, TLS, WebSocket
+    /// upgrade); once done, the connection is established and CONNECT queued.
+    /// A failure ends the attempt with its error (`Proxy` for a proxy's
+    /// refusal or garbage, a protocol violation for a bad upgrade).
+    fn drive_setup(&mut self, core: &Arc<Core>, io: Io<'_>) {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        let Transport::Tls(tls) = &mut conn.transport else {
-            return;
-        };
-        match tls.handshake(&mut conn.readable, &mut conn.writable) {
-            Handshake::Blocked => {}
-            Handshake::Done => {
-                conn.handshaking = false;
-                conn.established = true;
-                self.protocol = open_session(core, self.connect_deadline);
-                self.sent_reason = 0;
+        match conn.setup_step() {
+            Ok(Setup::Blocked) => return,
+            Ok(Setup::Upgraded(surplus)) => {
+                let max_frame = lock(&core.options).max_packet_size;
+                let Some(mut conn) = self.conn.take() else {
+                    return;
+                };
+                conn.transport = match conn.transport {
+                    Transport::Plain(tcp) => {
+                        Transport::Ws(Box::new(WsStream::upgraded(tcp, &surplus, max_frame)))
+                    }
+                    #[cfg(feature = "tls")]
+                    Transport::Tls(tls) => {
+                        Transport::Wss(Box::new(WsStream::upgraded(*tls, &surplus, max_frame)))
+                    }
+                    upgraded => upgraded,
+                };
+                // Frames may have come with the response: read them.
+                conn.readable = true;
+                self.conn = Some(conn);
             }
-            Handshake::Failed(error) => {
+            Ok(Setup::Ready) => {}
+            Err(error) => {
                 self.close(core, io, Some(error));
+                return;
             }
+        }
+        if let Some(conn) = self.conn.as_mut() {
+            conn.established = true;
+            self.protocol = open_session(core, self.connect_deadline);
+            self.sent_reason = 0;
         }
     }
 
@@ -673,10 +871,12 @@ impl Connection {
                 log!(core, Level::Warn, "the broker redirects to {host}");
                 let mut options = lock(&core.options);
                 let port = port.unwrap_or(options.port);
-                self.addrs = host
-                    .parse::<std::net::IpAddr>()
-                    .map(|ip| vec![SocketAddr::new(ip, port)])
-                    .unwrap_or_default();
+                if options.proxy.is_none() {
+                    self.addrs = host
+                        .parse::<std::net::IpAddr>()
+                        .map(|ip| vec![SocketAddr::new(ip, port)])
+                        .unwrap_or_default();
+                }
                 self.next_addr = 0;
                 self.failed_attempts = 0;
                 options.host = Some(host);

@@ -40,6 +40,24 @@ pub(crate) struct Options {
     /// How long a QoS 0 publish waits for room under the unsent-bytes limit
     /// before it returns `QueueFull` (zero: it never waits).
     pub publish_wait: Duration,
+    /// Every connection goes through this proxy (`set_proxy`).
+    pub proxy: Option<crate::net::uri::ProxyUri>,
+    /// How the broker is reached: `None` after `connect` (MQTT over TCP, TLS
+    /// when configured), the URI's scheme after `connect_uri`.
+    pub scheme: Option<crate::net::uri::Scheme>,
+    /// The HTTP path of a ws/wss URI.
+    pub ws_path: String,
+}
+
+impl Options {
+    /// The address the TCP connection goes to: the proxy's if there is one,
+    /// else the broker's.
+    pub fn dial_target(&self) -> Option<(String, u16)> {
+        match &self.proxy {
+            Some(proxy) => Some((proxy.host.bare(), proxy.port)),
+            None => self.host.clone().map(|host| (host, self.port)),
+        }
+    }
 }
 
 /// Turns a host name and port into addresses to try in order, in place of the
@@ -120,6 +138,9 @@ impl Core {
                 #[cfg(feature = "tls")]
                 tls: None,
                 publish_wait: Duration::ZERO,
+                proxy: None,
+                scheme: None,
+                ws_path: String::new(),
             }),
             loop_on_message: Mutex::new(None),
             closed: AtomicBool::new(false),
@@ -266,21 +287,22 @@ impl Core {
     // --- names ---
 
     /// The host to connect to when it must be resolved (not an IP literal).
+    /// The name to resolve for a connection (the proxy's when one is set),
+    /// unless it is an IP literal.
     pub fn host_name(&self) -> Option<String> {
         lock(&self.options)
-            .host
-            .clone()
+            .dial_target()
+            .map(|(host, _)| host)
             .filter(|host| host.parse::<std::net::IpAddr>().is_err())
     }
 
+    /// The addresses to connect to: the proxy's when one is set, else the
+    /// broker's.
     pub fn resolve(&self) -> Result<Vec<SocketAddr>> {
         let (host, port, resolver) = {
             let options = lock(&self.options);
-            (
-                options.host.clone().ok_or(Error::NotConnected)?,
-                options.port,
-                options.resolver.clone(),
-            )
+            let (host, port) = options.dial_target().ok_or(Error::NotConnected)?;
+            (host, port, options.resolver.clone())
         };
         let addrs: Vec<SocketAddr> = match resolver {
             Some(resolve) => resolve(&host, port).map_err(|_| Error::Dns)?,
