@@ -1125,6 +1125,71 @@ bool mqtt_client_is_connected(struct mqtt_client *client);
 int mqtt_client_connect_async(struct mqtt_client *client, const char *host, uint16_t keepalive, uint16_t port);
 
 /**
+ * Route every connection the client makes through a proxy: `connect`,
+ * `connect_uri`, their async twins and each automatic reconnection, from the
+ * next connection attempt on (a connection already up is not affected).
+ *
+ * `uri`: `http://[user:pass@]host:port` (HTTP CONNECT, with Basic
+ * credentials if given) or `socks5://[user:pass@]host:port` (RFC 1928, the
+ * broker's host name sent unresolved, RFC 1929 credentials if given); the
+ * user info is percent-decoded and split at its first `:`. NULL removes the
+ * proxy (connect directly). The string is copied.
+ *
+ * A proxy that refuses (an HTTP status other than 2xx, a SOCKS5 reply other
+ * than 0, wrong credentials) or answers garbage ends the connection attempt
+ * with MQTT_ERR_PROXY: returned by a blocking connect, carried by the
+ * DISCONNECT callback's data for an asynchronous or automatic one.
+ *
+ * Returns MQTT_OK, or: MQTT_ERR_INVALID_ARGUMENT (NULL client; a malformed
+ * URI: another scheme, no port, a port above 65535, an empty host, bad
+ * percent-encoding, SOCKS5 credentials over 255 bytes; nothing is changed),
+ * MQTT_ERR_INVALID_UTF8. Thread-safe, also from callbacks.
+ */
+int mqtt_client_set_proxy(struct mqtt_client *client, const char *uri);
+
+/**
+ * Connect to the broker a URI names, like `mqtt_client_connect` (blocking
+ * until CONNACK, at most the connect timeout).
+ *
+ * `uri` (copied): `mqtt://host[:port]` (TCP, default port 1883),
+ * `mqtts://host[:port]` (TLS, 8883), `ws://host[:port][/path]` (MQTT over
+ * WebSocket, 80), `wss://host[:port][/path]` (WebSocket over TLS, 443). The
+ * path of a ws/wss URI is the HTTP path of the upgrade (default `/mqtt`);
+ * IPv6 literals go in brackets (`ws://[::1]:8080/mqtt`). TLS uses the
+ * options of `mqtt_client_set_tls`, or the system's trusted roots when none
+ * were set; `mqtt://` and `ws://` never use TLS. A proxy set with
+ * `mqtt_client_set_proxy` is used. `keepalive`: seconds, 0 disables.
+ * `mqtt_client_reconnect` and automatic reconnection go to the same URI.
+ *
+ * Returns MQTT_OK once the broker accepted, or what `mqtt_client_connect`
+ * returns, and: MQTT_ERR_INVALID_ARGUMENT for a malformed URI (another
+ * scheme, a port above 65535, an unclosed bracket, an empty host, user info,
+ * a path on mqtt/mqtts; nothing is changed or sent), MQTT_ERR_PROXY (the
+ * proxy refused or answered garbage), MQTT_ERR_PROTOCOL_VIOLATION (the
+ * WebSocket upgrade was answered with a status other than 101 or a wrong
+ * Sec-WebSocket-Accept, or the server broke RFC 6455), MQTT_ERR_NOT_SUPPORTED
+ * (mqtts/wss in a build without TLS).
+ *
+ * Threading: as `mqtt_client_connect` (blocks; not from a callback).
+ */
+int mqtt_client_connect_uri(struct mqtt_client *client, const char *uri, uint16_t keepalive);
+
+/**
+ * Start connecting to the broker a URI names and return at once (the
+ * non-blocking `mqtt_client_connect_uri`; URI forms as there). The outcome
+ * arrives as a callback, as for `mqtt_client_connect_async`: CONNACK on
+ * success, DISCONNECT with the error on each failure (also MQTT_ERR_PROXY
+ * and MQTT_ERR_PROTOCOL_VIOLATION for the proxy and WebSocket failures of
+ * `mqtt_client_connect_uri`).
+ *
+ * Returns MQTT_OK (started), MQTT_ERR_INVALID_ARGUMENT (NULL, or a malformed
+ * URI: nothing is changed or sent), MQTT_ERR_INVALID_UTF8,
+ * MQTT_ERR_ALREADY_CONNECTED, MQTT_ERR_NOT_SUPPORTED (mqtts/wss without TLS
+ * support) or MQTT_ERR_NO_MEMORY. Thread-safe, also from callbacks.
+ */
+int mqtt_client_connect_uri_async(struct mqtt_client *client, const char *uri, uint16_t keepalive);
+
+/**
  * For an external event loop: a file descriptor to watch for readability
  * (POLLIN / EPOLLIN). It becomes readable whenever the client has work — its
  * socket is readable or writable, or a call on any thread queued a packet or
