@@ -1,6 +1,7 @@
 // An aedes MQTT broker behind a WebSocket listener (ws), for the tests.
 // Usage: node ws_broker.mjs PORT [PATH [CERT_PEM KEY_PEM]]; with a certificate
 // and key it listens with TLS (wss). Prints "ready PORT" once listening.
+// WS_BROKER_HOST: the address to listen on (default 127.0.0.1).
 import { createServer } from 'node:http'
 import { createServer as createTlsServer } from 'node:https'
 import { readFileSync } from 'node:fs'
@@ -20,4 +21,4 @@ const wss = new WebSocketServer({
   handleProtocols: (protocols) => (protocols.has('mqtt') ? 'mqtt' : false),
 })
 wss.on('connection', (ws) => broker.handle(createWebSocketStream(ws)))
-server.listen(port, '127.0.0.1', () => console.log(`ready ${server.address().port}`))
+server.listen(port, process.env.WS_BROKER_HOST || '127.0.0.1', () => console.log(`ready ${server.address().port}`))
