@@ -1003,9 +1003,9 @@ int mqtt_client_set_credentials(struct mqtt_client *client, const char *username
 int mqtt_client_set_will(struct mqtt_client *client, const char *topic, const void *payload, size_t payload_len, int qos, bool retain);
 
 /**
- * Bound each connection attempt (TCP connect plus CONNACK) to `timeout_ms`
- * (default 10000). Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT (0).
- * Thread-safe.
+ * Bound each connection attempt (TCP connect, the proxy, TLS and WebSocket
+ * handshakes that apply, CONNACK) to `timeout_ms` (default 10000). Returns
+ * MQTT_OK or MQTT_ERR_INVALID_ARGUMENT (0). Thread-safe.
  */
 int mqtt_client_set_connect_timeout(struct mqtt_client *client, uint32_t timeout_ms);
 

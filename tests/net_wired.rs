@@ -77,7 +77,10 @@ fn round_trip(client: &Client, rx: &Receiver<Event>, prefix: &str) {
         let e = rx.recv_timeout(left).unwrap_or_else(|_| {
             panic!(
                 "{prefix}: got {:?} and acks {acks:?} only",
-                messages.iter().map(|m: &Event| &m.topic).collect::<Vec<_>>()
+                messages
+                    .iter()
+                    .map(|m: &Event| &m.topic)
+                    .collect::<Vec<_>>()
             )
         });
         match e.command {
@@ -162,7 +165,10 @@ fn the_ws_path_is_the_http_path() {
     // The default path (/mqtt) is refused by this server with HTTP 400.
     let started = Instant::now();
     let default = format!("ws://{HOST}:{}", broker.port());
-    assert_eq!(client.connect_uri(&default, 30), Err(Error::ProtocolViolation));
+    assert_eq!(
+        client.connect_uri(&default, 30),
+        Err(Error::ProtocolViolation)
+    );
     assert!(started.elapsed() < TIMEOUT / 2, "not a timeout");
     let uri = format!("ws://{HOST}:{}/custom/path", broker.port());
     client.connect_uri(&uri, 30).unwrap();
@@ -206,7 +212,10 @@ fn the_external_loop_over_ws() {
     let drive = |done: &mut dyn FnMut() -> bool| {
         let deadline = Instant::now() + TIMEOUT;
         while !done() {
-            assert!(Instant::now() < deadline, "the external loop made no progress");
+            assert!(
+                Instant::now() < deadline,
+                "the external loop made no progress"
+            );
             let wait = client
                 .next_timeout()
                 .unwrap()
@@ -229,7 +238,8 @@ fn the_external_loop_over_ws() {
         .unwrap();
     drive(&mut || {
         take(Command::PubAck, &mut seen);
-        seen.iter().any(|e| e.command == Command::PubAck && e.mid == mid)
+        seen.iter()
+            .any(|e| e.command == Command::PubAck && e.mid == mid)
             && seen
                 .iter()
                 .any(|e| e.topic.as_deref() == Some("ext/1") && e.payload == b"polled")
@@ -249,7 +259,10 @@ fn reconnects_by_itself_over_ws_after_the_broker_restarts() {
     let port = broker.port();
     let (client, rx) = recorded_client("wired-ws-reconnect");
     client
-        .set_reconnect(Some((Duration::from_millis(50), Duration::from_millis(200))))
+        .set_reconnect(Some((
+            Duration::from_millis(50),
+            Duration::from_millis(200),
+        )))
         .unwrap();
     client
         .connect_uri(&format!("ws://{HOST}:{port}/mqtt"), 30)
@@ -273,7 +286,10 @@ fn reconnects_by_itself_through_a_proxy() {
     let proxy = RealProxy::tinyproxy(None);
     let (client, rx) = recorded_client("wired-proxy-reconnect");
     client
-        .set_reconnect(Some((Duration::from_millis(50), Duration::from_millis(200))))
+        .set_reconnect(Some((
+            Duration::from_millis(50),
+            Duration::from_millis(200),
+        )))
         .unwrap();
     client.set_proxy(Some(&proxy.uri("http", None))).unwrap();
     client.connect(broker.host(), 30, broker.port()).unwrap();
@@ -321,7 +337,9 @@ fn ws_through_tinyproxy_with_basic_auth() {
     let creds = ("wired", "s3cret");
     let proxy = RealProxy::tinyproxy(Some(creds));
     let (client, rx) = recorded_client("wired-tinyproxy-auth");
-    client.set_proxy(Some(&proxy.uri("http", Some(creds)))).unwrap();
+    client
+        .set_proxy(Some(&proxy.uri("http", Some(creds))))
+        .unwrap();
     client
         .connect_uri(&format!("ws://{HOST}:{}/mqtt", broker.port()), 30)
         .unwrap();
@@ -569,12 +587,7 @@ fn an_oversize_frame_is_a_protocol_error() {
 // ---- URIs ------------------------------------------------------------------------------
 
 /// A resolver that sends every name to `to`, recording the (name, port) asked.
-fn redirecting(
-    to: SocketAddr,
-) -> (
-    mqtt::Resolver,
-    Arc<std::sync::Mutex<Vec<(String, u16)>>>,
-) {
+fn redirecting(to: SocketAddr) -> (mqtt::Resolver, Arc<std::sync::Mutex<Vec<(String, u16)>>>) {
     let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = asked.clone();
     let resolver: mqtt::Resolver = Arc::new(move |host: &str, port: u16| {
@@ -614,7 +627,9 @@ fn connect_uri_with_each_scheme_and_its_default_port() {
         let mid = client
             .publish("scheme/x", uri.as_bytes(), QoS::AtLeastOnce, false)
             .unwrap();
-        expect(&rx, "PUBACK", |e| e.command == Command::PubAck && e.mid == mid);
+        expect(&rx, "PUBACK", |e| {
+            e.command == Command::PubAck && e.mid == mid
+        });
         clean_disconnect(&client, &rx);
         client.close();
     }
@@ -715,7 +730,11 @@ fn malformed_proxy_uris_are_rejected_and_change_nothing() {
         "http://h:8080/path",
         "socks5://%zz@h:1080",
     ] {
-        assert_eq!(client.set_proxy(Some(uri)), Err(Error::InvalidArgument), "{uri}");
+        assert_eq!(
+            client.set_proxy(Some(uri)),
+            Err(Error::InvalidArgument),
+            "{uri}"
+        );
     }
     // None of them was installed: the direct connection works.
     client.connect(broker.host(), 30, broker.port()).unwrap();
@@ -738,4 +757,47 @@ fn malformed_proxy_uris_are_rejected_and_change_nothing() {
     client.set_proxy(None).unwrap();
     client.connect(broker.host(), 30, broker.port()).unwrap();
     client.close();
+}
+
+#[test]
+fn a_silent_proxy_or_ws_server_is_bounded_by_the_connect_timeout() {
+    // Each accepts the connection, reads the request and never answers.
+    for scheme in ["http", "socks5", "ws"] {
+        for asynchronous in [false, true] {
+            let (port, server) = fault_server(|_| Vec::new(), Vec::new());
+            let (client, rx) = recorded_client("wired-silent");
+            client
+                .set_connect_timeout(Duration::from_millis(300))
+                .unwrap();
+            let ws_uri = format!("ws://{HOST}:{port}/mqtt");
+            if scheme != "ws" {
+                client
+                    .set_proxy(Some(&format!("{scheme}://{HOST}:{port}")))
+                    .unwrap();
+            }
+            let started = Instant::now();
+            let error = if asynchronous {
+                client.loop_start(None).unwrap();
+                match scheme {
+                    "ws" => client.connect_uri_async(&ws_uri, 30).unwrap(),
+                    _ => client.connect_async(HOST, 30, 1).unwrap(),
+                }
+                expect(&rx, "DISCONNECT", |e| e.command == Command::Disconnect).error
+            } else {
+                match scheme {
+                    "ws" => client.connect_uri(&ws_uri, 30),
+                    _ => client.connect(HOST, 30, 1),
+                }
+                .err()
+            };
+            assert_eq!(
+                error,
+                Some(Error::Timeout),
+                "{scheme}, async: {asynchronous}"
+            );
+            assert!(started.elapsed() < TIMEOUT, "{scheme}");
+            client.close();
+            server.join().unwrap();
+        }
+    }
 }

@@ -652,9 +652,9 @@ pub unsafe extern "C" fn mqtt_client_set_will(
     })
 }
 
-/// Bound each connection attempt (TCP connect plus CONNACK) to `timeout_ms`
-/// (default 10000). Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT (0).
-/// Thread-safe.
+/// Bound each connection attempt (TCP connect, the proxy, TLS and WebSocket
+/// handshakes that apply, CONNACK) to `timeout_ms` (default 10000). Returns
+/// MQTT_OK or MQTT_ERR_INVALID_ARGUMENT (0). Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mqtt_client_set_connect_timeout(
     client: *mut mqtt_client,

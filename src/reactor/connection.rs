@@ -86,7 +86,9 @@ fn transport_for(core: &Arc<Core>, stream: TcpStream) -> Result<Transport, Error
 
 /// The handshakes to run after TCP connects, besides TLS: the proxy's (if a
 /// proxy is set) and the WebSocket upgrade (ws, wss).
-fn setup_for(core: &Arc<Core>) -> Result<(Option<Box<ProxyHandshake>>, Option<Box<Upgrade>>), Error> {
+fn setup_for(
+    core: &Arc<Core>,
+) -> Result<(Option<Box<ProxyHandshake>>, Option<Box<Upgrade>>), Error> {
     let options = lock(&core.options);
     let host = options.host.as_deref().unwrap_or_default();
     let target = match host.parse::<IpAddr>() {
