@@ -587,7 +587,10 @@ fn an_oversize_frame_is_a_protocol_error() {
 // ---- URIs ------------------------------------------------------------------------------
 
 /// A resolver that sends every name to `to`, recording the (name, port) asked.
-fn redirecting(to: SocketAddr) -> (mqtt::Resolver, Arc<std::sync::Mutex<Vec<(String, u16)>>>) {
+/// The (name, port) pairs a resolver was asked for.
+type Asked = Arc<std::sync::Mutex<Vec<(String, u16)>>>;
+
+fn redirecting(to: SocketAddr) -> (mqtt::Resolver, Asked) {
     let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = asked.clone();
     let resolver: mqtt::Resolver = Arc::new(move |host: &str, port: u16| {

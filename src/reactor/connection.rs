@@ -84,11 +84,12 @@ fn transport_for(core: &Arc<Core>, stream: TcpStream) -> Result<Transport, Error
     Ok(Transport::Plain(stream))
 }
 
+/// The handshakes to run after TCP connects besides TLS, in this order.
+type Handshakes = (Option<Box<ProxyHandshake>>, Option<Box<Upgrade>>);
+
 /// The handshakes to run after TCP connects, besides TLS: the proxy's (if a
 /// proxy is set) and the WebSocket upgrade (ws, wss).
-fn setup_for(
-    core: &Arc<Core>,
-) -> Result<(Option<Box<ProxyHandshake>>, Option<Box<Upgrade>>), Error> {
+fn setup_for(core: &Arc<Core>) -> Result<Handshakes, Error> {
     let options = lock(&core.options);
     let host = options.host.as_deref().unwrap_or_default();
     let target = match host.parse::<IpAddr>() {
@@ -250,10 +251,10 @@ impl Socket {
             }
             self.proxy = None;
         }
-        #[cfg(feature = "tls")]
         if self.handshaking {
-            use crate::tls::Handshake;
+            #[cfg(feature = "tls")]
             if let Transport::Tls(tls) = &mut self.transport {
+                use crate::tls::Handshake;
                 match tls.handshake(&mut self.readable, &mut self.writable) {
                     Handshake::Blocked => return Ok(Setup::Blocked),
                     Handshake::Done => {}
