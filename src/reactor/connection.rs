@@ -20,9 +20,9 @@ use crate::Error;
 use crate::dispatch::{Command, Data};
 use crate::log::{Level, log};
 use crate::net::Progress;
-use crate::net::proxy::ProxyHandshake;
+use crate::net::proxy::{ProxyError, ProxyHandshake};
 use crate::net::uri::{BrokerUri, Host, Scheme};
-use crate::net::websocket::{Upgrade, WsStream};
+use crate::net::websocket::{Upgrade, WsError, WsStream};
 use crate::protocol::codec::{self, ProtocolVersion};
 use crate::protocol::properties::Properties;
 use crate::protocol::session::ConnectionState;
@@ -113,6 +113,39 @@ fn setup_for(core: &Arc<Core>) -> Result<Handshakes, Error> {
     Ok((proxy, upgrade))
 }
 
+/// A failed handshake: the error the attempt ends with, and why, for the log.
+struct Failure {
+    error: Error,
+    why: String,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Failure {
+        Failure {
+            error,
+            why: error.to_string(),
+        }
+    }
+}
+
+impl From<ProxyError> for Failure {
+    fn from(e: ProxyError) -> Failure {
+        Failure {
+            why: format!("proxy: {e}"),
+            error: e.into(),
+        }
+    }
+}
+
+impl From<WsError> for Failure {
+    fn from(e: WsError) -> Failure {
+        Failure {
+            why: format!("WebSocket: {e}"),
+            error: e.into(),
+        }
+    }
+}
+
 /// What a step of the connection setup came to.
 enum Setup {
     /// Waiting for the socket.
@@ -130,7 +163,7 @@ fn drive_proxy(
     tcp: &mut TcpStream,
     readable: &mut bool,
     writable: &mut bool,
-) -> Result<bool, Error> {
+) -> Result<bool, Failure> {
     let mut buf = [0u8; 512];
     loop {
         while !proxy.output().is_empty() {
@@ -151,7 +184,9 @@ fn drive_proxy(
                 Progress::Continue => {}
                 // The broker (or TLS server) speaks only when spoken to:
                 // bytes after the proxy's reply are the proxy's garbage.
-                Progress::Done(surplus) if !surplus.is_empty() => return Err(Error::Proxy),
+                Progress::Done(surplus) if !surplus.is_empty() => {
+                    return Err(ProxyError::Garbage("bytes after the reply").into());
+                }
                 Progress::Done(_) => return Ok(true),
             },
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -171,24 +206,24 @@ fn drive_upgrade(
     transport: &mut Transport,
     readable: &mut bool,
     writable: &mut bool,
-) -> Result<Option<Vec<u8>>, Error> {
+) -> Result<Option<Vec<u8>>, Failure> {
     let mut buf = [0u8; 1024];
     loop {
         while !upgrade.output().is_empty() || transport.has_buffered_output() {
             match transport.write(upgrade.output()) {
                 Ok(0) if upgrade.output().is_empty() => break,
-                Ok(0) => return Err(Error::ConnectionLost),
+                Ok(0) => return Err(Error::ConnectionLost.into()),
                 Ok(n) => upgrade.written(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     *writable = false;
                     return Ok(None);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_error(&e, Error::ConnectionLost)),
+                Err(e) => return Err(io_error(&e, Error::ConnectionLost).into()),
             }
         }
         match transport.read(&mut buf) {
-            Ok(0) => return Err(Error::ConnectionLost),
+            Ok(0) => return Err(Error::ConnectionLost.into()),
             Ok(n) => {
                 if let Progress::Done(surplus) = upgrade.input(&buf[..n])? {
                     return Ok(Some(surplus));
@@ -199,7 +234,7 @@ fn drive_upgrade(
                 return Ok(None);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io_error(&e, Error::ConnectionLost)),
+            Err(e) => return Err(io_error(&e, Error::ConnectionLost).into()),
         }
     }
 }
@@ -243,7 +278,7 @@ pub(super) struct Socket {
 
 impl Socket {
     /// Run the pending handshakes in order, as far as the socket allows.
-    fn setup_step(&mut self) -> Result<Setup, Error> {
+    fn setup_step(&mut self) -> Result<Setup, Failure> {
         if let Some(proxy) = self.proxy.as_mut() {
             let tcp = self.transport.tcp_mut();
             if !drive_proxy(proxy, tcp, &mut self.readable, &mut self.writable)? {
@@ -258,7 +293,7 @@ impl Socket {
                 match tls.handshake(&mut self.readable, &mut self.writable) {
                     Handshake::Blocked => return Ok(Setup::Blocked),
                     Handshake::Done => {}
-                    Handshake::Failed(error) => return Err(error),
+                    Handshake::Failed(error) => return Err(error.into()),
                 }
             }
             self.handshaking = false;
@@ -607,8 +642,9 @@ impl Connection {
                 self.conn = Some(conn);
             }
             Ok(Setup::Ready) => {}
-            Err(error) => {
-                self.close(core, io, Some(error));
+            Err(failure) => {
+                log!(core, Level::Warn, "connection setup failed: {}", failure.why);
+                self.close(core, io, Some(failure.error));
                 return;
             }
         }
