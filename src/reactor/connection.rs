@@ -643,7 +643,12 @@ impl Connection {
             }
             Ok(Setup::Ready) => {}
             Err(failure) => {
-                log!(core, Level::Warn, "connection setup failed: {}", failure.why);
+                log!(
+                    core,
+                    Level::Warn,
+                    "connection setup failed: {}",
+                    failure.why
+                );
                 self.close(core, io, Some(failure.error));
                 return;
             }
@@ -837,7 +842,7 @@ impl Connection {
                     // the next edge reports new bytes, so skip the read that
                     // would only say EAGAIN. Not for TLS, whose plaintext comes
                     // in records, nor after a FIN, which gives no further edge.
-                    let drained = n < space && conn.transport.is_plain() && !conn.read_closed;
+                    let drained = conn.transport.drained(n < space) && !conn.read_closed;
                     if drained {
                         conn.readable = false;
                     }

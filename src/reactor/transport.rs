@@ -73,6 +73,21 @@ impl Transport {
         matches!(self, Transport::Plain(_))
     }
 
+    /// After a read that returned bytes (`short`: fewer than asked): the
+    /// socket is known to hold no more, so the next edge will report new
+    /// bytes (epoll(7)). TCP: a short read took all it held; WebSocket over
+    /// TCP: the same, once the frames it read were all handed out. Never for
+    /// TLS, whose plaintext comes in records.
+    #[inline]
+    pub fn drained(&self, short: bool) -> bool {
+        match self {
+            Transport::Plain(_) => short,
+            Transport::Ws(ws) => ws.is_drained(),
+            #[cfg(feature = "tls")]
+            Transport::Tls(_) | Transport::Wss(_) => false,
+        }
+    }
+
     /// Bytes already taken from the session that still wait for the socket
     /// (TLS records, WebSocket frames); never for plain TCP.
     #[inline]
