@@ -834,6 +834,7 @@ int mqtt_client_on(struct mqtt_client *client, int command, mqtt_callback functi
  * MQTT_ERR_MALFORMED_PACKET, MQTT_ERR_PROTOCOL_VIOLATION,
  * MQTT_ERR_PACKET_TOO_LARGE (the broker's answer), MQTT_ERR_REFUSED_* (one
  * per CONNACK return code 1..5), MQTT_ERR_TLS_* (with TLS set),
+ * MQTT_ERR_PROXY (with a proxy set: it refused or answered garbage),
  * MQTT_ERR_NOT_CONNECTED (another thread's `mqtt_client_disconnect` gave the
  * attempt up), MQTT_ERR_IN_CALLBACK. After MQTT_ERR_TIMEOUT the attempt is
  * over: it never connects later.
@@ -1107,7 +1108,7 @@ bool mqtt_client_is_connected(struct mqtt_client *client);
  * (loop thread, `mqtt_client_loop`, or an external event loop). The outcome
  * arrives as a callback: CONNACK on success; DISCONNECT with the error on each
  * failure (MQTT_ERR_TIMEOUT, MQTT_ERR_CONNECT_FAILED, MQTT_ERR_DNS,
- * MQTT_ERR_REFUSED_*), after which automatic reconnection keeps trying unless
+ * MQTT_ERR_REFUSED_*, MQTT_ERR_PROXY), after which automatic reconnection keeps trying unless
  * it is off or the refusal is final.
  *
  * An IP literal `host` needs no name resolution; a host name is resolved on a

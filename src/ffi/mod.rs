@@ -315,6 +315,7 @@ pub unsafe extern "C" fn mqtt_client_on(
 /// MQTT_ERR_MALFORMED_PACKET, MQTT_ERR_PROTOCOL_VIOLATION,
 /// MQTT_ERR_PACKET_TOO_LARGE (the broker's answer), MQTT_ERR_REFUSED_* (one
 /// per CONNACK return code 1..5), MQTT_ERR_TLS_* (with TLS set),
+/// MQTT_ERR_PROXY (with a proxy set: it refused or answered garbage),
 /// MQTT_ERR_NOT_CONNECTED (another thread's `mqtt_client_disconnect` gave the
 /// attempt up), MQTT_ERR_IN_CALLBACK. After MQTT_ERR_TIMEOUT the attempt is
 /// over: it never connects later.
@@ -846,7 +847,7 @@ pub unsafe extern "C" fn mqtt_client_is_connected(client: *mut mqtt_client) -> b
 /// (loop thread, `mqtt_client_loop`, or an external event loop). The outcome
 /// arrives as a callback: CONNACK on success; DISCONNECT with the error on each
 /// failure (MQTT_ERR_TIMEOUT, MQTT_ERR_CONNECT_FAILED, MQTT_ERR_DNS,
-/// MQTT_ERR_REFUSED_*), after which automatic reconnection keeps trying unless
+/// MQTT_ERR_REFUSED_*, MQTT_ERR_PROXY), after which automatic reconnection keeps trying unless
 /// it is off or the refusal is final.
 ///
 /// An IP literal `host` needs no name resolution; a host name is resolved on a
