@@ -804,3 +804,57 @@ fn a_silent_proxy_or_ws_server_is_bounded_by_the_connect_timeout() {
         }
     }
 }
+
+#[test]
+fn many_clients_on_one_reactor_over_ws_and_through_a_proxy() {
+    let broker = WsBroker::start("/mqtt");
+    let proxy = RealProxy::tinyproxy(None);
+    let reactor = mqtt::Reactor::new().unwrap();
+    reactor.start().unwrap();
+    let uri = format!("ws://{HOST}:{}/mqtt", broker.port());
+    let clients: Vec<(Client, Receiver<Event>)> = (0..12)
+        .map(|i| {
+            let (client, rx) = recorded_client(&format!("wired-reactor-{i}"));
+            if i % 2 == 1 {
+                client.set_proxy(Some(&proxy.uri("http", None))).unwrap();
+            }
+            client.add_to_reactor(&reactor, None).unwrap();
+            client.connect_uri_async(&uri, 30).unwrap();
+            (client, rx)
+        })
+        .collect();
+    for (i, (client, rx)) in clients.iter().enumerate() {
+        expect(rx, "CONNACK", |e| e.command == Command::ConnAck);
+        client
+            .subscribe(&[(&format!("reactor/{i}"), QoS::AtLeastOnce)])
+            .unwrap();
+    }
+    for (i, (client, rx)) in clients.iter().enumerate() {
+        expect(rx, "SUBACK", |e| e.command == Command::SubAck);
+        client
+            .publish(
+                &format!("reactor/{i}"),
+                format!("m{i}").as_bytes(),
+                QoS::AtLeastOnce,
+                false,
+            )
+            .unwrap();
+    }
+    for (i, (_, rx)) in clients.iter().enumerate() {
+        let m = events::message_on(rx, &format!("reactor/{i}"));
+        assert_eq!(m.payload, format!("m{i}").into_bytes());
+    }
+    // The odd ones run through the proxy: it goes away, they are lost.
+    drop(proxy);
+    for (i, (client, rx)) in clients.iter().enumerate() {
+        if i % 2 == 1 {
+            expect_lost(rx, "DISCONNECT when the proxy went away");
+        } else {
+            assert!(client.is_connected(), "client {i}");
+        }
+    }
+    for (client, _) in &clients {
+        client.close();
+    }
+    reactor.stop().unwrap();
+}
