@@ -666,6 +666,9 @@ fn reconnect_after_connect_uri_goes_to_the_same_uri() {
     // Only a WebSocket listener is there: a plain MQTT CONNECT would fail.
     client.reconnect().unwrap();
     round_trip(&client, &rx, "reconnected");
+    clean_disconnect(&client, &rx);
+    // A plain connect() is MQTT over TCP again: the WebSocket listener refuses it.
+    assert!(client.connect(HOST, 30, ws.port()).is_err());
     client.close();
 }
 
