@@ -652,6 +652,17 @@ fn connect_uri_with_each_scheme_and_its_default_port() {
         "TLS to a plain listener"
     );
     client.close();
+    // Without set_tls, mqtts:// checks against the system's roots, which do not
+    // hold the test CA (or there are none: TlsCa).
+    let (client, _rx) = recorded_client("wired-scheme-system-roots");
+    let err = client
+        .connect_uri(&format!("mqtts://{HOST}:{}", tls.tls_port()), 30)
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::TlsNotTrusted | Error::TlsCa),
+        "{err:?}"
+    );
+    client.close();
 }
 
 #[test]
