@@ -1169,9 +1169,12 @@ int mqtt_client_set_proxy(struct mqtt_client *client, const char *uri);
  * proxy refused or answered garbage), MQTT_ERR_PROTOCOL_VIOLATION (the
  * WebSocket upgrade was answered with a status other than 101 or a wrong
  * Sec-WebSocket-Accept, or the server broke RFC 6455), MQTT_ERR_NOT_SUPPORTED
- * (mqtts/wss in a build without TLS).
+ * (mqtts/wss in a build without TLS), MQTT_ERR_TLS_CA (mqtts/wss without
+ * `mqtt_client_set_tls` where the system has no trusted roots).
  *
- * Threading: as `mqtt_client_connect` (blocks; not from a callback).
+ * Threading: as `mqtt_client_connect` (blocks; not from a callback). The
+ * system's roots (mqtts/wss without `mqtt_client_set_tls`) are loaded once
+ * per client, in the first such call, on the caller's thread.
  */
 int mqtt_client_connect_uri(struct mqtt_client *client, const char *uri, uint16_t keepalive);
 
@@ -1186,7 +1189,8 @@ int mqtt_client_connect_uri(struct mqtt_client *client, const char *uri, uint16_
  * Returns MQTT_OK (started), MQTT_ERR_INVALID_ARGUMENT (NULL, or a malformed
  * URI: nothing is changed or sent), MQTT_ERR_INVALID_UTF8,
  * MQTT_ERR_ALREADY_CONNECTED, MQTT_ERR_NOT_SUPPORTED (mqtts/wss without TLS
- * support) or MQTT_ERR_NO_MEMORY. Thread-safe, also from callbacks.
+ * support), MQTT_ERR_TLS_CA (as for `mqtt_client_connect_uri`) or
+ * MQTT_ERR_NO_MEMORY. Thread-safe, also from callbacks.
  */
 int mqtt_client_connect_uri_async(struct mqtt_client *client, const char *uri, uint16_t keepalive);
 

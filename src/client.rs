@@ -138,6 +138,7 @@ impl Client {
             return Err(Error::AlreadyConnected);
         }
         self.check_client_id()?;
+        self.load_default_tls(&uri)?;
         self.set_target(&uri.host.bare(), keepalive, uri.port, Some(&uri));
         self.connect_and_wait()
     }
@@ -146,7 +147,26 @@ impl Client {
     /// [`connect_uri`](Self::connect_uri)).
     pub fn connect_uri_async(&self, uri: &str, keepalive: u16) -> Result<()> {
         let uri = Self::parse_broker_uri(uri)?;
+        self.load_default_tls(&uri)?;
         self.start_connect_async(&uri.host.bare(), keepalive, uri.port, Some(&uri))
+    }
+
+    /// mqtts/wss without `set_tls`: load the system's trusted roots now, on
+    /// the caller's thread (once per client), rather than on the loop's.
+    fn load_default_tls(&self, uri: &BrokerUri) -> Result<()> {
+        #[cfg(feature = "tls")]
+        if uri.scheme.is_tls() {
+            let loaded = {
+                let options = lock(&self.core.options);
+                options.tls.is_some() || options.default_tls.is_some()
+            };
+            if !loaded {
+                let tls = crate::tls::TlsSetup::new(&crate::tls::TlsOptions::default())?;
+                lock(&self.core.options).default_tls = Some(Arc::new(tls));
+            }
+        }
+        let _ = uri;
+        Ok(())
     }
 
     fn parse_broker_uri(uri: &str) -> Result<BrokerUri> {

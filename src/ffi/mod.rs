@@ -938,9 +938,12 @@ pub unsafe extern "C" fn mqtt_client_set_proxy(
 /// proxy refused or answered garbage), MQTT_ERR_PROTOCOL_VIOLATION (the
 /// WebSocket upgrade was answered with a status other than 101 or a wrong
 /// Sec-WebSocket-Accept, or the server broke RFC 6455), MQTT_ERR_NOT_SUPPORTED
-/// (mqtts/wss in a build without TLS).
+/// (mqtts/wss in a build without TLS), MQTT_ERR_TLS_CA (mqtts/wss without
+/// `mqtt_client_set_tls` where the system has no trusted roots).
 ///
-/// Threading: as `mqtt_client_connect` (blocks; not from a callback).
+/// Threading: as `mqtt_client_connect` (blocks; not from a callback). The
+/// system's roots (mqtts/wss without `mqtt_client_set_tls`) are loaded once
+/// per client, in the first such call, on the caller's thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mqtt_client_connect_uri(
     client: *mut mqtt_client,
@@ -970,7 +973,8 @@ pub unsafe extern "C" fn mqtt_client_connect_uri(
 /// Returns MQTT_OK (started), MQTT_ERR_INVALID_ARGUMENT (NULL, or a malformed
 /// URI: nothing is changed or sent), MQTT_ERR_INVALID_UTF8,
 /// MQTT_ERR_ALREADY_CONNECTED, MQTT_ERR_NOT_SUPPORTED (mqtts/wss without TLS
-/// support) or MQTT_ERR_NO_MEMORY. Thread-safe, also from callbacks.
+/// support), MQTT_ERR_TLS_CA (as for `mqtt_client_connect_uri`) or
+/// MQTT_ERR_NO_MEMORY. Thread-safe, also from callbacks.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mqtt_client_connect_uri_async(
     client: *mut mqtt_client,

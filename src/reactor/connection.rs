@@ -58,18 +58,23 @@ pub(crate) struct Scratch {
 /// options, else the system's trusted roots). Nothing is sent yet: a proxy
 /// handshake runs on the TCP stream before the TLS one starts.
 fn transport_for(core: &Arc<Core>, stream: TcpStream) -> Result<Transport, Error> {
-    let options = lock(&core.options);
+    #[allow(unused_mut)]
+    let mut options = lock(&core.options);
     let tls_wanted = options.scheme.is_some_and(Scheme::is_tls);
     #[cfg(feature = "tls")]
     {
         let tls = match options.scheme {
             None => options.tls.clone(),
             Some(_) if !tls_wanted => None,
-            Some(_) => match options.tls.clone() {
+            Some(_) => match options.tls.clone().or_else(|| options.default_tls.clone()) {
                 Some(tls) => Some(tls),
-                None => Some(Arc::new(crate::tls::TlsSetup::new(
-                    &crate::tls::TlsOptions::default(),
-                )?)),
+                None => {
+                    let tls = Arc::new(crate::tls::TlsSetup::new(
+                        &crate::tls::TlsOptions::default(),
+                    )?);
+                    options.default_tls = Some(tls.clone());
+                    Some(tls)
+                }
             },
         };
         if let Some(tls) = tls {

@@ -37,6 +37,10 @@ pub(crate) struct Options {
     /// `None`: plain TCP.
     #[cfg(feature = "tls")]
     pub tls: Option<Arc<crate::tls::TlsSetup>>,
+    /// mqtts/wss without `tls`: verification against the system's roots,
+    /// loaded once (by `connect_uri`, on the caller's thread).
+    #[cfg(feature = "tls")]
+    pub default_tls: Option<Arc<crate::tls::TlsSetup>>,
     /// How long a QoS 0 publish waits for room under the unsent-bytes limit
     /// before it returns `QueueFull` (zero: it never waits).
     pub publish_wait: Duration,
@@ -137,6 +141,8 @@ impl Core {
                 resolver: None,
                 #[cfg(feature = "tls")]
                 tls: None,
+                #[cfg(feature = "tls")]
+                default_tls: None,
                 publish_wait: Duration::ZERO,
                 proxy: None,
                 scheme: None,
