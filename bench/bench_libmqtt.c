@@ -13,7 +13,9 @@
  * PUBLISH, checked by the subscriber with mqtt_properties_get_user_at;
  * BENCH_TOPIC_ALIAS=1: mqtt_client_set_topic_alias_max(10), the library then
  * sends the topic once and the alias after. BENCH_TLS_CA=FILE: TLS (rustls)
- * through mqtt_client_set_tls with that CA. See bench_common.h.
+ * through mqtt_client_set_tls with that CA. BENCH_WS_PATH=/PATH (libmqtt only):
+ * MQTT over WebSocket, mqtt_client_connect_uri("ws://HOST:PORT/PATH"; wss://
+ * with BENCH_TLS_CA). See bench_common.h.
  */
 #include "bench_common.h"
 
@@ -171,10 +173,22 @@ static mqtt_client *create(const char *suffix, long n)
     return c;
 }
 
+/* connect to HOST:PORT, over WebSocket at BENCH_WS_PATH if set (run.sh --ws) */
+static int connect_client(mqtt_client *c)
+{
+    const char *ws_path = getenv("BENCH_WS_PATH");
+    char uri[512];
+    if (ws_path == NULL || *ws_path == '\0')
+        return mqtt_client_connect(c, A.host, 60, (uint16_t)A.port);
+    snprintf(uri, sizeof uri, "%s://%s:%d%s", A.tls_ca != NULL ? "wss" : "ws", A.host, A.port,
+             ws_path);
+    return mqtt_client_connect_uri(c, uri, 60);
+}
+
 static mqtt_client *setup(const char *suffix)
 {
     mqtt_client *c = create(suffix, 0);
-    int rc = mqtt_client_connect(c, A.host, 60, (uint16_t)A.port);
+    int rc = connect_client(c);
     if (rc != MQTT_OK) {
         fprintf(stderr, "libmqtt: connect: %s\n", mqtt_strerror(rc));
         exit(1);
@@ -422,7 +436,7 @@ static int run_handshake(void)
         mqtt_client *c = create("hs", i);
         u0 = usage_now();
         t0 = now_s();
-        rc = mqtt_client_connect(c, A.host, 60, (uint16_t)A.port);
+        rc = connect_client(c);
         t[i] = now_s() - t0;
         u1 = usage_now();
         cpu_connect += u1.cpu - u0.cpu;

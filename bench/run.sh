@@ -1,7 +1,7 @@
 #!/bin/sh
 # bench/run.sh - libmqtt side by side with libmosquitto and Paho C (MQTTAsync).
 #
-#   bench/run.sh [--quick] [--rounds N] [--no-build] [--v5] [--tls] [--all] [--no-base] [--store]
+#   bench/run.sh [--quick] [--rounds N] [--no-build] [--v5] [--tls] [--all] [--no-base] [--store] [--ws]
 #
 #   --v5       also MQTT 5 rows: libmqtt vs libmosquitto (mosquitto_publish_v5),
 #              QoS 0/1/2, plain, with a user property, with a topic alias
@@ -16,8 +16,12 @@
 #              sync mode (NONE, BATCH, EVERY), and of Paho MQTTAsync in memory
 #              and with its default file persistence, all in the work directory
 #              (one disk); prints the ratios the durable store is held to
+#   --ws       also WebSocket rows: libmqtt QoS 0/1 over ws (mqtt_client_connect_uri)
+#              and over plain TCP to the same broker, aedes with a WebSocket and a
+#              TCP listener (tests/netpaths_support/ws_broker; needs Node.js, and
+#              npm ci there on first use): throughput and CPU per message
 #   --no-base  leave out the default MQTT 3.1.1 rows (plain TCP throughput,
-#              latency, idle RSS, library size): only the --v5 / --tls / --store ones
+#              latency, idle RSS, library size): only the --v5 / --tls / --store / --ws ones
 #
 # Needs: a Rust toolchain (cargo), cc, mosquitto (the broker), libmosquitto-dev,
 # libpaho-mqtt-dev, binutils (strip); for --tls also openssl:
@@ -47,6 +51,7 @@ v5=0
 tls=0
 base=1
 store=0
+ws=0
 while [ $# -gt 0 ]; do
     case $1 in
     --quick) quick=1; rounds=1 ;;
@@ -58,7 +63,8 @@ while [ $# -gt 0 ]; do
     --all) v5=1; tls=1 ;;
     --no-base) base=0 ;;
     --store) store=1 ;;
-    -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
+    --ws) ws=1 ;;
+    -h|--help) sed -n '2,43p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -75,25 +81,28 @@ if [ $quick = 1 ]; then
     T0=10000 T1=5000 L0=2000 L1=1000 NHS=50
     # --store: in memory, NONE and BATCH; EVERY (one fdatasync per message); Paho persistent
     NS=10000 NSE=500 NSP=2000
+    W0=10000 W1=5000
 else
     N0=300000 N1=100000 N2=50000 NLAT=5000 NB=200000
     V0=150000 V1=50000 V2=25000
     T0=100000 T1=50000 L0=20000 L1=10000 NHS=200
     NS=50000 NSE=2000 NSP=10000
+    W0=50000 W1=20000
 fi
-[ $base = 1 ] || [ $v5 = 1 ] || [ $tls = 1 ] || [ $store = 1 ] || { echo "run.sh: --no-base without --v5, --tls or --store: nothing to run" >&2; exit 2; }
+[ $base = 1 ] || [ $v5 = 1 ] || [ $tls = 1 ] || [ $store = 1 ] || [ $ws = 1 ] || { echo "run.sh: --no-base without --v5, --tls, --store or --ws: nothing to run" >&2; exit 2; }
 
 bin=$root/target/bench
 work=$(mktemp -d "${TMPDIR:-/tmp}/mqtt-bench.XXXXXX")
 results=$work/results
 : > "$results"
 broker_pid=
+ws_pid=
 
 cleanup() {
-    if [ -n "$broker_pid" ]; then
-        kill "$broker_pid" 2>/dev/null || true
-        wait "$broker_pid" 2>/dev/null || true
-    fi
+    for p in $broker_pid $ws_pid; do
+        kill "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
     if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "work directory kept: $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT INT TERM
@@ -200,6 +209,30 @@ CONF
     [ $attempt -lt 20 ] || { echo "run.sh: mosquitto does not start" >&2; cat "$work/mosquitto.log" >&2; exit 1; }
 done
 
+# ---- WebSocket broker (--ws) ----------------------------------------------------------
+# aedes with a WebSocket listener (path /mqtt) and a plain TCP one, so that the ws and
+# TCP rows measure the client against the same broker
+if [ $ws = 1 ]; then
+    wsdir=$root/tests/netpaths_support/ws_broker
+    command -v node >/dev/null 2>&1 || { echo "run.sh: --ws needs node (Node.js)" >&2; exit 1; }
+    [ -f "$wsdir/node_modules/aedes/package.json" ] ||
+        (cd "$wsdir" && npm ci --no-audit --no-fund --loglevel=error)
+    WS_BROKER_TCP_PORT=0 node "$wsdir/ws_broker.mjs" 0 /mqtt > "$work/ws_broker.out" 2>"$work/ws_broker.log" &
+    ws_pid=$!
+    i=0
+    while ! grep -qs '^ready' "$work/ws_broker.out"; do
+        i=$((i + 1))
+        if [ $i -gt 400 ] || ! kill -0 "$ws_pid" 2>/dev/null; then
+            echo "run.sh: the WebSocket broker does not start" >&2
+            cat "$work/ws_broker.log" >&2
+            exit 1
+        fi
+        sleep 0.05
+    done
+    WSPORT=$(awk '/^ready/ { print $2 }' "$work/ws_broker.out")
+    WSTCPPORT=$(awk '/^ready/ { print $3 }' "$work/ws_broker.out")
+fi
+
 # ---- runs ----------------------------------------------------------------------------
 field() { # field NAME LINE
     echo "$2" | tr ' ' '\n' | sed -n "s/^$1=//p"
@@ -210,8 +243,8 @@ record() { # record TEST LIB METRIC VALUE
 
 seq_id=0
 HZ=$(getconf CLK_TCK)
-broker_ticks() { # utime + stime of the broker, in clock ticks
-    awk '{ print $14 + $15 }' "/proc/$broker_pid/stat"
+broker_ticks() { # utime + stime of the broker (ticks_pid if set), in clock ticks
+    awk '{ print $14 + $15 }' "/proc/${ticks_pid:-$broker_pid}/stat"
 }
 # the program of LIB; Paho's TLS build when the options name a CA
 prog_of() { # prog_of LIB [VAR=VALUE ...]
@@ -350,6 +383,7 @@ echo "broker: $("$mosquitto" -h 2>/dev/null | head -1) on $HOST:$PORT$([ $tls = 
 [ $v5 = 0 ] || echo "  MQTT 5 (--v5): counts q0 $V0, q1 $V1, q2 $V2"
 [ $tls = 0 ] || echo "  TLS (--tls): counts 64 B q0 $T0, q1 $T1; $BIG B q0 $L0, q1 $L1; $NHS connects per handshake run"
 [ $store = 0 ] || echo "  durable store (--store): counts QoS 1 $NS (memory, NONE, BATCH), $NSE (EVERY), $NSP (Paho file persistence)"
+[ $ws = 0 ] || echo "  WebSocket (--ws): aedes on $HOST:$WSPORT (ws) and $HOST:$WSTCPPORT (TCP); counts q0 $W0, q1 $W1"
 r=0
 while [ $r -lt "$rounds" ]; do
     r=$((r + 1))
@@ -401,6 +435,15 @@ while [ $r -lt "$rounds" ]; do
         throughput sq1memw libmqtt 1 $NS
         throughput sq1batchw libmqtt 1 $NS "$PORT" BENCH_STORE_DIR="$sd/batchw" BENCH_STORE_SYNC=1
         WINDOW=20
+    fi
+    if [ $ws = 1 ]; then
+        # the broker CPU of these rows is aedes's (node)
+        ticks_pid=$ws_pid
+        throughput wq0tcp libmqtt 0 $W0 "$WSTCPPORT"
+        throughput wq0ws libmqtt 0 $W0 "$WSPORT" BENCH_WS_PATH=/mqtt
+        throughput wq1tcp libmqtt 1 $W1 "$WSTCPPORT"
+        throughput wq1ws libmqtt 1 $W1 "$WSPORT" BENCH_WS_PATH=/mqtt
+        ticks_pid=
     fi
 done
 
@@ -560,6 +603,26 @@ END {
     printf fmt, "window '"$STORE_WIDE"': throughput, msg/s", cell("sq1memw", "libmqtt", "rate"), "", cell("sq1batchw", "libmqtt", "rate"), "", "", ""
     printf fmt, "window '"$STORE_WIDE"': publisher CPU, us/msg", cell("sq1memw", "libmqtt", "pubcpu"), "", cell("sq1batchw", "libmqtt", "pubcpu"), "", "", ""
     printf "targets: BATCH / libmqtt in memory = %s (>= 0.8x; window '"$STORE_WIDE"': %s); NONE / Paho persistent = %s (>= 10x); EVERY / Paho persistent = %s (>= 1x)\n", ratio(med("sq1batch", "libmqtt", "rate"), mem), ratio(med("sq1batchw", "libmqtt", "rate"), med("sq1memw", "libmqtt", "rate")), ratio(med("sq1none", "libmqtt", "rate"), pers), ratio(med("sq1every", "libmqtt", "rate"), pers)
+}' "$results"
+fi
+if [ $ws = 1 ]; then
+    echo
+    echo "WebSocket (--ws): libmqtt over ws (mqtt_client_connect_uri, path /mqtt) and over TCP, to the"
+    echo "same aedes $(sed -n 's/.*"version": *"\(.*\)".*/\1/p' "$wsdir/node_modules/aedes/package.json" | head -1) (Node.js $(node --version)); window $WINDOW, 64-byte payloads; broker CPU is node's."
+    echo
+    awk "$AWK_FUNCS"'
+function med(t, lib, m,   key) { key = t SUBSEP lib SUBSEP m; return (key in cnt) && !fail[t, lib] ? median(key) : 0 }
+function ratio(a, b) { return b > 0 ? sprintf("%.2fx", a / b) : "-" }
+END {
+    fmt = "%-36s %-14s %-14s %-10s\n"
+    printf fmt, "figure", "TCP", "ws", "ws / TCP"
+    printf fmt, "------", "---", "--", "--------"
+    split("rate pubcpu subcpu brokercpu", M, " ")
+    N["rate"] = "throughput, msg/s"; N["pubcpu"] = "publisher CPU, us/msg"
+    N["subcpu"] = "subscriber CPU, us/msg"; N["brokercpu"] = "broker CPU, us/msg"
+    for (q = 0; q <= 1; q++)
+        for (m = 1; m <= 4; m++)
+            printf fmt, "QoS " q " " N[M[m]], cell("wq" q "tcp", "libmqtt", M[m]), cell("wq" q "ws", "libmqtt", M[m]), ratio(med("wq" q "ws", "libmqtt", M[m]), med("wq" q "tcp", "libmqtt", M[m]))
 }' "$results"
 fi
 if grep -q ' FAIL$' "$results"; then

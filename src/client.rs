@@ -12,6 +12,7 @@ use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::dispatch::{Callback, Command, Condition, Data};
+use crate::net::uri::{BrokerUri, ProxyUri};
 use crate::protocol::codec::{ProtocolVersion, QoS, SubscribeOptions};
 use crate::protocol::properties::{self as prop, Properties, PropertiesBuf, PropertyContext};
 use crate::protocol::session::{ConnectionState, Session, SessionConfig, Will};
@@ -120,7 +121,7 @@ impl Client {
             return Err(Error::AlreadyConnected);
         }
         self.check_client_id()?;
-        self.set_target(host, keepalive, port);
+        self.set_target(host, keepalive, port, None);
         self.connect_and_wait()
     }
 
@@ -183,6 +184,78 @@ impl Client {
         Ok(())
     }
 
+    /// [`connect`](Self::connect) to the broker a URI names: `mqtt://` (TCP),
+    /// `mqtts://` (TLS), `ws://` (WebSocket), `wss://` (WebSocket over TLS);
+    /// default ports 1883, 8883, 80, 443; the path of a ws/wss URI is the
+    /// HTTP path (default `/mqtt`); IPv6 literals in brackets. TLS uses the
+    /// options of [`set_tls`](Self::set_tls), or the system's trusted roots
+    /// when none were set. A malformed URI is `InvalidArgument` and changes
+    /// nothing. Later reconnections go to the same URI.
+    pub fn connect_uri(&self, uri: &str, keepalive: u16) -> Result<bool> {
+        let uri = Self::parse_broker_uri(uri)?;
+        if self.in_callback() {
+            return Err(Error::InCallback);
+        }
+        if self.connection_active() {
+            return Err(Error::AlreadyConnected);
+        }
+        self.check_client_id()?;
+        self.load_default_tls(&uri)?;
+        self.set_target(&uri.host.bare(), keepalive, uri.port, Some(&uri));
+        self.connect_and_wait()
+    }
+
+    /// [`connect_async`](Self::connect_async) to the broker a URI names (see
+    /// [`connect_uri`](Self::connect_uri)).
+    pub fn connect_uri_async(&self, uri: &str, keepalive: u16) -> Result<()> {
+        let uri = Self::parse_broker_uri(uri)?;
+        self.load_default_tls(&uri)?;
+        self.start_connect_async(&uri.host.bare(), keepalive, uri.port, Some(&uri))
+    }
+
+    /// mqtts/wss without `set_tls`: load the system's trusted roots now, on
+    /// the caller's thread (once per client), rather than on the loop's.
+    fn load_default_tls(&self, uri: &BrokerUri) -> Result<()> {
+        #[cfg(feature = "tls")]
+        if uri.scheme.is_tls() {
+            let loaded = {
+                let options = lock(&self.core.options);
+                options.tls.is_some() || options.default_tls.is_some()
+            };
+            if !loaded {
+                let tls = crate::tls::TlsSetup::new(&crate::tls::TlsOptions::default())?;
+                lock(&self.core.options).default_tls = Some(Arc::new(tls));
+            }
+        }
+        let _ = uri;
+        Ok(())
+    }
+
+    fn parse_broker_uri(uri: &str) -> Result<BrokerUri> {
+        let uri = BrokerUri::parse(uri)?;
+        if uri.host.bare().len() > 255 {
+            return Err(Error::InvalidArgument);
+        }
+        #[cfg(not(feature = "tls"))]
+        if uri.scheme.is_tls() {
+            return Err(Error::NotSupported);
+        }
+        Ok(uri)
+    }
+
+    /// Make every later connection (`connect`, `connect_uri`, their async
+    /// twins, automatic reconnection) go through a proxy:
+    /// `http://[user:pass@]host:port` (HTTP CONNECT, Basic credentials) or
+    /// `socks5://[user:pass@]host:port` (the broker's name is sent
+    /// unresolved); user info is percent-decoded. `None` connects directly.
+    /// A malformed URI is `InvalidArgument` and changes nothing. A proxy that
+    /// refuses or answers garbage ends the attempt with `Error::Proxy`.
+    pub fn set_proxy(&self, uri: Option<&str>) -> Result<()> {
+        let proxy = uri.map(ProxyUri::parse).transpose()?;
+        lock(&self.core.options).proxy = proxy;
+        Ok(())
+    }
+
     /// A zero-byte client id needs a clean session under 3.1.1 [MQTT-3.1.3-7].
     fn check_client_id(&self) -> Result<()> {
         let session = self.session();
@@ -201,8 +274,9 @@ impl Client {
         lock(&self.core.options).resolver = resolver;
     }
 
-    /// Where `connect`, `connect_async` and later reconnections go.
-    fn set_target(&self, host: &str, keepalive: u16, port: u16) {
+    /// Where `connect`, `connect_async` and later reconnections go (`uri`:
+    /// the scheme and path of `connect_uri`).
+    fn set_target(&self, host: &str, keepalive: u16, port: u16, uri: Option<&BrokerUri>) {
         {
             let mut options = lock(&self.core.options);
             // With a server list the host is not used (and may be empty).
@@ -210,6 +284,8 @@ impl Client {
                 options.host = Some(host.to_owned());
                 options.port = port;
             }
+            options.scheme = uri.map(|uri| uri.scheme);
+            options.ws_path = uri.map(|uri| uri.path.clone()).unwrap_or_default();
         }
         self.session().config_mut().keep_alive = keepalive;
     }
@@ -223,13 +299,23 @@ impl Client {
     /// for `connect`.
     pub fn connect_async(&self, host: &str, keepalive: u16, port: u16) -> Result<()> {
         self.check_host(host)?;
+        self.start_connect_async(host, keepalive, port, None)
+    }
+
+    fn start_connect_async(
+        &self,
+        host: &str,
+        keepalive: u16,
+        port: u16,
+        uri: Option<&BrokerUri>,
+    ) -> Result<()> {
         if lock(&self.core.connect_wait).in_progress.is_some() {
             return Err(Error::AlreadyConnected);
         }
         self.check_client_id()?;
         self.driver()?;
         let intent = self.claim_attempt()?;
-        self.set_target(host, keepalive, port);
+        self.set_target(host, keepalive, port, uri);
         if self.servers().is_some() {
             // The reactor walks the list (and resolves its names).
             self.core.push_command(ReactorCommand::Connect {
@@ -239,8 +325,10 @@ impl Client {
             });
             return Ok(());
         }
-        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-            let addrs = vec![SocketAddr::new(ip, port)];
+        // The proxy's address when one is set.
+        let dial = lock(&self.core.options).dial_target();
+        if let Some(Ok(ip)) = dial.as_ref().map(|(h, _)| h.parse::<std::net::IpAddr>()) {
+            let addrs = vec![SocketAddr::new(ip, dial.map_or(port, |(_, p)| p))];
             self.core.push_command(ReactorCommand::Connect {
                 attempt: None,
                 addrs,

@@ -348,3 +348,20 @@ impl TlsStream {
         let _ = self.flush_tls();
     }
 }
+
+/// For [`crate::net::websocket::WsStream`] over TLS (`wss://`).
+impl Read for TlsStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        TlsStream::read(self, buf)
+    }
+}
+
+impl Write for TlsStream {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        TlsStream::write(self, data)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.flush_tls()
+    }
+}

@@ -24,6 +24,7 @@
 //! `MQTT_SKIP_CMAKE_CONSUMER=1` skips the (slower: two release builds) consumer test.
 
 mod common;
+mod netpaths_support;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Read};
@@ -97,6 +98,10 @@ enum Kind {
     HostPort,
     /// `program HOST1 PORT1 HOST2 PORT2` against two private brokers.
     TwoBrokers,
+    /// `program HOST PORT` against one private broker, with a tinyproxy requiring
+    /// Basic credentials: `MQTT_TEST_PROXY` (its URI with the right ones) and
+    /// `MQTT_TEST_PROXY_BAD` (with a wrong password) in the environment.
+    HostPortProxy,
     /// home_controller + home_sensor, run together by `run_home_heating`.
     HomePair,
     /// mqtt_load in each of its modes, run by `run_load_tool`.
@@ -113,6 +118,7 @@ const PROGRAMS: &[(&str, Kind)] = &[
     ("external_loop", Kind::HostPort),
     ("failover", Kind::HostPort),
     ("logging", Kind::HostPort),
+    ("net_paths", Kind::HostPortProxy),
     ("promises", Kind::HostPort),
     ("reactor", Kind::HostPort),
     ("store_torn", Kind::HostPort),
@@ -451,6 +457,16 @@ fn run_program(name: &str, mode: Mode) {
     for broker in &brokers {
         cmd.arg(broker.host()).arg(broker.port().to_string());
     }
+    let _proxy = (kind == Kind::HostPortProxy).then(|| {
+        let creds = ("cuser", "cpass");
+        let proxy = netpaths_support::RealProxy::tinyproxy(Some(creds));
+        cmd.env("MQTT_TEST_PROXY", proxy.uri("http", Some(creds)));
+        cmd.env(
+            "MQTT_TEST_PROXY_BAD",
+            proxy.uri("http", Some(("cuser", "wrong"))),
+        );
+        proxy
+    });
     let run = run_bounded(cmd, mode.timeout());
     let what = mode.describe(name);
     let logs: String = brokers
@@ -888,6 +904,7 @@ program_tests! {
     "external_loop" => c_external_loop, valgrind_c_external_loop, asan_c_external_loop;
     "failover" => c_failover, valgrind_c_failover, asan_c_failover;
     "logging" => c_logging, valgrind_c_logging, asan_c_logging;
+    "net_paths" => c_net_paths, valgrind_c_net_paths, asan_c_net_paths;
     "promises" => c_promises, valgrind_c_promises, asan_c_promises;
     "reactor" => c_reactor, valgrind_c_reactor, asan_c_reactor;
     "store_torn" => c_store_torn, valgrind_c_store_torn, asan_c_store_torn;

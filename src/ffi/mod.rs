@@ -323,6 +323,7 @@ pub unsafe extern "C" fn mqtt_client_on(
 /// MQTT_ERR_MALFORMED_PACKET, MQTT_ERR_PROTOCOL_VIOLATION,
 /// MQTT_ERR_PACKET_TOO_LARGE (the broker's answer), MQTT_ERR_REFUSED_* (one
 /// per CONNACK return code 1..5), MQTT_ERR_TLS_* (with TLS set),
+/// MQTT_ERR_PROXY (with a proxy set: it refused or answered garbage),
 /// MQTT_ERR_NOT_CONNECTED (another thread's `mqtt_client_disconnect` gave the
 /// attempt up), MQTT_ERR_IN_CALLBACK. After MQTT_ERR_TIMEOUT the attempt is
 /// over: it never connects later.
@@ -669,9 +670,9 @@ pub unsafe extern "C" fn mqtt_client_set_will(
     })
 }
 
-/// Bound each connection attempt (TCP connect plus CONNACK) to `timeout_ms`
-/// (default 10000). Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT (0).
-/// Thread-safe.
+/// Bound each connection attempt (TCP connect, the proxy, TLS and WebSocket
+/// handshakes that apply, CONNACK) to `timeout_ms` (default 10000). Returns
+/// MQTT_OK or MQTT_ERR_INVALID_ARGUMENT (0). Thread-safe.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mqtt_client_set_connect_timeout(
     client: *mut mqtt_client,
@@ -863,7 +864,7 @@ pub unsafe extern "C" fn mqtt_client_is_connected(client: *mut mqtt_client) -> b
 /// (loop thread, `mqtt_client_loop`, or an external event loop). The outcome
 /// arrives as a callback: CONNACK on success; DISCONNECT with the error on each
 /// failure (MQTT_ERR_TIMEOUT, MQTT_ERR_CONNECT_FAILED, MQTT_ERR_DNS,
-/// MQTT_ERR_REFUSED_*), after which automatic reconnection keeps trying unless
+/// MQTT_ERR_REFUSED_*, MQTT_ERR_PROXY), after which automatic reconnection keeps trying unless
 /// it is off or the refusal is final.
 ///
 /// An IP literal `host` needs no name resolution; a host name is resolved on a
@@ -897,6 +898,119 @@ pub unsafe extern "C" fn mqtt_client_connect_async(
                 unsafe { str_arg(host) }?
             };
             c.connect_async(host, keepalive, port)
+        });
+        code(result)
+    })
+}
+
+/// Route every connection the client makes through a proxy: `connect`,
+/// `connect_uri`, their async twins and each automatic reconnection, from the
+/// next connection attempt on (a connection already up is not affected).
+///
+/// `uri`: `http://[user:pass@]host:port` (HTTP CONNECT, with Basic
+/// credentials if given) or `socks5://[user:pass@]host:port` (RFC 1928, the
+/// broker's host name sent unresolved, RFC 1929 credentials if given); the
+/// user info is percent-decoded and split at its first `:`. NULL removes the
+/// proxy (connect directly). The string is copied.
+///
+/// A proxy that refuses (an HTTP status other than 2xx, a SOCKS5 reply other
+/// than 0, wrong credentials) or answers garbage ends the connection attempt
+/// with MQTT_ERR_PROXY: returned by a blocking connect, carried by the
+/// DISCONNECT callback's data for an asynchronous or automatic one.
+///
+/// Returns MQTT_OK, or: MQTT_ERR_INVALID_ARGUMENT (NULL client; a malformed
+/// URI: another scheme, no port, a port above 65535, an empty host, bad
+/// percent-encoding, SOCKS5 credentials over 255 bytes; nothing is changed),
+/// MQTT_ERR_INVALID_UTF8. Thread-safe, also from callbacks.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mqtt_client_set_proxy(
+    client: *mut mqtt_client,
+    uri: *const c_char,
+) -> c_int {
+    ffi_guard!(MQTT_ERR_INTERNAL, {
+        // SAFETY: per this function's contract.
+        let result = unsafe { client_arg(client) }.and_then(|c| {
+            let uri = if uri.is_null() {
+                None
+            } else {
+                // SAFETY: per this function's contract.
+                Some(unsafe { str_arg(uri) }?)
+            };
+            c.set_proxy(uri)
+        });
+        code(result)
+    })
+}
+
+/// Connect to the broker a URI names, like `mqtt_client_connect` (blocking
+/// until CONNACK, at most the connect timeout).
+///
+/// `uri` (copied): `mqtt://host[:port]` (TCP, default port 1883),
+/// `mqtts://host[:port]` (TLS, 8883), `ws://host[:port][/path]` (MQTT over
+/// WebSocket, 80), `wss://host[:port][/path]` (WebSocket over TLS, 443). The
+/// path of a ws/wss URI is the HTTP path of the upgrade (default `/mqtt`);
+/// IPv6 literals go in brackets (`ws://[::1]:8080/mqtt`). TLS uses the
+/// options of `mqtt_client_set_tls`, or the system's trusted roots when none
+/// were set; `mqtt://` and `ws://` never use TLS. A proxy set with
+/// `mqtt_client_set_proxy` is used. `keepalive`: seconds, 0 disables.
+/// `mqtt_client_reconnect` and automatic reconnection go to the same URI.
+///
+/// Returns MQTT_OK once the broker accepted, or what `mqtt_client_connect`
+/// returns, and: MQTT_ERR_INVALID_ARGUMENT for a malformed URI (another
+/// scheme, a port above 65535, an unclosed bracket, an empty host, user info,
+/// a path on mqtt/mqtts; nothing is changed or sent), MQTT_ERR_PROXY (the
+/// proxy refused or answered garbage), MQTT_ERR_PROTOCOL_VIOLATION (the
+/// WebSocket upgrade was answered with a status other than 101 or a wrong
+/// Sec-WebSocket-Accept, or the server broke RFC 6455), MQTT_ERR_NOT_SUPPORTED
+/// (mqtts/wss in a build without TLS), MQTT_ERR_TLS_CA (mqtts/wss without
+/// `mqtt_client_set_tls` where the system has no trusted roots).
+///
+/// Threading: as `mqtt_client_connect` (blocks; not from a callback). The
+/// system's roots (mqtts/wss without `mqtt_client_set_tls`) are loaded once
+/// per client, in the first such call, on the caller's thread.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mqtt_client_connect_uri(
+    client: *mut mqtt_client,
+    uri: *const c_char,
+    keepalive: u16,
+) -> c_int {
+    ffi_guard!(MQTT_ERR_INTERNAL, {
+        // SAFETY: per this function's contract.
+        let result = unsafe { client_arg(client) }.and_then(|c| {
+            // SAFETY: per this function's contract.
+            let uri = unsafe { str_arg(uri) }?;
+            // Callbacks run inside this call and may free the handle: keep our own.
+            let c = c.clone();
+            c.connect_uri(uri, keepalive).map(|_| ())
+        });
+        code(result)
+    })
+}
+
+/// Start connecting to the broker a URI names and return at once (the
+/// non-blocking `mqtt_client_connect_uri`; URI forms as there). The outcome
+/// arrives as a callback, as for `mqtt_client_connect_async`: CONNACK on
+/// success, DISCONNECT with the error on each failure (also MQTT_ERR_PROXY
+/// and MQTT_ERR_PROTOCOL_VIOLATION for the proxy and WebSocket failures of
+/// `mqtt_client_connect_uri`).
+///
+/// Returns MQTT_OK (started), MQTT_ERR_INVALID_ARGUMENT (NULL, or a malformed
+/// URI: nothing is changed or sent), MQTT_ERR_INVALID_UTF8,
+/// MQTT_ERR_ALREADY_CONNECTED, MQTT_ERR_NOT_SUPPORTED (mqtts/wss without TLS
+/// support), MQTT_ERR_TLS_CA (as for `mqtt_client_connect_uri`) or
+/// MQTT_ERR_NO_MEMORY. Thread-safe, also from callbacks.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn mqtt_client_connect_uri_async(
+    client: *mut mqtt_client,
+    uri: *const c_char,
+    keepalive: u16,
+) -> c_int {
+    ffi_guard!(MQTT_ERR_INTERNAL, {
+        // SAFETY: per this function's contract.
+        let result = unsafe { client_arg(client) }.and_then(|c| {
+            // SAFETY: per this function's contract.
+            let uri = unsafe { str_arg(uri) }?;
+            c.connect_uri_async(uri, keepalive)
         });
         code(result)
     })

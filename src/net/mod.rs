@@ -5,8 +5,11 @@
 //!
 //! None of them does I/O: each takes the bytes that arrived and hands back the
 //! bytes to send, so the same code runs under the mio reactor, over TLS, in the
-//! blocking tests and in the fuzzer. Not wired to the C API yet; public (hidden)
-//! so that the integration tests and fuzz targets reach it.
+//! blocking tests and in the fuzzer. The reactor drives them between TCP
+//! connect and MQTT CONNECT (`reactor/connection.rs`: proxy, then TLS, then the
+//! WebSocket upgrade); `Client::set_proxy` and `Client::connect_uri` (and their
+//! C twins) select them. Public (hidden) so that the integration tests and
+//! fuzz targets reach it.
 
 pub mod http;
 pub mod proxy;

@@ -664,6 +664,8 @@ pub struct WsStream<S> {
     /// Frames not fully written to `inner` yet.
     wbuf: Vec<u8>,
     eof: bool,
+    /// The last read from `inner` filled less than `rbuf`.
+    short_read: bool,
 }
 
 /// The [`WsError`] inside an `io::Error` from [`WsStream`], if it is one.
@@ -718,6 +720,7 @@ impl<S: Read + Write> WsStream<S> {
             ppos: 0,
             wbuf: Vec::new(),
             eof: false,
+            short_read: false,
         }
     }
 
@@ -727,6 +730,19 @@ impl<S: Read + Write> WsStream<S> {
 
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
+    }
+
+    /// Everything read from `inner` was handed out and the last read from it
+    /// was short: a non-blocking socket held no more, so an edge-triggered
+    /// caller may wait for the next readiness event rather than read until
+    /// `WouldBlock`. Only for an `inner` without buffers of its own (TCP).
+    pub fn is_drained(&self) -> bool {
+        self.short_read && self.rpos == self.rlen && self.ppos == self.plain.len()
+    }
+
+    /// Frames accepted by `write` that still wait for `inner`.
+    pub fn has_pending_output(&self) -> bool {
+        !self.wbuf.is_empty()
     }
 
     /// Send a close frame (code 1000) and flush it; the server answers with
@@ -787,6 +803,7 @@ impl<S: Read + Write> Read for WsStream<S> {
                 }
                 self.rpos = 0;
                 self.rlen = n;
+                self.short_read = n < self.rbuf.len();
             }
             let (used, event) = self
                 .reader
@@ -1378,6 +1395,51 @@ mod tests {
             .unwrap();
         let err = WsStream::connect(client, &BrokerUri::parse("ws://h").unwrap(), 64).unwrap_err();
         assert_eq!(ws_error(&err), Some(WsError::Status(200)));
+    }
+
+    #[test]
+    fn drained_only_once_everything_read_was_handed_out() {
+        let (client, mut server) = UnixStream::pair().unwrap();
+        client.set_nonblocking(true).unwrap();
+        let mut ws = WsStream::upgraded(client, &[], 1024);
+        assert!(!ws.is_drained(), "nothing read yet");
+        // Two frames in one short read, taken 3 bytes at a time.
+        let mut two = frame(0x82, &CONNACK);
+        two.extend(frame(0x82, &CONNACK));
+        server.write_all(&two).unwrap();
+        let mut got = [0u8; 3];
+        let mut total = 0;
+        loop {
+            total += ws.read(&mut got).unwrap();
+            if total == 2 * CONNACK.len() {
+                break;
+            }
+            assert!(
+                !ws.is_drained(),
+                "decoded bytes still wait ({total} handed out)"
+            );
+        }
+        assert!(ws.is_drained());
+        // A ping stops the decoding: the frame after it is not handed out yet.
+        let mut ping_then_data = frame(0x89, b"p");
+        ping_then_data.extend(frame(0x82, &CONNACK));
+        server.write_all(&ping_then_data).unwrap();
+        let mut big = [0u8; 64];
+        let n = ws.read(&mut big).unwrap();
+        assert_eq!(&big[..n], &CONNACK[..]);
+        assert!(ws.is_drained());
+        // A read that fills the whole buffer is not short.
+        let mut full = Vec::new();
+        while full.len() < 16 * 1024 {
+            full.extend(frame(0x82, &[0x55; 100]));
+        }
+        server.write_all(&full).unwrap();
+        let mut sink = vec![0u8; 64 * 1024];
+        let _ = ws.read(&mut sink).unwrap();
+        assert!(
+            !ws.is_drained(),
+            "a full read may have left bytes in the socket"
+        );
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! deadlines it needs. Incoming packets go on to `inbound.rs`.
 
 use std::cell::Cell;
-use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -20,6 +20,10 @@ use super::transport::{Transport, io_error};
 use crate::Error;
 use crate::dispatch::{Command, Data};
 use crate::log::{Level, log};
+use crate::net::Progress;
+use crate::net::proxy::{ProxyError, ProxyHandshake};
+use crate::net::uri::{BrokerUri, Host, Scheme};
+use crate::net::websocket::{Upgrade, WsError, WsStream};
 use crate::protocol::codec::{self, ProtocolVersion};
 use crate::protocol::properties::Properties;
 use crate::protocol::session::ConnectionState;
@@ -77,18 +81,25 @@ pub(crate) struct Scratch {
     pub topic_buf: Vec<u8>,
 }
 
-/// Plain TCP, or TLS when the core has a TLS configuration. For an entry of
-/// the server list (`server`), the entry's scheme decides: `mqtts` uses the
-/// client's TLS options (the system trust store when none were set), `mqtt`
-/// plain TCP.
+/// Plain TCP, or TLS: after `connect`, when the core has a TLS
+/// configuration; after `connect_uri`, when the scheme says so (mqtts, wss:
+/// the configured TLS options, else the system's trusted roots); for an entry
+/// of the server list (`server`), when it is `mqtts` (the client's TLS
+/// options, else the system trust store). Nothing is sent yet: a proxy
+/// handshake runs on the TCP stream before the TLS one starts.
 fn transport_for(
     core: &Arc<Core>,
     stream: TcpStream,
     server: Option<(&ServerList, &Server)>,
 ) -> Result<Transport, Error> {
+    #[allow(unused_mut)]
+    let mut options = lock(&core.options);
+    let tls_wanted = match server {
+        Some((_, server)) => server.tls,
+        None => options.scheme.is_some_and(Scheme::is_tls),
+    };
     #[cfg(feature = "tls")]
     {
-        let options = lock(&core.options);
         let (tls, host) = match server {
             Some((list, server)) if server.tls => {
                 let tls = match options.tls.clone() {
@@ -106,18 +117,195 @@ fn transport_for(
                 (Some(tls), server.host.clone())
             }
             Some(_) => (None, String::new()),
-            None => (
-                options.tls.clone(),
-                options.host.clone().unwrap_or_default(),
-            ),
+            None => {
+                let tls = match options.scheme {
+                    None => options.tls.clone(),
+                    Some(_) if !tls_wanted => None,
+                    Some(_) => match options.tls.clone().or_else(|| options.default_tls.clone()) {
+                        Some(tls) => Some(tls),
+                        None => {
+                            let tls = Arc::new(crate::tls::TlsSetup::new(
+                                &crate::tls::TlsOptions::default(),
+                            )?);
+                            options.default_tls = Some(tls.clone());
+                            Some(tls)
+                        }
+                    },
+                };
+                (tls, options.host.clone().unwrap_or_default())
+            }
         };
         drop(options);
         if let Some(tls) = tls {
             return Ok(Transport::Tls(Box::new(tls.connect(&host, stream)?)));
         }
     }
-    let _ = (core, server);
+    if tls_wanted {
+        return Err(Error::NotSupported);
+    }
     Ok(Transport::Plain(stream))
+}
+
+/// The handshakes to run after TCP connects besides TLS, in this order.
+type Handshakes = (Option<Box<ProxyHandshake>>, Option<Box<Upgrade>>);
+
+/// The handshakes to run after TCP connects, besides TLS: the proxy's (if a
+/// proxy is set) and the WebSocket upgrade (ws, wss). For an entry of the
+/// server list (`server`), the proxy's target is that entry, and there is no
+/// upgrade (entries are mqtt or mqtts).
+fn setup_for(core: &Arc<Core>, server: Option<&Server>) -> Result<Handshakes, Error> {
+    let options = lock(&core.options);
+    let (host, port) = match server {
+        Some(server) => (server.host.as_str(), server.port),
+        None => (options.host.as_deref().unwrap_or_default(), options.port),
+    };
+    let target = match host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(a)) => Host::V4(a),
+        Ok(IpAddr::V6(a)) => Host::V6(a),
+        Err(_) => Host::Name(host.to_owned()),
+    };
+    let proxy = match &options.proxy {
+        Some(proxy) => Some(Box::new(ProxyHandshake::new(proxy, &target, port)?)),
+        None => None,
+    };
+    let upgrade = match options.scheme {
+        Some(scheme) if scheme.is_websocket() && server.is_none() => {
+            Some(Box::new(Upgrade::for_uri(&BrokerUri {
+                scheme,
+                host: target,
+                port,
+                path: options.ws_path.clone(),
+            })?))
+        }
+        _ => None,
+    };
+    Ok((proxy, upgrade))
+}
+
+/// A failed handshake: the error the attempt ends with, and why, for the log.
+struct Failure {
+    error: Error,
+    why: String,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Failure {
+        Failure {
+            error,
+            why: error.to_string(),
+        }
+    }
+}
+
+impl From<ProxyError> for Failure {
+    fn from(e: ProxyError) -> Failure {
+        Failure {
+            why: format!("proxy: {e}"),
+            error: e.into(),
+        }
+    }
+}
+
+impl From<WsError> for Failure {
+    fn from(e: WsError) -> Failure {
+        Failure {
+            why: format!("WebSocket: {e}"),
+            error: e.into(),
+        }
+    }
+}
+
+/// What a step of the connection setup came to.
+enum Setup {
+    /// Waiting for the socket.
+    Blocked,
+    /// The WebSocket upgrade is done; these bytes came after the response.
+    Upgraded(Vec<u8>),
+    /// Every handshake is done: MQTT may start.
+    Ready,
+}
+
+/// Run the proxy handshake over the raw TCP stream as far as the socket
+/// allows: true once the tunnel is open.
+fn drive_proxy(
+    proxy: &mut ProxyHandshake,
+    tcp: &mut TcpStream,
+    readable: &mut bool,
+    writable: &mut bool,
+) -> Result<bool, Failure> {
+    let mut buf = [0u8; 512];
+    loop {
+        while !proxy.output().is_empty() {
+            match tcp.write(proxy.output()) {
+                Ok(0) => return Err(proxy.closed().into()),
+                Ok(n) => proxy.written(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    *writable = false;
+                    return Ok(false);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(proxy.closed().into()),
+            }
+        }
+        match tcp.read(&mut buf) {
+            Ok(0) => return Err(proxy.closed().into()),
+            Ok(n) => match proxy.input(&buf[..n])? {
+                Progress::Continue => {}
+                // The broker (or TLS server) speaks only when spoken to:
+                // bytes after the proxy's reply are the proxy's garbage.
+                Progress::Done(surplus) if !surplus.is_empty() => {
+                    return Err(ProxyError::Garbage("bytes after the reply").into());
+                }
+                Progress::Done(_) => return Ok(true),
+            },
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                *readable = false;
+                return Ok(false);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(proxy.closed().into()),
+        }
+    }
+}
+
+/// Run the WebSocket upgrade over the transport (TCP or TLS) as far as the
+/// socket allows: the bytes after the server's response once it is done.
+fn drive_upgrade(
+    upgrade: &mut Upgrade,
+    transport: &mut Transport,
+    readable: &mut bool,
+    writable: &mut bool,
+) -> Result<Option<Vec<u8>>, Failure> {
+    let mut buf = [0u8; 1024];
+    loop {
+        while !upgrade.output().is_empty() || transport.has_buffered_output() {
+            match transport.write(upgrade.output()) {
+                Ok(0) if upgrade.output().is_empty() => break,
+                Ok(0) => return Err(Error::ConnectionLost.into()),
+                Ok(n) => upgrade.written(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    *writable = false;
+                    return Ok(None);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_error(&e, Error::ConnectionLost).into()),
+            }
+        }
+        match transport.read(&mut buf) {
+            Ok(0) => return Err(Error::ConnectionLost.into()),
+            Ok(n) => {
+                if let Progress::Done(surplus) = upgrade.input(&buf[..n])? {
+                    return Ok(Some(surplus));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                *readable = false;
+                return Ok(None);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_error(&e, Error::ConnectionLost).into()),
+        }
+    }
 }
 
 /// A walk through the server list: each entry once, from the one that
@@ -155,9 +343,15 @@ fn open_session(core: &Arc<Core>, connect_deadline: Option<Instant>) -> Protocol
 
 pub(super) struct Socket {
     transport: Transport,
-    /// TCP connected, TLS handshake in progress.
+    /// The TCP connection is up (the handshakes below may still run).
+    connected: bool,
+    /// The proxy handshake, until the tunnel is open.
+    proxy: Option<Box<ProxyHandshake>>,
+    /// TLS handshake to run (after the proxy's) or in progress.
     handshaking: bool,
-    /// TCP (and TLS) handshake finished and CONNECT handed to the session.
+    /// The WebSocket upgrade (after TLS), until the server accepted it.
+    upgrade: Option<Box<Upgrade>>,
+    /// Every handshake finished and CONNECT handed to the session.
     established: bool,
     /// CONNACK accepted on this connection.
     accepted: bool,
@@ -167,6 +361,45 @@ pub(super) struct Socket {
     /// since no further edge will come.
     read_closed: bool,
     writable: bool,
+}
+
+impl Socket {
+    /// Run the pending handshakes in order, as far as the socket allows.
+    fn setup_step(&mut self) -> Result<Setup, Failure> {
+        if let Some(proxy) = self.proxy.as_mut() {
+            let tcp = self.transport.tcp_mut();
+            if !drive_proxy(proxy, tcp, &mut self.readable, &mut self.writable)? {
+                return Ok(Setup::Blocked);
+            }
+            self.proxy = None;
+        }
+        if self.handshaking {
+            #[cfg(feature = "tls")]
+            if let Transport::Tls(tls) = &mut self.transport {
+                use crate::tls::Handshake;
+                match tls.handshake(&mut self.readable, &mut self.writable) {
+                    Handshake::Blocked => return Ok(Setup::Blocked),
+                    Handshake::Done => {}
+                    Handshake::Failed(error) => return Err(error.into()),
+                }
+            }
+            self.handshaking = false;
+        }
+        if let Some(upgrade) = self.upgrade.as_mut() {
+            let Some(surplus) = drive_upgrade(
+                upgrade,
+                &mut self.transport,
+                &mut self.readable,
+                &mut self.writable,
+            )?
+            else {
+                return Ok(Setup::Blocked);
+            };
+            self.upgrade = None;
+            return Ok(Setup::Upgraded(surplus));
+        }
+        Ok(Setup::Ready)
+    }
 }
 
 pub(crate) struct Connection {
@@ -355,17 +588,16 @@ impl Connection {
         if self
             .conn
             .as_ref()
-            .is_some_and(|c| !c.established && !c.handshaking && c.writable)
+            .is_some_and(|c| !c.connected && c.writable)
         {
             self.finish_connect(core, io);
         }
-        #[cfg(feature = "tls")]
         if self
             .conn
             .as_ref()
-            .is_some_and(|c| c.handshaking && (c.readable || c.writable))
+            .is_some_and(|c| c.connected && !c.established && (c.readable || c.writable))
         {
-            self.drive_handshake(core, io);
+            self.drive_setup(core, io);
         }
         if self
             .conn
@@ -453,16 +685,22 @@ impl Connection {
                 continue;
             }
             let server = self.round.as_ref().and_then(Round::current);
-            let transport = match transport_for(core, stream, server) {
-                Ok(transport) => transport,
+            let entry = server.map(|(_, entry)| entry);
+            let (transport, (proxy, upgrade)) = match transport_for(core, stream, server)
+                .and_then(|t| Ok((t, setup_for(core, entry)?)))
+            {
+                Ok(ready) => ready,
                 Err(e) => {
                     self.attempt_failed(core, io, e);
                     return;
                 }
             };
             self.conn = Some(Socket {
+                handshaking: !transport.is_plain(),
                 transport,
-                handshaking: false,
+                connected: false,
+                proxy,
+                upgrade,
                 established: false,
                 accepted: false,
                 readable: false,
@@ -526,15 +764,21 @@ impl Connection {
             server.host,
             server.port
         );
-        if let Some(addr) = server.literal() {
-            self.addrs = vec![addr];
+        // Through a proxy, TCP goes to the proxy (the entry is its target).
+        let proxy = lock(&core.options)
+            .proxy
+            .as_ref()
+            .map(|proxy| (proxy.host.bare(), proxy.port));
+        let (dial_host, dial_port) = proxy.unwrap_or((server.host, server.port));
+        if let Ok(ip) = dial_host.parse::<IpAddr>() {
+            self.addrs = vec![SocketAddr::new(ip, dial_port)];
             self.start_connect(core, io);
             return true;
         }
         self.resolve_generation += 1;
         let generation = self.resolve_generation;
         let spawned = core
-            .resolve_target_in_background(Some((server.host, server.port)), move |result| {
+            .resolve_target_in_background(Some((dial_host, dial_port)), move |result| {
                 ReactorCommand::Resolved { generation, result }
             });
         match spawned {
@@ -553,15 +797,10 @@ impl Connection {
         match conn.transport.tcp().peer_addr() {
             Ok(_) if !failed => {
                 let _ = conn.transport.tcp().set_nodelay(true);
+                // CONNECT waits for the proxy, TLS and WebSocket handshakes
+                // that apply (drive_setup, run next).
+                conn.connected = true;
                 conn.writable = true;
-                if matches!(conn.transport, Transport::Plain(_)) {
-                    conn.established = true;
-                    self.protocol = open_session(core, self.connect_deadline);
-                    self.sent_reason = 0;
-                } else {
-                    // CONNECT waits for the TLS handshake (drive_handshake).
-                    conn.handshaking = true;
-                }
             }
             Err(e) if !failed && e.kind() == io::ErrorKind::NotConnected => {
                 // Spurious wake-up: the handshake is still in progress.
@@ -576,27 +815,51 @@ impl Connection {
         }
     }
 
-    /// Advance the TLS handshake; once done, the connection is established.
-    #[cfg(feature = "tls")]
-    fn drive_handshake(&mut self, core: &Arc<Core>, io: Io<'_>) {
-        use crate::tls::Handshake;
+    /// Advance the handshakes between TCP and MQTT (proxy, TLS, WebSocket
+    /// upgrade); once done, the connection is established and CONNECT queued.
+    /// A failure ends the attempt with its error (`Proxy` for a proxy's
+    /// refusal or garbage, a protocol violation for a bad upgrade).
+    fn drive_setup(&mut self, core: &Arc<Core>, io: Io<'_>) {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        let Transport::Tls(tls) = &mut conn.transport else {
-            return;
-        };
-        match tls.handshake(&mut conn.readable, &mut conn.writable) {
-            Handshake::Blocked => {}
-            Handshake::Done => {
-                conn.handshaking = false;
-                conn.established = true;
-                self.protocol = open_session(core, self.connect_deadline);
-                self.sent_reason = 0;
+        match conn.setup_step() {
+            Ok(Setup::Blocked) => return,
+            Ok(Setup::Upgraded(surplus)) => {
+                let max_frame = lock(&core.options).max_packet_size;
+                let Some(mut conn) = self.conn.take() else {
+                    return;
+                };
+                conn.transport = match conn.transport {
+                    Transport::Plain(tcp) => {
+                        Transport::Ws(Box::new(WsStream::upgraded(tcp, &surplus, max_frame)))
+                    }
+                    #[cfg(feature = "tls")]
+                    Transport::Tls(tls) => {
+                        Transport::Wss(Box::new(WsStream::upgraded(*tls, &surplus, max_frame)))
+                    }
+                    upgraded => upgraded,
+                };
+                // Frames may have come with the response: read them.
+                conn.readable = true;
+                self.conn = Some(conn);
             }
-            Handshake::Failed(error) => {
-                self.close(core, io, Some(error));
+            Ok(Setup::Ready) => {}
+            Err(failure) => {
+                log!(
+                    core,
+                    Level::Warn,
+                    "connection setup failed: {}",
+                    failure.why
+                );
+                self.close(core, io, Some(failure.error));
+                return;
             }
+        }
+        if let Some(conn) = self.conn.as_mut() {
+            conn.established = true;
+            self.protocol = open_session(core, self.connect_deadline);
+            self.sent_reason = 0;
         }
     }
 
@@ -798,7 +1061,7 @@ impl Connection {
                     // the next edge reports new bytes, so skip the read that
                     // would only say EAGAIN. Not for TLS, whose plaintext comes
                     // in records, nor after a FIN, which gives no further edge.
-                    let drained = n < space && conn.transport.is_plain() && !conn.read_closed;
+                    let drained = conn.transport.drained(n < space) && !conn.read_closed;
                     if drained {
                         conn.readable = false;
                     }
@@ -871,10 +1134,12 @@ impl Connection {
                 log!(core, Level::Warn, "the broker redirects to {host}");
                 let mut options = lock(&core.options);
                 let port = port.unwrap_or(options.port);
-                self.addrs = host
-                    .parse::<std::net::IpAddr>()
-                    .map(|ip| vec![SocketAddr::new(ip, port)])
-                    .unwrap_or_default();
+                if options.proxy.is_none() {
+                    self.addrs = host
+                        .parse::<std::net::IpAddr>()
+                        .map(|ip| vec![SocketAddr::new(ip, port)])
+                        .unwrap_or_default();
+                }
                 self.next_addr = 0;
                 self.failed_attempts = 0;
                 options.host = Some(host);

@@ -37,12 +37,34 @@ pub(crate) struct Options {
     /// `None`: plain TCP.
     #[cfg(feature = "tls")]
     pub tls: Option<Arc<crate::tls::TlsSetup>>,
+    /// mqtts/wss without `tls`: verification against the system's roots,
+    /// loaded once (by `connect_uri`, on the caller's thread).
+    #[cfg(feature = "tls")]
+    pub default_tls: Option<Arc<crate::tls::TlsSetup>>,
     /// How long a QoS 0 publish waits for room under the unsent-bytes limit
     /// before it returns `QueueFull` (zero: it never waits).
     pub publish_wait: Duration,
     /// `set_servers`: when set, every connection attempt walks this list and
     /// `host`/`port` are not used.
     pub servers: Option<Arc<ServerList>>,
+    /// Every connection goes through this proxy (`set_proxy`).
+    pub proxy: Option<crate::net::uri::ProxyUri>,
+    /// How the broker is reached: `None` after `connect` (MQTT over TCP, TLS
+    /// when configured), the URI's scheme after `connect_uri`.
+    pub scheme: Option<crate::net::uri::Scheme>,
+    /// The HTTP path of a ws/wss URI.
+    pub ws_path: String,
+}
+
+impl Options {
+    /// The address the TCP connection goes to: the proxy's if there is one,
+    /// else the broker's.
+    pub fn dial_target(&self) -> Option<(String, u16)> {
+        match &self.proxy {
+            Some(proxy) => Some((proxy.host.bare(), proxy.port)),
+            None => self.host.clone().map(|host| (host, self.port)),
+        }
+    }
 }
 
 /// One entry of a server list (`mqtt://host:port` or `mqtts://host:port`).
@@ -53,16 +75,6 @@ pub(crate) struct Server {
     pub port: u16,
     /// `mqtts`: TLS with the client's TLS options.
     pub tls: bool,
-}
-
-impl Server {
-    /// The address itself when `host` is an IP literal (no resolution needed).
-    pub fn literal(&self) -> Option<SocketAddr> {
-        self.host
-            .parse::<std::net::IpAddr>()
-            .ok()
-            .map(|ip| SocketAddr::new(ip, self.port))
-    }
 }
 
 /// The servers a client walks when it connects, and the one that answered
@@ -154,8 +166,13 @@ impl Core {
                 resolver: None,
                 #[cfg(feature = "tls")]
                 tls: None,
+                #[cfg(feature = "tls")]
+                default_tls: None,
                 publish_wait: Duration::ZERO,
                 servers: None,
+                proxy: None,
+                scheme: None,
+                ws_path: String::new(),
             }),
             loop_on_message: Mutex::new(None),
             closed: AtomicBool::new(false),
@@ -302,20 +319,21 @@ impl Core {
     // --- names ---
 
     /// The host to connect to when it must be resolved (not an IP literal).
+    /// The name to resolve for a connection (the proxy's when one is set),
+    /// unless it is an IP literal.
     pub fn host_name(&self) -> Option<String> {
         lock(&self.options)
-            .host
-            .clone()
+            .dial_target()
+            .map(|(host, _)| host)
             .filter(|host| host.parse::<std::net::IpAddr>().is_err())
     }
 
+    /// The addresses to connect to: the proxy's when one is set, else the
+    /// broker's.
     pub fn resolve(&self) -> Result<Vec<SocketAddr>> {
         let (host, port) = {
             let options = lock(&self.options);
-            (
-                options.host.clone().ok_or(Error::NotConnected)?,
-                options.port,
-            )
+            options.dial_target().ok_or(Error::NotConnected)?
         };
         self.resolve_name(&host, port)
     }

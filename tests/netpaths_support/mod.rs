@@ -193,23 +193,35 @@ impl WsBroker {
     /// Start with the WebSocket endpoint at `path` (other paths are refused
     /// with HTTP 400); waits (at most 20 s) for it to listen.
     pub fn start(path: &str) -> WsBroker {
-        WsBroker::start_with(path, None)
+        WsBroker::start_with(path, None, "127.0.0.1", 0)
     }
 
     /// Start with TLS (wss): `tls` is the server certificate and key PEM files.
     pub fn start_tls(path: &str, cert: &std::path::Path, key: &std::path::Path) -> WsBroker {
-        WsBroker::start_with(path, Some((cert, key)))
+        WsBroker::start_with(path, Some((cert, key)), "127.0.0.1", 0)
     }
 
-    fn start_with(path: &str, tls: Option<(&std::path::Path, &std::path::Path)>) -> WsBroker {
+    /// Start listening on `host` (an IP address), on `port` (0: any free
+    /// one), e.g. again on the port of a broker that was stopped.
+    pub fn start_at(host: &str, port: u16, path: &str) -> WsBroker {
+        WsBroker::start_with(path, None, host, port)
+    }
+
+    fn start_with(
+        path: &str,
+        tls: Option<(&std::path::Path, &std::path::Path)>,
+        host: &str,
+        port: u16,
+    ) -> WsBroker {
         use std::io::{BufRead, BufReader};
         ensure_node_modules();
         let log = unique_temp_dir("mqtt-ws-broker").join("stderr.log");
         let node = std::env::var("NODE").unwrap_or_else(|_| "node".into());
         let mut child = Command::new(node)
             .arg(ws_broker_dir().join("ws_broker.mjs"))
-            .arg("0")
+            .arg(port.to_string())
             .arg(path)
+            .env("WS_BROKER_HOST", host)
             .args(
                 tls.map(|(c, k)| [c.as_os_str(), k.as_os_str()])
                     .into_iter()

@@ -1,7 +1,11 @@
 // An aedes MQTT broker behind a WebSocket listener (ws), for the tests.
 // Usage: node ws_broker.mjs PORT [PATH [CERT_PEM KEY_PEM]]; with a certificate
 // and key it listens with TLS (wss). Prints "ready PORT" once listening.
+// WS_BROKER_HOST: the address to listen on (default 127.0.0.1).
+// WS_BROKER_TCP_PORT: also a plain MQTT (TCP) listener for the same broker, on
+// that port (0: any); it then prints "ready PORT TCP_PORT" (bench/run.sh --ws).
 import { createServer } from 'node:http'
+import { createServer as createNetServer } from 'node:net'
 import { createServer as createTlsServer } from 'node:https'
 import { readFileSync } from 'node:fs'
 import { Aedes } from 'aedes'
@@ -20,4 +24,14 @@ const wss = new WebSocketServer({
   handleProtocols: (protocols) => (protocols.has('mqtt') ? 'mqtt' : false),
 })
 wss.on('connection', (ws) => broker.handle(createWebSocketStream(ws)))
-server.listen(port, '127.0.0.1', () => console.log(`ready ${server.address().port}`))
+const host = process.env.WS_BROKER_HOST || '127.0.0.1'
+const tcpPort = process.env.WS_BROKER_TCP_PORT
+server.listen(port, host, () => {
+  if (tcpPort === undefined || tcpPort === '') {
+    console.log(`ready ${server.address().port}`)
+    return
+  }
+  const tcp = createNetServer(broker.handle)
+  tcp.listen(Number(tcpPort), host, () =>
+    console.log(`ready ${server.address().port} ${tcp.address().port}`))
+})
