@@ -321,6 +321,60 @@ fn log_with(n: usize) -> (Vec<u8>, Vec<usize>, mqtt::store::Records) {
     )
 }
 
+/// A process that dies leaves the zero-filled room ahead of its records in
+/// the file: that is the log's clean end, not damage.
+#[test]
+fn the_zero_room_after_the_records_is_a_clean_end() {
+    let dir = unique_temp_dir("store-room");
+    let (mut store, _) = LogStore::open(&dir, "room", false).unwrap();
+    store.put(b"a", b"first").unwrap();
+    store.put(b"b", b"second").unwrap();
+    let records_end = store.len();
+    // A crash: the store is never closed, so the file keeps its room.
+    std::mem::forget(store);
+    let log = std::fs::read(log_file(&dir, "room")).unwrap();
+    assert!(log.len() as u64 > records_end, "no room grown ahead");
+    assert!(log[records_end as usize..].iter().all(|&b| b == 0));
+    let (loaded, report) = parse_log(&log).unwrap();
+    assert_eq!(report.dropped, None);
+    assert_eq!(
+        loaded,
+        vec![
+            (b"a".to_vec(), b"first".to_vec()),
+            (b"b".to_vec(), b"second".to_vec())
+        ]
+    );
+    // Bytes after that end are damage: reported, dropped.
+    let mut damaged = log.clone();
+    let last = damaged.len() - 1;
+    damaged[last] = 1;
+    let (loaded, report) = parse_log(&damaged).unwrap();
+    assert_eq!(loaded.len(), 2);
+    let (at, _, why) = report.dropped.unwrap();
+    assert_eq!((at, why), (records_end, "bytes after the end of the log"));
+}
+
+/// Appends go into the room (the file does not grow per record), and a
+/// closed store's file ends with its last record.
+#[test]
+fn appends_fill_the_room_and_a_closed_log_ends_with_its_records() {
+    let dir = unique_temp_dir("store-room-close");
+    let (mut store, _) = LogStore::open(&dir, "room", false).unwrap();
+    store.put(b"first", &[0; 100]).unwrap();
+    let path = log_file(&dir, "room");
+    let size = std::fs::metadata(&path).unwrap().len();
+    for i in 1..100u8 {
+        store.put(&[b'k', i], &[i; 100]).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
+    }
+    let end = store.len();
+    drop(store);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), end);
+    let (store, report) = LogStore::open(&dir, "room", false).unwrap();
+    assert_eq!((report.dropped, report.records), (None, 100));
+    drop(store);
+}
+
 #[test]
 fn a_torn_tail_loses_the_last_record_only() {
     let (log, offsets, records) = log_with(4);
