@@ -282,34 +282,42 @@ fn the_external_loop_over_wss() {
 }
 
 #[test]
-fn the_external_loop_through_a_proxy() {
-    // ws through tinyproxy: the CONNECT exchange, the upgrade and MQTT all
-    // advance on run_once alone.
+fn the_external_loop_through_either_proxy() {
+    // ws through tinyproxy and through microsocks: the proxy's exchange, the
+    // upgrade and MQTT all advance on run_once alone.
     let broker = WsBroker::start("/mqtt");
-    let proxy = RealProxy::tinyproxy(None);
-    let (client, rx) = recorded_client("wired-proxy-external");
-    client.set_proxy(Some(&proxy.uri("http", None))).unwrap();
     let uri = format!("ws://{HOST}:{}/mqtt", broker.port());
-    let (fd, mut seen) = external_round_trip(&client, &rx, &uri, "extproxy");
-    // The connection runs through the proxy: without it, it is lost; the turn
-    // that notices returns the error, and the DISCONNECT callback carries it.
-    drop(proxy);
-    let deadline = Instant::now() + TIMEOUT;
-    let error = loop {
-        assert!(Instant::now() < deadline, "the loss went unnoticed");
-        poll_fd(fd, Duration::from_millis(100));
-        if let Err(e) = client.run_once(Duration::ZERO) {
-            break e;
-        }
-    };
-    seen.extend(rx.try_iter());
-    let lost = seen
-        .iter()
-        .find(|e| e.command == Command::Disconnect)
-        .expect("a DISCONNECT callback");
-    assert_eq!(lost.error, Some(error), "{lost:?}");
-    assert!(!client.is_connected());
-    client.close();
+    for scheme in ["http", "socks5"] {
+        let proxy = match scheme {
+            "http" => RealProxy::tinyproxy(None),
+            _ => RealProxy::microsocks(None),
+        };
+        let (client, rx) = recorded_client(&format!("wired-external-{scheme}"));
+        client.set_proxy(Some(&proxy.uri(scheme, None))).unwrap();
+        let (fd, mut seen) = external_round_trip(&client, &rx, &uri, &format!("ext-{scheme}"));
+        // The connection runs through the proxy: without it, it is lost; the
+        // turn that notices returns the error, the DISCONNECT callback has it.
+        drop(proxy);
+        let deadline = Instant::now() + TIMEOUT;
+        let error = loop {
+            assert!(
+                Instant::now() < deadline,
+                "{scheme}: the loss went unnoticed"
+            );
+            poll_fd(fd, Duration::from_millis(100));
+            if let Err(e) = client.run_once(Duration::ZERO) {
+                break e;
+            }
+        };
+        seen.extend(rx.try_iter());
+        let lost = seen
+            .iter()
+            .find(|e| e.command == Command::Disconnect)
+            .expect("a DISCONNECT callback");
+        assert_eq!(lost.error, Some(error), "{scheme}: {lost:?}");
+        assert!(!client.is_connected(), "{scheme}");
+        client.close();
+    }
 }
 
 // ---- automatic reconnection -----------------------------------------------------------
