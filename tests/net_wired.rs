@@ -2,7 +2,8 @@
 //! ws, wss) and `Client::set_proxy` (HTTP CONNECT, SOCKS5) end to end, against
 //! real brokers (mosquitto; aedes behind a WebSocket listener) and real proxies
 //! (tinyproxy, microsocks). QoS 0/1/2 round trips over each path, the external
-//! loop over ws, automatic reconnection over ws and through a proxy, refusing
+//! loop over ws, wss and through a proxy, automatic reconnection over ws and wss
+//! and through both kinds of proxy (the broker or the proxy restarted), refusing
 //! proxies (`Error::Proxy`, blocking and in the DISCONNECT callback), broken
 //! WebSocket servers (a protocol error, never a timeout) and malformed URIs
 //! (rejected, nothing changed). The faults come from small in-test servers;
@@ -200,55 +201,123 @@ fn poll_fd(fd: i32, timeout: Duration) {
     unsafe { libc::poll(&mut pfd, 1, ms) };
 }
 
-#[test]
-fn the_external_loop_over_ws() {
-    let broker = WsBroker::start("/mqtt");
-    let (client, rx) = recorded_client("wired-ws-external");
-    let uri = format!("ws://{HOST}:{}/mqtt", broker.port());
+/// Drive `client` from this thread only: poll its descriptor, honour its
+/// timeout, run one turn; stop when `done` says so (within `TIMEOUT`).
+fn drive(client: &Client, fd: i32, done: &mut dyn FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "the external loop made no progress"
+        );
+        let wait = client
+            .next_timeout()
+            .unwrap()
+            .unwrap_or(Duration::from_millis(100))
+            .min(Duration::from_millis(100));
+        poll_fd(fd, wait);
+        client.run_once(Duration::ZERO).unwrap();
+    }
+}
+
+/// On the external loop only: `connect_uri_async(uri)`, subscribe, a QoS 1
+/// message to ourselves (its PUBACK and its copy back). Returns the client's
+/// event descriptor and the events seen; no connection was lost.
+fn external_round_trip(
+    client: &Client,
+    rx: &Receiver<Event>,
+    uri: &str,
+    prefix: &str,
+) -> (i32, Vec<Event>) {
     let fd = client.event_fd().unwrap();
-    client.connect_uri_async(&uri, 30).unwrap();
-    // Drive the client from this thread only: poll its descriptor, honour its
-    // timeout, run one turn; stop when `done` says so.
-    let drive = |done: &mut dyn FnMut() -> bool| {
-        let deadline = Instant::now() + TIMEOUT;
-        while !done() {
-            assert!(
-                Instant::now() < deadline,
-                "the external loop made no progress"
-            );
-            let wait = client
-                .next_timeout()
-                .unwrap()
-                .unwrap_or(Duration::from_millis(100))
-                .min(Duration::from_millis(100));
-            poll_fd(fd, wait);
-            client.run_once(Duration::ZERO).unwrap();
-        }
-    };
+    client.connect_uri_async(uri, 30).unwrap();
     let mut seen = Vec::new();
     let take = |want: Command, seen: &mut Vec<Event>| {
         seen.extend(rx.try_iter());
         seen.iter().any(|e| e.command == want)
     };
-    drive(&mut || take(Command::ConnAck, &mut seen));
-    client.subscribe(&[("ext/#", QoS::AtLeastOnce)]).unwrap();
-    drive(&mut || take(Command::SubAck, &mut seen));
-    let mid = client
-        .publish("ext/1", b"polled", QoS::AtLeastOnce, false)
+    drive(client, fd, &mut || take(Command::ConnAck, &mut seen));
+    client
+        .subscribe(&[(&format!("{prefix}/#"), QoS::AtLeastOnce)])
         .unwrap();
-    drive(&mut || {
+    drive(client, fd, &mut || take(Command::SubAck, &mut seen));
+    let topic = format!("{prefix}/1");
+    let mid = client
+        .publish(&topic, b"polled", QoS::AtLeastOnce, false)
+        .unwrap();
+    drive(client, fd, &mut || {
         take(Command::PubAck, &mut seen);
         seen.iter()
             .any(|e| e.command == Command::PubAck && e.mid == mid)
             && seen
                 .iter()
-                .any(|e| e.topic.as_deref() == Some("ext/1") && e.payload == b"polled")
+                .any(|e| e.topic.as_deref() == Some(topic.as_str()) && e.payload == b"polled")
     });
     assert!(
         !seen.iter().any(|e| e.command == Command::Disconnect),
         "{seen:?}"
     );
+    (fd, seen)
+}
+
+#[test]
+fn the_external_loop_over_ws() {
+    let broker = WsBroker::start("/mqtt");
+    let (client, rx) = recorded_client("wired-ws-external");
+    let uri = format!("ws://{HOST}:{}/mqtt", broker.port());
+    external_round_trip(&client, &rx, &uri, "ext");
     client.close();
+}
+
+#[test]
+fn the_external_loop_over_wss() {
+    let pki = pki_for_loopback();
+    let broker = WsBroker::start_tls("/mqtt", &pki.path("server.pem"), &pki.path("server.key"));
+    let (client, rx) = recorded_client("wired-wss-external");
+    let ca = pki.path("ca.pem");
+    client.set_tls(Some(&ca_only(&ca))).unwrap();
+    let uri = format!("wss://{HOST}:{}/mqtt", broker.port());
+    external_round_trip(&client, &rx, &uri, "extwss");
+    client.close();
+}
+
+#[test]
+fn the_external_loop_through_either_proxy() {
+    // ws through tinyproxy and through microsocks: the proxy's exchange, the
+    // upgrade and MQTT all advance on run_once alone.
+    let broker = WsBroker::start("/mqtt");
+    let uri = format!("ws://{HOST}:{}/mqtt", broker.port());
+    for scheme in ["http", "socks5"] {
+        let proxy = match scheme {
+            "http" => RealProxy::tinyproxy(None),
+            _ => RealProxy::microsocks(None),
+        };
+        let (client, rx) = recorded_client(&format!("wired-external-{scheme}"));
+        client.set_proxy(Some(&proxy.uri(scheme, None))).unwrap();
+        let (fd, mut seen) = external_round_trip(&client, &rx, &uri, &format!("ext-{scheme}"));
+        // The connection runs through the proxy: without it, it is lost; the
+        // turn that notices returns the error, the DISCONNECT callback has it.
+        drop(proxy);
+        let deadline = Instant::now() + TIMEOUT;
+        let error = loop {
+            assert!(
+                Instant::now() < deadline,
+                "{scheme}: the loss went unnoticed"
+            );
+            poll_fd(fd, Duration::from_millis(100));
+            if let Err(e) = client.run_once(Duration::ZERO) {
+                break e;
+            }
+        };
+        seen.extend(rx.try_iter());
+        let lost = seen
+            .iter()
+            .find(|e| e.command == Command::Disconnect)
+            .expect("a DISCONNECT callback");
+        assert_eq!(lost.error, Some(error), "{scheme}: {lost:?}");
+        assert!(!client.is_connected(), "{scheme}");
+        client.close();
+    }
 }
 
 // ---- automatic reconnection -----------------------------------------------------------
@@ -304,6 +373,101 @@ fn reconnects_by_itself_through_a_proxy() {
     drop(proxy);
     expect_lost(&rx, "DISCONNECT when the proxy went away");
     client.close();
+}
+
+#[test]
+fn reconnects_by_itself_over_wss_after_the_broker_restarts() {
+    let pki = pki_for_loopback();
+    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
+    let broker = WsBroker::start_tls("/mqtt", &cert, &key);
+    let port = broker.port();
+    let (client, rx) = recorded_client("wired-wss-reconnect");
+    client
+        .set_reconnect(Some((
+            Duration::from_millis(50),
+            Duration::from_millis(200),
+        )))
+        .unwrap();
+    let ca = pki.path("ca.pem");
+    client.set_tls(Some(&ca_only(&ca))).unwrap();
+    client
+        .connect_uri(&format!("wss://{HOST}:{port}/mqtt"), 30)
+        .unwrap();
+    client.loop_start(None).unwrap();
+    drop(broker);
+    expect_lost(&rx, "DISCONNECT after the broker died");
+    // Only wss is spoken there: the new connection is TLS + WebSocket again.
+    let _again = WsBroker::start_tls_at(port, "/mqtt", &cert, &key);
+    expect(&rx, "CONNACK after the restart", |e| {
+        e.command == Command::ConnAck
+    });
+    assert!(client.is_connected());
+    round_trip(&client, &rx, "wss-again");
+    client.close();
+}
+
+#[test]
+fn reconnects_by_itself_through_socks5_after_the_broker_restarts() {
+    let broker = Broker::start();
+    let proxy = RealProxy::microsocks(None);
+    let (client, rx) = recorded_client("wired-socks-reconnect");
+    client
+        .set_reconnect(Some((
+            Duration::from_millis(50),
+            Duration::from_millis(200),
+        )))
+        .unwrap();
+    client.set_proxy(Some(&proxy.uri("socks5", None))).unwrap();
+    client.connect(broker.host(), 30, broker.port()).unwrap();
+    client.loop_start(None).unwrap();
+    broker.restart();
+    expect_lost(&rx, "DISCONNECT after the broker restarted");
+    expect(&rx, "CONNACK after the restart", |e| {
+        e.command == Command::ConnAck
+    });
+    round_trip(&client, &rx, "socks-again");
+    // The connection runs through the proxy: without it, it is lost.
+    drop(proxy);
+    expect_lost(&rx, "DISCONNECT when the proxy went away");
+    client.close();
+}
+
+#[test]
+fn reconnects_by_itself_when_the_proxy_comes_back() {
+    // Each kind of proxy dies under a live connection, then starts again on the
+    // same port: the client, retrying on its own, gets back through it.
+    let broker = Broker::start();
+    for scheme in ["http", "socks5"] {
+        let start = |port| match scheme {
+            "http" => RealProxy::tinyproxy_at(port, None),
+            _ => RealProxy::microsocks_at(port, None),
+        };
+        let proxy = start(None);
+        let port = proxy.port();
+        let (client, rx) = recorded_client(&format!("wired-proxy-back-{scheme}"));
+        client
+            .set_reconnect(Some((
+                Duration::from_millis(50),
+                Duration::from_millis(200),
+            )))
+            .unwrap();
+        client.set_proxy(Some(&proxy.uri(scheme, None))).unwrap();
+        client
+            .connect_uri(&format!("mqtt://{HOST}:{}", broker.port()), 30)
+            .unwrap();
+        client.loop_start(None).unwrap();
+        drop(proxy);
+        expect_lost(&rx, "DISCONNECT when the proxy died");
+        let again = start(Some(port));
+        expect(&rx, "CONNACK through the restarted proxy", |e| {
+            e.command == Command::ConnAck
+        });
+        round_trip(&client, &rx, &format!("back-{scheme}"));
+        // The new connection runs through the proxy too.
+        drop(again);
+        expect_lost(&rx, "DISCONNECT when the proxy went away again");
+        client.close();
+    }
 }
 
 // ---- proxies ---------------------------------------------------------------------------
@@ -596,6 +760,105 @@ fn an_oversize_frame_is_a_protocol_error() {
     frame.extend_from_slice(&[0x20, 2, 0, 0]);
     let frame: &'static [u8] = frame.leak();
     ws_fault(|head| switching(&accept_of(head)), frame);
+}
+
+#[test]
+fn a_close_frame_mid_connack_is_a_protocol_error() {
+    // A correct upgrade, half a CONNACK in a binary frame, then a close frame.
+    ws_fault(
+        |head| switching(&accept_of(head)),
+        &[0x82, 1, 0x20, 0x88, 2, 0x03, 0xE8],
+    );
+}
+
+/// One frame from the client (masked, as it must be): its unmasked payload.
+fn read_client_frame(s: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head)?;
+    assert!(head[1] & 0x80 != 0, "client frames are masked");
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut l = [0u8; 2];
+            s.read_exact(&mut l)?;
+            u64::from(u16::from_be_bytes(l))
+        }
+        127 => {
+            let mut l = [0u8; 8];
+            s.read_exact(&mut l)?;
+            u64::from_be_bytes(l)
+        }
+        n => u64::from(n),
+    };
+    let mut mask = [0u8; 4];
+    s.read_exact(&mut mask)?;
+    let mut payload = vec![0u8; len as usize];
+    s.read_exact(&mut payload)?;
+    for (i, b) in payload.iter_mut().enumerate() {
+        *b ^= mask[i % 4];
+    }
+    Ok(payload)
+}
+
+#[test]
+fn a_close_frame_mid_publish_ends_the_connection_with_an_error() {
+    // A WebSocket server that upgrades and accepts the CONNECT, waits for the
+    // client's first PUBLISH, then sends the first 10 bytes of a 22-byte
+    // PUBLISH in a binary frame and a close frame. Returns whether the client
+    // closed the TCP connection by itself.
+    let listener = TcpListener::bind((HOST, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = thread::spawn(move || -> bool {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(TIMEOUT * 2)).unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut b).unwrap();
+            head.push(b[0]);
+        }
+        s.write_all(&switching(&accept_of(&String::from_utf8_lossy(&head))))
+            .unwrap();
+        let connect = read_client_frame(&mut s).unwrap();
+        assert_eq!(connect[0], 0x10, "CONNECT first");
+        s.write_all(&[0x82, 4, 0x20, 2, 0, 0]).unwrap();
+        while read_client_frame(&mut s).unwrap()[0] & 0xF0 != 0x30 {}
+        let mut half = vec![0x82, 10, 0x30, 20, 0, 5];
+        half.extend_from_slice(b"mid/xh");
+        s.write_all(&half).unwrap();
+        s.write_all(&[0x88, 2, 0x03, 0xE8]).unwrap();
+        // Whatever the client says now (a close frame, say), then its FIN.
+        let mut sink = [0u8; 1024];
+        loop {
+            match s.read(&mut sink) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    });
+    let (client, rx) = recorded_client("wired-ws-close-mid");
+    client
+        .connect_uri(&format!("ws://{HOST}:{port}/mqtt"), 30)
+        .unwrap();
+    client.loop_start(None).unwrap();
+    client
+        .publish("trigger", b"go", QoS::AtMostOnce, false)
+        .unwrap();
+    let started = Instant::now();
+    let lost = expect_lost(&rx, "DISCONNECT after the close frame");
+    assert_eq!(lost.error, Some(Error::ProtocolViolation));
+    assert!(started.elapsed() < TIMEOUT, "not a timeout");
+    assert!(!client.is_connected());
+    assert!(server.join().unwrap(), "the client closed the connection");
+    // Nothing of the half message was delivered.
+    assert!(
+        !events::drain(&rx)
+            .iter()
+            .any(|e| e.command == Command::Publish),
+        "a message from half a PUBLISH"
+    );
+    client.close();
 }
 
 // ---- URIs ------------------------------------------------------------------------------

@@ -38,8 +38,13 @@ pub struct RealProxy {
 impl RealProxy {
     /// tinyproxy allowing CONNECT to any port, with `BasicAuth user pass` if given.
     pub fn tinyproxy(basic_auth: Option<(&str, &str)>) -> RealProxy {
+        RealProxy::tinyproxy_at(None, basic_auth)
+    }
+
+    /// tinyproxy on `port` (e.g. that of a proxy that was stopped), or on a free one.
+    pub fn tinyproxy_at(port: Option<u16>, basic_auth: Option<(&str, &str)>) -> RealProxy {
         let bin = std::env::var("TINYPROXY").unwrap_or_else(|_| "tinyproxy".into());
-        RealProxy::start("tinyproxy", |dir, port| {
+        RealProxy::start("tinyproxy", port, |dir, port| {
             // No ConnectPort line: CONNECT is allowed to every port.
             let mut conf = format!(
                 "Port {port}\nListen {HOST}\nTimeout 30\nMaxClients 50\nLogLevel Info\nAllow {HOST}\n"
@@ -57,8 +62,13 @@ impl RealProxy {
 
     /// microsocks, requiring `user`/`pass` (RFC 1929) if given.
     pub fn microsocks(credentials: Option<(&str, &str)>) -> RealProxy {
+        RealProxy::microsocks_at(None, credentials)
+    }
+
+    /// microsocks on `port` (e.g. that of a proxy that was stopped), or on a free one.
+    pub fn microsocks_at(port: Option<u16>, credentials: Option<(&str, &str)>) -> RealProxy {
         let bin = std::env::var("MICROSOCKS").unwrap_or_else(|_| "microsocks".into());
-        RealProxy::start("microsocks", |_, port| {
+        RealProxy::start("microsocks", port, |_, port| {
             let mut cmd = Command::new(&bin);
             cmd.arg("-i").arg(HOST).arg("-p").arg(port.to_string());
             if let Some((user, pass)) = credentials {
@@ -68,12 +78,17 @@ impl RealProxy {
         })
     }
 
-    /// Start on a free port; retry on another if the port was taken meanwhile.
-    fn start(name: &'static str, command: impl Fn(&PathBuf, u16) -> Command) -> RealProxy {
+    /// Start on `port`, or on a free port; retry (on another free port, or
+    /// on the same given one) if it could not listen.
+    fn start(
+        name: &'static str,
+        at: Option<u16>,
+        command: impl Fn(&PathBuf, u16) -> Command,
+    ) -> RealProxy {
         let dir = unique_temp_dir(&format!("mqtt-{name}"));
         let mut last_log = String::new();
         for _ in 0..5 {
-            let port = free_port();
+            let port = at.unwrap_or_else(free_port);
             let log = dir.join(format!("{name}-{port}.log"));
             let out = fs::File::create(&log).expect("create proxy log");
             let err = out.try_clone().expect("clone log handle");
@@ -205,6 +220,16 @@ impl WsBroker {
     /// one), e.g. again on the port of a broker that was stopped.
     pub fn start_at(host: &str, port: u16, path: &str) -> WsBroker {
         WsBroker::start_with(path, None, host, port)
+    }
+
+    /// `start_tls` on 127.0.0.1:`port` (0: any free one).
+    pub fn start_tls_at(
+        port: u16,
+        path: &str,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> WsBroker {
+        WsBroker::start_with(path, Some((cert, key)), "127.0.0.1", port)
     }
 
     fn start_with(
