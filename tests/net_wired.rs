@@ -349,30 +349,36 @@ fn reconnects_by_itself_over_ws_after_the_broker_restarts() {
     client.close();
 }
 
+/// Through each kind of proxy (HTTP CONNECT, SOCKS5), the broker restarts
+/// behind it: the client comes back by itself, through the proxy.
 #[test]
-fn reconnects_by_itself_through_a_proxy() {
+fn reconnects_by_itself_through_either_proxy_after_the_broker_restarts() {
     let broker = Broker::start();
-    let proxy = RealProxy::tinyproxy(None);
-    let (client, rx) = recorded_client("wired-proxy-reconnect");
-    client
-        .set_reconnect(Some((
-            Duration::from_millis(50),
-            Duration::from_millis(200),
-        )))
-        .unwrap();
-    client.set_proxy(Some(&proxy.uri("http", None))).unwrap();
-    client.connect(broker.host(), 30, broker.port()).unwrap();
-    client.loop_start(None).unwrap();
-    broker.restart();
-    expect_lost(&rx, "DISCONNECT after the broker restarted");
-    expect(&rx, "CONNACK after the restart", |e| {
-        e.command == Command::ConnAck
-    });
-    round_trip(&client, &rx, "proxied-again");
-    // The connection runs through the proxy: without it, it is lost.
-    drop(proxy);
-    expect_lost(&rx, "DISCONNECT when the proxy went away");
-    client.close();
+    for (scheme, proxy) in [
+        ("http", RealProxy::tinyproxy(None)),
+        ("socks5", RealProxy::microsocks(None)),
+    ] {
+        let (client, rx) = recorded_client(&format!("wired-{scheme}-reconnect"));
+        client
+            .set_reconnect(Some((
+                Duration::from_millis(50),
+                Duration::from_millis(200),
+            )))
+            .unwrap();
+        client.set_proxy(Some(&proxy.uri(scheme, None))).unwrap();
+        client.connect(broker.host(), 30, broker.port()).unwrap();
+        client.loop_start(None).unwrap();
+        broker.restart();
+        expect_lost(&rx, "DISCONNECT after the broker restarted");
+        expect(&rx, "CONNACK after the restart", |e| {
+            e.command == Command::ConnAck
+        });
+        round_trip(&client, &rx, &format!("{scheme}-again"));
+        // The connection runs through the proxy: without it, it is lost.
+        drop(proxy);
+        expect_lost(&rx, "DISCONNECT when the proxy went away");
+        client.close();
+    }
 }
 
 #[test]
@@ -403,32 +409,6 @@ fn reconnects_by_itself_over_wss_after_the_broker_restarts() {
     });
     assert!(client.is_connected());
     round_trip(&client, &rx, "wss-again");
-    client.close();
-}
-
-#[test]
-fn reconnects_by_itself_through_socks5_after_the_broker_restarts() {
-    let broker = Broker::start();
-    let proxy = RealProxy::microsocks(None);
-    let (client, rx) = recorded_client("wired-socks-reconnect");
-    client
-        .set_reconnect(Some((
-            Duration::from_millis(50),
-            Duration::from_millis(200),
-        )))
-        .unwrap();
-    client.set_proxy(Some(&proxy.uri("socks5", None))).unwrap();
-    client.connect(broker.host(), 30, broker.port()).unwrap();
-    client.loop_start(None).unwrap();
-    broker.restart();
-    expect_lost(&rx, "DISCONNECT after the broker restarted");
-    expect(&rx, "CONNACK after the restart", |e| {
-        e.command == Command::ConnAck
-    });
-    round_trip(&client, &rx, "socks-again");
-    // The connection runs through the proxy: without it, it is lost.
-    drop(proxy);
-    expect_lost(&rx, "DISCONNECT when the proxy went away");
     client.close();
 }
 

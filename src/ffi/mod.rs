@@ -69,6 +69,18 @@ unsafe fn str_arg<'a>(ptr: *const c_char) -> crate::Result<&'a str> {
     c.to_str().map_err(|_| Error::InvalidUtf8)
 }
 
+/// `str_arg` for an optional string: NULL is `None`.
+///
+/// # Safety
+/// As for `str_arg` when not NULL.
+pub(crate) unsafe fn opt_str_arg<'a>(ptr: *const c_char) -> crate::Result<Option<&'a str>> {
+    if ptr.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: per this function's contract.
+    unsafe { str_arg(ptr) }.map(Some)
+}
+
 /// # Safety
 /// `ptr` is NULL only when `len` is 0, else valid for `len` bytes.
 unsafe fn bytes_arg<'a>(ptr: *const c_void, len: usize) -> crate::Result<&'a [u8]> {
@@ -620,12 +632,8 @@ pub unsafe extern "C" fn mqtt_client_set_credentials(
     ffi_guard!(MQTT_ERR_INTERNAL, {
         // SAFETY: per this function's contract.
         let result = unsafe { client_arg(client) }.and_then(|c| {
-            let username = if username.is_null() {
-                None
-            } else {
-                // SAFETY: per this function's contract.
-                Some(unsafe { str_arg(username) }?)
-            };
+            // SAFETY: per this function's contract.
+            let username = unsafe { opt_str_arg(username) }?;
             let password = if password.is_null() {
                 None
             } else {
@@ -930,12 +938,8 @@ pub unsafe extern "C" fn mqtt_client_set_proxy(
     ffi_guard!(MQTT_ERR_INTERNAL, {
         // SAFETY: per this function's contract.
         let result = unsafe { client_arg(client) }.and_then(|c| {
-            let uri = if uri.is_null() {
-                None
-            } else {
-                // SAFETY: per this function's contract.
-                Some(unsafe { str_arg(uri) }?)
-            };
+            // SAFETY: per this function's contract.
+            let uri = unsafe { opt_str_arg(uri) }?;
             c.set_proxy(uri)
         });
         code(result)

@@ -3,7 +3,7 @@
 use std::ffi::{c_char, c_int, c_void};
 use std::path::Path;
 
-use super::{bytes_arg, client_arg, code, str_arg};
+use super::{bytes_arg, client_arg, code, opt_str_arg, str_arg};
 use crate::Error;
 use crate::ffi::{MQTT_ERR_INTERNAL, mqtt_client};
 use crate::tls::{PemSource, TlsOptions};
@@ -116,12 +116,8 @@ pub unsafe extern "C" fn mqtt_client_set_tls(
             let cert = unsafe { pem_source(o.cert_file, o.cert_pem, o.cert_pem_len) }?;
             // SAFETY: as above.
             let key = unsafe { pem_source(o.key_file, o.key_pem, o.key_pem_len) }?;
-            let server_name = if o.server_name.is_null() {
-                None
-            } else {
-                // SAFETY: as above.
-                Some(unsafe { str_arg(o.server_name) }?)
-            };
+            // SAFETY: as above.
+            let server_name = unsafe { opt_str_arg(o.server_name) }?;
             let alpn: Vec<&str> = if o.alpn.is_null() {
                 Vec::new()
             } else {
