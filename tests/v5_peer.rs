@@ -234,6 +234,54 @@ fn maximum_qos_and_retain_available_refuse_what_the_server_cannot_take() {
     client.close();
 }
 
+/// What was accepted offline and breaks the limits the CONNACK then announces
+/// is not sent (the server would close the connection for it): each QoS 1/2
+/// message gets its PUBACK/PUBCOMP callback with the error a publish after
+/// the CONNACK would have returned, and the rest goes out.
+#[test]
+fn messages_queued_before_the_connack_obey_its_limits() {
+    const MAX: usize = 64;
+    let (client, rx) = v5_client("v5-queued-limits", true);
+    client.set_queue_qos0_offline(true);
+    let too_big = client
+        .publish("t", &[b'x'; MAX], QoS::AtLeastOnce, false)
+        .unwrap();
+    let retained = client.publish("t", b"r", QoS::AtLeastOnce, true).unwrap();
+    let qos2 = client.publish("t", b"2", QoS::ExactlyOnce, false).unwrap();
+    client
+        .publish("t", &[b'y'; MAX], QoS::AtMostOnce, false)
+        .unwrap();
+    let fine = client.publish("t", b"ok", QoS::AtLeastOnce, false).unwrap();
+    assert_eq!(client.queued_len(), 5);
+    client.loop_start(None).unwrap();
+    let peer = ScriptedPeer::bind();
+    let connack = props(|p| {
+        p.push_int(prop::MAXIMUM_PACKET_SIZE, MAX as u32).unwrap();
+        p.push_int(prop::MAXIMUM_QOS, 1).unwrap();
+        p.push_int(prop::RETAIN_AVAILABLE, 0).unwrap();
+    });
+    let (mut conn, _) = connect_v5(&client, &peer, connack.as_properties());
+    expect_connack(&rx);
+    let refused = |mid: u16, command: Command, error: Error| {
+        expect(&rx, "the refusal", |e| {
+            e.command == command && e.mid == mid && e.error == Some(error)
+        });
+    };
+    refused(too_big, Command::PubAck, Error::PacketTooLarge);
+    refused(retained, Command::PubAck, Error::NotSupported);
+    refused(qos2, Command::PubComp, Error::NotSupported);
+    // Only the message the server can take reaches it.
+    let p = conn.expect_type(3, TIMEOUT);
+    assert_eq!((p.publish().pkid, p.publish().payload), (fine, &b"ok"[..]));
+    conn.send_packet(&Packet::puback(fine));
+    expect(&rx, "PUBACK", |e| {
+        e.command == Command::PubAck && e.mid == fine && e.error.is_none()
+    });
+    conn.expect_silence(ms(100));
+    assert_eq!(client.inflight_len() + client.queued_len(), 0);
+    client.close();
+}
+
 // ---------------------------------------------------------------------------
 // 4. Assigned Client Identifier
 // ---------------------------------------------------------------------------

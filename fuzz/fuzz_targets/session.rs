@@ -262,10 +262,10 @@ struct Unwritten {
 }
 
 /// Whether messages and requests made before a CONNACK must obey its limits
-/// too (`MQTT_FUZZ_STRICT_LIMITS` set). They do not yet: the session checks
-/// the server's limits when the application calls, and sends what was queued
-/// or in flight before the CONNACK whatever that CONNACK says (a message
-/// queued offline, then a Maximum Packet Size below its size). Off by
+/// too (`MQTT_FUZZ_STRICT_LIMITS` set). Messages do: the session refuses, at
+/// the CONNACK, what was queued or in flight before it and breaks its limits
+/// (`Session::take_refused`). Requests do not yet: a SUBSCRIBE made offline
+/// is sent whatever Maximum Packet Size the CONNACK then announces. Off by
 /// default so that the target finds other bugs.
 static STRICT_LIMITS: LazyLock<bool> =
     LazyLock::new(|| std::env::var_os("MQTT_FUZZ_STRICT_LIMITS").is_some());
@@ -823,6 +823,18 @@ impl Harness {
                 for id in self.session.take_unresolved() {
                     assert!(!ack.session_present, "{id} given up with the session kept");
                     self.finish(id, Flow::Publish(QoS::ExactlyOnce));
+                }
+                // Accepted before this CONNACK, above its limits: refused,
+                // never sent, their flows ended by the refusal.
+                for (id, qos, error) in self.session.take_refused() {
+                    assert!(self.v5, "message {id} refused under 3.1.1");
+                    assert!(matches!(error, Error::PacketTooLarge | Error::NotSupported));
+                    if qos != QoS::AtMostOnce {
+                        self.finish(id, Flow::Publish(qos));
+                        if let Some(v5) = &mut self.wire.v5 {
+                            v5.vetted_queued.remove(&id);
+                        }
+                    }
                 }
                 if self.v5 {
                     let props = ack.properties.unwrap_or_default();

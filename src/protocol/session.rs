@@ -600,6 +600,10 @@ pub struct Session {
     /// QoS 2 messages the broker acknowledged (PUBREC) and then reconnected
     /// without their session: their outcome is unknown. See `take_unresolved`.
     unresolved: Vec<u16>,
+    /// Messages accepted before a CONNACK whose limits they break (MQTT 5:
+    /// Maximum Packet Size, Maximum QoS, Retain Available): not sent, and
+    /// reported by the reactor (see `take_refused`).
+    refused: Vec<(u16, QoS, Error)>,
     seq: u64,
     /// Encoded packets not yet written; `outbox[outbox_start..]` is pending.
     /// One buffer reused for the whole session so sending allocates nothing.
@@ -648,6 +652,7 @@ impl Session {
             subscriptions: BTreeMap::new(),
             held: HashMap::new(),
             unresolved: Vec::new(),
+            refused: Vec::new(),
             spare_packets: Vec::new(),
             spare_messages: Vec::new(),
             seq: 0,
@@ -856,6 +861,70 @@ impl Session {
     /// session, so they were neither completed nor may be published again.
     pub fn take_unresolved(&mut self) -> Vec<u16> {
         std::mem::take(&mut self.unresolved)
+    }
+
+    /// Messages the last CONNACK's limits refused before they were sent:
+    /// mid (0 for QoS 0), QoS, and the error a publish made after that
+    /// CONNACK would have returned (`PacketTooLarge`, `NotSupported`).
+    pub fn take_refused(&mut self) -> Vec<(u16, QoS, Error)> {
+        std::mem::take(&mut self.refused)
+    }
+
+    /// Why the server just announced could not take this encoded PUBLISH.
+    fn over_server_limits(&self, packet: &[u8]) -> Option<Error> {
+        let flags = packet.first()?;
+        let qos = QoS::from_u8((flags >> 1) & 3)?;
+        let retain = flags & 1 == 1;
+        if self
+            .server
+            .maximum_packet_size
+            .is_some_and(|max| packet.len() > max as usize)
+        {
+            return Some(Error::PacketTooLarge);
+        }
+        (qos > self.server.maximum_qos || (retain && !self.server.retain_available))
+            .then_some(Error::NotSupported)
+    }
+
+    /// After an MQTT 5 CONNACK: take out what was accepted before it and
+    /// breaks its limits (sending it would only get the connection closed),
+    /// for `take_refused`. Flows past PUBREC only send PUBREL: kept.
+    fn refuse_over_limits(&mut self) {
+        let mut refused = std::mem::take(&mut self.refused);
+        let over: Vec<(u16, Error)> = self
+            .inflight
+            .iter()
+            .filter(|(_, o)| o.stage != Awaiting::PubComp)
+            .filter_map(|(&id, o)| Some((id, self.over_server_limits(&o.packet)?)))
+            .collect();
+        for (id, error) in over {
+            if let Some(out) = self.inflight.remove(&id) {
+                let qos = QoS::from_u8((out.packet[0] >> 1) & 3).unwrap_or(QoS::AtLeastOnce);
+                self.recycle_packet(out.packet);
+                refused.push((id, qos, error));
+            }
+        }
+        let mut kept = VecDeque::with_capacity(self.queue.len());
+        while let Some(q) = self.queue.pop_front() {
+            match self.over_server_limits(&q.packet) {
+                Some(error) => {
+                    self.queued_bytes -= q.cost;
+                    refused.push((q.mid, q.qos, error));
+                    self.recycle_packet(q.packet);
+                }
+                None => kept.push_back(q),
+            }
+        }
+        self.queue = kept;
+        for &(id, qos, _) in &refused {
+            if qos != QoS::AtMostOnce {
+                if let Some(durable) = self.durable.as_mut() {
+                    let _ = durable.remove_outgoing(id);
+                }
+                self.ids.release(id);
+            }
+        }
+        self.refused = refused;
     }
 
     /// Change the in-flight window; a raised one takes queued messages, oldest
@@ -1732,6 +1801,7 @@ impl Session {
                     .topic_alias_max
                     .min(self.server.topic_alias_maximum),
             );
+            self.refuse_over_limits();
         }
 
         // (1) The broker forgot its half of the incoming QoS 2 flows: a later

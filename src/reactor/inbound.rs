@@ -12,7 +12,7 @@ use super::core::Core;
 use crate::Error;
 use crate::dispatch::{Command, Data, MessageView};
 use crate::log::{Level, log};
-use crate::protocol::codec::{self, Decoded, Packet, ProtocolVersion};
+use crate::protocol::codec::{self, Decoded, Packet, ProtocolVersion, QoS};
 use crate::protocol::properties::{self as prop, Properties};
 use crate::protocol::session::{Incoming, Message};
 use crate::protocol::v5::{self, AfterRefusal};
@@ -97,6 +97,28 @@ impl Connection {
                         let mut data = Data::new(Command::PubComp);
                         data.mid = mid;
                         data.error = Some(Error::SessionLost);
+                        core.run_callbacks(&data);
+                    }
+                    let refused = core.session().take_refused();
+                    for (mid, qos, error) in refused {
+                        if core.is_closed() {
+                            break;
+                        }
+                        log!(
+                            core,
+                            Level::Warn,
+                            "message {mid} (QoS {}) not sent: the broker's CONNACK does not allow it ({error})",
+                            qos as u8
+                        );
+                        // Reported as the broker's refusal would be; QoS 0 has no ack.
+                        let command = match qos {
+                            QoS::AtMostOnce => continue,
+                            QoS::AtLeastOnce => Command::PubAck,
+                            QoS::ExactlyOnce => Command::PubComp,
+                        };
+                        let mut data = Data::new(command);
+                        data.mid = mid;
+                        data.error = Some(error);
                         core.run_callbacks(&data);
                     }
                     if core.is_closed() || self.conn.is_none() {
