@@ -609,8 +609,18 @@ fn session_scenario(b: &AnyBroker, race: bool) {
     }
 
     // clean_session=1 ends the session: nothing is kept after it.
-    s.disconnect().unwrap();
-    disconnected(&s_rx);
+    match s.disconnect() {
+        Ok(()) => {
+            disconnected(&s_rx);
+        }
+        // aedes may have ended that connection over the crossed packet ids
+        // of its OfflineReplayRace (seen in CI): the client is between
+        // connections, which is all this step needs.
+        Err(Error::NotConnected) if race && deviates(b.kind(), Deviation::OfflineReplayRace) => {
+            eprintln!("OfflineReplayRace: the broker had closed the connection");
+        }
+        Err(e) => panic!("{}: disconnect: {e:?}", b.kind().name()),
+    }
     s.loop_stop().unwrap();
     let (fresh, fresh_rx) = client(b, "ps-sub", true);
     assert!(
