@@ -236,8 +236,9 @@ fn maximum_qos_and_retain_available_refuse_what_the_server_cannot_take() {
 
 /// What was accepted offline and breaks the limits the CONNACK then announces
 /// is not sent (the server would close the connection for it): each QoS 1/2
-/// message gets its PUBACK/PUBCOMP callback with the error a publish after
-/// the CONNACK would have returned, and the rest goes out.
+/// message gets its PUBACK/PUBCOMP callback, each request its SUBACK/UNSUBACK
+/// callback, with the error the same call after the CONNACK would have
+/// returned, and the rest goes out.
 #[test]
 fn messages_queued_before_the_connack_obey_its_limits() {
     const MAX: usize = 64;
@@ -253,6 +254,11 @@ fn messages_queued_before_the_connack_obey_its_limits() {
         .unwrap();
     let fine = client.publish("t", b"ok", QoS::AtLeastOnce, false).unwrap();
     assert_eq!(client.queued_len(), 5);
+    let long_filter = "f/".repeat(MAX / 2);
+    let big_subscribe = client
+        .subscribe(&[(long_filter.as_str(), QoS::AtLeastOnce)])
+        .unwrap();
+    let big_unsubscribe = client.unsubscribe(&[long_filter.as_str()]).unwrap();
     client.loop_start(None).unwrap();
     let peer = ScriptedPeer::bind();
     let connack = props(|p| {
@@ -270,6 +276,8 @@ fn messages_queued_before_the_connack_obey_its_limits() {
     refused(too_big, Command::PubAck, Error::PacketTooLarge);
     refused(retained, Command::PubAck, Error::NotSupported);
     refused(qos2, Command::PubComp, Error::NotSupported);
+    refused(big_subscribe, Command::SubAck, Error::PacketTooLarge);
+    refused(big_unsubscribe, Command::UnsubAck, Error::PacketTooLarge);
     // Only the message the server can take reaches it.
     let p = conn.expect_type(3, TIMEOUT);
     assert_eq!((p.publish().pkid, p.publish().payload), (fine, &b"ok"[..]));

@@ -337,6 +337,14 @@ const IDS_PER_CHUNK: usize = 4096;
 const WORDS_PER_CHUNK: usize = IDS_PER_CHUNK / 64;
 const ID_CHUNKS: usize = 65536 / IDS_PER_CHUNK;
 
+/// What a CONNACK's limits refused before it was sent (`Session::take_refused`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    Publish(QoS),
+    Subscribe,
+    Unsubscribe,
+}
+
 /// Packet ids in use, as a 65536-bit set, plus the rolling counter. The set is
 /// 16 chunks of 4096 ids, each allocated while an id in it is taken: an idle
 /// client (thousands on one reactor) holds none, a busy one the chunk its
@@ -528,14 +536,9 @@ struct Pending {
 }
 
 impl Request {
-    /// Encode in the form of the connection: a request made under MQTT 5 and
-    /// sent after a switch to 3.1.1 loses its MQTT 5 options.
-    fn encode(
-        &self,
-        pkid: u16,
-        v5: bool,
-        out: &mut Vec<u8>,
-    ) -> std::result::Result<usize, CodecError> {
+    /// The packet in the form of the connection: a request made under MQTT 5
+    /// and sent after a switch to 3.1.1 loses its MQTT 5 options.
+    fn packet(&self, pkid: u16, v5: bool) -> Packet<'_> {
         match self {
             Request::Subscribe {
                 filters,
@@ -548,8 +551,7 @@ impl Request {
                     .map(|(f, o)| (f.as_str(), if v5 { *o } else { o.qos.into() }))
                     .collect(),
                 properties: v5.then(|| properties.as_properties()),
-            })
-            .encode(out),
+            }),
             Request::Unsubscribe {
                 filters,
                 properties,
@@ -557,9 +559,21 @@ impl Request {
                 pkid,
                 filters: filters.iter().map(String::as_str).collect(),
                 properties: v5.then(|| properties.as_properties()),
-            })
-            .encode(out),
+            }),
         }
+    }
+
+    fn encode(
+        &self,
+        pkid: u16,
+        v5: bool,
+        out: &mut Vec<u8>,
+    ) -> std::result::Result<usize, CodecError> {
+        self.packet(pkid, v5).encode(out)
+    }
+
+    fn encoded_len(&self, pkid: u16, v5: bool) -> Option<usize> {
+        self.packet(pkid, v5).encoded_len().ok()
     }
 
     fn filters(&self) -> impl Iterator<Item = &str> {
@@ -600,10 +614,10 @@ pub struct Session {
     /// QoS 2 messages the broker acknowledged (PUBREC) and then reconnected
     /// without their session: their outcome is unknown. See `take_unresolved`.
     unresolved: Vec<u16>,
-    /// Messages accepted before a CONNACK whose limits they break (MQTT 5:
-    /// Maximum Packet Size, Maximum QoS, Retain Available): not sent, and
-    /// reported by the reactor (see `take_refused`).
-    refused: Vec<(u16, QoS, Error)>,
+    /// Messages and requests accepted before a CONNACK whose limits they
+    /// break (MQTT 5: Maximum Packet Size, Maximum QoS, Retain Available):
+    /// not sent, and reported by the reactor (see `take_refused`).
+    refused: Vec<(u16, Refused, Error)>,
     seq: u64,
     /// Encoded packets not yet written; `outbox[outbox_start..]` is pending.
     /// One buffer reused for the whole session so sending allocates nothing.
@@ -863,10 +877,10 @@ impl Session {
         std::mem::take(&mut self.unresolved)
     }
 
-    /// Messages the last CONNACK's limits refused before they were sent:
-    /// mid (0 for QoS 0), QoS, and the error a publish made after that
-    /// CONNACK would have returned (`PacketTooLarge`, `NotSupported`).
-    pub fn take_refused(&mut self) -> Vec<(u16, QoS, Error)> {
+    /// What the last CONNACK's limits refused before it was sent: mid (0 for
+    /// a QoS 0 message), what it was, and the error the same call made after
+    /// that CONNACK would have returned (`PacketTooLarge`, `NotSupported`).
+    pub fn take_refused(&mut self) -> Vec<(u16, Refused, Error)> {
         std::mem::take(&mut self.refused)
     }
 
@@ -891,17 +905,19 @@ impl Session {
     /// for `take_refused`. Flows past PUBREC only send PUBREL: kept.
     fn refuse_over_limits(&mut self) {
         let mut refused = std::mem::take(&mut self.refused);
-        let over: Vec<(u16, Error)> = self
+        let mut over: Vec<(u64, u16, Error)> = self
             .inflight
             .iter()
             .filter(|(_, o)| o.stage != Awaiting::PubComp)
-            .filter_map(|(&id, o)| Some((id, self.over_server_limits(&o.packet)?)))
+            .filter_map(|(&id, o)| Some((o.seq, id, self.over_server_limits(&o.packet)?)))
             .collect();
-        for (id, error) in over {
+        // Reported in the order they were sent.
+        over.sort_unstable_by_key(|&(seq, ..)| seq);
+        for (_, id, error) in over {
             if let Some(out) = self.inflight.remove(&id) {
                 let qos = QoS::from_u8((out.packet[0] >> 1) & 3).unwrap_or(QoS::AtLeastOnce);
                 self.recycle_packet(out.packet);
-                refused.push((id, qos, error));
+                refused.push((id, Refused::Publish(qos), error));
             }
         }
         let mut kept = VecDeque::with_capacity(self.queue.len());
@@ -909,19 +925,47 @@ impl Session {
             match self.over_server_limits(&q.packet) {
                 Some(error) => {
                     self.queued_bytes -= q.cost;
-                    refused.push((q.mid, q.qos, error));
+                    refused.push((q.mid, Refused::Publish(q.qos), error));
                     self.recycle_packet(q.packet);
                 }
                 None => kept.push_back(q),
             }
         }
         self.queue = kept;
-        for &(id, qos, _) in &refused {
-            if qos != QoS::AtMostOnce {
+        for &(id, what, _) in &refused {
+            if what != Refused::Publish(QoS::AtMostOnce) {
                 if let Some(durable) = self.durable.as_mut() {
                     let _ = durable.remove_outgoing(id);
                 }
                 self.ids.release(id);
+            }
+        }
+        if let Some(max) = self.server.maximum_packet_size {
+            let mut over: Vec<(u64, u16)> = self
+                .requests
+                .iter()
+                .filter(|&(&id, p)| {
+                    p.request
+                        .encoded_len(id, self.v5)
+                        .is_some_and(|len| len > max as usize)
+                })
+                .map(|(&id, p)| (p.seq, id))
+                .collect();
+            // Reported in the order they were made.
+            over.sort_unstable();
+            for (_, id) in over {
+                let Some(pending) = self.requests.remove(&id) else {
+                    continue;
+                };
+                self.ids.release(id);
+                let what = match pending.request {
+                    // Its filters are the tracked ones: a later resubscription
+                    // splits them to fit.
+                    Request::Subscribe { internal: true, .. } => continue,
+                    Request::Subscribe { .. } => Refused::Subscribe,
+                    Request::Unsubscribe { .. } => Refused::Unsubscribe,
+                };
+                refused.push((id, what, Error::PacketTooLarge));
             }
         }
         self.refused = refused;
@@ -1952,7 +1996,14 @@ impl Session {
                     properties,
                     internal: true,
                 };
-                if request.encode(mid, v5, &mut self.outbox).is_err() {
+                // A filter that alone does not fit this server's Maximum
+                // Packet Size cannot be restored here (the server would close
+                // the connection): it stays tracked, for a later server.
+                if request
+                    .encoded_len(mid, v5)
+                    .is_none_or(|len| len > max_packet_size)
+                    || request.encode(mid, v5, &mut self.outbox).is_err()
+                {
                     continue;
                 }
                 self.ids.reserve(mid);

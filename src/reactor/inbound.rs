@@ -14,7 +14,7 @@ use crate::dispatch::{Command, Data, MessageView};
 use crate::log::{Level, log};
 use crate::protocol::codec::{self, Decoded, Packet, ProtocolVersion, QoS};
 use crate::protocol::properties::{self as prop, Properties};
-use crate::protocol::session::{Incoming, Message};
+use crate::protocol::session::{Incoming, Message, Refused};
 use crate::protocol::v5::{self, AfterRefusal};
 
 impl Connection {
@@ -100,21 +100,22 @@ impl Connection {
                         core.run_callbacks(&data);
                     }
                     let refused = core.session().take_refused();
-                    for (mid, qos, error) in refused {
+                    for (mid, what, error) in refused {
                         if core.is_closed() {
                             break;
                         }
                         log!(
                             core,
                             Level::Warn,
-                            "message {mid} (QoS {}) not sent: the broker's CONNACK does not allow it ({error})",
-                            qos as u8
+                            "{what:?} {mid} not sent: the broker's CONNACK does not allow it ({error})"
                         );
                         // Reported as the broker's refusal would be; QoS 0 has no ack.
-                        let command = match qos {
-                            QoS::AtMostOnce => continue,
-                            QoS::AtLeastOnce => Command::PubAck,
-                            QoS::ExactlyOnce => Command::PubComp,
+                        let command = match what {
+                            Refused::Publish(QoS::AtMostOnce) => continue,
+                            Refused::Publish(QoS::AtLeastOnce) => Command::PubAck,
+                            Refused::Publish(QoS::ExactlyOnce) => Command::PubComp,
+                            Refused::Subscribe => Command::SubAck,
+                            Refused::Unsubscribe => Command::UnsubAck,
                         };
                         let mut data = Data::new(command);
                         data.mid = mid;
