@@ -779,12 +779,11 @@ fn read_client_frame(s: &mut impl Read) -> std::io::Result<Vec<u8>> {
     Ok(payload)
 }
 
-#[test]
-fn a_close_frame_mid_publish_ends_the_connection_with_an_error() {
-    // A WebSocket server that upgrades and accepts the CONNECT, waits for the
-    // client's first PUBLISH, then sends the first 10 bytes of a 22-byte
-    // PUBLISH in a binary frame and a close frame. Returns whether the client
-    // closed the TCP connection by itself.
+/// A WebSocket server that upgrades and accepts the CONNECT, waits for the
+/// client's first PUBLISH, then sends `fault`. The client must end the live
+/// connection with a protocol error (not a timeout), close the TCP
+/// connection by itself, and deliver nothing of what the fault carried.
+fn live_ws_fault(id: &str, fault: Vec<u8>) {
     let listener = TcpListener::bind((HOST, 0)).unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = thread::spawn(move || -> bool {
@@ -802,10 +801,7 @@ fn a_close_frame_mid_publish_ends_the_connection_with_an_error() {
         assert_eq!(connect[0], 0x10, "CONNECT first");
         s.write_all(&[0x82, 4, 0x20, 2, 0, 0]).unwrap();
         while read_client_frame(&mut s).unwrap()[0] & 0xF0 != 0x30 {}
-        let mut half = vec![0x82, 10, 0x30, 20, 0, 5];
-        half.extend_from_slice(b"mid/xh");
-        s.write_all(&half).unwrap();
-        s.write_all(&[0x88, 2, 0x03, 0xE8]).unwrap();
+        s.write_all(&fault).unwrap();
         // Whatever the client says now (a close frame, say), then its FIN.
         let mut sink = [0u8; 1024];
         loop {
@@ -817,7 +813,7 @@ fn a_close_frame_mid_publish_ends_the_connection_with_an_error() {
             }
         }
     });
-    let (client, rx) = recorded_client("wired-ws-close-mid");
+    let (client, rx) = recorded_client(id);
     client
         .connect_uri(&format!("ws://{HOST}:{port}/mqtt"), 30)
         .unwrap();
@@ -826,19 +822,44 @@ fn a_close_frame_mid_publish_ends_the_connection_with_an_error() {
         .publish("trigger", b"go", QoS::AtMostOnce, false)
         .unwrap();
     let started = Instant::now();
-    let lost = expect_lost(&rx, "DISCONNECT after the close frame");
+    let lost = expect_lost(&rx, "DISCONNECT after the fault");
     assert_eq!(lost.error, Some(Error::ProtocolViolation));
     assert!(started.elapsed() < TIMEOUT, "not a timeout");
     assert!(!client.is_connected());
     assert!(server.join().unwrap(), "the client closed the connection");
-    // Nothing of the half message was delivered.
     assert!(
         !events::drain(&rx)
             .iter()
             .any(|e| e.command == Command::Publish),
-        "a message from half a PUBLISH"
+        "a message delivered from the fault"
     );
     client.close();
+}
+
+#[test]
+fn a_close_frame_mid_publish_ends_the_connection_with_an_error() {
+    // The first 10 bytes of a 22-byte PUBLISH in a binary frame, then a close.
+    let mut fault = vec![0x82, 10, 0x30, 20, 0, 5];
+    fault.extend_from_slice(b"mid/xh");
+    fault.extend_from_slice(&[0x88, 2, 0x03, 0xE8]);
+    live_ws_fault("wired-ws-close-mid", fault);
+}
+
+#[test]
+fn a_text_frame_on_a_live_connection_ends_it_with_an_error() {
+    // A whole PUBLISH, but in a text frame.
+    let mut fault = vec![0x81, 9, 0x30, 7, 0, 3];
+    fault.extend_from_slice(b"t/xhi");
+    live_ws_fault("wired-ws-text-live", fault);
+}
+
+#[test]
+fn an_oversize_frame_on_a_live_connection_ends_it_with_an_error() {
+    // A binary frame announcing 2^40 bytes, then the start of its payload.
+    let mut fault = vec![0x82, 127];
+    fault.extend_from_slice(&(1u64 << 40).to_be_bytes());
+    fault.extend_from_slice(&[0x30, 8, 0, 3]);
+    live_ws_fault("wired-ws-oversize-live", fault);
 }
 
 // ---- URIs ------------------------------------------------------------------------------
