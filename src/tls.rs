@@ -171,7 +171,14 @@ impl TlsSetup {
             None => ServerName::try_from(host.to_owned()).map_err(|_| Error::TlsHostname)?,
         };
         let tls = ClientConnection::new(self.config.clone(), name).map_err(|_| Error::Internal)?;
-        Ok(TlsStream { tcp, tls })
+        Ok(TlsStream {
+            tcp,
+            tls,
+            inbuf: Vec::new(),
+            in_start: 0,
+            in_end: 0,
+            socket_short: false,
+        })
     }
 }
 
@@ -237,10 +244,26 @@ fn tls_io_error(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
+/// Ciphertext taken from the socket per `recv`: several full records.
+/// rustls reading the socket itself asks for at most one record (about
+/// 16.4 KiB) and, whenever its buffer ran empty, for 4 KiB, then 8, 12, 16
+/// (growing, and reallocating, its buffer each time): a 16-KiB message took 1 to
+/// 5 `recvfrom` calls.
+const TLS_READ_AHEAD: usize = 64 * 1024;
+
 /// A rustls client connection over a non-blocking TCP stream.
 pub(crate) struct TlsStream {
     pub(crate) tcp: TcpStream,
     tls: ClientConnection,
+    /// Ciphertext read from the socket, not yet handed to rustls:
+    /// `inbuf[in_start..in_end]`. Allocated at the first read after the
+    /// handshake.
+    inbuf: Vec<u8>,
+    in_start: usize,
+    in_end: usize,
+    /// The last socket read filled less than `inbuf`: the socket was empty
+    /// then, so the next edge reports new bytes (epoll(7)).
+    socket_short: bool,
 }
 
 /// What one handshake step achieved.
@@ -296,6 +319,10 @@ impl TlsStream {
     /// Decrypted bytes into `buf`: `Ok(0)` at the end of the stream (also an
     /// unclean one), `WouldBlock` once the socket is drained, rustls errors as
     /// `InvalidData` carrying the `rustls::Error` (see [`error_from_io`]).
+    ///
+    /// The socket is read `TLS_READ_AHEAD` bytes at a time into `inbuf`,
+    /// and rustls is fed from there (a copy in memory instead of a system
+    /// call per record or per 4 KiB).
     pub(crate) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             match self.tls.reader().read(buf) {
@@ -304,10 +331,44 @@ impl TlsStream {
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
                 Err(e) => return Err(e),
             }
-            // No plaintext buffered: decrypt more from the socket.
-            self.tls.read_tls(&mut self.tcp)?;
+            // No plaintext buffered: decrypt more, from the socket if
+            // nothing read ahead is left.
+            if self.in_start == self.in_end {
+                if self.inbuf.is_empty() {
+                    self.inbuf = vec![0; TLS_READ_AHEAD];
+                }
+                let n = self.tcp.read(&mut self.inbuf)?;
+                self.in_start = 0;
+                self.in_end = n;
+                self.socket_short = n < self.inbuf.len();
+                if n == 0 {
+                    // The end of the stream: rustls tells a close_notify
+                    // (Ok(0) above) from an unclean end (UnexpectedEof).
+                    self.tls.read_tls(&mut io::empty())?;
+                    self.tls.process_new_packets().map_err(tls_io_error)?;
+                    continue;
+                }
+            }
+            let mut ahead = &self.inbuf[self.in_start..self.in_end];
+            let taken = self.tls.read_tls(&mut ahead)?;
+            if taken == 0 {
+                // close_notify received: rustls takes nothing more.
+                self.in_start = self.in_end;
+                return Ok(0);
+            }
+            self.in_start += taken;
             self.tls.process_new_packets().map_err(tls_io_error)?;
         }
+    }
+
+    /// After a read that returned `n` bytes into a buffer of `space`: all
+    /// that the socket held has been decrypted and handed out (the last
+    /// socket read was short, nothing read ahead is left, and rustls filled
+    /// less than the buffer, so it holds no more plaintext). The next edge
+    /// then reports new bytes, and the read that would only say `WouldBlock`
+    /// can be skipped.
+    pub(crate) fn is_drained(&self, short: bool) -> bool {
+        short && self.socket_short && self.in_start == self.in_end
     }
 
     /// Encrypt as much of `data` as rustls buffers (up to its 64 KiB limit)

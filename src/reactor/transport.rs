@@ -76,15 +76,18 @@ impl Transport {
     /// After a read that returned bytes (`short`: fewer than asked): the
     /// socket is known to hold no more, so the next edge will report new
     /// bytes (epoll(7)). TCP: a short read took all it held; WebSocket over
-    /// TCP: the same, once the frames it read were all handed out. Never for
-    /// TLS, whose plaintext comes in records.
+    /// TCP: the same, once the frames it read were all handed out; TLS: a
+    /// short read from the socket, all of it decrypted and handed out. Never
+    /// for WebSocket over TLS.
     #[inline]
     pub fn drained(&self, short: bool) -> bool {
         match self {
             Transport::Plain(_) => short,
             Transport::Ws(ws) => ws.is_drained(),
             #[cfg(feature = "tls")]
-            Transport::Tls(_) | Transport::Wss(_) => false,
+            Transport::Tls(tls) => tls.is_drained(short),
+            #[cfg(feature = "tls")]
+            Transport::Wss(_) => false,
         }
     }
 
