@@ -69,6 +69,17 @@ impl Transport {
         }
     }
 
+    /// [`write`](Self::write) for a stream of whole MQTT packets (the
+    /// session's outbox): over TLS, records then end where packets end.
+    #[inline]
+    pub fn write_packets(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            #[cfg(feature = "tls")]
+            Transport::Tls(tls) => tls.write_packets(data),
+            _ => self.write(data),
+        }
+    }
+
     pub fn is_plain(&self) -> bool {
         matches!(self, Transport::Plain(_))
     }
