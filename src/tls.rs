@@ -472,8 +472,9 @@ impl TlsStream {
             };
             self.packet_left = left_after(rest, self.packet_left, n);
             taken += n;
-            if n < chunk {
-                // rustls's buffer is full.
+            if n < chunk || chunk >= MAX_FRAGMENT {
+                // rustls's buffer is full; or a packet of a record or more
+                // was taken: it goes out on its own.
                 break;
             }
         }
