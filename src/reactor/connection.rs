@@ -1183,7 +1183,7 @@ impl Connection {
             if pending.is_empty() && !conn.transport.has_buffered_output() {
                 return Ok(());
             }
-            match conn.transport.write(pending) {
+            match conn.transport.write_packets(pending) {
                 // TLS: the records still buffered are written out.
                 Ok(0) if pending.is_empty() => return Ok(()),
                 Ok(0) => return Err(Error::ConnectionLost),
@@ -1340,7 +1340,7 @@ impl Connection {
             return Ok(());
         }
         let mut session = core.session();
-        let n = conn.transport.write(session.pending_transmit())?;
+        let n = conn.transport.write_packets(session.pending_transmit())?;
         session.consume_transmit(Instant::now(), n);
         Ok(())
     }

@@ -69,6 +69,17 @@ impl Transport {
         }
     }
 
+    /// [`write`](Self::write) for a stream of whole MQTT packets (the
+    /// session's outbox): over TLS, records then end where packets end.
+    #[inline]
+    pub fn write_packets(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            #[cfg(feature = "tls")]
+            Transport::Tls(tls) => tls.write_packets(data),
+            _ => self.write(data),
+        }
+    }
+
     pub fn is_plain(&self) -> bool {
         matches!(self, Transport::Plain(_))
     }
@@ -76,15 +87,18 @@ impl Transport {
     /// After a read that returned bytes (`short`: fewer than asked): the
     /// socket is known to hold no more, so the next edge will report new
     /// bytes (epoll(7)). TCP: a short read took all it held; WebSocket over
-    /// TCP: the same, once the frames it read were all handed out. Never for
-    /// TLS, whose plaintext comes in records.
+    /// TCP: the same, once the frames it read were all handed out; TLS: a
+    /// short read from the socket, all of it decrypted and handed out. Never
+    /// for WebSocket over TLS.
     #[inline]
     pub fn drained(&self, short: bool) -> bool {
         match self {
             Transport::Plain(_) => short,
             Transport::Ws(ws) => ws.is_drained(),
             #[cfg(feature = "tls")]
-            Transport::Tls(_) | Transport::Wss(_) => false,
+            Transport::Tls(tls) => tls.is_drained(short),
+            #[cfg(feature = "tls")]
+            Transport::Wss(_) => false,
         }
     }
 
