@@ -176,8 +176,6 @@ impl Client {
             Arc::new(ServerList {
                 entries,
                 last_good: std::sync::atomic::AtomicUsize::new(0),
-                #[cfg(feature = "tls")]
-                default_tls: std::sync::OnceLock::new(),
             })
         });
         lock(&self.core.options).servers = servers;

@@ -278,14 +278,9 @@ const MAX_FRAGMENT: usize = 16 * 1024;
 /// included), from its fixed header; `None` if that is incomplete or
 /// malformed.
 fn frame_len(data: &[u8]) -> Option<usize> {
-    let mut remaining = 0usize;
-    for (i, &byte) in data.iter().enumerate().skip(1).take(4) {
-        remaining |= usize::from(byte & 0x7f) << (7 * (i - 1));
-        if byte & 0x80 == 0 {
-            return Some(i + 1 + remaining);
-        }
-    }
-    None
+    use crate::protocol::codec::{ProtocolVersion, parse_fixed_header_as};
+    let header = parse_fixed_header_as(data, usize::MAX, ProtocolVersion::V5).ok()?;
+    header.ok().map(|h| h.frame_len())
 }
 
 /// How many bytes of `data` (whole MQTT packets, of which the first `left`

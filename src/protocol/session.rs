@@ -1999,11 +1999,12 @@ impl Session {
                 // A filter that alone does not fit this server's Maximum
                 // Packet Size cannot be restored here (the server would close
                 // the connection): it stays tracked, for a later server.
-                if request
-                    .encoded_len(mid, v5)
-                    .is_none_or(|len| len > max_packet_size)
-                    || request.encode(mid, v5, &mut self.outbox).is_err()
+                let mark = self.outbox.len();
+                if !request
+                    .encode(mid, v5, &mut self.outbox)
+                    .is_ok_and(|len| len <= max_packet_size)
                 {
+                    self.outbox.truncate(mark);
                     continue;
                 }
                 self.ids.reserve(mid);

@@ -70,6 +70,16 @@ impl ConnectGate {
     pub fn has_room(&self) -> bool {
         self.connecting.get() < self.limit.get()
     }
+
+    /// A client starts connecting (room checked, or given by the reactor).
+    pub fn enter(&self) {
+        self.connecting.set(self.connecting.get() + 1);
+    }
+
+    /// A client's attempt is over, or it left the reactor.
+    pub fn leave(&self) {
+        self.connecting.set(self.connecting.get() - 1);
+    }
 }
 
 /// Buffers the reactor lends to the connection it is reading, so that an
@@ -90,47 +100,26 @@ pub(crate) struct Scratch {
 fn transport_for(
     core: &Arc<Core>,
     stream: TcpStream,
-    server: Option<(&ServerList, &Server)>,
+    server: Option<&Server>,
 ) -> Result<Transport, Error> {
     #[allow(unused_mut)]
     let mut options = lock(&core.options);
     let tls_wanted = match server {
-        Some((_, server)) => server.tls,
+        Some(server) => server.tls,
         None => options.scheme.is_some_and(Scheme::is_tls),
     };
     #[cfg(feature = "tls")]
     {
         let (tls, host) = match server {
-            Some((list, server)) if server.tls => {
-                let tls = match options.tls.clone() {
-                    Some(tls) => tls,
-                    None => match list.default_tls.get() {
-                        Some(tls) => tls.clone(),
-                        None => {
-                            let tls = Arc::new(crate::tls::TlsSetup::new(
-                                &crate::tls::TlsOptions::default(),
-                            )?);
-                            list.default_tls.get_or_init(|| tls).clone()
-                        }
-                    },
-                };
-                (Some(tls), server.host.clone())
+            Some(server) if server.tls => {
+                (Some(options.tls_or_system_roots()?), server.host.clone())
             }
             Some(_) => (None, String::new()),
             None => {
                 let tls = match options.scheme {
                     None => options.tls.clone(),
                     Some(_) if !tls_wanted => None,
-                    Some(_) => match options.tls.clone().or_else(|| options.default_tls.clone()) {
-                        Some(tls) => Some(tls),
-                        None => {
-                            let tls = Arc::new(crate::tls::TlsSetup::new(
-                                &crate::tls::TlsOptions::default(),
-                            )?);
-                            options.default_tls = Some(tls.clone());
-                            Some(tls)
-                        }
-                    },
+                    Some(_) => Some(options.tls_or_system_roots()?),
                 };
                 (tls, options.host.clone().unwrap_or_default())
             }
@@ -318,11 +307,11 @@ struct Round {
 }
 
 impl Round {
-    /// The list and the entry being tried.
-    fn current(&self) -> Option<(&ServerList, &Server)> {
+    /// The entry being tried.
+    fn current(&self) -> Option<&Server> {
         let n = self.list.entries.len();
         let index = (self.start + self.tried.checked_sub(1)?) % n;
-        Some((&self.list, self.list.entries.get(index)?))
+        self.list.entries.get(index)
     }
 }
 
@@ -663,7 +652,7 @@ impl Connection {
                 self.connect_deadline = None;
                 return;
             }
-            io.gate.connecting.set(io.gate.connecting.get() + 1);
+            io.gate.enter();
             self.holds_permit = true;
         }
         while let Some(&addr) = self.addrs.get(self.next_addr) {
@@ -684,9 +673,8 @@ impl Connection {
             {
                 continue;
             }
-            let server = self.round.as_ref().and_then(Round::current);
-            let entry = server.map(|(_, entry)| entry);
-            let (transport, (proxy, upgrade)) = match transport_for(core, stream, server)
+            let entry = self.round.as_ref().and_then(Round::current);
+            let (transport, (proxy, upgrade)) = match transport_for(core, stream, entry)
                 .and_then(|t| Ok((t, setup_for(core, entry)?)))
             {
                 Ok(ready) => ready,
@@ -765,10 +753,7 @@ impl Connection {
             server.port
         );
         // Through a proxy, TCP goes to the proxy (the entry is its target).
-        let proxy = lock(&core.options)
-            .proxy
-            .as_ref()
-            .map(|proxy| (proxy.host.bare(), proxy.port));
+        let proxy = lock(&core.options).proxy_addr();
         let (dial_host, dial_port) = proxy.unwrap_or((server.host, server.port));
         if let Ok(ip) = dial_host.parse::<IpAddr>() {
             self.addrs = vec![SocketAddr::new(ip, dial_port)];
@@ -1057,10 +1042,10 @@ impl Connection {
             match conn.transport.read(&mut buf[self.read_end..]) {
                 Ok(0) => return Err(Error::ConnectionLost),
                 Ok(n) => {
-                    // A short read from a TCP socket took all it held (epoll(7)):
-                    // the next edge reports new bytes, so skip the read that
-                    // would only say EAGAIN. Not for TLS, whose plaintext comes
-                    // in records, nor after a FIN, which gives no further edge.
+                    // The socket holds no more (`Transport::drained`: a short
+                    // read, all of it handed out): the next edge reports new
+                    // bytes (epoll(7)), so skip the read that would only say
+                    // EAGAIN. Not after a FIN, which gives no further edge.
                     let drained = conn.transport.drained(n < space) && !conn.read_closed;
                     if drained {
                         conn.readable = false;

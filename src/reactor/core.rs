@@ -37,8 +37,8 @@ pub(crate) struct Options {
     /// `None`: plain TCP.
     #[cfg(feature = "tls")]
     pub tls: Option<Arc<crate::tls::TlsSetup>>,
-    /// mqtts/wss without `tls`: verification against the system's roots,
-    /// loaded once (by `connect_uri`, on the caller's thread).
+    /// mqtts/wss (or an mqtts server-list entry) without `tls`: verification
+    /// against the system's roots, loaded once (see `tls_or_system_roots`).
     #[cfg(feature = "tls")]
     pub default_tls: Option<Arc<crate::tls::TlsSetup>>,
     /// How long a QoS 0 publish waits for room under the unsent-bytes limit
@@ -60,10 +60,30 @@ impl Options {
     /// The address the TCP connection goes to: the proxy's if there is one,
     /// else the broker's.
     pub fn dial_target(&self) -> Option<(String, u16)> {
-        match &self.proxy {
-            Some(proxy) => Some((proxy.host.bare(), proxy.port)),
-            None => self.host.clone().map(|host| (host, self.port)),
+        self.proxy_addr()
+            .or_else(|| self.host.clone().map(|host| (host, self.port)))
+    }
+
+    /// The proxy's host and port, when every connection goes through one.
+    pub fn proxy_addr(&self) -> Option<(String, u16)> {
+        self.proxy
+            .as_ref()
+            .map(|proxy| (proxy.host.bare(), proxy.port))
+    }
+
+    /// The TLS setup of a connection that must use TLS: the client's
+    /// options, else the system's trusted roots, loaded on first need and
+    /// kept for the client's later connections.
+    #[cfg(feature = "tls")]
+    pub fn tls_or_system_roots(&mut self) -> Result<Arc<crate::tls::TlsSetup>> {
+        if let Some(tls) = self.tls.clone().or_else(|| self.default_tls.clone()) {
+            return Ok(tls);
         }
+        let tls = Arc::new(crate::tls::TlsSetup::new(
+            &crate::tls::TlsOptions::default(),
+        )?);
+        self.default_tls = Some(tls.clone());
+        Ok(tls)
     }
 }
 
@@ -83,10 +103,6 @@ pub(crate) struct Server {
 pub(crate) struct ServerList {
     pub entries: Vec<Server>,
     pub last_good: AtomicUsize,
-    /// The TLS setup of `mqtts` entries when the client has no TLS options
-    /// (the system trust store), made once on first need.
-    #[cfg(feature = "tls")]
-    pub default_tls: std::sync::OnceLock<Arc<crate::tls::TlsSetup>>,
 }
 
 /// Turns a host name and port into addresses to try in order, in place of the
@@ -318,7 +334,6 @@ impl Core {
 
     // --- names ---
 
-    /// The host to connect to when it must be resolved (not an IP literal).
     /// The name to resolve for a connection (the proxy's when one is set),
     /// unless it is an IP literal.
     pub fn host_name(&self) -> Option<String> {

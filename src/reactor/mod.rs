@@ -370,7 +370,7 @@ impl Engine {
         let connection = &mut slot.connection;
         if !core.attempt_in_progress() {
             if std::mem::take(&mut connection.holds_permit) {
-                self.gate.connecting.set(self.gate.connecting.get() - 1);
+                self.gate.leave();
             }
             connection.parked = false;
             connection.resume_connect = false;
@@ -400,7 +400,7 @@ impl Engine {
             if std::mem::take(&mut connection.parked) {
                 connection.holds_permit = true;
                 connection.resume_connect = true;
-                self.gate.connecting.set(self.gate.connecting.get() + 1);
+                self.gate.enter();
                 self.carry.push(id.index);
             }
         }
@@ -409,7 +409,7 @@ impl Engine {
     /// A slot leaves with its connection: its room under the limit is free.
     fn leave_gate(gate: &ConnectGate, connection: &mut Connection) {
         if std::mem::take(&mut connection.holds_permit) {
-            gate.connecting.set(gate.connecting.get() - 1);
+            gate.leave();
         }
         connection.in_waiting_room = false;
         // Elsewhere (another reactor) it asks for room again.
