@@ -45,29 +45,9 @@ if [ $build = 1 ]; then
     cc $CFLAGS -o "$bin/bench_many_mosquitto" "$here/bench_many_mosquitto.c" -lmosquitto
     cc $CFLAGS -o "$bin/bench_many_paho" "$here/bench_many_paho.c" -lpaho-mqtt3a -lpthread
 fi
-work=$(mktemp -d "${TMPDIR:-/tmp}/mqtt-many.XXXXXX")
-broker_pid=
-cleanup() {
-    [ -z "$broker_pid" ] || { kill "$broker_pid" 2>/dev/null || true; wait "$broker_pid" 2>/dev/null || true; }
-    rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-mosquitto=$(command -v mosquitto || echo /usr/sbin/mosquitto)
-for attempt in $(seq 1 20); do
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    cat > "$work/mosquitto.conf" <<CONF
-listener $port 127.0.0.1
-allow_anonymous true
-max_connections -1
-set_tcp_nodelay true
-CONF
-    "$mosquitto" -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
-    broker_pid=$!
-    sleep 0.3
-    if kill -0 "$broker_pid" 2>/dev/null; then break; fi
-    broker_pid=
-    [ "$attempt" -lt 20 ] || { echo "many.sh: mosquitto does not start" >&2; cat "$work/mosquitto.log" >&2; exit 1; }
-done
+source "$here/private_broker.sh"
+start_private_broker many "max_connections -1
+set_tcp_nodelay true"
 echo "broker: $($mosquitto -h 2>/dev/null | sed -n 's/^mosquitto version /mosquitto /p' | head -1) on 127.0.0.1:$port"
 results=$work/results
 failed=0

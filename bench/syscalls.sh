@@ -38,31 +38,11 @@ if [ $build = 1 ]; then
     cc $CFLAGS -o "$bin/bench_mosquitto" "$here/bench_mosquitto.c" -lmosquitto
     cc $CFLAGS -o "$bin/bench_raw" "$here/bench_raw.c"
 fi
-work=$(mktemp -d "${TMPDIR:-/tmp}/mqtt-syscalls.XXXXXX")
-broker_pid=
-cleanup() {
-    [ -z "$broker_pid" ] || { kill "$broker_pid" 2>/dev/null || true; wait "$broker_pid" 2>/dev/null || true; }
-    rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-mosquitto=$(command -v mosquitto || echo /usr/sbin/mosquitto)
-for attempt in $(seq 1 20); do
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    cat > "$work/mosquitto.conf" <<CONF
-listener $port 127.0.0.1
-allow_anonymous true
-set_tcp_nodelay true
+source "$here/private_broker.sh"
+start_private_broker syscalls "set_tcp_nodelay true
 max_inflight_messages $window
 max_queued_messages 0
-max_queued_bytes 0
-CONF
-    "$mosquitto" -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
-    broker_pid=$!
-    sleep 0.3
-    if kill -0 "$broker_pid" 2>/dev/null; then break; fi
-    broker_pid=
-    [ "$attempt" -lt 20 ] || { echo "syscalls.sh: mosquitto does not start" >&2; exit 1; }
-done
+max_queued_bytes 0"
 syscalls() { grep raw_syscalls "$1" | cut -d, -f1; }
 failed=0
 for round in $(seq 1 "$rounds"); do
