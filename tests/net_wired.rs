@@ -322,31 +322,52 @@ fn the_external_loop_through_either_proxy() {
 
 // ---- automatic reconnection -----------------------------------------------------------
 
-#[test]
-fn reconnects_by_itself_over_ws_after_the_broker_restarts() {
-    let broker = WsBroker::start("/mqtt");
+/// The WebSocket `broker` dies under a live `scheme` connection and `restart`
+/// starts it again on the same port: the client comes back by itself and a
+/// round trip passes (aedes forgot the subscription: round_trip subscribes
+/// again).
+fn comes_back_after_a_ws_broker_restart(
+    id: &str,
+    scheme: &str,
+    broker: WsBroker,
+    ca: Option<&std::path::Path>,
+    restart: impl FnOnce(u16) -> WsBroker,
+) {
     let port = broker.port();
-    let (client, rx) = recorded_client("wired-ws-reconnect");
+    let (client, rx) = recorded_client(id);
     client
         .set_reconnect(Some((
             Duration::from_millis(50),
             Duration::from_millis(200),
         )))
         .unwrap();
+    if let Some(ca) = ca {
+        client.set_tls(Some(&ca_only(ca))).unwrap();
+    }
     client
-        .connect_uri(&format!("ws://{HOST}:{port}/mqtt"), 30)
+        .connect_uri(&format!("{scheme}://{HOST}:{port}/mqtt"), 30)
         .unwrap();
     client.loop_start(None).unwrap();
     drop(broker);
     expect_lost(&rx, "DISCONNECT after the broker died");
-    let _again = WsBroker::start_at(HOST, port, "/mqtt");
+    let _again = restart(port);
     expect(&rx, "CONNACK after the restart", |e| {
         e.command == Command::ConnAck
     });
     assert!(client.is_connected());
-    // aedes forgot the subscription: round_trip subscribes again.
-    round_trip(&client, &rx, "again");
+    round_trip(&client, &rx, &format!("{scheme}-again"));
     client.close();
+}
+
+#[test]
+fn reconnects_by_itself_over_ws_after_the_broker_restarts() {
+    comes_back_after_a_ws_broker_restart(
+        "wired-ws-reconnect",
+        "ws",
+        WsBroker::start("/mqtt"),
+        None,
+        |port| WsBroker::start_at(HOST, port, "/mqtt"),
+    );
 }
 
 /// Through each kind of proxy (HTTP CONNECT, SOCKS5), the broker restarts
@@ -385,31 +406,14 @@ fn reconnects_by_itself_through_either_proxy_after_the_broker_restarts() {
 fn reconnects_by_itself_over_wss_after_the_broker_restarts() {
     let pki = pki_for_loopback();
     let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
-    let broker = WsBroker::start_tls("/mqtt", &cert, &key);
-    let port = broker.port();
-    let (client, rx) = recorded_client("wired-wss-reconnect");
-    client
-        .set_reconnect(Some((
-            Duration::from_millis(50),
-            Duration::from_millis(200),
-        )))
-        .unwrap();
-    let ca = pki.path("ca.pem");
-    client.set_tls(Some(&ca_only(&ca))).unwrap();
-    client
-        .connect_uri(&format!("wss://{HOST}:{port}/mqtt"), 30)
-        .unwrap();
-    client.loop_start(None).unwrap();
-    drop(broker);
-    expect_lost(&rx, "DISCONNECT after the broker died");
     // Only wss is spoken there: the new connection is TLS + WebSocket again.
-    let _again = WsBroker::start_tls_at(port, "/mqtt", &cert, &key);
-    expect(&rx, "CONNACK after the restart", |e| {
-        e.command == Command::ConnAck
-    });
-    assert!(client.is_connected());
-    round_trip(&client, &rx, "wss-again");
-    client.close();
+    comes_back_after_a_ws_broker_restart(
+        "wired-wss-reconnect",
+        "wss",
+        WsBroker::start_tls("/mqtt", &cert, &key),
+        Some(&pki.path("ca.pem")),
+        |port| WsBroker::start_tls_at(port, "/mqtt", &cert, &key),
+    );
 }
 
 #[test]
