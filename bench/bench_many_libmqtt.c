@@ -49,6 +49,7 @@ int main(int argc, char **argv)
     struct slot *s = calloc((size_t)n, sizeof *s);
     if (!s)
         return 1;
+    touch_pages(s, (size_t)n * sizeof *s);
     long rss_before = proc_status("VmRSS");
     double t0 = now_s();
     mqtt_reactor *r = mqtt_reactor_new();

@@ -77,6 +77,8 @@ int main(int argc, char **argv)
     fds = calloc((size_t)n, sizeof *fds);
     if (!s || !fds)
         return 1;
+    touch_pages(s, (size_t)n * sizeof *s);
+    touch_pages(fds, (size_t)n * sizeof *fds);
     long rss_before = proc_status("VmRSS");
     double t0 = now_s();
     for (long i = 0; i < n; i++) {

@@ -92,6 +92,7 @@ int main(int argc, char **argv)
         return 1;
     char uri[128];
     snprintf(uri, sizeof uri, "tcp://%s:%d", a.host, a.port);
+    touch_pages(s, (size_t)n * sizeof *s);
     long rss_before = proc_status("VmRSS");
     double t0 = now_s();
     for (long i = 0; i < n; i++) {

@@ -112,6 +112,18 @@ static inline void many_parse(int argc, char **argv, struct many_args *a)
     raise_fd_limit(a->clients);
 }
 
+/* Writes one byte per page of the harness's own arrays so that they are resident
+ * before rss_before is read: RSS per client must count the library, not the
+ * harness (whose slots are the same size for every library). */
+static inline void touch_pages(void *p, size_t len)
+{
+    volatile unsigned char *b = p;
+    for (size_t i = 0; i < len; i += 4096)
+        b[i] = 0;
+    if (len)
+        b[len - 1] = 0;
+}
+
 /* publish -> PUBACK latencies, microseconds */
 static double *lat_us;
 static size_t lat_len, lat_cap;
