@@ -144,13 +144,16 @@ impl<C> Clone for CommandTable<C> {
 
 /// Callbacks of one client. `C` is what callbacks receive as their first argument.
 pub struct Dispatcher<C> {
-    tables: Mutex<[Option<Arc<CommandTable<C>>>; 16]>,
+    /// One table per command that has callbacks, in registration order: a
+    /// short list (a client registers a few commands) costs an idle client
+    /// less than a slot for every command.
+    tables: Mutex<Vec<(Command, Arc<CommandTable<C>>)>>,
 }
 
 impl<C> Default for Dispatcher<C> {
     fn default() -> Self {
         Dispatcher {
-            tables: Mutex::new(Default::default()),
+            tables: Mutex::new(Vec::new()),
         }
     }
 }
@@ -166,11 +169,21 @@ impl<C> Dispatcher<C> {
         priority: i32,
     ) {
         let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = &mut tables[command as usize];
-        let mut table = slot.as_deref().cloned().unwrap_or(CommandTable {
-            specific: Vec::new(),
-            generic: None,
-        });
+        let at = match tables.iter().position(|(c, _)| *c == command) {
+            Some(at) => at,
+            None => {
+                tables.push((
+                    command,
+                    Arc::new(CommandTable {
+                        specific: Vec::new(),
+                        generic: None,
+                    }),
+                ));
+                tables.len() - 1
+            }
+        };
+        let slot = &mut tables[at].1;
+        let mut table = CommandTable::clone(slot);
         match condition {
             Some(condition) => {
                 let at = table
@@ -189,24 +202,29 @@ impl<C> Dispatcher<C> {
             }
             None => table.generic = Some(callback),
         }
-        *slot = Some(Arc::new(table));
+        *slot = Arc::new(table);
     }
 
     /// Whether anything is registered for `command` (lets the caller skip
     /// preparing data nobody will see).
     pub fn has(&self, command: Command) -> bool {
-        self.tables.lock().unwrap_or_else(|e| e.into_inner())[command as usize].is_some()
+        let tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        tables.iter().any(|(c, _)| *c == command)
     }
 
     /// Run at most one specific callback (the highest-priority one whose condition
     /// holds), or else the generic one. Returns whether a callback ran.
+    fn table(&self, command: Command) -> Option<Arc<CommandTable<C>>> {
+        let tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        tables
+            .iter()
+            .find(|(c, _)| *c == command)
+            .map(|(_, table)| table.clone())
+    }
+
     pub fn dispatch(&self, client: &C, data: &Data<'_>) -> bool {
-        let table = {
-            let tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
-            match &tables[data.command as usize] {
-                Some(t) => t.clone(),
-                None => return false,
-            }
+        let Some(table) = self.table(data.command) else {
+            return false;
         };
         if let Some(specific) = table.specific.iter().find(|s| (s.condition)(data)) {
             (specific.callback)(client, data);

@@ -1424,6 +1424,33 @@ fn keepalive_session(keep_alive: u16) -> (Session, Instant) {
 }
 
 #[test]
+fn an_idle_client_gives_back_its_pools_at_the_ping_and_goes_on() {
+    let (mut s, t0) = keepalive_session(10);
+    for n in 0..3u64 {
+        let mid = s
+            .publish(ms(t0, n), "t", b"x", QoS::AtLeastOnce, false)
+            .unwrap();
+        assert_eq!(sent(&mut s, ms(t0, n)).len(), 1);
+        handle(&mut s, ms(t0, n), Packet::PubAck(Ack::new(mid)));
+    }
+    assert!(s.pooled_bytes() > 0, "steady traffic keeps its buffers");
+    s.handle_timeout(ms(t0, 10_002)).unwrap();
+    // The PINGREQ itself is still pending in the outbox (2 bytes at most 8).
+    assert!(s.pooled_bytes() <= 8, "{} bytes kept", s.pooled_bytes());
+    assert_eq!(sent(&mut s, ms(t0, 10_002)), vec![Out::PingReq]);
+    handle(&mut s, ms(t0, 10_003), Packet::PingResp);
+    // Ids go on from where they were, not back to 1.
+    let mid = s
+        .publish(ms(t0, 10_004), "t", b"x", QoS::AtLeastOnce, false)
+        .unwrap();
+    assert_eq!(mid, 4);
+    assert!(matches!(
+        sent(&mut s, ms(t0, 10_004)).as_slice(),
+        [Out::Publish { pkid: 4, .. }]
+    ));
+}
+
+#[test]
 fn ping_when_idle() {
     let (mut s, t0) = keepalive_session(10);
     assert_eq!(s.poll_timeout(), Some(ms(t0, 10_000)));

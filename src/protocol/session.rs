@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -332,6 +333,31 @@ pub enum Incoming<'a> {
     Auth(codec::Auth<'a>),
 }
 
+/// A map keyed by packet id. The keys are at most 65535 small integers whose
+/// count the session bounds (in-flight window, Receive Maximum), so a fixed
+/// multiplicative hash is enough, and the map carries no per-instance seed.
+type IdMap<V> = HashMap<u16, V, BuildHasherDefault<IdHasher>>;
+
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u16(&mut self, id: u16) {
+        // Spread the id over the high bits, which hashbrown's tags use.
+        self.0 = u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 /// Ids per chunk of the packet-id set, and chunks in it.
 const IDS_PER_CHUNK: usize = 4096;
 const WORDS_PER_CHUNK: usize = IDS_PER_CHUNK / 64;
@@ -349,23 +375,30 @@ pub enum Refused {
 /// 16 chunks of 4096 ids, each allocated while an id in it is taken: an idle
 /// client (thousands on one reactor) holds none, a busy one the chunk its
 /// counter is in. A chunk that empties is kept as the spare for the next one,
-/// so ids rolling through the range allocate nothing in steady state. Id 0 is
-/// never handed out: `word` reports it taken.
+/// so ids rolling through the range allocate nothing in steady state. The
+/// chunk table itself is allocated at the first id taken, so a client that
+/// never took one holds three words. Id 0 is never handed out: `word`
+/// reports it taken.
 struct PacketIds {
-    chunks: [Option<Box<[u64; WORDS_PER_CHUNK]>>; ID_CHUNKS],
-    /// Ids taken in each chunk.
-    taken: [u16; ID_CHUNKS],
-    spare: Option<Box<[u64; WORDS_PER_CHUNK]>>,
+    table: Option<Box<IdChunks>>,
     in_use: usize,
     next: u16,
+}
+
+type IdChunk = Box<[u64; WORDS_PER_CHUNK]>;
+
+#[derive(Default)]
+struct IdChunks {
+    chunks: [Option<IdChunk>; ID_CHUNKS],
+    /// Ids taken in each chunk.
+    taken: [u16; ID_CHUNKS],
+    spare: Option<IdChunk>,
 }
 
 impl PacketIds {
     fn new() -> Self {
         PacketIds {
-            chunks: Default::default(),
-            taken: [0; ID_CHUNKS],
-            spare: None,
+            table: None,
             in_use: 0,
             next: 1,
         }
@@ -373,8 +406,10 @@ impl PacketIds {
 
     /// Word `w` (ids `64w .. 64w+63`) of the set.
     fn word(&self, w: usize) -> u64 {
-        let bits = self.chunks[w / WORDS_PER_CHUNK]
+        let bits = self
+            .table
             .as_ref()
+            .and_then(|table| table.chunks[w / WORDS_PER_CHUNK].as_ref())
             .map_or(0, |chunk| chunk[w % WORDS_PER_CHUNK]);
         if w == 0 { bits | 1 } else { bits }
     }
@@ -409,15 +444,16 @@ impl PacketIds {
             return;
         }
         let (c, w, b) = Self::locate(id);
-        let spare = &mut self.spare;
-        let chunk = self.chunks[c].get_or_insert_with(|| {
+        let table = self.table.get_or_insert_with(Default::default);
+        let spare = &mut table.spare;
+        let chunk = table.chunks[c].get_or_insert_with(|| {
             spare
                 .take()
                 .unwrap_or_else(|| Box::new([0; WORDS_PER_CHUNK]))
         });
         if chunk[w] & (1 << b) == 0 {
             chunk[w] |= 1 << b;
-            self.taken[c] += 1;
+            table.taken[c] += 1;
             self.in_use += 1;
         }
     }
@@ -427,20 +463,31 @@ impl PacketIds {
             return;
         }
         let (c, w, b) = Self::locate(id);
-        let Some(chunk) = self.chunks[c].as_mut() else {
+        let Some(table) = self.table.as_mut() else {
+            return;
+        };
+        let Some(chunk) = table.chunks[c].as_mut() else {
             return;
         };
         if chunk[w] & (1 << b) != 0 {
             chunk[w] &= !(1 << b);
-            self.taken[c] -= 1;
+            table.taken[c] -= 1;
             self.in_use -= 1;
-            if self.taken[c] == 0 {
+            if table.taken[c] == 0 {
                 // All its bits are clear again: ready to serve any chunk.
-                let empty = self.chunks[c].take();
-                if self.spare.is_none() {
-                    self.spare = empty;
+                let empty = table.chunks[c].take();
+                if table.spare.is_none() {
+                    table.spare = empty;
                 }
             }
+        }
+    }
+
+    /// Gives back the memory of an empty set (an idle client's): the next id
+    /// taken allocates it again.
+    fn release_memory_if_empty(&mut self) {
+        if self.in_use == 0 {
+            self.table = None;
         }
     }
 
@@ -602,15 +649,15 @@ pub struct Session {
     config: SessionConfig,
     state: ConnectionState,
     ids: PacketIds,
-    inflight: HashMap<u16, Outgoing>,
+    inflight: IdMap<Outgoing>,
     queue: VecDeque<Queued>,
     queued_bytes: usize,
-    requests: HashMap<u16, Pending>,
+    requests: IdMap<Pending>,
     /// Active subscriptions (filter -> requested options), restored after a
     /// CONNACK without a session.
     subscriptions: BTreeMap<String, Tracked>,
     /// Incoming QoS 2 messages between PUBLISH and PUBREL, by the broker's id.
-    held: HashMap<u16, OwnedMessage>,
+    held: IdMap<OwnedMessage>,
     /// QoS 2 messages the broker acknowledged (PUBREC) and then reconnected
     /// without their session: their outcome is unknown. See `take_unresolved`.
     unresolved: Vec<u16>,
@@ -647,7 +694,7 @@ pub struct Session {
     /// no enhanced authentication).
     auth_method: String,
     /// The durable store, when there is one (see `set_store`).
-    durable: Option<Durable>,
+    durable: Option<Box<Durable>>,
     /// A store write or sync the connection cannot go on without failed:
     /// `handle_timeout` reports it, so the reactor closes the connection.
     store_error: Option<Error>,
@@ -659,12 +706,12 @@ impl Session {
             config,
             state: ConnectionState::Disconnected,
             ids: PacketIds::new(),
-            inflight: HashMap::new(),
+            inflight: IdMap::default(),
             queue: VecDeque::new(),
             queued_bytes: 0,
-            requests: HashMap::new(),
+            requests: IdMap::default(),
             subscriptions: BTreeMap::new(),
-            held: HashMap::new(),
+            held: IdMap::default(),
             unresolved: Vec::new(),
             refused: Vec::new(),
             spare_packets: Vec::new(),
@@ -723,7 +770,7 @@ impl Session {
         for (filter, tracked) in &self.subscriptions {
             let _ = durable.put_subscription(filter, tracked.options.to_byte(), tracked.identifier);
         }
-        self.durable = Some(durable);
+        self.durable = Some(Box::new(durable));
         self.store_error = None;
         Ok(())
     }
@@ -1163,6 +1210,9 @@ impl Session {
                     return Err(Error::KeepaliveTimeout);
                 }
                 Some(KeepaliveDeadline::Ping(t)) if now >= t => {
+                    // Nothing was sent for a keepalive period: an idle client
+                    // (of thousands on a reactor) gives back its reuse pools.
+                    self.release_idle_memory();
                     self.emit(&Packet::PingReq);
                     self.ping_sent = Some(now);
                 }
@@ -1171,6 +1221,34 @@ impl Session {
             ConnectionState::Disconnected | ConnectionState::Disconnecting => {}
         }
         Ok(())
+    }
+
+    /// Heap bytes held only for reuse by later traffic (the packet and
+    /// message pools, the outbox, the packet-id set), which an idle client
+    /// gives back at its next PINGREQ.
+    pub fn pooled_bytes(&self) -> usize {
+        let ids = self.ids.table.as_ref().map_or(0, |table| {
+            let chunks = table.chunks.iter().flatten().count() + usize::from(table.spare.is_some());
+            size_of::<IdChunks>() + chunks * WORDS_PER_CHUNK * 8
+        });
+        let packets: usize = self.spare_packets.iter().map(Vec::capacity).sum();
+        ids + packets
+            + self.spare_packets.capacity() * size_of::<Vec<u8>>()
+            + self.spare_messages.capacity() * size_of::<OwnedMessage>()
+            + self.outbox.capacity()
+    }
+
+    /// Frees what only steady traffic reuses (the packet and message pools,
+    /// a drained outbox, an empty packet-id set): at most one allocation per
+    /// keepalive period comes back for it, never one per message.
+    fn release_idle_memory(&mut self) {
+        self.spare_packets = Vec::new();
+        self.spare_messages = Vec::new();
+        if self.outbox_start == self.outbox.len() {
+            self.outbox = Vec::new();
+            self.outbox_start = 0;
+        }
+        self.ids.release_memory_if_empty();
     }
 
     fn keepalive_deadline(&self) -> Option<KeepaliveDeadline> {
@@ -2465,7 +2543,9 @@ mod packet_id_tests {
     use super::PacketIds;
 
     fn chunks_held(ids: &PacketIds) -> usize {
-        ids.chunks.iter().filter(|c| c.is_some()).count() + usize::from(ids.spare.is_some())
+        ids.table.as_ref().map_or(0, |table| {
+            table.chunks.iter().filter(|c| c.is_some()).count() + usize::from(table.spare.is_some())
+        })
     }
 
     fn take(ids: &mut PacketIds) -> Option<u16> {
@@ -2484,6 +2564,10 @@ mod packet_id_tests {
         ids.release(1);
         ids.release(1);
         assert_eq!(ids.in_use, 0);
+        assert!(ids.table.is_some(), "the emptied chunk stays as the spare");
+        ids.release_memory_if_empty();
+        assert!(ids.table.is_none());
+        assert_eq!(take(&mut ids), Some(2), "the counter survives the release");
     }
 
     #[test]

@@ -153,7 +153,10 @@ impl IncomingAliases {
 /// new connection, as aliases do not outlive one (MQTT 5.0 section 3.3.2.3.4).
 #[derive(Debug, Default)]
 pub struct OutgoingAliases {
-    by_topic: HashMap<String, u16>,
+    /// Allocated at the first alias: most connections never use one, and an
+    /// empty map inline would cost every idle client its 48 bytes.
+    #[allow(clippy::box_collection)]
+    by_topic: Option<Box<HashMap<String, u16>>>,
     max: u16,
 }
 
@@ -171,7 +174,9 @@ pub enum AliasUse {
 impl OutgoingAliases {
     pub fn reset(&mut self, max: u16) {
         self.max = max;
-        self.by_topic.clear();
+        if let Some(by_topic) = self.by_topic.as_mut() {
+            by_topic.clear();
+        }
     }
 
     /// Whether any alias may be assigned on this connection.
@@ -180,15 +185,19 @@ impl OutgoingAliases {
     }
 
     pub fn for_topic(&mut self, topic: &str) -> AliasUse {
-        if let Some(&alias) = self.by_topic.get(topic) {
+        if self.max == 0 {
+            return AliasUse::None;
+        }
+        let by_topic = self.by_topic.get_or_insert_with(Default::default);
+        if let Some(&alias) = by_topic.get(topic) {
             return AliasUse::Reuse(alias);
         }
-        let used = self.by_topic.len();
+        let used = by_topic.len();
         if used >= usize::from(self.max) {
             return AliasUse::None;
         }
         let alias = used as u16 + 1;
-        self.by_topic.insert(topic.to_owned(), alias);
+        by_topic.insert(topic.to_owned(), alias);
         AliasUse::Set(alias)
     }
 }
