@@ -63,6 +63,25 @@ impl Client {
         condition: Option<Condition>,
         priority: i32,
     ) {
+        self.on_fn(
+            command,
+            move |client: &Client, data: &Data<'_>| callback(client, data),
+            condition,
+            priority,
+        );
+    }
+
+    /// `on` for a callback not yet shared: it is stored in one allocation
+    /// (a client of thousands on a reactor pays for each).
+    pub fn on_fn<F>(
+        &self,
+        command: Command,
+        callback: F,
+        condition: Option<Condition>,
+        priority: i32,
+    ) where
+        F: Fn(&Client, &Data<'_>) + Send + Sync + 'static,
+    {
         let forward: Callback<Arc<Core>> = Arc::new(move |core: &Arc<Core>, data: &Data<'_>| {
             callback(Client::from_core(core), data)
         });

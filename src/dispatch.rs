@@ -144,16 +144,19 @@ impl<C> Clone for CommandTable<C> {
 
 /// Callbacks of one client. `C` is what callbacks receive as their first argument.
 pub struct Dispatcher<C> {
-    /// One table per command that has callbacks, in registration order: a
-    /// short list (a client registers a few commands) costs an idle client
-    /// less than a slot for every command.
-    tables: Mutex<Vec<(Command, Arc<CommandTable<C>>)>>,
+    /// One table per command that has callbacks, all in one allocation
+    /// (an idle client of thousands registers a few commands). Replaced, not
+    /// changed, by `on`: a dispatch holds its own reference, so a callback may
+    /// register callbacks without deadlock.
+    tables: Mutex<Option<Tables<C>>>,
 }
+
+type Tables<C> = Arc<[(Command, CommandTable<C>)]>;
 
 impl<C> Default for Dispatcher<C> {
     fn default() -> Self {
         Dispatcher {
-            tables: Mutex::new(Vec::new()),
+            tables: Mutex::new(None),
         }
     }
 }
@@ -169,21 +172,26 @@ impl<C> Dispatcher<C> {
         priority: i32,
     ) {
         let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
-        let at = match tables.iter().position(|(c, _)| *c == command) {
+        let mut next: Vec<(Command, CommandTable<C>)> = tables
+            .as_deref()
+            .unwrap_or(&[])
+            .iter()
+            .map(|(c, table)| (*c, table.clone()))
+            .collect();
+        let at = match next.iter().position(|(c, _)| *c == command) {
             Some(at) => at,
             None => {
-                tables.push((
+                next.push((
                     command,
-                    Arc::new(CommandTable {
+                    CommandTable {
                         specific: Vec::new(),
                         generic: None,
-                    }),
+                    },
                 ));
-                tables.len() - 1
+                next.len() - 1
             }
         };
-        let slot = &mut tables[at].1;
-        let mut table = CommandTable::clone(slot);
+        let table = &mut next[at].1;
         match condition {
             Some(condition) => {
                 let at = table
@@ -202,28 +210,30 @@ impl<C> Dispatcher<C> {
             }
             None => table.generic = Some(callback),
         }
-        *slot = Arc::new(table);
+        *tables = Some(next.into());
     }
 
     /// Whether anything is registered for `command` (lets the caller skip
     /// preparing data nobody will see).
     pub fn has(&self, command: Command) -> bool {
         let tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
-        tables.iter().any(|(c, _)| *c == command)
+        tables
+            .as_deref()
+            .is_some_and(|tables| tables.iter().any(|(c, _)| *c == command))
     }
 
     /// Run at most one specific callback (the highest-priority one whose condition
     /// holds), or else the generic one. Returns whether a callback ran.
-    fn table(&self, command: Command) -> Option<Arc<CommandTable<C>>> {
-        let tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
-        tables
-            .iter()
-            .find(|(c, _)| *c == command)
-            .map(|(_, table)| table.clone())
-    }
-
     pub fn dispatch(&self, client: &C, data: &Data<'_>) -> bool {
-        let Some(table) = self.table(data.command) else {
+        let Some(tables) = self
+            .tables
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        else {
+            return false;
+        };
+        let Some((_, table)) = tables.iter().find(|(c, _)| *c == data.command) else {
             return false;
         };
         if let Some(specific) = table.specific.iter().find(|s| (s.condition)(data)) {

@@ -217,14 +217,28 @@ fn with_c_data<R>(data: &Data<'_>, f: impl FnOnce(&mqtt_data) -> R) -> R {
     f(&c)
 }
 
-fn c_callback(handle: Handle, function: CallbackFn, user_data: UserData) -> Callback<Client> {
-    Arc::new(move |_client: &Client, data: &Data<'_>| {
+fn c_callback(
+    handle: Handle,
+    function: CallbackFn,
+    user_data: UserData,
+) -> impl Fn(&Client, &Data<'_>) + Send + Sync + 'static {
+    move |_client: &Client, data: &Data<'_>| {
         with_c_data(data, |c| {
             // SAFETY: a C function pointer given to us for this purpose; `c` lives
             // for the call, as the header promises.
             unsafe { function(handle.get(), c, user_data.get()) }
         })
-    })
+    }
+}
+
+/// A C callback that more than one registration may hold (the message
+/// callback of `loop_start` or a reactor).
+fn shared_c_callback(
+    handle: Handle,
+    function: CallbackFn,
+    user_data: UserData,
+) -> Callback<Client> {
+    Arc::new(c_callback(handle, function, user_data))
 }
 
 fn c_condition(function: ConditionFn, user_data: UserData) -> Condition {
@@ -315,7 +329,7 @@ pub unsafe extern "C" fn mqtt_client_on(
         let ud = PassBack(user_data);
         let callback = c_callback(PassBack(client), function, ud);
         let condition = condition.map(|f| c_condition(f, ud));
-        c.on(command, callback, condition, priority);
+        c.on_fn(command, callback, condition, priority);
         MQTT_OK
     })
 }
@@ -529,7 +543,8 @@ pub unsafe extern "C" fn mqtt_client_loop_start(
     ffi_guard!(MQTT_ERR_INTERNAL, {
         // SAFETY: per this function's contract.
         let result = unsafe { client_arg(client) }.and_then(|c| {
-            let callback = on_message.map(|f| c_callback(PassBack(client), f, PassBack(user_data)));
+            let callback =
+                on_message.map(|f| shared_c_callback(PassBack(client), f, PassBack(user_data)));
             c.loop_start(callback)
         });
         code(result)

@@ -4,8 +4,8 @@ use std::ffi::{c_int, c_uint, c_void};
 use std::time::Duration;
 
 use super::{
-    MQTT_ERR_INTERNAL, MQTT_ERR_INVALID_ARGUMENT, PassBack, c_callback, client_arg, code,
-    mqtt_callback, mqtt_client,
+    MQTT_ERR_INTERNAL, MQTT_ERR_INVALID_ARGUMENT, PassBack, client_arg, code, mqtt_callback,
+    mqtt_client, shared_c_callback,
 };
 use crate::Error;
 use crate::reactor::Reactor;
@@ -91,7 +91,8 @@ pub unsafe extern "C" fn mqtt_reactor_add(
         }) else {
             return MQTT_ERR_INVALID_ARGUMENT;
         };
-        let callback = on_message.map(|f| c_callback(PassBack(client), f, PassBack(user_data)));
+        let callback =
+            on_message.map(|f| shared_c_callback(PassBack(client), f, PassBack(user_data)));
         code(c.add_to_reactor(r, callback))
     })
 }
