@@ -269,7 +269,7 @@ impl Client {
     /// refuses or answers garbage ends the attempt with `Error::Proxy`.
     pub fn set_proxy(&self, uri: Option<&str>) -> Result<()> {
         let proxy = uri.map(ProxyUri::parse).transpose()?;
-        lock(&self.core.options).proxy = proxy;
+        lock(&self.core.options).proxy = proxy.map(Box::new);
         Ok(())
     }
 

@@ -48,7 +48,7 @@ pub(crate) struct Options {
     /// `host`/`port` are not used.
     pub servers: Option<Arc<ServerList>>,
     /// Every connection goes through this proxy (`set_proxy`).
-    pub proxy: Option<crate::net::uri::ProxyUri>,
+    pub proxy: Option<Box<crate::net::uri::ProxyUri>>,
     /// How the broker is reached: `None` after `connect` (MQTT over TCP, TLS
     /// when configured), the URI's scheme after `connect_uri`.
     pub scheme: Option<crate::net::uri::Scheme>,
