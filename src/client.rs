@@ -947,12 +947,12 @@ impl Client {
                 if payload.len() > u16::MAX as usize {
                     return Err(Error::PayloadTooLarge);
                 }
-                Some(Will {
+                Some(Box::new(Will {
                     topic: topic.to_owned(),
                     payload: payload.to_vec(),
                     qos,
                     retain,
-                })
+                }))
             }
         };
         self.session().config_mut().will = will;

@@ -182,12 +182,12 @@ fn connect_packet_carries_the_config() {
         keep_alive: 30,
         username: Some("u".into()),
         password: Some(b"p".to_vec()),
-        will: Some(Will {
+        will: Some(Box::new(Will {
             topic: "w/t".into(),
             payload: b"bye".to_vec(),
             qos: QoS::AtLeastOnce,
             retain: true,
-        }),
+        })),
         ..SessionConfig::default()
     });
     assert_eq!(s.state(), ConnectionState::Disconnected);
@@ -236,12 +236,12 @@ fn config_changes_apply_to_the_next_connection() {
 fn invalid_config_is_reported_without_waiting_for_the_timeout() {
     let t0 = Instant::now();
     let mut config = cfg();
-    config.will = Some(Will {
+    config.will = Some(Box::new(Will {
         topic: "bad/#".into(),
         payload: vec![],
         qos: QoS::AtMostOnce,
         retain: false,
-    });
+    }));
     assert_eq!(config.validate(), Err(Error::InvalidTopic));
     assert_eq!(cfg().validate(), Ok(()));
     let mut s = Session::new(config);

@@ -41,7 +41,8 @@ pub struct SessionConfig {
     pub keep_alive: u16,
     pub username: Option<String>,
     pub password: Option<Vec<u8>>,
-    pub will: Option<Will>,
+    /// Boxed: most clients have none, and thousands of idle ones share a reactor.
+    pub will: Option<Box<Will>>,
     /// CONNACK must arrive within this after `connection_opened`.
     pub connect_timeout: Duration,
     /// Outgoing QoS 1/2 messages in flight at once (0 is treated as 1).
@@ -1244,6 +1245,7 @@ impl Session {
     fn release_idle_memory(&mut self) {
         self.spare_packets = Vec::new();
         self.spare_messages = Vec::new();
+        self.scratch_props = PropertiesBuf::new();
         if self.outbox_start == self.outbox.len() {
             self.outbox = Vec::new();
             self.outbox_start = 0;
@@ -1907,6 +1909,13 @@ impl Session {
         self.state = ConnectionState::Connected;
         self.last_received = Some(now);
         self.ping_sent = None;
+        if self.outbox_start == self.outbox.len() {
+            // The CONNECT's buffer: a connection that stays idle (one of
+            // thousands on a reactor) should not keep it; traffic allocates
+            // one again, once per connection.
+            self.outbox = Vec::new();
+            self.outbox_start = 0;
+        }
         let session_present = ack.session_present;
         if let Some(props) = ack.properties.filter(|_| self.v5) {
             self.server = ServerLimits::from_connack(props);
