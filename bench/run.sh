@@ -43,6 +43,7 @@
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/wait_ready.sh"
 root=$(cd "$here/.." && pwd)
 rounds=3
 quick=0
@@ -219,16 +220,11 @@ if [ $ws = 1 ]; then
         (cd "$wsdir" && npm ci --no-audit --no-fund --loglevel=error)
     WS_BROKER_TCP_PORT=0 node "$wsdir/ws_broker.mjs" 0 /mqtt > "$work/ws_broker.out" 2>"$work/ws_broker.log" &
     ws_pid=$!
-    i=0
-    while ! grep -qs '^ready' "$work/ws_broker.out"; do
-        i=$((i + 1))
-        if [ $i -gt 400 ] || ! kill -0 "$ws_pid" 2>/dev/null; then
-            echo "run.sh: the WebSocket broker does not start" >&2
-            cat "$work/ws_broker.log" >&2
-            exit 1
-        fi
-        sleep 0.05
-    done
+    if ! wait_ready "$work/ws_broker.out" "$ws_pid" 20; then
+        echo "run.sh: the WebSocket broker does not start" >&2
+        cat "$work/ws_broker.log" >&2
+        exit 1
+    fi
     WSPORT=$(awk '/^ready/ { print $2 }' "$work/ws_broker.out")
     WSTCPPORT=$(awk '/^ready/ { print $3 }' "$work/ws_broker.out")
 fi
@@ -273,12 +269,7 @@ throughput() {
     rm -f "$work/sub.out" "$work/pub.out"
     env "$@" timeout 120 "$prog" sub $HOST "$port" "$topic" "$qos" "$n" > "$work/sub.out" 2>"$work/sub.err" &
     sp=$!
-    i=0
-    while ! grep -qs '^ready' "$work/sub.out"; do
-        sleep 0.01
-        i=$((i + 1))
-        if [ $i -gt 1000 ] || ! kill -0 $sp 2>/dev/null; then break; fi
-    done
+    wait_ready "$work/sub.out" $sp || true
     env "$@" timeout 120 "$prog" pub $HOST "$port" "$topic" "$qos" "$n" "$w" > "$work/pub.out" 2>"$work/pub.err" || true
     wait $sp || true
     b1=$(broker_ticks)

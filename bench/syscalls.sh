@@ -11,6 +11,7 @@
 # (Debian linux-perf) with the raw_syscalls tracepoint readable (root).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/wait_ready.sh"
 root=$(cd "$here/.." && pwd)
 count=20000 rounds=3 build=1 window=20
 while [ $# -gt 0 ]; do
@@ -53,7 +54,7 @@ for round in $(seq 1 "$rounds"); do
             perf stat -x, -e raw_syscalls:sys_enter -o "$work/sub.perf" \
                 timeout 120 "$bin/bench_$lib" sub 127.0.0.1 "$port" "$topic" "$qos" "$count" >"$work/sub.out" 2>&1 &
             sp=$!
-            for _ in $(seq 1 1000); do grep -qs '^ready' "$work/sub.out" && break; sleep 0.01; done
+            wait_ready "$work/sub.out" "$sp" || true
             perf stat -x, -e raw_syscalls:sys_enter -o "$work/pub.perf" \
                 timeout 120 "$bin/bench_$lib" pub 127.0.0.1 "$port" "$topic" "$qos" "$count" "$window" >"$work/pub.out" 2>&1 || true
             wait "$sp" || true

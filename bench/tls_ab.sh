@@ -14,6 +14,7 @@
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/wait_ready.sh"
 bin=$(cd "$here/.." && pwd)/target/bench
 [ $# -ge 2 ] || { echo "usage: bench/tls_ab.sh DIR_A DIR_B [ROUNDS]" >&2; exit 2; }
 A=$(cd "$1" && pwd) B=$(cd "$2" && pwd) rounds=${3:-5}
@@ -85,12 +86,7 @@ run() {
     env LD_LIBRARY_PATH="$3" BENCH_TLS_CA="$work/ca.pem" BENCH_PAYLOAD="$6" \
         $rt timeout 120 "$2" sub 127.0.0.1 "$PORT" "$topic" "$4" "$5" > "$work/sub.out" 2>/dev/null &
     sp=$!
-    i=0
-    while ! grep -qs '^ready' "$work/sub.out"; do
-        sleep 0.01
-        i=$((i + 1))
-        if [ $i -gt 1000 ] || ! kill -0 $sp 2>/dev/null; then break; fi
-    done
+    wait_ready "$work/sub.out" $sp || true
     pl=$(env LD_LIBRARY_PATH="$3" BENCH_TLS_CA="$work/ca.pem" BENCH_PAYLOAD="$6" \
         $rt timeout 120 "$2" pub 127.0.0.1 "$PORT" "$topic" "$4" "$5" 20 2>/dev/null | grep '^RESULT' || true)
     wait $sp || true
