@@ -15,7 +15,8 @@
 #              libmqtt in memory and with mqtt_client_set_persistence in each
 #              sync mode (NONE, BATCH, EVERY), and of Paho MQTTAsync in memory
 #              and with its default file persistence, all in the work directory
-#              (one disk); prints the ratios the durable store is held to
+#              (one disk); prints the ratios the durable store is held to,
+#              end to end (with a subscriber) and for the publisher alone
 #   --ws       also WebSocket rows: libmqtt QoS 0/1 over ws (mqtt_client_connect_uri)
 #              and over plain TCP to the same broker, aedes with a WebSocket and a
 #              TCP listener (tests/netpaths_support/ws_broker; needs Node.js, and
@@ -300,6 +301,30 @@ throughput() {
         "$t" "$lib" "$1" "$2" "$3" "$4" "$5" "$6"
 }
 
+# pub_only TEST LIB COUNT [VAR=VALUE ...]: a QoS 1 publisher alone (no
+# subscriber): the publish rate, first publish to last PUBACK, and its CPU.
+# The durable store concerns the publisher only; a subscriber doubles the
+# broker's work per message and makes the broker the ceiling of every row.
+pub_only() {
+    t=$1 lib=$2 n=$3
+    shift 3
+    seq_id=$((seq_id + 1))
+    pl=$(env "$@" timeout 120 "$(prog_of "$lib" "$@")" pub $HOST "$PORT" "bench/$t/$lib/$$/$seq_id" 1 "$n" "$WINDOW" 2>"$work/pub.err" | grep '^RESULT' || true)
+    echo "$t $lib pub: $pl" >> "$work/raw_lines"
+    if [ "$(field ok "$pl")" != 1 ]; then
+        echo "  FAIL $t $lib: pub [$pl] $(head -3 "$work/pub.err")" >&2
+        record "$t" "$lib" rate FAIL
+        return
+    fi
+    vals=$(awk -v n="$n" -v t0="$(field t_start "$pl")" -v t1="$(field t_end "$pl")" -v pc="$(field cpu "$pl")" \
+        'BEGIN { printf "%.0f %.3f", n / (t1 - t0), pc / n * 1e6 }')
+    # shellcheck disable=SC2086
+    set -- $vals
+    record "$t" "$lib" rate "$1"
+    record "$t" "$lib" pubcpu "$2"
+    printf '  %-7s %-9s %8s msg/s  pub %6s us/msg (publisher alone)\n' "$t" "$lib" "$1" "$2"
+}
+
 pin=
 pin_label=unpinned
 if [ "${BENCH_PIN:-1}" != 0 ] && command -v taskset >/dev/null 2>&1; then
@@ -426,6 +451,13 @@ while [ $r -lt "$rounds" ]; do
         throughput sq1memw libmqtt 1 $NS
         throughput sq1batchw libmqtt 1 $NS "$PORT" BENCH_STORE_DIR="$sd/batchw" BENCH_STORE_SYNC=1
         WINDOW=20
+        pub_only pq1mem libmqtt $NS
+        pub_only pq1none libmqtt $NS BENCH_STORE_DIR="$sd/pnone" BENCH_STORE_SYNC=0
+        pub_only pq1batch libmqtt $NS BENCH_STORE_DIR="$sd/pbatch" BENCH_STORE_SYNC=1
+        pub_only pq1every libmqtt $NSE BENCH_STORE_DIR="$sd/pevery" BENCH_STORE_SYNC=2
+        pub_only pq1mem paho $NS
+        mkdir -p "$sd/ppaho"
+        pub_only pq1pers paho $NSP BENCH_PAHO_PERSIST="$sd/ppaho"
     fi
     if [ $ws = 1 ]; then
         # the broker CPU of these rows is aedes's (node)
@@ -594,6 +626,10 @@ END {
     printf fmt, "window '"$STORE_WIDE"': throughput, msg/s", cell("sq1memw", "libmqtt", "rate"), "", cell("sq1batchw", "libmqtt", "rate"), "", "", ""
     printf fmt, "window '"$STORE_WIDE"': publisher CPU, us/msg", cell("sq1memw", "libmqtt", "pubcpu"), "", cell("sq1batchw", "libmqtt", "pubcpu"), "", "", ""
     printf "targets: BATCH / libmqtt in memory = %s (>= 0.8x; window '"$STORE_WIDE"': %s); NONE / Paho persistent = %s (>= 10x); EVERY / Paho persistent = %s (>= 1x)\n", ratio(med("sq1batch", "libmqtt", "rate"), mem), ratio(med("sq1batchw", "libmqtt", "rate"), med("sq1memw", "libmqtt", "rate")), ratio(med("sq1none", "libmqtt", "rate"), pers), ratio(med("sq1every", "libmqtt", "rate"), pers)
+    printf fmt, "publisher alone: msg/s", cell("pq1mem", "libmqtt", "rate"), cell("pq1none", "libmqtt", "rate"), cell("pq1batch", "libmqtt", "rate"), cell("pq1every", "libmqtt", "rate"), cell("pq1mem", "paho", "rate"), cell("pq1pers", "paho", "rate")
+    printf fmt, "publisher alone: CPU, us/msg", cell("pq1mem", "libmqtt", "pubcpu"), cell("pq1none", "libmqtt", "pubcpu"), cell("pq1batch", "libmqtt", "pubcpu"), cell("pq1every", "libmqtt", "pubcpu"), cell("pq1mem", "paho", "pubcpu"), cell("pq1pers", "paho", "pubcpu")
+    pmem = med("pq1mem", "libmqtt", "rate"); ppers = med("pq1pers", "paho", "rate")
+    printf "publisher alone (no subscriber, rate to the last PUBACK): BATCH / memory = %s; NONE / Paho persistent = %s; EVERY / Paho persistent = %s\n", ratio(med("pq1batch", "libmqtt", "rate"), pmem), ratio(med("pq1none", "libmqtt", "rate"), ppers), ratio(med("pq1every", "libmqtt", "rate"), ppers)
 }' "$results"
 fi
 if [ $ws = 1 ]; then
