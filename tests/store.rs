@@ -885,6 +885,38 @@ mod sans_io {
     }
 
     #[test]
+    fn batch_syncs_a_queued_message_only_when_it_leaves_and_once_for_all_queued_before() {
+        let store = Recorder::default();
+        let (mut s, now) = session(&store, SyncMode::Batch);
+        s.set_max_inflight(1);
+        let a = s.publish(now, "t", b"a", QoS::AtLeastOnce, false).unwrap();
+        let b = s.publish(now, "t", b"b", QoS::AtLeastOnce, false).unwrap();
+        let c = s.publish(now, "t", b"c", QoS::AtLeastOnce, false).unwrap();
+        assert_eq!(s.queued_len(), 2);
+        store.take();
+        // a goes out: one sync, which also covers b and c.
+        assert!(flush(&mut s, now) > 0);
+        assert_eq!(store.take(), vec!["sync"]);
+        // b leaves the queue at a's PUBACK: already stable, no sync.
+        s.handle_packet(now, Packet::puback(a)).unwrap();
+        let d = s.publish(now, "t", b"d", QoS::AtLeastOnce, false).unwrap();
+        assert!(flush(&mut s, now) > 0, "PUBLISH b");
+        assert_eq!(
+            store.take(),
+            vec![format!("remove o{a}"), format!("put o{d}")]
+        );
+        s.handle_packet(now, Packet::puback(b)).unwrap();
+        assert!(flush(&mut s, now) > 0, "PUBLISH c");
+        assert_eq!(store.take(), vec![format!("remove o{b}")]);
+        // d was written after the last sync: sending it needs one.
+        s.handle_packet(now, Packet::puback(c)).unwrap();
+        assert!(flush(&mut s, now) > 0, "PUBLISH d");
+        assert_eq!(store.take(), vec![format!("remove o{c}"), "sync".into()]);
+        assert_eq!(s.queued_len(), 0);
+        assert_eq!(s.inflight_len(), 1);
+    }
+
+    #[test]
     fn every_syncs_each_accepted_message_before_publish_returns() {
         let store = Recorder::default();
         let (mut s, now) = session(&store, SyncMode::Every);

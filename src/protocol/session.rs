@@ -550,6 +550,9 @@ struct Queued {
     qos: QoS,
     /// topic + payload bytes, as counted against `max_queued_bytes`.
     cost: usize,
+    /// The store's write count of its record (`Durable::before_sending`);
+    /// 0 when nothing unsynced can be behind it.
+    written: u64,
     packet: Vec<u8>,
 }
 
@@ -762,6 +765,9 @@ impl Session {
         };
         let records = store::load(&mut *store)?;
         let mut durable = Durable::new(store, mode);
+        if !records.is_empty() {
+            durable.mark_loaded();
+        }
         if self.config.clean_session {
             durable.stale = records.into_iter().map(|(k, _)| k).collect();
         } else {
@@ -882,7 +888,7 @@ impl Session {
                     packet[0] |= 0b1000;
                     let qos = QoS::from_u8((packet[0] >> 1) & 3).unwrap_or(QoS::AtLeastOnce);
                     let cost = publish_cost(&packet, self.config.protocol);
-                    self.enqueue(mid, qos, cost, packet);
+                    self.enqueue(mid, qos, cost, 0, packet);
                 }
             }
         }
@@ -1535,7 +1541,7 @@ impl Session {
             } else {
                 self.check_queue_room(cost)?;
                 let packet = self.encode_owned(&Packet::Publish(publish), len);
-                self.enqueue(mid, qos, cost, packet);
+                self.enqueue(mid, qos, cost, 0, packet);
             }
             // QoS 0 ids are counted but never reserved: they are not on the wire.
             self.ids.advance_past(mid);
@@ -1550,14 +1556,18 @@ impl Session {
         }
         let packet = self.encode_owned(&Packet::Publish(publish), len);
         // Accepted only once stored: on failure nothing changed.
+        let mut written = 0;
         if let Some(durable) = self.durable.as_mut() {
             let stored = match self.store_error {
                 Some(e) => Err(e),
-                None => durable.put_outgoing(mid, v5, &packet),
+                None => durable.put_outgoing(mid, v5, &packet, into_flight),
             };
-            if let Err(e) = stored {
-                self.recycle_packet(packet);
-                return Err(e);
+            match stored {
+                Ok(w) => written = w,
+                Err(e) => {
+                    self.recycle_packet(packet);
+                    return Err(e);
+                }
             }
         }
         self.ids.reserve(mid);
@@ -1566,7 +1576,7 @@ impl Session {
             self.write_stored_publish(&packet);
             self.start_flight(mid, qos, packet);
         } else {
-            self.enqueue(mid, qos, cost, packet);
+            self.enqueue(mid, qos, cost, written, packet);
         }
         Ok(mid)
     }
@@ -1580,12 +1590,13 @@ impl Session {
         Ok(())
     }
 
-    fn enqueue(&mut self, mid: u16, qos: QoS, cost: usize, packet: Vec<u8>) {
+    fn enqueue(&mut self, mid: u16, qos: QoS, cost: usize, written: u64, packet: Vec<u8>) {
         self.queued_bytes += cost;
         self.queue.push_back(Queued {
             mid,
             qos,
             cost,
+            written,
             packet,
         });
     }
@@ -1600,10 +1611,12 @@ impl Session {
             _ => 0,
         };
         self.queued_bytes += cost;
+        // It was sent before, so a sync covered its record then.
         self.queue.push_front(Queued {
             mid,
             qos,
             cost,
+            written: 0,
             packet,
         });
     }
@@ -1663,6 +1676,9 @@ impl Session {
                 break;
             };
             self.queued_bytes -= q.cost;
+            if let Some(durable) = self.durable.as_mut() {
+                durable.before_sending(q.written);
+            }
             self.write_stored_publish(&q.packet);
             if q.qos == QoS::AtMostOnce {
                 self.recycle_packet(q.packet);

@@ -148,8 +148,13 @@ impl<'a> Record<'a> {
 pub(crate) struct Durable {
     store: Box<dyn Store>,
     mode: SyncMode,
-    /// Written since the last sync.
+    /// BATCH: a packet waiting to go out depends on a record not yet synced.
     dirty: bool,
+    /// Records written, and how many of them the last sync covered: a queued
+    /// message keeps the count of its record's write, and only sending it
+    /// makes a sync due, so one sync covers every message queued before it.
+    written: u64,
+    synced: u64,
     /// Order of outgoing records across lives.
     seq: u64,
     /// Keys of a previous life's records kept until the first CONNACK of a
@@ -174,6 +179,8 @@ impl Durable {
             store,
             mode,
             dirty: false,
+            written: 0,
+            synced: 0,
             seq: 0,
             stale: Default::default(),
             scratch: Vec::new(),
@@ -201,6 +208,7 @@ impl Durable {
             Some(v) => self.store.put(key, v)?,
             None => self.store.remove(key)?,
         }
+        self.written += 1;
         // Only what a packet depends on makes the next transmit wait for a
         // sync; the rest rides along with the next one.
         if urgent {
@@ -208,35 +216,67 @@ impl Durable {
             if self.mode == SyncMode::Every {
                 self.store.sync()?;
                 self.dirty = false;
+                self.synced = self.written;
             }
         }
         Ok(())
     }
 
-    fn put_with_header(&mut self, key: &[u8], header: &[u8], body: &[u8]) -> Result<()> {
+    /// Records loaded from a previous life may still be in the page cache
+    /// only (it ended before its sync): BATCH syncs them before the first
+    /// packet that may depend on them.
+    pub(crate) fn mark_loaded(&mut self) {
+        self.dirty = true;
+    }
+
+    /// A message stored at write count `written` (`put_outgoing`) is about
+    /// to be sent: its record must be stable first.
+    pub(crate) fn before_sending(&mut self, written: u64) {
+        if written > self.synced {
+            self.dirty = true;
+        }
+    }
+
+    fn put_with_header(
+        &mut self,
+        key: &[u8],
+        header: &[u8],
+        body: &[u8],
+        urgent: bool,
+    ) -> Result<()> {
         let mut value = std::mem::take(&mut self.scratch);
         value.clear();
         value.extend_from_slice(header);
         value.extend_from_slice(body);
-        let result = self.write(key, Some(&value), true);
+        let result = self.write(key, Some(&value), urgent);
         self.scratch = value;
         result
     }
 
     /// A message accepted by publish (EVERY: synced before this returns).
-    pub(crate) fn put_outgoing(&mut self, mid: u16, v5: bool, packet: &[u8]) -> Result<()> {
+    /// `sent_now`: its PUBLISH goes out in this turn (BATCH syncs first);
+    /// otherwise it is queued and the returned write count goes to
+    /// `before_sending` when it leaves the queue.
+    pub(crate) fn put_outgoing(
+        &mut self,
+        mid: u16,
+        v5: bool,
+        packet: &[u8],
+        sent_now: bool,
+    ) -> Result<u64> {
         let seq = self.seq + 1;
         let mut header = [0u8; 9];
         header[0] = if v5 { FLAG_V5 } else { 0 };
         header[1..].copy_from_slice(&seq.to_le_bytes());
-        if let Err(e) = self.put_with_header(&outgoing_key(mid), &header, packet) {
+        let urgent = sent_now || self.mode == SyncMode::Every;
+        if let Err(e) = self.put_with_header(&outgoing_key(mid), &header, packet, urgent) {
             // Written but not synced (EVERY): refused, so it must not come
             // back in a later life either.
             let _ = self.store.remove(&outgoing_key(mid));
             return Err(e);
         }
         self.seq = seq;
-        Ok(())
+        Ok(self.written)
     }
 
     /// Past PUBREC: from now on only PUBREL may be sent for it.
@@ -245,7 +285,7 @@ impl Durable {
         let mut header = [0u8; 9];
         header[0] = FLAG_RELEASED;
         header[1..].copy_from_slice(&seq.to_le_bytes());
-        self.put_with_header(&outgoing_key(mid), &header, &[])?;
+        self.put_with_header(&outgoing_key(mid), &header, &[], true)?;
         self.seq = seq;
         Ok(())
     }
@@ -258,7 +298,12 @@ impl Durable {
     }
 
     pub(crate) fn put_held(&mut self, mid: u16, v5: bool, packet: &[u8]) -> Result<()> {
-        self.put_with_header(&held_key(mid), &[if v5 { FLAG_V5 } else { 0 }], packet)
+        self.put_with_header(
+            &held_key(mid),
+            &[if v5 { FLAG_V5 } else { 0 }],
+            packet,
+            true,
+        )
     }
 
     /// The held message was delivered (or the broker forgot it): stable
@@ -308,6 +353,7 @@ impl Durable {
         if self.dirty && self.mode == SyncMode::Batch {
             self.store.sync()?;
             self.dirty = false;
+            self.synced = self.written;
         }
         Ok(())
     }
