@@ -158,7 +158,13 @@ static mqtt_client *create(const char *suffix, long n)
             exit(1);
         }
     }
-    mqtt_client_set_max_inflight(c, A.window > 0 ? (uint32_t)A.window : 20);
+    /* BENCH_INFLIGHT: an in-flight window below WINDOW, so the application
+     * keeps up to WINDOW messages unacknowledged and the rest wait in the
+     * client's queue (run.sh --store, "application ahead") */
+    if (getenv("BENCH_INFLIGHT") != NULL)
+        mqtt_client_set_max_inflight(c, (uint32_t)atoi(getenv("BENCH_INFLIGHT")));
+    else
+        mqtt_client_set_max_inflight(c, A.window > 0 ? (uint32_t)A.window : 20);
     mqtt_client_on(c, MQTT_SUBACK, on_suback, NULL, 0, NULL);
     mqtt_client_on(c, MQTT_PUBACK, on_ack, NULL, 0, NULL);
     mqtt_client_on(c, MQTT_PUBCOMP, on_ack, NULL, 0, NULL);

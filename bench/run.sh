@@ -458,6 +458,13 @@ while [ $r -lt "$rounds" ]; do
         pub_only pq1mem paho $NS
         mkdir -p "$sd/ppaho"
         pub_only pq1pers paho $NSP BENCH_PAHO_PERSIST="$sd/ppaho"
+        # the application ahead of the in-flight window: queued messages are
+        # stored as publish accepts them and synced together when the first
+        # of them leaves the queue
+        WINDOW=$STORE_WIDE
+        pub_only pq1memq libmqtt $NS BENCH_INFLIGHT=20
+        pub_only pq1batchq libmqtt $NS BENCH_STORE_DIR="$sd/pbatchq" BENCH_STORE_SYNC=1 BENCH_INFLIGHT=20
+        WINDOW=20
     fi
     if [ $ws = 1 ]; then
         # the broker CPU of these rows is aedes's (node)
@@ -630,6 +637,9 @@ END {
     printf fmt, "publisher alone: CPU, us/msg", cell("pq1mem", "libmqtt", "pubcpu"), cell("pq1none", "libmqtt", "pubcpu"), cell("pq1batch", "libmqtt", "pubcpu"), cell("pq1every", "libmqtt", "pubcpu"), cell("pq1mem", "paho", "pubcpu"), cell("pq1pers", "paho", "pubcpu")
     pmem = med("pq1mem", "libmqtt", "rate"); ppers = med("pq1pers", "paho", "rate")
     printf "publisher alone (no subscriber, rate to the last PUBACK): BATCH / memory = %s; NONE / Paho persistent = %s; EVERY / Paho persistent = %s\n", ratio(med("pq1batch", "libmqtt", "rate"), pmem), ratio(med("pq1none", "libmqtt", "rate"), ppers), ratio(med("pq1every", "libmqtt", "rate"), ppers)
+    printf fmt, "alone, app '"$STORE_WIDE"' ahead: msg/s", cell("pq1memq", "libmqtt", "rate"), "", cell("pq1batchq", "libmqtt", "rate"), "", "", ""
+    printf fmt, "alone, app '"$STORE_WIDE"' ahead: CPU, us/msg", cell("pq1memq", "libmqtt", "pubcpu"), "", cell("pq1batchq", "libmqtt", "pubcpu"), "", "", ""
+    printf "publisher alone, application up to '"$STORE_WIDE"' unacknowledged, in-flight window 20: BATCH / memory = %s\n", ratio(med("pq1batchq", "libmqtt", "rate"), med("pq1memq", "libmqtt", "rate"))
 }' "$results"
 fi
 if [ $ws = 1 ]; then
