@@ -17,9 +17,11 @@ pub enum mqtt_sync_mode {
     /// process, not a power loss or kernel crash (whatever the page cache
     /// held is lost then).
     MQTT_SYNC_NONE = 0,
-    /// Group commit: one fdatasync per loop turn, always before the packets
-    /// of that turn reach the socket, so the broker never holds a message
-    /// (nor a PUBREC, PUBREL or PUBCOMP) the store does not. Survives a
+    /// Group commit: at most one fdatasync per loop turn, always before the
+    /// packets of that turn reach the socket, so the broker never holds a
+    /// message (nor a PUBREC, PUBREL or PUBCOMP) the store does not. Messages
+    /// waiting in the queue are synced when the first of them is sent, by
+    /// one fdatasync for all written until then. Survives a
     /// process crash, and a power loss for everything the broker has seen;
     /// a message accepted by publish but not yet sent may be lost by a power
     /// loss (it never reached the broker either).
