@@ -146,7 +146,7 @@ impl Client {
 
     /// The server list, if one is set.
     fn servers(&self) -> Option<Arc<ServerList>> {
-        lock(&self.core.options).servers.clone()
+        lock(&self.core.options).routes().servers.clone()
     }
 
     /// `host` must name a broker, unless a server list says where to go.
@@ -197,7 +197,9 @@ impl Client {
                 last_good: std::sync::atomic::AtomicUsize::new(0),
             })
         });
-        lock(&self.core.options).servers = servers;
+        if let Some(routes) = lock(&self.core.options).routes_to_set(servers.is_none()) {
+            routes.servers = servers;
+        }
         Ok(())
     }
 
@@ -237,11 +239,11 @@ impl Client {
         if uri.scheme.is_tls() {
             let loaded = {
                 let options = lock(&self.core.options);
-                options.tls.is_some() || options.default_tls.is_some()
+                options.routes().tls.is_some() || options.routes().default_tls.is_some()
             };
             if !loaded {
                 let tls = crate::tls::TlsSetup::new(&crate::tls::TlsOptions::default())?;
-                lock(&self.core.options).default_tls = Some(Arc::new(tls));
+                lock(&self.core.options).routes_mut().default_tls = Some(Arc::new(tls));
             }
         }
         let _ = uri;
@@ -269,7 +271,9 @@ impl Client {
     /// refuses or answers garbage ends the attempt with `Error::Proxy`.
     pub fn set_proxy(&self, uri: Option<&str>) -> Result<()> {
         let proxy = uri.map(ProxyUri::parse).transpose()?;
-        lock(&self.core.options).proxy = proxy.map(Box::new);
+        if let Some(routes) = lock(&self.core.options).routes_to_set(proxy.is_none()) {
+            routes.proxy = proxy;
+        }
         Ok(())
     }
 
@@ -288,7 +292,9 @@ impl Client {
     /// DNS. Used by `connect`, `reconnect`, `connect_async` and each automatic
     /// reconnection; IP literals are not resolved.
     pub fn set_resolver(&self, resolver: Option<Resolver>) {
-        lock(&self.core.options).resolver = resolver;
+        if let Some(routes) = lock(&self.core.options).routes_to_set(resolver.is_none()) {
+            routes.resolver = resolver;
+        }
     }
 
     /// Where `connect`, `connect_async` and later reconnections go (`uri`:
@@ -301,8 +307,10 @@ impl Client {
                 options.host = Some(host.to_owned());
                 options.port = port;
             }
-            options.scheme = uri.map(|uri| uri.scheme);
-            options.ws_path = uri.map(|uri| uri.path.clone()).unwrap_or_default();
+            if let Some(routes) = options.routes_to_set(uri.is_none()) {
+                routes.scheme = uri.map(|uri| uri.scheme);
+                routes.ws_path = uri.map(|uri| uri.path.clone()).unwrap_or_default();
+            }
         }
         self.session().config_mut().keep_alive = keepalive;
     }
@@ -392,7 +400,7 @@ impl Client {
         }
         let target_known = {
             let options = lock(&self.core.options);
-            options.host.is_some() || options.servers.is_some()
+            options.host.is_some() || options.routes().servers.is_some()
         };
         if !target_known {
             return Err(Error::NotConnected);
@@ -932,7 +940,9 @@ impl Client {
             None => None,
             Some(options) => Some(Arc::new(crate::tls::TlsSetup::new(options)?)),
         };
-        lock(&self.core.options).tls = setup;
+        if let Some(routes) = lock(&self.core.options).routes_to_set(setup.is_none()) {
+            routes.tls = setup;
+        }
         Ok(())
     }
 

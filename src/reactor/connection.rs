@@ -106,7 +106,7 @@ fn transport_for(
     let mut options = lock(&core.options);
     let tls_wanted = match server {
         Some(server) => server.tls,
-        None => options.scheme.is_some_and(Scheme::is_tls),
+        None => options.routes().scheme.is_some_and(Scheme::is_tls),
     };
     #[cfg(feature = "tls")]
     {
@@ -116,8 +116,8 @@ fn transport_for(
             }
             Some(_) => (None, String::new()),
             None => {
-                let tls = match options.scheme {
-                    None => options.tls.clone(),
+                let tls = match options.routes().scheme {
+                    None => options.routes().tls.clone(),
                     Some(_) if !tls_wanted => None,
                     Some(_) => Some(options.tls_or_system_roots()?),
                 };
@@ -153,17 +153,18 @@ fn setup_for(core: &Arc<Core>, server: Option<&Server>) -> Result<Handshakes, Er
         Ok(IpAddr::V6(a)) => Host::V6(a),
         Err(_) => Host::Name(host.to_owned()),
     };
-    let proxy = match &options.proxy {
+    let routes = options.routes();
+    let proxy = match &routes.proxy {
         Some(proxy) => Some(Box::new(ProxyHandshake::new(proxy, &target, port)?)),
         None => None,
     };
-    let upgrade = match options.scheme {
+    let upgrade = match routes.scheme {
         Some(scheme) if scheme.is_websocket() && server.is_none() => {
             Some(Box::new(Upgrade::for_uri(&BrokerUri {
                 scheme,
                 host: target,
                 port,
-                path: options.ws_path.clone(),
+                path: routes.ws_path.clone(),
             })?))
         }
         _ => None,
@@ -705,6 +706,7 @@ impl Connection {
     /// `connect`).
     fn begin_round(&mut self, core: &Arc<Core>, io: Io<'_>) -> bool {
         let list = lock(&core.options)
+            .routes()
             .servers
             .clone()
             .filter(|list| !list.entries.is_empty());
@@ -1119,7 +1121,7 @@ impl Connection {
                 log!(core, Level::Warn, "the broker redirects to {host}");
                 let mut options = lock(&core.options);
                 let port = port.unwrap_or(options.port);
-                if options.proxy.is_none() {
+                if options.routes().proxy.is_none() {
                     self.addrs = host
                         .parse::<std::net::IpAddr>()
                         .map(|ip| vec![SocketAddr::new(ip, port)])
