@@ -669,16 +669,16 @@ impl Client {
     /// `InvalidProperty` for one CONNECT may not carry, a duplicate, or
     /// Authentication Data without an Authentication Method.
     pub fn set_connect_properties(&self, props: Option<Properties<'_>>) -> Result<()> {
-        self.set_v5_properties(props, PropertyContext::Connect, |config| {
-            &mut config.connect_properties
+        self.set_v5_properties(props, PropertyContext::Connect, |extras| {
+            &mut extras.connect_properties
         })
     }
 
     /// MQTT 5 will properties (will delay, message expiry, content type, ...)
     /// for the next connections (`None` clears them).
     pub fn set_will_properties(&self, props: Option<Properties<'_>>) -> Result<()> {
-        self.set_v5_properties(props, PropertyContext::Will, |config| {
-            &mut config.will_properties
+        self.set_v5_properties(props, PropertyContext::Will, |extras| {
+            &mut extras.will_properties
         })
     }
 
@@ -686,13 +686,15 @@ impl Client {
         &self,
         props: Option<Properties<'_>>,
         ctx: PropertyContext,
-        field: impl FnOnce(&mut crate::protocol::session::SessionConfig) -> &mut PropertiesBuf,
+        field: impl FnOnce(&mut crate::protocol::session::ConnectExtras) -> &mut PropertiesBuf,
     ) -> Result<()> {
         let mut session = self.session();
         let config = session.config_mut();
         let props = props.unwrap_or_default();
         if props.is_empty() {
-            field(config).clear();
+            if let Some(extras) = config.extras_to_set(true) {
+                field(extras).clear();
+            }
             return Ok(());
         }
         if !config.is_v5() {
@@ -705,7 +707,7 @@ impl Client {
         {
             return Err(Error::InvalidProperty);
         }
-        field(config).set(props);
+        field(config.extras_mut()).set(props);
         Ok(())
     }
 
@@ -923,9 +925,11 @@ impl Client {
             return Err(Error::InvalidUtf8);
         }
         let mut session = self.session();
-        let config = session.config_mut();
-        config.username = username.map(str::to_owned);
-        config.password = password.map(<[u8]>::to_vec);
+        let clearing = username.is_none() && password.is_none();
+        if let Some(extras) = session.config_mut().extras_to_set(clearing) {
+            extras.username = username.map(str::to_owned);
+            extras.password = password.map(<[u8]>::to_vec);
+        }
         Ok(())
     }
 
@@ -957,15 +961,18 @@ impl Client {
                 if payload.len() > u16::MAX as usize {
                     return Err(Error::PayloadTooLarge);
                 }
-                Some(Box::new(Will {
+                Some(Will {
                     topic: topic.to_owned(),
                     payload: payload.to_vec(),
                     qos,
                     retain,
-                }))
+                })
             }
         };
-        self.session().config_mut().will = will;
+        let mut session = self.session();
+        if let Some(extras) = session.config_mut().extras_to_set(will.is_none()) {
+            extras.will = will;
+        }
         Ok(())
     }
 

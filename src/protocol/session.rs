@@ -39,10 +39,8 @@ pub struct SessionConfig {
     pub clean_session: bool,
     /// Seconds; 0 disables keepalive.
     pub keep_alive: u16,
-    pub username: Option<String>,
-    pub password: Option<Vec<u8>>,
-    /// Boxed: most clients have none, and thousands of idle ones share a reactor.
-    pub will: Option<Box<Will>>,
+    /// Credentials, will, MQTT 5 CONNECT and will properties (see `extras`).
+    pub extras: Option<Box<ConnectExtras>>,
     /// CONNACK must arrive within this after `connection_opened`.
     pub connect_timeout: Duration,
     /// Outgoing QoS 1/2 messages in flight at once (0 is treated as 1).
@@ -65,17 +63,36 @@ pub struct SessionConfig {
     pub resubscribe: bool,
     /// MQTT 3.1.1 (the default) or 5.0, from the next connection.
     pub protocol: ProtocolVersion,
+    /// MQTT 5: topic aliases we may assign to outgoing PUBLISHes (also bounded
+    /// by the server's Topic Alias Maximum); 0 sends none.
+    pub topic_alias_max: u16,
+}
+
+/// What a CONNECT may carry besides the client id and the flags. Boxed in
+/// `SessionConfig`: most clients set none of it, and thousands of idle ones
+/// share a reactor.
+#[derive(Clone, Default)]
+pub struct ConnectExtras {
+    pub username: Option<String>,
+    pub password: Option<Vec<u8>>,
+    pub will: Option<Will>,
     /// MQTT 5: the application's CONNECT properties (checked for CONNECT when
     /// set). The session adds Receive Maximum, Maximum Packet Size and, for a
     /// persistent session, Session Expiry Interval where they are absent.
     pub connect_properties: PropertiesBuf,
-    /// MQTT 5: topic aliases we may assign to outgoing PUBLISHes (also bounded
-    /// by the server's Topic Alias Maximum); 0 sends none.
-    pub topic_alias_max: u16,
     /// MQTT 5 will properties (will delay, message expiry, ...), sent with the
     /// will when there is one.
     pub will_properties: PropertiesBuf,
 }
+
+/// What a config without `ConnectExtras` reads.
+static NO_EXTRAS: ConnectExtras = ConnectExtras {
+    username: None,
+    password: None,
+    will: None,
+    connect_properties: PropertiesBuf::new(),
+    will_properties: PropertiesBuf::new(),
+};
 
 impl Default for SessionConfig {
     fn default() -> Self {
@@ -83,9 +100,7 @@ impl Default for SessionConfig {
             client_id: String::new(),
             clean_session: true,
             keep_alive: 60,
-            username: None,
-            password: None,
-            will: None,
+            extras: None,
             connect_timeout: Duration::from_secs(10),
             max_inflight: 20,
             max_queued_messages: 10_000,
@@ -96,9 +111,7 @@ impl Default for SessionConfig {
             max_packet_size: codec::DEFAULT_MAX_PACKET_SIZE,
             resubscribe: true,
             protocol: ProtocolVersion::V311,
-            connect_properties: PropertiesBuf::new(),
             topic_alias_max: 0,
-            will_properties: PropertiesBuf::new(),
         }
     }
 }
@@ -110,9 +123,12 @@ impl fmt::Debug for SessionConfig {
             .field("client_id", &self.client_id)
             .field("clean_session", &self.clean_session)
             .field("keep_alive", &self.keep_alive)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("will", &self.will)
+            .field("username", &self.extras().username)
+            .field(
+                "password",
+                &self.extras().password.as_ref().map(|_| "<redacted>"),
+            )
+            .field("will", &self.extras().will)
             .field("connect_timeout", &self.connect_timeout)
             .field("max_inflight", &self.max_inflight)
             .field("max_queued_messages", &self.max_queued_messages)
@@ -123,9 +139,9 @@ impl fmt::Debug for SessionConfig {
             .field("max_packet_size", &self.max_packet_size)
             .field("resubscribe", &self.resubscribe)
             .field("protocol", &self.protocol)
-            .field("connect_properties", &self.connect_properties)
+            .field("connect_properties", &self.extras().connect_properties)
             .field("topic_alias_max", &self.topic_alias_max)
-            .field("will_properties", &self.will_properties)
+            .field("will_properties", &self.extras().will_properties)
             .finish()
     }
 }
@@ -133,6 +149,24 @@ impl fmt::Debug for SessionConfig {
 impl SessionConfig {
     pub fn is_v5(&self) -> bool {
         self.protocol == ProtocolVersion::V5
+    }
+
+    /// Credentials, will and MQTT 5 CONNECT properties (none when unset).
+    pub fn extras(&self) -> &ConnectExtras {
+        self.extras.as_deref().unwrap_or(&NO_EXTRAS)
+    }
+
+    /// The same to change, allocated at first need.
+    pub fn extras_mut(&mut self) -> &mut ConnectExtras {
+        self.extras.get_or_insert_with(Default::default)
+    }
+
+    /// `extras_mut`, except that clearing what nobody set allocates nothing.
+    pub fn extras_to_set(&mut self, clearing: bool) -> Option<&mut ConnectExtras> {
+        if clearing && self.extras.is_none() {
+            return None;
+        }
+        Some(self.extras_mut())
     }
 
     /// The CONNECT properties sent: the application's, plus what the session
@@ -143,8 +177,8 @@ impl SessionConfig {
     ///   so that a persistent session outlives the connection as in 3.1.1
     ///   (without it MQTT 5 ends the session when the connection ends).
     fn connect_properties_into(&self, out: &mut PropertiesBuf) {
-        out.set(self.connect_properties.as_properties());
-        let given = self.connect_properties.as_properties();
+        let given = self.extras().connect_properties.as_properties();
+        out.set(given);
         if given.get(prop::RECEIVE_MAXIMUM).is_none() {
             let _ = out.push_int(prop::RECEIVE_MAXIMUM, self.receive_maximum().into());
         }
@@ -159,7 +193,8 @@ impl SessionConfig {
 
     /// The Receive Maximum we announce and enforce on incoming QoS 1/2 flows.
     pub fn receive_maximum(&self) -> u16 {
-        self.connect_properties
+        self.extras()
+            .connect_properties
             .as_properties()
             .u32_of(prop::RECEIVE_MAXIMUM)
             .map_or_else(
@@ -173,7 +208,8 @@ impl SessionConfig {
         if !self.is_v5() {
             return 0;
         }
-        self.connect_properties
+        self.extras()
+            .connect_properties
             .as_properties()
             .u32_of(prop::TOPIC_ALIAS_MAXIMUM)
             .map_or(0, |v| v as u16)
@@ -186,6 +222,7 @@ impl SessionConfig {
             return 0;
         }
         match self
+            .extras()
             .connect_properties
             .as_properties()
             .u32_of(prop::SESSION_EXPIRY_INTERVAL)
@@ -202,15 +239,15 @@ impl SessionConfig {
             client_id: &self.client_id,
             clean_session: self.clean_session,
             keep_alive: self.keep_alive,
-            will: self.will.as_ref().map(|w| LastWill {
+            will: self.extras().will.as_ref().map(|w| LastWill {
                 topic: &w.topic,
                 payload: &w.payload,
                 qos: w.qos,
                 retain: w.retain,
-                properties: v5.then(|| self.will_properties.as_properties()),
+                properties: v5.then(|| self.extras().will_properties.as_properties()),
             }),
-            username: self.username.as_deref(),
-            password: self.password.as_deref(),
+            username: self.extras().username.as_deref(),
+            password: self.extras().password.as_deref(),
             properties: v5.then(|| props.as_properties()),
         })
     }
@@ -1162,6 +1199,7 @@ impl Session {
         if self.v5
             && let Some(method) = self
                 .config
+                .extras()
                 .connect_properties
                 .as_properties()
                 .str_of(prop::AUTHENTICATION_METHOD)
