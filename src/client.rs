@@ -146,7 +146,7 @@ impl Client {
 
     /// The server list, if one is set.
     fn servers(&self) -> Option<Arc<ServerList>> {
-        lock(&self.core.options).servers.clone()
+        lock(&self.core.options).routes().servers.clone()
     }
 
     /// `host` must name a broker, unless a server list says where to go.
@@ -197,7 +197,9 @@ impl Client {
                 last_good: std::sync::atomic::AtomicUsize::new(0),
             })
         });
-        lock(&self.core.options).servers = servers;
+        if let Some(routes) = lock(&self.core.options).routes_to_set(servers.is_none()) {
+            routes.servers = servers;
+        }
         Ok(())
     }
 
@@ -237,11 +239,11 @@ impl Client {
         if uri.scheme.is_tls() {
             let loaded = {
                 let options = lock(&self.core.options);
-                options.tls.is_some() || options.default_tls.is_some()
+                options.routes().tls.is_some() || options.routes().default_tls.is_some()
             };
             if !loaded {
                 let tls = crate::tls::TlsSetup::new(&crate::tls::TlsOptions::default())?;
-                lock(&self.core.options).default_tls = Some(Arc::new(tls));
+                lock(&self.core.options).routes_mut().default_tls = Some(Arc::new(tls));
             }
         }
         let _ = uri;
@@ -269,7 +271,9 @@ impl Client {
     /// refuses or answers garbage ends the attempt with `Error::Proxy`.
     pub fn set_proxy(&self, uri: Option<&str>) -> Result<()> {
         let proxy = uri.map(ProxyUri::parse).transpose()?;
-        lock(&self.core.options).proxy = proxy.map(Box::new);
+        if let Some(routes) = lock(&self.core.options).routes_to_set(proxy.is_none()) {
+            routes.proxy = proxy;
+        }
         Ok(())
     }
 
@@ -288,7 +292,9 @@ impl Client {
     /// DNS. Used by `connect`, `reconnect`, `connect_async` and each automatic
     /// reconnection; IP literals are not resolved.
     pub fn set_resolver(&self, resolver: Option<Resolver>) {
-        lock(&self.core.options).resolver = resolver;
+        if let Some(routes) = lock(&self.core.options).routes_to_set(resolver.is_none()) {
+            routes.resolver = resolver;
+        }
     }
 
     /// Where `connect`, `connect_async` and later reconnections go (`uri`:
@@ -301,8 +307,10 @@ impl Client {
                 options.host = Some(host.to_owned());
                 options.port = port;
             }
-            options.scheme = uri.map(|uri| uri.scheme);
-            options.ws_path = uri.map(|uri| uri.path.clone()).unwrap_or_default();
+            if let Some(routes) = options.routes_to_set(uri.is_none()) {
+                routes.scheme = uri.map(|uri| uri.scheme);
+                routes.ws_path = uri.map(|uri| uri.path.clone()).unwrap_or_default();
+            }
         }
         self.session().config_mut().keep_alive = keepalive;
     }
@@ -392,7 +400,7 @@ impl Client {
         }
         let target_known = {
             let options = lock(&self.core.options);
-            options.host.is_some() || options.servers.is_some()
+            options.host.is_some() || options.routes().servers.is_some()
         };
         if !target_known {
             return Err(Error::NotConnected);
@@ -661,16 +669,16 @@ impl Client {
     /// `InvalidProperty` for one CONNECT may not carry, a duplicate, or
     /// Authentication Data without an Authentication Method.
     pub fn set_connect_properties(&self, props: Option<Properties<'_>>) -> Result<()> {
-        self.set_v5_properties(props, PropertyContext::Connect, |config| {
-            &mut config.connect_properties
+        self.set_v5_properties(props, PropertyContext::Connect, |extras| {
+            &mut extras.connect_properties
         })
     }
 
     /// MQTT 5 will properties (will delay, message expiry, content type, ...)
     /// for the next connections (`None` clears them).
     pub fn set_will_properties(&self, props: Option<Properties<'_>>) -> Result<()> {
-        self.set_v5_properties(props, PropertyContext::Will, |config| {
-            &mut config.will_properties
+        self.set_v5_properties(props, PropertyContext::Will, |extras| {
+            &mut extras.will_properties
         })
     }
 
@@ -678,13 +686,15 @@ impl Client {
         &self,
         props: Option<Properties<'_>>,
         ctx: PropertyContext,
-        field: impl FnOnce(&mut crate::protocol::session::SessionConfig) -> &mut PropertiesBuf,
+        field: impl FnOnce(&mut crate::protocol::session::ConnectExtras) -> &mut PropertiesBuf,
     ) -> Result<()> {
         let mut session = self.session();
         let config = session.config_mut();
         let props = props.unwrap_or_default();
         if props.is_empty() {
-            field(config).clear();
+            if let Some(extras) = config.extras_to_set(true) {
+                field(extras).clear();
+            }
             return Ok(());
         }
         if !config.is_v5() {
@@ -697,7 +707,7 @@ impl Client {
         {
             return Err(Error::InvalidProperty);
         }
-        field(config).set(props);
+        field(config.extras_mut()).set(props);
         Ok(())
     }
 
@@ -915,9 +925,11 @@ impl Client {
             return Err(Error::InvalidUtf8);
         }
         let mut session = self.session();
-        let config = session.config_mut();
-        config.username = username.map(str::to_owned);
-        config.password = password.map(<[u8]>::to_vec);
+        let clearing = username.is_none() && password.is_none();
+        if let Some(extras) = session.config_mut().extras_to_set(clearing) {
+            extras.username = username.map(str::to_owned);
+            extras.password = password.map(<[u8]>::to_vec);
+        }
         Ok(())
     }
 
@@ -932,7 +944,9 @@ impl Client {
             None => None,
             Some(options) => Some(Arc::new(crate::tls::TlsSetup::new(options)?)),
         };
-        lock(&self.core.options).tls = setup;
+        if let Some(routes) = lock(&self.core.options).routes_to_set(setup.is_none()) {
+            routes.tls = setup;
+        }
         Ok(())
     }
 
@@ -947,15 +961,18 @@ impl Client {
                 if payload.len() > u16::MAX as usize {
                     return Err(Error::PayloadTooLarge);
                 }
-                Some(Box::new(Will {
+                Some(Will {
                     topic: topic.to_owned(),
                     payload: payload.to_vec(),
                     qos,
                     retain,
-                }))
+                })
             }
         };
-        self.session().config_mut().will = will;
+        let mut session = self.session();
+        if let Some(extras) = session.config_mut().extras_to_set(will.is_none()) {
+            extras.will = will;
+        }
         Ok(())
     }
 

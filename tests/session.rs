@@ -180,13 +180,16 @@ fn connect_packet_carries_the_config() {
         client_id: "dev-1".into(),
         clean_session: false,
         keep_alive: 30,
-        username: Some("u".into()),
-        password: Some(b"p".to_vec()),
-        will: Some(Box::new(Will {
-            topic: "w/t".into(),
-            payload: b"bye".to_vec(),
-            qos: QoS::AtLeastOnce,
-            retain: true,
+        extras: Some(Box::new(ConnectExtras {
+            username: Some("u".into()),
+            password: Some(b"p".to_vec()),
+            will: Some(Will {
+                topic: "w/t".into(),
+                payload: b"bye".to_vec(),
+                qos: QoS::AtLeastOnce,
+                retain: true,
+            }),
+            ..ConnectExtras::default()
         })),
         ..SessionConfig::default()
     });
@@ -236,12 +239,12 @@ fn config_changes_apply_to_the_next_connection() {
 fn invalid_config_is_reported_without_waiting_for_the_timeout() {
     let t0 = Instant::now();
     let mut config = cfg();
-    config.will = Some(Box::new(Will {
+    config.extras_mut().will = Some(Will {
         topic: "bad/#".into(),
         payload: vec![],
         qos: QoS::AtMostOnce,
         retain: false,
-    }));
+    });
     assert_eq!(config.validate(), Err(Error::InvalidTopic));
     assert_eq!(cfg().validate(), Ok(()));
     let mut s = Session::new(config);
@@ -251,14 +254,14 @@ fn invalid_config_is_reported_without_waiting_for_the_timeout() {
     assert_eq!(s.handle_timeout(t0), Err(Error::InvalidTopic));
 
     let mut config = cfg();
-    config.password = Some(b"p".to_vec());
+    config.extras_mut().password = Some(b"p".to_vec());
     assert_eq!(config.validate(), Err(Error::InvalidArgument));
 }
 
 #[test]
 fn password_is_not_in_debug_output() {
     let mut config = cfg();
-    config.password = Some(b"hunter2".to_vec());
+    config.extras_mut().password = Some(b"hunter2".to_vec());
     let text = format!("{config:?}");
     assert!(!text.contains("104, 117")); // "hu" as bytes
     assert!(text.contains("redacted"));
@@ -1737,6 +1740,7 @@ mod v5_limits {
     fn an_auth_above_the_servers_maximum_packet_size_leaves_out_user_properties_or_is_refused() {
         let mut config = cfg();
         config
+            .extras_mut()
             .connect_properties
             .push_str(prop::AUTHENTICATION_METHOD, "m")
             .unwrap();

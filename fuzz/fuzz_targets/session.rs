@@ -1665,7 +1665,7 @@ fn config(input: &mut Input<'_>) -> SessionConfig {
     if first & 0x80 != 0 {
         config.protocol = ProtocolVersion::V5;
         let flags = input.u8();
-        let props = &mut config.connect_properties;
+        let props = &mut config.extras_mut().connect_properties;
         if flags & 1 != 0 {
             props
                 .push_int(prop::RECEIVE_MAXIMUM, 1 + input.below(8) as u32)

@@ -668,8 +668,8 @@ pub struct PropertiesBuf {
 }
 
 impl PropertiesBuf {
-    pub fn new() -> PropertiesBuf {
-        PropertiesBuf::default()
+    pub const fn new() -> PropertiesBuf {
+        PropertiesBuf { bytes: Vec::new() }
     }
 
     /// Append `p` after checking its value: strings without U+0000 and at

@@ -39,10 +39,8 @@ pub struct SessionConfig {
     pub clean_session: bool,
     /// Seconds; 0 disables keepalive.
     pub keep_alive: u16,
-    pub username: Option<String>,
-    pub password: Option<Vec<u8>>,
-    /// Boxed: most clients have none, and thousands of idle ones share a reactor.
-    pub will: Option<Box<Will>>,
+    /// Credentials, will, MQTT 5 CONNECT and will properties (see `extras`).
+    pub extras: Option<Box<ConnectExtras>>,
     /// CONNACK must arrive within this after `connection_opened`.
     pub connect_timeout: Duration,
     /// Outgoing QoS 1/2 messages in flight at once (0 is treated as 1).
@@ -65,17 +63,36 @@ pub struct SessionConfig {
     pub resubscribe: bool,
     /// MQTT 3.1.1 (the default) or 5.0, from the next connection.
     pub protocol: ProtocolVersion,
+    /// MQTT 5: topic aliases we may assign to outgoing PUBLISHes (also bounded
+    /// by the server's Topic Alias Maximum); 0 sends none.
+    pub topic_alias_max: u16,
+}
+
+/// What a CONNECT may carry besides the client id and the flags. Boxed in
+/// `SessionConfig`: most clients set none of it, and thousands of idle ones
+/// share a reactor.
+#[derive(Clone, Default)]
+pub struct ConnectExtras {
+    pub username: Option<String>,
+    pub password: Option<Vec<u8>>,
+    pub will: Option<Will>,
     /// MQTT 5: the application's CONNECT properties (checked for CONNECT when
     /// set). The session adds Receive Maximum, Maximum Packet Size and, for a
     /// persistent session, Session Expiry Interval where they are absent.
     pub connect_properties: PropertiesBuf,
-    /// MQTT 5: topic aliases we may assign to outgoing PUBLISHes (also bounded
-    /// by the server's Topic Alias Maximum); 0 sends none.
-    pub topic_alias_max: u16,
     /// MQTT 5 will properties (will delay, message expiry, ...), sent with the
     /// will when there is one.
     pub will_properties: PropertiesBuf,
 }
+
+/// What a config without `ConnectExtras` reads.
+static NO_EXTRAS: ConnectExtras = ConnectExtras {
+    username: None,
+    password: None,
+    will: None,
+    connect_properties: PropertiesBuf::new(),
+    will_properties: PropertiesBuf::new(),
+};
 
 impl Default for SessionConfig {
     fn default() -> Self {
@@ -83,9 +100,7 @@ impl Default for SessionConfig {
             client_id: String::new(),
             clean_session: true,
             keep_alive: 60,
-            username: None,
-            password: None,
-            will: None,
+            extras: None,
             connect_timeout: Duration::from_secs(10),
             max_inflight: 20,
             max_queued_messages: 10_000,
@@ -96,9 +111,7 @@ impl Default for SessionConfig {
             max_packet_size: codec::DEFAULT_MAX_PACKET_SIZE,
             resubscribe: true,
             protocol: ProtocolVersion::V311,
-            connect_properties: PropertiesBuf::new(),
             topic_alias_max: 0,
-            will_properties: PropertiesBuf::new(),
         }
     }
 }
@@ -110,9 +123,12 @@ impl fmt::Debug for SessionConfig {
             .field("client_id", &self.client_id)
             .field("clean_session", &self.clean_session)
             .field("keep_alive", &self.keep_alive)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("will", &self.will)
+            .field("username", &self.extras().username)
+            .field(
+                "password",
+                &self.extras().password.as_ref().map(|_| "<redacted>"),
+            )
+            .field("will", &self.extras().will)
             .field("connect_timeout", &self.connect_timeout)
             .field("max_inflight", &self.max_inflight)
             .field("max_queued_messages", &self.max_queued_messages)
@@ -123,9 +139,9 @@ impl fmt::Debug for SessionConfig {
             .field("max_packet_size", &self.max_packet_size)
             .field("resubscribe", &self.resubscribe)
             .field("protocol", &self.protocol)
-            .field("connect_properties", &self.connect_properties)
+            .field("connect_properties", &self.extras().connect_properties)
             .field("topic_alias_max", &self.topic_alias_max)
-            .field("will_properties", &self.will_properties)
+            .field("will_properties", &self.extras().will_properties)
             .finish()
     }
 }
@@ -133,6 +149,24 @@ impl fmt::Debug for SessionConfig {
 impl SessionConfig {
     pub fn is_v5(&self) -> bool {
         self.protocol == ProtocolVersion::V5
+    }
+
+    /// Credentials, will and MQTT 5 CONNECT properties (none when unset).
+    pub fn extras(&self) -> &ConnectExtras {
+        self.extras.as_deref().unwrap_or(&NO_EXTRAS)
+    }
+
+    /// The same to change, allocated at first need.
+    pub fn extras_mut(&mut self) -> &mut ConnectExtras {
+        self.extras.get_or_insert_with(Default::default)
+    }
+
+    /// `extras_mut`, except that clearing what nobody set allocates nothing.
+    pub fn extras_to_set(&mut self, clearing: bool) -> Option<&mut ConnectExtras> {
+        if clearing && self.extras.is_none() {
+            return None;
+        }
+        Some(self.extras_mut())
     }
 
     /// The CONNECT properties sent: the application's, plus what the session
@@ -143,8 +177,8 @@ impl SessionConfig {
     ///   so that a persistent session outlives the connection as in 3.1.1
     ///   (without it MQTT 5 ends the session when the connection ends).
     fn connect_properties_into(&self, out: &mut PropertiesBuf) {
-        out.set(self.connect_properties.as_properties());
-        let given = self.connect_properties.as_properties();
+        let given = self.extras().connect_properties.as_properties();
+        out.set(given);
         if given.get(prop::RECEIVE_MAXIMUM).is_none() {
             let _ = out.push_int(prop::RECEIVE_MAXIMUM, self.receive_maximum().into());
         }
@@ -159,7 +193,8 @@ impl SessionConfig {
 
     /// The Receive Maximum we announce and enforce on incoming QoS 1/2 flows.
     pub fn receive_maximum(&self) -> u16 {
-        self.connect_properties
+        self.extras()
+            .connect_properties
             .as_properties()
             .u32_of(prop::RECEIVE_MAXIMUM)
             .map_or_else(
@@ -173,7 +208,8 @@ impl SessionConfig {
         if !self.is_v5() {
             return 0;
         }
-        self.connect_properties
+        self.extras()
+            .connect_properties
             .as_properties()
             .u32_of(prop::TOPIC_ALIAS_MAXIMUM)
             .map_or(0, |v| v as u16)
@@ -186,6 +222,7 @@ impl SessionConfig {
             return 0;
         }
         match self
+            .extras()
             .connect_properties
             .as_properties()
             .u32_of(prop::SESSION_EXPIRY_INTERVAL)
@@ -202,15 +239,15 @@ impl SessionConfig {
             client_id: &self.client_id,
             clean_session: self.clean_session,
             keep_alive: self.keep_alive,
-            will: self.will.as_ref().map(|w| LastWill {
+            will: self.extras().will.as_ref().map(|w| LastWill {
                 topic: &w.topic,
                 payload: &w.payload,
                 qos: w.qos,
                 retain: w.retain,
-                properties: v5.then(|| self.will_properties.as_properties()),
+                properties: v5.then(|| self.extras().will_properties.as_properties()),
             }),
-            username: self.username.as_deref(),
-            password: self.password.as_deref(),
+            username: self.extras().username.as_deref(),
+            password: self.extras().password.as_deref(),
             properties: v5.then(|| props.as_properties()),
         })
     }
@@ -647,19 +684,17 @@ enum KeepaliveDeadline {
     Dead(Instant),
 }
 
-/// One client session (MQTT 3.1.1 section 4.1): survives connections.
+/// What only a client with traffic holds: the flows' tables, the reuse pools
+/// and the connection's Authentication Method. Allocated at first use and
+/// freed, once it holds no flow, at the CONNACK and at an idle client's
+/// PINGREQ (with the pools, see `release_idle_memory`): an idle client, one
+/// of thousands on a reactor, holds one word for all of it.
 #[derive(Debug)]
-pub struct Session {
-    config: SessionConfig,
-    state: ConnectionState,
-    ids: PacketIds,
+struct Activity {
     inflight: IdMap<Outgoing>,
     queue: VecDeque<Queued>,
     queued_bytes: usize,
     requests: IdMap<Pending>,
-    /// Active subscriptions (filter -> requested options), restored after a
-    /// CONNACK without a session.
-    subscriptions: BTreeMap<String, Tracked>,
     /// Incoming QoS 2 messages between PUBLISH and PUBREL, by the broker's id.
     held: IdMap<OwnedMessage>,
     /// QoS 2 messages the broker acknowledged (PUBREC) and then reconnected
@@ -669,14 +704,79 @@ pub struct Session {
     /// break (MQTT 5: Maximum Packet Size, Maximum QoS, Retain Available):
     /// not sent, and reported by the reactor (see `take_refused`).
     refused: Vec<(u16, Refused, Error)>,
-    seq: u64,
-    /// Encoded packets not yet written; `outbox[outbox_start..]` is pending.
-    /// One buffer reused for the whole session so sending allocates nothing.
-    outbox: Vec<u8>,
     /// Buffers of completed flows, reused so that steady-state traffic does
     /// not allocate per message (bounded: see `POOL_MAX`).
     spare_packets: Vec<Vec<u8>>,
     spare_messages: Vec<OwnedMessage>,
+    /// Reused for the CONNECT's properties and those of aliased PUBLISHes.
+    scratch_props: PropertiesBuf,
+    /// The Authentication Method of the current connection's CONNECT (empty:
+    /// no enhanced authentication).
+    auth_method: String,
+}
+
+/// What a session without an `Activity` reads.
+static NO_ACTIVITY: Activity = Activity::EMPTY;
+
+/// The activity in `slot`, allocated at first need (a free function, so that
+/// callers can borrow the session's other fields beside it).
+fn active(slot: &mut Option<Box<Activity>>) -> &mut Activity {
+    slot.get_or_insert_with(|| Box::new(Activity::EMPTY))
+}
+
+impl Activity {
+    const EMPTY: Activity = Activity {
+        inflight: IdMap::with_hasher(BuildHasherDefault::new()),
+        queue: VecDeque::new(),
+        queued_bytes: 0,
+        requests: IdMap::with_hasher(BuildHasherDefault::new()),
+        held: IdMap::with_hasher(BuildHasherDefault::new()),
+        unresolved: Vec::new(),
+        refused: Vec::new(),
+        spare_packets: Vec::new(),
+        spare_messages: Vec::new(),
+        scratch_props: PropertiesBuf::new(),
+        auth_method: String::new(),
+    };
+
+    /// Whether it holds anything but reuse pools and scratch space.
+    fn is_idle(&self) -> bool {
+        self.inflight.is_empty()
+            && self.queue.is_empty()
+            && self.requests.is_empty()
+            && self.held.is_empty()
+            && self.unresolved.is_empty()
+            && self.refused.is_empty()
+            && self.auth_method.is_empty()
+    }
+
+    fn take_packet(&mut self) -> Vec<u8> {
+        self.spare_packets.pop().unwrap_or_default()
+    }
+
+    fn recycle_packet(&mut self, packet: Vec<u8>) {
+        if self.spare_packets.len() < POOL_MAX {
+            self.spare_packets.push(packet);
+        }
+    }
+}
+
+/// One client session (MQTT 3.1.1 section 4.1): survives connections.
+#[derive(Debug)]
+pub struct Session {
+    config: SessionConfig,
+    state: ConnectionState,
+    ids: PacketIds,
+    /// The flows, reuse pools and authentication method: `None` while the
+    /// client has none (see `Activity`).
+    activity: Option<Box<Activity>>,
+    /// Active subscriptions (filter -> requested options), restored after a
+    /// CONNACK without a session.
+    subscriptions: BTreeMap<String, Tracked>,
+    seq: u64,
+    /// Encoded packets not yet written; `outbox[outbox_start..]` is pending.
+    /// One buffer reused for the whole session so sending allocates nothing.
+    outbox: Vec<u8>,
     outbox_start: usize,
     /// Snapshot of `config.keep_alive` taken at `connection_opened`: the value
     /// the broker was told.
@@ -692,11 +792,6 @@ pub struct Session {
     server: ServerLimits,
     in_aliases: IncomingAliases,
     out_aliases: OutgoingAliases,
-    /// Reused for the CONNECT's properties and those of aliased PUBLISHes.
-    scratch_props: PropertiesBuf,
-    /// The Authentication Method of the current connection's CONNECT (empty:
-    /// no enhanced authentication).
-    auth_method: String,
     /// The durable store, when there is one (see `set_store`).
     durable: Option<Box<Durable>>,
     /// A store write or sync the connection cannot go on without failed:
@@ -710,16 +805,8 @@ impl Session {
             config,
             state: ConnectionState::Disconnected,
             ids: PacketIds::new(),
-            inflight: IdMap::default(),
-            queue: VecDeque::new(),
-            queued_bytes: 0,
-            requests: IdMap::default(),
+            activity: None,
             subscriptions: BTreeMap::new(),
-            held: IdMap::default(),
-            unresolved: Vec::new(),
-            refused: Vec::new(),
-            spare_packets: Vec::new(),
-            spare_messages: Vec::new(),
             seq: 0,
             outbox: Vec::new(),
             outbox_start: 0,
@@ -733,10 +820,26 @@ impl Session {
             server: ServerLimits::default(),
             in_aliases: IncomingAliases::default(),
             out_aliases: OutgoingAliases::default(),
-            scratch_props: PropertiesBuf::new(),
-            auth_method: String::new(),
             durable: None,
             store_error: None,
+        }
+    }
+
+    /// The activity; an empty one when there is none (reading allocates
+    /// nothing).
+    fn flows(&self) -> &Activity {
+        self.activity.as_deref().unwrap_or(&NO_ACTIVITY)
+    }
+
+    /// The activity, allocated at first need.
+    fn flows_mut(&mut self) -> &mut Activity {
+        active(&mut self.activity)
+    }
+
+    /// Frees the activity when it holds no flow.
+    fn release_activity_if_idle(&mut self) {
+        if self.activity.as_ref().is_some_and(|a| a.is_idle()) {
+            self.activity = None;
         }
     }
 
@@ -793,10 +896,10 @@ impl Session {
             return Err(Error::AlreadyConnected);
         }
         if attach
-            && (!self.inflight.is_empty()
-                || !self.queue.is_empty()
-                || !self.held.is_empty()
-                || !self.requests.is_empty())
+            && (!self.flows().inflight.is_empty()
+                || !self.flows().queue.is_empty()
+                || !self.flows().held.is_empty()
+                || !self.flows().requests.is_empty())
         {
             return Err(Error::InvalidArgument);
         }
@@ -837,7 +940,7 @@ impl Session {
                         {
                             let m = self.hold(&p);
                             self.reserve_held();
-                            self.held.insert(mid, m);
+                            self.flows_mut().held.insert(mid, m);
                         }
                         _ => unusable.push(key),
                     }
@@ -874,7 +977,7 @@ impl Session {
                 None => {
                     self.reserve_inflight();
                     let seq = self.next_seq();
-                    self.inflight.insert(
+                    self.flows_mut().inflight.insert(
                         mid,
                         Outgoing {
                             seq,
@@ -928,29 +1031,34 @@ impl Session {
     /// broker had acknowledged them with PUBREC, then came back without a
     /// session, so they were neither completed nor may be published again.
     pub fn take_unresolved(&mut self) -> Vec<u16> {
-        std::mem::take(&mut self.unresolved)
+        self.activity
+            .as_mut()
+            .map(|a| std::mem::take(&mut a.unresolved))
+            .unwrap_or_default()
     }
 
     /// What the last CONNACK's limits refused before it was sent: mid (0 for
     /// a QoS 0 message), what it was, and the error the same call made after
     /// that CONNACK would have returned (`PacketTooLarge`, `NotSupported`).
     pub fn take_refused(&mut self) -> Vec<(u16, Refused, Error)> {
-        std::mem::take(&mut self.refused)
+        self.activity
+            .as_mut()
+            .map(|a| std::mem::take(&mut a.refused))
+            .unwrap_or_default()
     }
 
     /// Why the server just announced could not take this encoded PUBLISH.
-    fn over_server_limits(&self, packet: &[u8]) -> Option<Error> {
+    fn over_server_limits(server: &ServerLimits, packet: &[u8]) -> Option<Error> {
         let flags = packet.first()?;
         let qos = QoS::from_u8((flags >> 1) & 3)?;
         let retain = flags & 1 == 1;
-        if self
-            .server
+        if server
             .maximum_packet_size
             .is_some_and(|max| packet.len() > max as usize)
         {
             return Some(Error::PacketTooLarge);
         }
-        (qos > self.server.maximum_qos || (retain && !self.server.retain_available))
+        (qos > server.maximum_qos || (retain && !server.retain_available))
             .then_some(Error::NotSupported)
     }
 
@@ -958,34 +1066,38 @@ impl Session {
     /// breaks its limits (sending it would only get the connection closed),
     /// for `take_refused`. Flows past PUBREC only send PUBREL: kept.
     fn refuse_over_limits(&mut self) {
-        let mut refused = std::mem::take(&mut self.refused);
-        let mut over: Vec<(u64, u16, Error)> = self
+        let Some(act) = self.activity.as_deref_mut() else {
+            return;
+        };
+        let server = &self.server;
+        let mut refused = std::mem::take(&mut act.refused);
+        let mut over: Vec<(u64, u16, Error)> = act
             .inflight
             .iter()
             .filter(|(_, o)| o.stage != Awaiting::PubComp)
-            .filter_map(|(&id, o)| Some((o.seq, id, self.over_server_limits(&o.packet)?)))
+            .filter_map(|(&id, o)| Some((o.seq, id, Self::over_server_limits(server, &o.packet)?)))
             .collect();
         // Reported in the order they were sent.
         over.sort_unstable_by_key(|&(seq, ..)| seq);
         for (_, id, error) in over {
-            if let Some(out) = self.inflight.remove(&id) {
+            if let Some(out) = act.inflight.remove(&id) {
                 let qos = QoS::from_u8((out.packet[0] >> 1) & 3).unwrap_or(QoS::AtLeastOnce);
-                self.recycle_packet(out.packet);
+                act.recycle_packet(out.packet);
                 refused.push((id, Refused::Publish(qos), error));
             }
         }
-        let mut kept = VecDeque::with_capacity(self.queue.len());
-        while let Some(q) = self.queue.pop_front() {
-            match self.over_server_limits(&q.packet) {
+        let mut kept = VecDeque::with_capacity(act.queue.len());
+        while let Some(q) = act.queue.pop_front() {
+            match Self::over_server_limits(server, &q.packet) {
                 Some(error) => {
-                    self.queued_bytes -= q.cost;
+                    act.queued_bytes -= q.cost;
                     refused.push((q.mid, Refused::Publish(q.qos), error));
-                    self.recycle_packet(q.packet);
+                    act.recycle_packet(q.packet);
                 }
                 None => kept.push_back(q),
             }
         }
-        self.queue = kept;
+        act.queue = kept;
         for &(id, what, _) in &refused {
             if what != Refused::Publish(QoS::AtMostOnce) {
                 if let Some(durable) = self.durable.as_mut() {
@@ -995,12 +1107,13 @@ impl Session {
             }
         }
         if let Some(max) = self.server.maximum_packet_size {
-            let mut over: Vec<(u64, u16)> = self
+            let v5 = self.v5;
+            let mut over: Vec<(u64, u16)> = act
                 .requests
                 .iter()
                 .filter(|&(&id, p)| {
                     p.request
-                        .encoded_len(id, self.v5)
+                        .encoded_len(id, v5)
                         .is_some_and(|len| len > max as usize)
                 })
                 .map(|(&id, p)| (p.seq, id))
@@ -1008,7 +1121,7 @@ impl Session {
             // Reported in the order they were made.
             over.sort_unstable();
             for (_, id) in over {
-                let Some(pending) = self.requests.remove(&id) else {
+                let Some(pending) = act.requests.remove(&id) else {
                     continue;
                 };
                 self.ids.release(id);
@@ -1022,7 +1135,7 @@ impl Session {
                 refused.push((id, what, Error::PacketTooLarge));
             }
         }
-        self.refused = refused;
+        act.refused = refused;
     }
 
     /// Change the in-flight window; a raised one takes queued messages, oldest
@@ -1042,27 +1155,27 @@ impl Session {
 
     /// Outgoing QoS 1/2 messages sent and not yet completed.
     pub fn inflight_len(&self) -> usize {
-        self.inflight.len()
+        self.flows().inflight.len()
     }
 
     /// Outgoing messages waiting for a connection or for the window.
     pub fn queued_len(&self) -> usize {
-        self.queue.len()
+        self.flows().queue.len()
     }
 
     /// Topic + payload bytes of the waiting messages.
     pub fn queued_bytes(&self) -> usize {
-        self.queued_bytes
+        self.flows().queued_bytes
     }
 
     /// Incoming QoS 2 messages received and not yet released.
     pub fn held_incoming_len(&self) -> usize {
-        self.held.len()
+        self.flows().held.len()
     }
 
     /// SUBSCRIBE/UNSUBSCRIBE requests (user and internal) awaiting their ack.
     pub fn pending_requests_len(&self) -> usize {
-        self.requests.len()
+        self.flows().requests.len()
     }
 
     /// The tracked subscriptions (acknowledged filters and their requested QoS).
@@ -1086,20 +1199,29 @@ impl Session {
         self.in_aliases
             .reset(self.config.incoming_topic_alias_max());
         self.out_aliases.reset(0);
-        self.auth_method.clear();
+        if let Some(act) = self.activity.as_mut() {
+            act.auth_method.clear();
+        }
         if self.v5
             && let Some(method) = self
                 .config
+                .extras()
                 .connect_properties
                 .as_properties()
                 .str_of(prop::AUTHENTICATION_METHOD)
         {
-            self.auth_method.push_str(method);
+            active(&mut self.activity).auth_method.push_str(method);
         }
-        let mut props = std::mem::take(&mut self.scratch_props);
+        let mut props = self
+            .activity
+            .as_mut()
+            .map(|act| std::mem::take(&mut act.scratch_props))
+            .unwrap_or_default();
         self.config.connect_properties_into(&mut props);
         let encoded = self.config.connect_packet(&props).encode(&mut self.outbox);
-        self.scratch_props = props;
+        if let Some(act) = self.activity.as_mut() {
+            act.scratch_props = props;
+        }
         match encoded {
             Ok(_) => {
                 self.connect_error = None;
@@ -1231,27 +1353,38 @@ impl Session {
     }
 
     /// Heap bytes held only for reuse by later traffic (the packet and
-    /// message pools, the outbox, the packet-id set), which an idle client
-    /// gives back at its next PINGREQ.
+    /// message pools, the outbox, the packet-id set, an activity without
+    /// flows), which an idle client gives back at its next PINGREQ.
     pub fn pooled_bytes(&self) -> usize {
         let ids = self.ids.table.as_ref().map_or(0, |table| {
             let chunks = table.chunks.iter().flatten().count() + usize::from(table.spare.is_some());
             size_of::<IdChunks>() + chunks * WORDS_PER_CHUNK * 8
         });
-        let packets: usize = self.spare_packets.iter().map(Vec::capacity).sum();
+        let act = self.flows();
+        let packets: usize = act.spare_packets.iter().map(Vec::capacity).sum();
+        let idle_activity = self
+            .activity
+            .as_ref()
+            .filter(|act| act.is_idle())
+            .map_or(0, |_| size_of::<Activity>());
         ids + packets
-            + self.spare_packets.capacity() * size_of::<Vec<u8>>()
-            + self.spare_messages.capacity() * size_of::<OwnedMessage>()
+            + idle_activity
+            + act.spare_packets.capacity() * size_of::<Vec<u8>>()
+            + act.spare_messages.capacity() * size_of::<OwnedMessage>()
             + self.outbox.capacity()
     }
 
     /// Frees what only steady traffic reuses (the packet and message pools,
-    /// a drained outbox, an empty packet-id set): at most one allocation per
-    /// keepalive period comes back for it, never one per message.
+    /// a drained outbox, an empty packet-id set, an activity without flows):
+    /// at most one allocation per keepalive period comes back for it, never
+    /// one per message.
     fn release_idle_memory(&mut self) {
-        self.spare_packets = Vec::new();
-        self.spare_messages = Vec::new();
-        self.scratch_props = PropertiesBuf::new();
+        if let Some(act) = self.activity.as_mut() {
+            act.spare_packets = Vec::new();
+            act.spare_messages = Vec::new();
+            act.scratch_props = PropertiesBuf::new();
+        }
+        self.release_activity_if_idle();
         if self.outbox_start == self.outbox.len() {
             self.outbox = Vec::new();
             self.outbox_start = 0;
@@ -1308,7 +1441,11 @@ impl Session {
         if let (true, Some(props)) = (too_large, props) {
             // Above the server's Maximum Packet Size the Reason String and
             // User Properties are left out [MQTT-3.14.2-3, MQTT-3.14.2-4].
-            let mut kept = std::mem::take(&mut self.scratch_props);
+            let mut kept = self
+                .activity
+                .as_mut()
+                .map(|act| std::mem::take(&mut act.scratch_props))
+                .unwrap_or_default();
             kept.clear();
             for p in props.iter() {
                 if !matches!(p.id(), prop::REASON_STRING | prop::USER_PROPERTY) {
@@ -1319,7 +1456,9 @@ impl Session {
                 reason_code,
                 properties: Some(kept.as_properties()),
             }));
-            self.scratch_props = kept;
+            if let Some(act) = self.activity.as_mut() {
+                act.scratch_props = kept;
+            }
         } else {
             self.emit(&disconnect);
         }
@@ -1373,18 +1512,22 @@ impl Session {
             }
             _ => return Err(Error::NotConnected),
         }
-        if self.auth_method.is_empty() {
+        let Some(act) = self
+            .activity
+            .as_deref_mut()
+            .filter(|act| !act.auth_method.is_empty())
+        else {
             return Err(Error::InvalidArgument);
-        }
+        };
         match props.str_of(prop::AUTHENTICATION_METHOD) {
-            Some(method) if method != self.auth_method => return Err(Error::InvalidProperty),
-            Some(_) => self.scratch_props.set(props),
+            Some(method) if method != act.auth_method => return Err(Error::InvalidProperty),
+            Some(_) => act.scratch_props.set(props),
             None => {
-                self.scratch_props.clear();
-                self.scratch_props
-                    .push_str(prop::AUTHENTICATION_METHOD, &self.auth_method)
+                act.scratch_props.clear();
+                act.scratch_props
+                    .push_str(prop::AUTHENTICATION_METHOD, &act.auth_method)
                     .map_err(|_| Error::InvalidProperty)?;
-                self.scratch_props.extend(props);
+                act.scratch_props.extend(props);
             }
         }
         if let Some(max) = self.server.maximum_packet_size {
@@ -1396,12 +1539,12 @@ impl Session {
                 .encoded_len()
                 .is_ok_and(|len| len <= max as usize)
             };
-            if !fits(&self.scratch_props) {
+            if !fits(&act.scratch_props) {
                 // Above the server's Maximum Packet Size the Reason String and
                 // User Properties are left out [MQTT-3.15.2-2, MQTT-3.15.2-3];
                 // if it is still too large, nothing is sent [MQTT-3.1.2-24].
                 let mut kept = PropertiesBuf::new();
-                for p in self.scratch_props.as_properties().iter() {
+                for p in act.scratch_props.as_properties().iter() {
                     if !matches!(p.id(), prop::REASON_STRING | prop::USER_PROPERTY) {
                         let _ = kept.push(p);
                     }
@@ -1409,12 +1552,12 @@ impl Session {
                 if !fits(&kept) {
                     return Err(Error::PacketTooLarge);
                 }
-                self.scratch_props = kept;
+                act.scratch_props = kept;
             }
         }
         let _ = Packet::Auth(codec::Auth {
             reason_code,
-            properties: Some(self.scratch_props.as_properties()),
+            properties: Some(act.scratch_props.as_properties()),
         })
         .encode(&mut self.outbox);
         Ok(())
@@ -1550,7 +1693,9 @@ impl Session {
 
         // Room made by a raised `max_inflight` goes to older messages first.
         self.refill();
-        let into_flight = connected && self.queue.is_empty() && self.inflight.len() < self.window();
+        let into_flight = connected
+            && self.flows().queue.is_empty()
+            && self.flows().inflight.len() < self.window();
         if !into_flight {
             self.check_queue_room(cost)?;
         }
@@ -1582,8 +1727,8 @@ impl Session {
     }
 
     fn check_queue_room(&self, cost: usize) -> Result<()> {
-        if self.queue.len() >= self.config.max_queued_messages
-            || self.queued_bytes.saturating_add(cost) > self.config.max_queued_bytes
+        if self.flows().queue.len() >= self.config.max_queued_messages
+            || self.flows().queued_bytes.saturating_add(cost) > self.config.max_queued_bytes
         {
             return Err(Error::QueueFull);
         }
@@ -1591,8 +1736,9 @@ impl Session {
     }
 
     fn enqueue(&mut self, mid: u16, qos: QoS, cost: usize, written: u64, packet: Vec<u8>) {
-        self.queued_bytes += cost;
-        self.queue.push_back(Queued {
+        let act = self.flows_mut();
+        act.queued_bytes += cost;
+        act.queue.push_back(Queued {
             mid,
             qos,
             cost,
@@ -1610,9 +1756,10 @@ impl Session {
             Ok(codec::Decoded::Packet(Packet::Publish(p), _)) => p.topic.len() + p.payload.len(),
             _ => 0,
         };
-        self.queued_bytes += cost;
+        let act = self.flows_mut();
+        act.queued_bytes += cost;
         // It was sent before, so a sync covered its record then.
-        self.queue.push_front(Queued {
+        act.queue.push_front(Queued {
             mid,
             qos,
             cost,
@@ -1627,16 +1774,19 @@ impl Session {
     /// a client that never publishes at QoS 1/2 (thousands idle on a reactor)
     /// never pays for it.
     fn reserve_inflight(&mut self) {
-        if self.inflight.capacity() == 0 {
-            self.inflight.reserve(self.flow_window());
+        let window = self.flow_window();
+        let act = self.flows_mut();
+        if act.inflight.capacity() == 0 {
+            act.inflight.reserve(window);
         }
     }
 
     /// The same for incoming QoS 2 messages held until PUBREL.
     fn reserve_held(&mut self) {
-        if self.held.capacity() == 0 {
-            let held = self.flow_window().min(self.config.max_incoming_qos2);
-            self.held.reserve(held);
+        let held = self.flow_window().min(self.config.max_incoming_qos2);
+        let act = self.flows_mut();
+        if act.held.capacity() == 0 {
+            act.held.reserve(held);
         }
     }
 
@@ -1647,7 +1797,7 @@ impl Session {
     fn start_flight(&mut self, mid: u16, qos: QoS, packet: Vec<u8>) {
         self.reserve_inflight();
         let seq = self.next_seq();
-        self.inflight.insert(
+        self.flows_mut().inflight.insert(
             mid,
             Outgoing {
                 seq,
@@ -1668,14 +1818,18 @@ impl Session {
             return;
         }
         let max = self.window();
-        while let Some(front) = self.queue.front() {
-            if front.qos != QoS::AtMostOnce && self.inflight.len() >= max {
-                break;
-            }
-            let Some(q) = self.queue.pop_front() else {
+        // Nothing queued (no activity): nothing to do, and nothing allocated.
+        while let Some(act) = self.activity.as_deref_mut() {
+            let Some(front) = act.queue.front() else {
                 break;
             };
-            self.queued_bytes -= q.cost;
+            if front.qos != QoS::AtMostOnce && act.inflight.len() >= max {
+                break;
+            }
+            let Some(q) = act.queue.pop_front() else {
+                break;
+            };
+            act.queued_bytes -= q.cost;
             if let Some(durable) = self.durable.as_mut() {
                 durable.before_sending(q.written);
             }
@@ -1807,7 +1961,9 @@ impl Session {
         self.ids.reserve(mid);
         self.ids.advance_past(mid);
         let seq = self.next_seq();
-        self.requests.insert(mid, Pending { seq, request });
+        self.flows_mut()
+            .requests
+            .insert(mid, Pending { seq, request });
         Ok(mid)
     }
 
@@ -1823,12 +1979,12 @@ impl Session {
             // [MQTT-4.12.0-5]; a server never starts a re-authentication (0x19).
             Packet::Disconnect(_) if self.v5 => {}
             Packet::Auth(auth)
-                if !self.auth_method.is_empty()
+                if !self.flows().auth_method.is_empty()
                     && auth.reason_code != 0x19
                     && auth
                         .properties
                         .and_then(|p| p.str_of(prop::AUTHENTICATION_METHOD))
-                        == Some(self.auth_method.as_str()) => {}
+                        == Some(self.flows().auth_method.as_str()) => {}
             Packet::Connect(_)
             | Packet::Subscribe(_)
             | Packet::Unsubscribe(_)
@@ -1879,7 +2035,7 @@ impl Session {
             }) => Ok(self.complete(id, Awaiting::PubRec).map(Incoming::PubRec)),
             Packet::PubRec(Ack { pkid: id, .. }) => self.on_pubrec(id),
             Packet::PubRel(Ack { pkid: id, .. }) => {
-                let message = self.held.remove(&id);
+                let message = self.activity.as_mut().and_then(|act| act.held.remove(&id));
                 if message.is_some() && self.durable.is_some() {
                     // PUBCOMP waits for `delivered`, once the callback returned.
                     return Ok(Some(Incoming::PubRel { mid: id, message }));
@@ -1953,13 +2109,13 @@ impl Session {
 
         // (1) The broker forgot its half of the incoming QoS 2 flows: a later
         // PUBREL for them cannot come, so holding them would only leak.
-        if !session_present {
+        if !session_present && let Some(act) = self.activity.as_mut() {
             if let Some(durable) = self.durable.as_mut() {
-                for &id in self.held.keys() {
+                for &id in act.held.keys() {
                     let _ = durable.remove_held(id);
                 }
             }
-            self.held.clear();
+            act.held.clear();
         }
         if self.config.clean_session
             && let Some(durable) = self.durable.as_mut()
@@ -1978,10 +2134,16 @@ impl Session {
         // ones do [MQTT-3.3.4-7], and so do the flows awaiting PUBCOMP: a
         // server announcing less than is in flight gets the oldest, and the
         // others wait at the front of the queue (DUP set) for room.
-        let mut order: Vec<(u64, u16)> = self.inflight.iter().map(|(id, o)| (o.seq, *id)).collect();
+        let mut order: Vec<(u64, u16)> = self
+            .flows()
+            .inflight
+            .iter()
+            .map(|(id, o)| (o.seq, *id))
+            .collect();
         order.sort_unstable();
         let awaiting_pubcomp = if session_present {
-            self.inflight
+            self.flows()
+                .inflight
                 .values()
                 .filter(|o| o.stage == Awaiting::PubComp)
                 .count()
@@ -1991,7 +2153,11 @@ impl Session {
         let mut room = usize::from(self.server.receive_maximum).saturating_sub(awaiting_pubcomp);
         let mut deferred = Vec::new();
         for &(_, id) in &order {
-            let Some(out) = self.inflight.get(&id) else {
+            let Some(out) = self
+                .activity
+                .as_deref()
+                .and_then(|act| act.inflight.get(&id))
+            else {
                 continue;
             };
             match (out.stage, session_present) {
@@ -1999,14 +2165,15 @@ impl Session {
                     let _ = Packet::pubrel(id).encode(&mut self.outbox);
                 }
                 (Awaiting::PubComp, false) => {
-                    if let Some(out) = self.inflight.remove(&id) {
-                        self.recycle_packet(out.packet);
+                    let act = self.flows_mut();
+                    if let Some(out) = act.inflight.remove(&id) {
+                        act.recycle_packet(out.packet);
                     }
+                    act.unresolved.push(id);
                     if let Some(durable) = self.durable.as_mut() {
                         let _ = durable.remove_outgoing(id);
                     }
                     self.ids.release(id);
-                    self.unresolved.push(id);
                 }
                 _ if room == 0 => deferred.push(id),
                 _ => {
@@ -2018,16 +2185,29 @@ impl Session {
             }
         }
         for &id in deferred.iter().rev() {
-            if let Some(out) = self.inflight.remove(&id) {
+            if let Some(out) = self
+                .activity
+                .as_mut()
+                .and_then(|act| act.inflight.remove(&id))
+            {
                 self.requeue_front(id, out.packet);
             }
         }
 
         // (3) Requests keep their ids so the acks still match.
-        let mut order: Vec<(u64, u16)> = self.requests.iter().map(|(id, p)| (p.seq, *id)).collect();
+        let mut order: Vec<(u64, u16)> = self
+            .flows()
+            .requests
+            .iter()
+            .map(|(id, p)| (p.seq, *id))
+            .collect();
         order.sort_unstable();
         for &(_, id) in &order {
-            if let Some(pending) = self.requests.get(&id) {
+            if let Some(pending) = self
+                .activity
+                .as_deref()
+                .and_then(|act| act.requests.get(&id))
+            {
                 let _ = pending.request.encode(id, self.v5, &mut self.outbox);
             }
         }
@@ -2039,6 +2219,9 @@ impl Session {
 
         // (5)
         self.refill();
+        // A connection with nothing to do (one of thousands idle on a
+        // reactor) keeps no activity; traffic allocates it again.
+        self.release_activity_if_idle();
         Incoming::ConnAck(ack)
     }
 
@@ -2048,6 +2231,9 @@ impl Session {
     /// server's Maximum Packet Size.
     fn resubscribe(&mut self) {
         let covered: HashSet<&str> = self
+            .activity
+            .as_deref()
+            .unwrap_or(&NO_ACTIVITY)
             .requests
             .values()
             .flat_map(|p| p.request.filters())
@@ -2113,7 +2299,9 @@ impl Session {
                 self.ids.reserve(mid);
                 self.ids.advance_past(mid);
                 let seq = self.next_seq();
-                self.requests.insert(mid, Pending { seq, request });
+                self.flows_mut()
+                    .requests
+                    .insert(mid, Pending { seq, request });
             }
         }
     }
@@ -2152,7 +2340,7 @@ impl Session {
                 }))
             }
             QoS::ExactlyOnce => {
-                if self.held.contains_key(&p.pkid) {
+                if self.flows().held.contains_key(&p.pkid) {
                     // Our PUBREC was lost: acknowledge again, deliver once.
                     self.emit(&Packet::pubrec(p.pkid));
                     return Ok(None);
@@ -2164,7 +2352,7 @@ impl Session {
                 } else {
                     self.config.max_incoming_qos2
                 };
-                if self.held.len() >= limit {
+                if self.flows().held.len() >= limit {
                     return Err(Error::TooManyIncoming);
                 }
                 let held = self.hold(&p);
@@ -2174,7 +2362,7 @@ impl Session {
                     return Err(e);
                 }
                 self.reserve_held();
-                self.held.insert(p.pkid, held);
+                self.flows_mut().held.insert(p.pkid, held);
                 self.emit(&Packet::pubrec(p.pkid));
                 Ok(Some(Incoming::Publish {
                     mid: p.pkid,
@@ -2186,11 +2374,12 @@ impl Session {
 
     /// End the flow of `id` if it is at `stage`; a stray ack is ignored.
     fn complete(&mut self, id: u16, stage: Awaiting) -> Option<u16> {
-        if self.inflight.get(&id)?.stage != stage {
+        let act = self.activity.as_deref_mut()?;
+        if act.inflight.get(&id)?.stage != stage {
             return None;
         }
-        if let Some(done) = self.inflight.remove(&id) {
-            self.recycle_packet(done.packet);
+        if let Some(done) = act.inflight.remove(&id) {
+            act.recycle_packet(done.packet);
         }
         if let Some(durable) = self.durable.as_mut() {
             // A record left behind only repeats the flow in a later life.
@@ -2205,12 +2394,19 @@ impl Session {
         let seq = self.seq + 1;
         if let (Some(durable), Some(Awaiting::PubRec)) = (
             self.durable.as_mut(),
-            self.inflight.get(&id).map(|o| o.stage),
+            self.activity
+                .as_deref()
+                .and_then(|act| act.inflight.get(&id))
+                .map(|o| o.stage),
         ) {
             // Before PUBREL may go: a later life must never publish it again.
             durable.put_released(id)?;
         }
-        Ok(match self.inflight.get_mut(&id) {
+        let out = self
+            .activity
+            .as_deref_mut()
+            .and_then(|act| act.inflight.get_mut(&id));
+        Ok(match out {
             Some(out) if out.stage == Awaiting::PubRec => {
                 out.stage = Awaiting::PubComp;
                 // PUBRELs are resent in PUBREC order [MQTT-4.6.0-4].
@@ -2242,7 +2438,7 @@ impl Session {
     }
 
     fn on_suback<'a>(&mut self, ack: codec::SubAck<'a>) -> Result<Option<Incoming<'a>>> {
-        match self.requests.get(&ack.pkid).map(|p| &p.request) {
+        match self.flows().requests.get(&ack.pkid).map(|p| &p.request) {
             Some(Request::Subscribe { filters, .. }) => {
                 if filters.len() != ack.return_codes.len() {
                     return Err(Error::ProtocolViolation);
@@ -2258,7 +2454,10 @@ impl Session {
                     internal,
                 },
             ..
-        }) = self.requests.remove(&ack.pkid)
+        }) = self
+            .activity
+            .as_mut()
+            .and_then(|act| act.requests.remove(&ack.pkid))
         else {
             return Ok(None);
         };
@@ -2295,7 +2494,7 @@ impl Session {
 
     fn on_unsuback(&mut self, ack: codec::UnsubAck<'_>) -> Result<Option<Incoming<'static>>> {
         let id = ack.pkid;
-        match self.requests.get(&id).map(|p| &p.request) {
+        match self.flows().requests.get(&id).map(|p| &p.request) {
             Some(Request::Unsubscribe { filters, .. }) => {
                 // MQTT 5: one reason code per filter.
                 if self.v5 && filters.len() != ack.reason_codes.len() {
@@ -2307,7 +2506,10 @@ impl Session {
         let Some(Pending {
             request: Request::Unsubscribe { filters, .. },
             ..
-        }) = self.requests.remove(&id)
+        }) = self
+            .activity
+            .as_mut()
+            .and_then(|act| act.requests.remove(&id))
         else {
             return Ok(None);
         };
@@ -2325,16 +2527,22 @@ impl Session {
     }
 
     fn encode_owned(&mut self, packet: &Packet<'_>, len: usize) -> Vec<u8> {
-        let mut out = self.spare_packets.pop().unwrap_or_default();
+        let mut out = self
+            .activity
+            .as_mut()
+            .map(|act| act.take_packet())
+            .unwrap_or_default();
         out.clear();
         out.reserve(len);
         let _ = packet.encode(&mut out);
         out
     }
 
+    /// Keeps `packet` for reuse; without an activity (nothing to reuse it
+    /// for soon) it is freed.
     fn recycle_packet(&mut self, packet: Vec<u8>) {
-        if self.spare_packets.len() < POOL_MAX {
-            self.spare_packets.push(packet);
+        if let Some(act) = self.activity.as_mut() {
+            act.recycle_packet(packet);
         }
     }
 
@@ -2364,7 +2572,11 @@ impl Session {
             return Ok(());
         };
         let v5 = self.v5;
-        let mut buf = self.spare_packets.pop().unwrap_or_default();
+        let mut buf = self
+            .activity
+            .as_mut()
+            .map(|act| act.take_packet())
+            .unwrap_or_default();
         buf.clear();
         let _ = Packet::Publish(Publish {
             dup: held.dup,
@@ -2388,13 +2600,19 @@ impl Session {
     /// Hand back a message released by PUBREL once the user has seen it, so
     /// its buffers serve the next incoming QoS 2 message.
     pub fn recycle(&mut self, message: OwnedMessage) {
-        if self.spare_messages.len() < POOL_MAX {
-            self.spare_messages.push(message);
+        if let Some(act) = self.activity.as_mut()
+            && act.spare_messages.len() < POOL_MAX
+        {
+            act.spare_messages.push(message);
         }
     }
 
     fn hold(&mut self, p: &Publish<'_>) -> OwnedMessage {
-        let mut m = self.spare_messages.pop().unwrap_or_else(|| OwnedMessage {
+        let spare = self
+            .activity
+            .as_mut()
+            .and_then(|act| act.spare_messages.pop());
+        let mut m = spare.unwrap_or_else(|| OwnedMessage {
             topic: String::new(),
             payload: Vec::new(),
             qos: p.qos,
@@ -2459,11 +2677,12 @@ impl Session {
             AliasUse::Set(alias) => (p.topic, alias),
             AliasUse::Reuse(alias) => ("", alias),
         };
-        self.scratch_props.set(p.properties.unwrap_or_default());
-        let _ = self.scratch_props.push_int(prop::TOPIC_ALIAS, alias.into());
+        let scratch = &mut active(&mut self.activity).scratch_props;
+        scratch.set(p.properties.unwrap_or_default());
+        let _ = scratch.push_int(prop::TOPIC_ALIAS, alias.into());
         let aliased = Publish {
             topic,
-            properties: Some(self.scratch_props.as_properties()),
+            properties: Some(scratch.as_properties()),
             ..p
         };
         let _ = Packet::Publish(aliased).encode(&mut self.outbox);
@@ -2480,10 +2699,11 @@ impl Session {
             .map_or(self.config.max_packet_size, |max| {
                 self.config.max_packet_size.min(max as usize)
             });
-        self.scratch_props.set(props);
-        let _ = self.scratch_props.push_int(prop::TOPIC_ALIAS, 1);
+        let scratch = &mut active(&mut self.activity).scratch_props;
+        scratch.set(props);
+        let _ = scratch.push_int(prop::TOPIC_ALIAS, 1);
         let aliased = Publish {
-            properties: Some(self.scratch_props.as_properties()),
+            properties: Some(scratch.as_properties()),
             ..*p
         };
         Packet::Publish(aliased)

@@ -7,6 +7,7 @@
 use std::cell::Cell;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -106,7 +107,7 @@ fn transport_for(
     let mut options = lock(&core.options);
     let tls_wanted = match server {
         Some(server) => server.tls,
-        None => options.scheme.is_some_and(Scheme::is_tls),
+        None => options.routes().scheme.is_some_and(Scheme::is_tls),
     };
     #[cfg(feature = "tls")]
     {
@@ -116,8 +117,8 @@ fn transport_for(
             }
             Some(_) => (None, String::new()),
             None => {
-                let tls = match options.scheme {
-                    None => options.tls.clone(),
+                let tls = match options.routes().scheme {
+                    None => options.routes().tls.clone(),
                     Some(_) if !tls_wanted => None,
                     Some(_) => Some(options.tls_or_system_roots()?),
                 };
@@ -153,17 +154,18 @@ fn setup_for(core: &Arc<Core>, server: Option<&Server>) -> Result<Handshakes, Er
         Ok(IpAddr::V6(a)) => Host::V6(a),
         Err(_) => Host::Name(host.to_owned()),
     };
-    let proxy = match &options.proxy {
+    let routes = options.routes();
+    let proxy = match &routes.proxy {
         Some(proxy) => Some(Box::new(ProxyHandshake::new(proxy, &target, port)?)),
         None => None,
     };
-    let upgrade = match options.scheme {
+    let upgrade = match routes.scheme {
         Some(scheme) if scheme.is_websocket() && server.is_none() => {
             Some(Box::new(Upgrade::for_uri(&BrokerUri {
                 scheme,
                 host: target,
                 port,
-                path: options.ws_path.clone(),
+                path: routes.ws_path.clone(),
             })?))
         }
         _ => None,
@@ -400,16 +402,18 @@ pub(crate) struct Connection {
     pub(super) read_end: usize,
     /// Bumped whenever a socket is dropped: what was read from it is void.
     epoch: u64,
-    pub(super) addrs: Vec<SocketAddr>,
+    pub(super) addrs: Addrs,
     pub(super) next_addr: usize,
-    /// The `connect` call waiting for the current attempt, if any.
-    attempt: Option<u64>,
+    /// The `connect` call waiting for the current attempt, if any (attempt
+    /// ids start at 1).
+    attempt: Option<NonZeroU64>,
     /// The current attempt comes from `connect_async`.
     async_attempt: bool,
     pub(super) connect_deadline: Option<Instant>,
     reconnect_at: Option<Instant>,
-    /// The automatic reconnection waiting for its name resolution, if any.
-    resolving: Option<u64>,
+    /// The automatic reconnection waiting for its name resolution, if any
+    /// (generations start at 1).
+    resolving: Option<NonZeroU64>,
     resolve_generation: u64,
     /// Automatic reconnection is armed (after a successful connect, until
     /// `disconnect` or a refusal that retrying cannot fix).
@@ -435,7 +439,39 @@ pub(crate) struct Connection {
     round: Option<Round>,
     /// With a server list: the index of the entry of the current attempt or
     /// connection (the CONNACK data's `server_index`).
-    pub(super) server_index: Option<usize>,
+    pub(super) server_index: Option<u32>,
+}
+
+/// The addresses an attempt walks. A single one (an IP literal, or a name
+/// with one address) is kept inline: a client of thousands on a reactor
+/// holds no heap block for it.
+pub(crate) enum Addrs {
+    One(SocketAddr),
+    List(Vec<SocketAddr>),
+}
+
+impl Addrs {
+    const NONE: Addrs = Addrs::List(Vec::new());
+
+    fn get(&self, i: usize) -> Option<SocketAddr> {
+        match self {
+            Addrs::One(addr) => (i == 0).then_some(*addr),
+            Addrs::List(list) => list.get(i).copied(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Addrs::List(list) if list.is_empty())
+    }
+}
+
+impl From<Vec<SocketAddr>> for Addrs {
+    fn from(list: Vec<SocketAddr>) -> Addrs {
+        match list[..] {
+            [one] => Addrs::One(one),
+            _ => Addrs::List(list),
+        }
+    }
 }
 
 impl Connection {
@@ -446,7 +482,7 @@ impl Connection {
             read_start: 0,
             read_end: 0,
             epoch: 0,
-            addrs: Vec::new(),
+            addrs: Addrs::NONE,
             next_addr: 0,
             attempt: None,
             async_attempt: false,
@@ -526,10 +562,10 @@ impl Connection {
                         self.close(core, io, reason);
                         self.reconnect_at = None;
                     }
-                    self.addrs = addrs;
+                    self.addrs = addrs.into();
                     self.next_addr = 0;
                     self.resolving = None;
-                    self.attempt = attempt;
+                    self.attempt = attempt.and_then(NonZeroU64::new);
                     self.async_attempt = attempt.is_none();
                     self.reconnect_at = None;
                     self.failed_attempts = 0;
@@ -546,7 +582,7 @@ impl Connection {
                     self.attempt_failed(core, io, error);
                 }
                 ReactorCommand::Resolved { generation, result } => {
-                    if self.resolving == Some(generation) {
+                    if self.resolving == NonZeroU64::new(generation) {
                         self.resolving = None;
                         self.connect_resolved(core, io, result);
                     }
@@ -655,7 +691,7 @@ impl Connection {
             io.gate.enter();
             self.holds_permit = true;
         }
-        while let Some(&addr) = self.addrs.get(self.next_addr) {
+        while let Some(addr) = self.addrs.get(self.next_addr) {
             self.next_addr += 1;
             log!(core, Level::Info, "connecting to {addr}");
             crate::log::connection_started(core);
@@ -705,6 +741,7 @@ impl Connection {
     /// `connect`).
     fn begin_round(&mut self, core: &Arc<Core>, io: Io<'_>) -> bool {
         let list = lock(&core.options)
+            .routes()
             .servers
             .clone()
             .filter(|list| !list.entries.is_empty());
@@ -739,8 +776,8 @@ impl Connection {
         let index = (round.start + round.tried) % n;
         round.tried += 1;
         let server = round.list.entries[index].clone();
-        self.server_index = Some(index);
-        self.addrs.clear();
+        self.server_index = u32::try_from(index).ok();
+        self.addrs = Addrs::NONE;
         self.next_addr = 0;
         self.resolving = None;
         let timeout = lock(&core.options).connect_timeout;
@@ -756,7 +793,7 @@ impl Connection {
         let proxy = lock(&core.options).proxy_addr();
         let (dial_host, dial_port) = proxy.unwrap_or((server.host, server.port));
         if let Ok(ip) = dial_host.parse::<IpAddr>() {
-            self.addrs = vec![SocketAddr::new(ip, dial_port)];
+            self.addrs = Addrs::One(SocketAddr::new(ip, dial_port));
             self.start_connect(core, io);
             return true;
         }
@@ -767,7 +804,7 @@ impl Connection {
                 ReactorCommand::Resolved { generation, result }
             });
         match spawned {
-            Ok(()) => self.resolving = Some(generation),
+            Ok(()) => self.resolving = NonZeroU64::new(generation),
             Err(e) => self.attempt_failed(core, io, e),
         }
         true
@@ -863,7 +900,7 @@ impl Connection {
         if spawned.is_err() {
             return false;
         }
-        self.resolving = Some(generation);
+        self.resolving = NonZeroU64::new(generation);
         true
     }
 
@@ -876,7 +913,7 @@ impl Connection {
         result: Result<Vec<SocketAddr>, Error>,
     ) {
         match result {
-            Ok(addrs) => self.addrs = addrs,
+            Ok(addrs) => self.addrs = addrs.into(),
             Err(e) if !self.addrs.is_empty() => log!(
                 core,
                 Level::Warn,
@@ -910,7 +947,7 @@ impl Connection {
         self.connect_deadline = None;
         self.async_attempt = false;
         log!(core, Level::Info, "connection attempt abandoned");
-        match self.attempt.take() {
+        match self.attempt.take().map(NonZeroU64::get) {
             Some(attempt) => finish_attempt(core, attempt, Err(Error::NotConnected)),
             None if flagged || connecting => self.report_disconnect(core, None),
             None => {}
@@ -942,7 +979,7 @@ impl Connection {
         log!(core, Level::Warn, "connection attempt failed: {error}");
         self.connect_deadline = None;
         if let Some(attempt) = self.attempt.take() {
-            finish_attempt(core, attempt, Err(error));
+            finish_attempt(core, attempt.get(), Err(error));
             return;
         }
         let was_async = std::mem::take(&mut self.async_attempt);
@@ -1119,11 +1156,10 @@ impl Connection {
                 log!(core, Level::Warn, "the broker redirects to {host}");
                 let mut options = lock(&core.options);
                 let port = port.unwrap_or(options.port);
-                if options.proxy.is_none() {
+                if options.routes().proxy.is_none() {
                     self.addrs = host
                         .parse::<std::net::IpAddr>()
-                        .map(|ip| vec![SocketAddr::new(ip, port)])
-                        .unwrap_or_default();
+                        .map_or(Addrs::NONE, |ip| Addrs::One(SocketAddr::new(ip, port)));
                 }
                 self.next_addr = 0;
                 self.failed_attempts = 0;
@@ -1147,14 +1183,14 @@ impl Connection {
             && let Some(index) = self.server_index
         {
             // The next walk starts here (unless the list was replaced since).
-            round.list.last_good.store(index, Ordering::SeqCst);
+            round.list.last_good.store(index as usize, Ordering::SeqCst);
         }
         if let Some(conn) = self.conn.as_mut() {
             conn.accepted = true;
         }
         self.keep_reconnecting = lock(&core.options).reconnect.is_some();
         if let Some(attempt) = self.attempt.take() {
-            finish_attempt(core, attempt, Ok(session_present));
+            finish_attempt(core, attempt.get(), Ok(session_present));
         }
     }
 

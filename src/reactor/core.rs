@@ -32,6 +32,17 @@ pub(crate) struct Options {
     /// `None` disables automatic reconnection.
     pub reconnect: Option<(Duration, Duration)>,
     pub max_packet_size: usize,
+    /// How long a QoS 0 publish waits for room under the unsent-bytes limit
+    /// before it returns `QueueFull` (zero: it never waits).
+    pub publish_wait: Duration,
+    /// `None` until one of the options in it is set (see `Routes`).
+    routes: Option<Box<Routes>>,
+}
+
+/// The options most clients never set: a client holds one word for them
+/// until one is (thousands of idle clients share a reactor).
+#[derive(Clone)]
+pub(crate) struct Routes {
     /// `None`: the system resolver (getaddrinfo).
     pub resolver: Option<Resolver>,
     /// `None`: plain TCP.
@@ -41,14 +52,11 @@ pub(crate) struct Options {
     /// against the system's roots, loaded once (see `tls_or_system_roots`).
     #[cfg(feature = "tls")]
     pub default_tls: Option<Arc<crate::tls::TlsSetup>>,
-    /// How long a QoS 0 publish waits for room under the unsent-bytes limit
-    /// before it returns `QueueFull` (zero: it never waits).
-    pub publish_wait: Duration,
     /// `set_servers`: when set, every connection attempt walks this list and
     /// `host`/`port` are not used.
     pub servers: Option<Arc<ServerList>>,
     /// Every connection goes through this proxy (`set_proxy`).
-    pub proxy: Option<Box<crate::net::uri::ProxyUri>>,
+    pub proxy: Option<crate::net::uri::ProxyUri>,
     /// How the broker is reached: `None` after `connect` (MQTT over TCP, TLS
     /// when configured), the URI's scheme after `connect_uri`.
     pub scheme: Option<crate::net::uri::Scheme>,
@@ -56,7 +64,40 @@ pub(crate) struct Options {
     pub ws_path: String,
 }
 
+/// What the options of a client without `Routes` read.
+static NO_ROUTES: Routes = Routes {
+    resolver: None,
+    #[cfg(feature = "tls")]
+    tls: None,
+    #[cfg(feature = "tls")]
+    default_tls: None,
+    servers: None,
+    proxy: None,
+    scheme: None,
+    ws_path: String::new(),
+};
+
 impl Options {
+    /// The rarely set options (all unset when there are none).
+    pub fn routes(&self) -> &Routes {
+        self.routes.as_deref().unwrap_or(&NO_ROUTES)
+    }
+
+    /// The rarely set options, allocated at first need.
+    pub fn routes_mut(&mut self) -> &mut Routes {
+        self.routes
+            .get_or_insert_with(|| Box::new(NO_ROUTES.clone()))
+    }
+
+    /// `routes_mut`, except that clearing an option nobody set allocates
+    /// nothing (`set_target` clears the scheme at every `connect`).
+    pub fn routes_to_set(&mut self, clearing: bool) -> Option<&mut Routes> {
+        if clearing && self.routes.is_none() {
+            return None;
+        }
+        Some(self.routes_mut())
+    }
+
     /// The address the TCP connection goes to: the proxy's if there is one,
     /// else the broker's.
     pub fn dial_target(&self) -> Option<(String, u16)> {
@@ -66,7 +107,8 @@ impl Options {
 
     /// The proxy's host and port, when every connection goes through one.
     pub fn proxy_addr(&self) -> Option<(String, u16)> {
-        self.proxy
+        self.routes()
+            .proxy
             .as_ref()
             .map(|proxy| (proxy.host.bare(), proxy.port))
     }
@@ -76,13 +118,14 @@ impl Options {
     /// kept for the client's later connections.
     #[cfg(feature = "tls")]
     pub fn tls_or_system_roots(&mut self) -> Result<Arc<crate::tls::TlsSetup>> {
-        if let Some(tls) = self.tls.clone().or_else(|| self.default_tls.clone()) {
+        let routes = self.routes();
+        if let Some(tls) = routes.tls.clone().or_else(|| routes.default_tls.clone()) {
             return Ok(tls);
         }
         let tls = Arc::new(crate::tls::TlsSetup::new(
             &crate::tls::TlsOptions::default(),
         )?);
-        self.default_tls = Some(tls.clone());
+        self.routes_mut().default_tls = Some(tls.clone());
         Ok(tls)
     }
 }
@@ -179,16 +222,8 @@ impl Core {
                 connect_timeout: Duration::from_secs(10),
                 reconnect: Some((Duration::from_millis(500), Duration::from_secs(30))),
                 max_packet_size,
-                resolver: None,
-                #[cfg(feature = "tls")]
-                tls: None,
-                #[cfg(feature = "tls")]
-                default_tls: None,
                 publish_wait: Duration::ZERO,
-                servers: None,
-                proxy: None,
-                scheme: None,
-                ws_path: String::new(),
+                routes: None,
             }),
             loop_on_message: Mutex::new(None),
             closed: AtomicBool::new(false),
@@ -355,7 +390,7 @@ impl Core {
 
     /// Resolve `host` with the client's resolver (the system's by default).
     pub fn resolve_name(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>> {
-        let resolver = lock(&self.options).resolver.clone();
+        let resolver = lock(&self.options).routes().resolver.clone();
         let addrs: Vec<SocketAddr> = match resolver {
             Some(resolve) => resolve(host, port).map_err(|_| Error::Dns)?,
             None => (host, port)
