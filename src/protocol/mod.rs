@@ -3,5 +3,6 @@
 pub mod codec;
 pub mod properties;
 pub mod session;
+pub(crate) mod stamp;
 pub mod topic;
 pub mod v5;

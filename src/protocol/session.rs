@@ -17,6 +17,7 @@ use crate::protocol::codec::{
     SubscribeOptions,
 };
 use crate::protocol::properties::{self as prop, Properties, PropertiesBuf, PropertyContext};
+use crate::protocol::stamp::Stamp;
 use crate::protocol::topic;
 use crate::protocol::v5::{AliasUse, IncomingAliases, OutgoingAliases, ServerLimits};
 use crate::store::{self, Durable, Record, Store, SyncMode};
@@ -781,11 +782,11 @@ pub struct Session {
     /// Snapshot of `config.keep_alive` taken at `connection_opened`: the value
     /// the broker was told.
     keep_alive: u16,
-    connack_deadline: Option<Instant>,
+    connack_deadline: Option<Stamp>,
     connect_error: Option<Error>,
-    last_sent: Option<Instant>,
-    last_received: Option<Instant>,
-    ping_sent: Option<Instant>,
+    last_sent: Option<Stamp>,
+    last_received: Option<Stamp>,
+    ping_sent: Option<Stamp>,
     /// Whether the current (or last) connection speaks MQTT 5.
     v5: bool,
     /// What the server announced in the last CONNACK (defaults under 3.1.1).
@@ -1192,8 +1193,8 @@ impl Session {
         self.state = ConnectionState::AwaitingConnAck;
         self.keep_alive = self.config.keep_alive;
         self.ping_sent = None;
-        self.last_sent = Some(now);
-        self.last_received = Some(now);
+        self.last_sent = Some(Stamp::new(now));
+        self.last_received = Some(Stamp::new(now));
         self.v5 = self.config.is_v5();
         self.server = ServerLimits::default();
         self.in_aliases
@@ -1225,12 +1226,13 @@ impl Session {
         match encoded {
             Ok(_) => {
                 self.connect_error = None;
-                self.connack_deadline = now.checked_add(self.config.connect_timeout);
+                self.connack_deadline =
+                    now.checked_add(self.config.connect_timeout).map(Stamp::new);
             }
             Err(e) => {
                 // Without a CONNECT there is nothing to wait for: report at once.
                 self.connect_error = Some(encode_error(e));
-                self.connack_deadline = Some(now);
+                self.connack_deadline = Some(Stamp::new(now));
             }
         }
     }
@@ -1287,7 +1289,7 @@ impl Session {
         if n == 0 {
             return;
         }
-        self.last_sent = Some(now);
+        self.last_sent = Some(Stamp::new(now));
         self.outbox_start += n;
         if self.outbox_start == self.outbox.len() {
             self.outbox.clear();
@@ -1304,10 +1306,13 @@ impl Session {
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.store_error.is_some() && self.state != ConnectionState::Disconnected {
             // Due already: any instant of the past will do.
-            return self.last_received.or(self.connack_deadline);
+            return self
+                .last_received
+                .or(self.connack_deadline)
+                .map(Stamp::instant);
         }
         match self.state {
-            ConnectionState::AwaitingConnAck => self.connack_deadline,
+            ConnectionState::AwaitingConnAck => self.connack_deadline.map(Stamp::instant),
             ConnectionState::Connected => match self.keepalive_deadline()? {
                 KeepaliveDeadline::Ping(t) | KeepaliveDeadline::Dead(t) => Some(t),
             },
@@ -1330,7 +1335,7 @@ impl Session {
                 if let Some(e) = self.connect_error {
                     return Err(e);
                 }
-                if self.connack_deadline.is_some_and(|d| now >= d) {
+                if self.connack_deadline.is_some_and(|d| now >= d.instant()) {
                     return Err(Error::Timeout);
                 }
             }
@@ -1343,7 +1348,7 @@ impl Session {
                     // (of thousands on a reactor) gives back its reuse pools.
                     self.release_idle_memory();
                     self.emit(&Packet::PingReq);
-                    self.ping_sent = Some(now);
+                    self.ping_sent = Some(Stamp::new(now));
                 }
                 _ => {}
             },
@@ -1398,12 +1403,15 @@ impl Session {
         }
         let interval = Duration::from_secs(self.keep_alive.into());
         if let Some(sent) = self.ping_sent {
-            return sent.checked_add(interval / 2).map(KeepaliveDeadline::Dead);
+            return sent
+                .instant()
+                .checked_add(interval / 2)
+                .map(KeepaliveDeadline::Dead);
         }
         // The client must send within the interval (spec 3.1.2.10), and a
         // silent broker is probed after the same interval: ping on whichever
         // side went quiet first.
-        let quiet_since = self.last_sent?.min(self.last_received?);
+        let quiet_since = self.last_sent?.min(self.last_received?).instant();
         quiet_since
             .checked_add(interval)
             .map(KeepaliveDeadline::Ping)
@@ -2019,7 +2027,7 @@ impl Session {
             }
             ConnectionState::Connected | ConnectionState::Disconnecting => {}
         }
-        self.last_received = Some(now);
+        self.last_received = Some(Stamp::new(now));
         self.ping_sent = None;
         match packet {
             Packet::ConnAck(_) => Err(Error::ProtocolViolation),
@@ -2079,7 +2087,7 @@ impl Session {
             return Incoming::ConnAck(ack);
         }
         self.state = ConnectionState::Connected;
-        self.last_received = Some(now);
+        self.last_received = Some(Stamp::new(now));
         self.ping_sent = None;
         if self.outbox_start == self.outbox.len() {
             // The CONNECT's buffer: a connection that stays idle (one of

@@ -28,6 +28,7 @@ use crate::net::websocket::{Upgrade, WsError, WsStream};
 use crate::protocol::codec::{self, ProtocolVersion};
 use crate::protocol::properties::Properties;
 use crate::protocol::session::ConnectionState;
+use crate::protocol::stamp::Stamp;
 use crate::protocol::v5::AfterRefusal;
 
 /// Reads per turn before timers and writes get their chance under a flood.
@@ -409,8 +410,8 @@ pub(crate) struct Connection {
     attempt: Option<NonZeroU64>,
     /// The current attempt comes from `connect_async`.
     async_attempt: bool,
-    pub(super) connect_deadline: Option<Instant>,
-    reconnect_at: Option<Instant>,
+    pub(super) connect_deadline: Option<Stamp>,
+    reconnect_at: Option<Stamp>,
     /// The automatic reconnection waiting for its name resolution, if any
     /// (generations start at 1).
     resolving: Option<NonZeroU64>,
@@ -570,7 +571,7 @@ impl Connection {
                     self.reconnect_at = None;
                     self.failed_attempts = 0;
                     let timeout = lock(&core.options).connect_timeout;
-                    self.connect_deadline = Some(Instant::now() + timeout);
+                    self.connect_deadline = Some(Stamp::new(Instant::now() + timeout));
                     // Closing a preempted automatic attempt above cleared it.
                     core.set_attempt_in_progress(true);
                     if !self.begin_round(core, io) {
@@ -607,7 +608,7 @@ impl Connection {
     fn advance(&mut self, core: &Arc<Core>, io: Io<'_>, scratch: &mut Scratch) -> Option<Error> {
         if std::mem::take(&mut self.resume_connect) && core.attempt_in_progress() {
             let timeout = lock(&core.options).connect_timeout;
-            self.connect_deadline = Some(Instant::now() + timeout);
+            self.connect_deadline = Some(Stamp::new(Instant::now() + timeout));
             self.start_connect(core, io);
         }
         if self
@@ -643,7 +644,7 @@ impl Connection {
             }
         }
         if let Some(deadline) = self.connect_deadline
-            && now >= deadline
+            && now >= deadline.instant()
         {
             if self.resolving.take().is_some() {
                 // The resolver hangs: the addresses that worked before may still.
@@ -653,11 +654,11 @@ impl Connection {
             }
         }
         if let Some(at) = self.reconnect_at
-            && now >= at
+            && now >= at.instant()
         {
             self.reconnect_at = None;
             let timeout = lock(&core.options).connect_timeout;
-            self.connect_deadline = Some(now + timeout);
+            self.connect_deadline = Some(Stamp::new(now + timeout));
             self.next_addr = 0;
             core.set_attempt_in_progress(true);
             if !self.begin_round(core, io) && !self.resolve_again(core) {
@@ -781,7 +782,7 @@ impl Connection {
         self.next_addr = 0;
         self.resolving = None;
         let timeout = lock(&core.options).connect_timeout;
-        self.connect_deadline = Some(Instant::now() + timeout);
+        self.connect_deadline = Some(Stamp::new(Instant::now() + timeout));
         log!(
             core,
             Level::Info,
@@ -880,7 +881,7 @@ impl Connection {
         }
         if let Some(conn) = self.conn.as_mut() {
             conn.established = true;
-            self.protocol = open_session(core, self.connect_deadline);
+            self.protocol = open_session(core, self.connect_deadline.map(Stamp::instant));
             self.sent_reason = 0;
         }
     }
@@ -926,7 +927,7 @@ impl Connection {
         }
         self.next_addr = 0;
         let timeout = lock(&core.options).connect_timeout;
-        self.connect_deadline = Some(Instant::now() + timeout);
+        self.connect_deadline = Some(Stamp::new(Instant::now() + timeout));
         self.start_connect(core, io);
     }
 
@@ -1022,7 +1023,7 @@ impl Connection {
         let jitter_ns = if span == 0 { 0 } else { self.rng % (span + 1) };
         let delay = floor + Duration::from_nanos(jitter_ns);
         self.failed_attempts = self.failed_attempts.saturating_add(1);
-        self.reconnect_at = Some(Instant::now() + delay);
+        self.reconnect_at = Some(Stamp::new(Instant::now() + delay));
         log!(
             core,
             Level::Info,
@@ -1316,8 +1317,8 @@ impl Connection {
     pub fn next_deadline(&self, core: &Core) -> Option<Instant> {
         [
             core.session().poll_timeout(),
-            self.connect_deadline,
-            self.reconnect_at,
+            self.connect_deadline.map(Stamp::instant),
+            self.reconnect_at.map(Stamp::instant),
         ]
         .into_iter()
         .flatten()

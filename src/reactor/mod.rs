@@ -34,6 +34,7 @@ use self::connection::{ConnectGate, Connection, Io, Scratch};
 pub use self::core::Resolver;
 pub(crate) use self::core::{Core, NO_SLOT, lock};
 use self::timers::{SlotId, Timers};
+use crate::protocol::stamp::Stamp;
 use crate::{Error, Result};
 
 /// The waker's token; a client's socket uses its slot index.
@@ -64,7 +65,7 @@ struct Slot {
     core: Weak<Core>,
     connection: Box<Connection>,
     /// The earliest deadline registered in the timer heap, if any.
-    deadline: Option<Instant>,
+    deadline: Option<Stamp>,
     /// The turn stamp when it was last queued to run.
     mark: u64,
 }
@@ -563,7 +564,10 @@ impl Engine {
 
     fn is_live(slots: &[Entry], at: Instant, id: SlotId) -> bool {
         slots.get(id.index).is_some_and(|e| {
-            e.generation == id.generation && e.slot.as_ref().is_some_and(|s| s.deadline == Some(at))
+            e.generation == id.generation
+                && e.slot
+                    .as_ref()
+                    .is_some_and(|s| s.deadline == Some(Stamp::new(at)))
         })
     }
 
@@ -634,11 +638,11 @@ impl Engine {
                 self.carry.push(index);
             }
             if let Some(at) = slot.connection.next_deadline(&core)
-                && slot.deadline.is_none_or(|d| at < d)
+                && slot.deadline.is_none_or(|d| at < d.instant())
             {
                 // A later deadline keeps the earlier entry: it fires once
                 // for nothing and registers the new one then.
-                slot.deadline = Some(at);
+                slot.deadline = Some(Stamp::new(at));
                 self.timers.push(at, SlotId { index, generation });
             }
         }

@@ -8,6 +8,8 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Instant;
 
+use crate::protocol::stamp::Stamp;
+
 /// A slot's identity: its index and the generation of its occupant, so that
 /// an entry left by a removed client never fires for the next one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -16,19 +18,36 @@ pub(crate) struct SlotId {
     pub generation: u32,
 }
 
+/// An entry as the heap keeps it: 16 bytes rather than 32 (one or more per
+/// client). Slot indexes fit in 32 bits: each slot holds a socket.
+type Entry = (Stamp, u32, u32);
+
+fn entry(at: Instant, slot: SlotId) -> Entry {
+    (Stamp::new(at), slot.index as u32, slot.generation)
+}
+
+fn unpack((at, index, generation): Entry) -> (Instant, SlotId) {
+    let slot = SlotId {
+        index: index as usize,
+        generation,
+    };
+    (at.instant(), slot)
+}
+
 #[derive(Default)]
 pub(crate) struct Timers {
-    heap: BinaryHeap<Reverse<(Instant, SlotId)>>,
+    heap: BinaryHeap<Reverse<Entry>>,
 }
 
 impl Timers {
     pub fn push(&mut self, at: Instant, slot: SlotId) {
-        self.heap.push(Reverse((at, slot)));
+        self.heap.push(Reverse(entry(at, slot)));
     }
 
     /// The earliest entry for which `live` holds, dropping stale ones above it.
     pub fn next(&mut self, mut live: impl FnMut(Instant, SlotId) -> bool) -> Option<Instant> {
-        while let Some(&Reverse((at, slot))) = self.heap.peek() {
+        while let Some(&Reverse(e)) = self.heap.peek() {
+            let (at, slot) = unpack(e);
             if live(at, slot) {
                 return Some(at);
             }
@@ -40,7 +59,9 @@ impl Timers {
     /// Take the next entry due at `now`, live or not (the caller checks).
     pub fn pop_due(&mut self, now: Instant) -> Option<(Instant, SlotId)> {
         match self.heap.peek() {
-            Some(&Reverse((at, _))) if at <= now => self.heap.pop().map(|Reverse(e)| e),
+            Some(&Reverse((at, ..))) if at.instant() <= now => {
+                self.heap.pop().map(|Reverse(e)| unpack(e))
+            }
             _ => None,
         }
     }
@@ -50,7 +71,10 @@ impl Timers {
     /// bound. In place: no allocation.
     pub fn compact(&mut self, slots: usize, mut live: impl FnMut(Instant, SlotId) -> bool) {
         if self.heap.len() > 2 * slots + 64 {
-            self.heap.retain(|&Reverse((at, slot))| live(at, slot));
+            self.heap.retain(|&Reverse(e)| {
+                let (at, slot) = unpack(e);
+                live(at, slot)
+            });
         }
     }
 
