@@ -319,7 +319,7 @@ fn crash_loop_publisher_sync_every() {
 
 #[test]
 fn crash_loop_publisher_sqlite() {
-    publisher_crash_loop("sqlite", "sqlite", "1", 10_000, 80);
+    publisher_crash_loop("sqlite", "sqlite", "1", 40_000, 40);
 }
 
 #[test]
