@@ -30,7 +30,7 @@ pub(crate) enum ReactorCommand {
     },
     /// The host name, resolved again for automatic reconnection `generation`.
     Resolved {
-        generation: u64,
+        generation: u32,
         result: Result<Vec<SocketAddr>, Error>,
     },
     StopReconnecting {
