@@ -436,7 +436,15 @@ impl Core {
     }
 
     pub fn push_command(self: &Arc<Self>, command: ReactorCommand) {
-        lock(&self.commands).push(command);
+        let mut commands = lock(&self.commands);
+        // Usually one command at a time (the reactor takes the whole queue):
+        // room for one, not four. Thousands of clients connecting at once
+        // each leave this block as a hole in the heap once it is freed.
+        if commands.capacity() == 0 {
+            commands.reserve_exact(1);
+        }
+        commands.push(command);
+        drop(commands);
         self.wake();
     }
 }
