@@ -565,7 +565,7 @@ impl Connection {
                         self.close(core, io, reason);
                         self.reconnect_at = None;
                     }
-                    self.addrs = addrs.into();
+                    self.addrs = addrs;
                     self.next_addr = 0;
                     self.resolving = None;
                     self.attempt = attempt.and_then(NonZeroU64::new);
