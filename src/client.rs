@@ -18,7 +18,7 @@ use crate::protocol::properties::{self as prop, Properties, PropertiesBuf, Prope
 use crate::protocol::session::{ConnectionState, Session, SessionConfig, Will};
 pub use crate::reactor::Resolver;
 use crate::reactor::core::{Server, ServerList};
-use crate::reactor::{Core, Reactor, ReactorCommand, Shared, lock};
+use crate::reactor::{Addrs, Core, Reactor, ReactorCommand, Shared, lock};
 use crate::{Error, Result};
 
 /// A handle to one MQTT client. Cloning gives another handle to the same client.
@@ -345,7 +345,7 @@ impl Client {
             // The reactor walks the list (and resolves its names).
             self.core.push_command(ReactorCommand::Connect {
                 attempt: None,
-                addrs: Vec::new(),
+                addrs: Vec::new().into(),
                 intent,
             });
             return Ok(());
@@ -353,7 +353,7 @@ impl Client {
         // The proxy's address when one is set.
         let dial = lock(&self.core.options).dial_target();
         if let Some(Ok(ip)) = dial.as_ref().map(|(h, _)| h.parse::<std::net::IpAddr>()) {
-            let addrs = vec![SocketAddr::new(ip, dial.map_or(port, |(_, p)| p))];
+            let addrs = Addrs::One(SocketAddr::new(ip, dial.map_or(port, |(_, p)| p)));
             self.core.push_command(ReactorCommand::Connect {
                 attempt: None,
                 addrs,
@@ -365,7 +365,7 @@ impl Client {
             .resolve_in_background(move |result| match result {
                 Ok(addrs) => ReactorCommand::Connect {
                     attempt: None,
-                    addrs,
+                    addrs: addrs.into(),
                     intent,
                 },
                 Err(error) => ReactorCommand::Failed { error, intent },
@@ -456,7 +456,7 @@ impl Client {
         };
         self.core.push_command(ReactorCommand::Connect {
             attempt: Some(attempt),
-            addrs,
+            addrs: addrs.into(),
             intent,
         });
         // The reactor bounds the attempt by the connect timeout; this margin only

@@ -120,8 +120,9 @@ struct Specific<C> {
 }
 
 struct CommandTable<C> {
-    /// Sorted by priority, highest first; equal priorities keep registration order.
-    specific: Vec<Specific<C>>,
+    /// Sorted by priority, highest first; equal priorities keep registration
+    /// order. A boxed slice (no capacity word): tables are rebuilt on `on`.
+    specific: Box<[Specific<C>]>,
     generic: Option<Callback<C>>,
 }
 
@@ -184,7 +185,7 @@ impl<C> Dispatcher<C> {
                 next.push((
                     command,
                     CommandTable {
-                        specific: Vec::new(),
+                        specific: Box::default(),
                         generic: None,
                     },
                 ));
@@ -199,7 +200,8 @@ impl<C> Dispatcher<C> {
                     .iter()
                     .position(|s| s.priority < priority)
                     .unwrap_or(table.specific.len());
-                table.specific.insert(
+                let mut specific = std::mem::take(&mut table.specific).into_vec();
+                specific.insert(
                     at,
                     Specific {
                         callback,
@@ -207,6 +209,7 @@ impl<C> Dispatcher<C> {
                         priority,
                     },
                 );
+                table.specific = specific.into_boxed_slice();
             }
             None => table.generic = Some(callback),
         }

@@ -8,6 +8,7 @@
 mod types;
 
 use std::ffi::{CStr, c_char, c_int, c_void};
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use crate::Error;
 use crate::client::Client;
 use crate::dispatch::{Callback, Command, Condition, Data};
 use crate::protocol::codec::QoS;
+use crate::reactor::Core;
 pub use types::*;
 
 /// Run an exported function's body; a panic becomes `$on_panic` instead of
@@ -122,12 +124,31 @@ fn qos_arg(qos: c_int) -> crate::Result<QoS> {
 
 /// # Safety
 /// `client` is NULL or a handle from `mqtt_client_new` not yet freed.
-unsafe fn client_arg<'a>(client: *mut mqtt_client) -> crate::Result<&'a Client> {
+unsafe fn client_arg(client: *mut mqtt_client) -> crate::Result<ClientRef> {
     if client.is_null() {
         return Err(Error::InvalidArgument);
     }
-    // SAFETY: a live handle per the caller's contract.
-    Ok(unsafe { &(*client).client })
+    // SAFETY: a live handle (the pointer of `Arc::into_raw`) per the caller's
+    // contract; `ClientRef` never drops the reference the handle owns.
+    Ok(ClientRef(ManuallyDrop::new(Client {
+        core: unsafe { Arc::from_raw(client.cast::<Core>()) },
+    })))
+}
+
+/// The client of a live handle, borrowed for one call: not `Clone` (a copy
+/// would not own a reference); `(*c).clone()` is a real, counted clone.
+struct ClientRef(ManuallyDrop<Client>);
+
+impl std::ops::Deref for ClientRef {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.0
+    }
+}
+
+/// The handle of a new client: it owns one reference to the core.
+fn into_handle(client: Client) -> *mut mqtt_client {
+    Arc::into_raw(client.core).cast_mut().cast::<mqtt_client>()
 }
 
 /// A pointer that is only handed back to C, never dereferenced by us: the
@@ -268,7 +289,7 @@ pub unsafe extern "C" fn mqtt_client_new(
             return std::ptr::null_mut();
         };
         match Client::new(id, clean_session) {
-            Ok(client) => Box::into_raw(Box::new(mqtt_client { client })),
+            Ok(client) => into_handle(client),
             Err(_) => std::ptr::null_mut(),
         }
     })
@@ -292,8 +313,10 @@ pub unsafe extern "C" fn mqtt_client_free(client: *mut mqtt_client) {
             return;
         }
         // SAFETY: a handle from mqtt_client_new, freed only once (caller's contract).
-        let owned = unsafe { Box::from_raw(client) };
-        owned.client.close();
+        let owned = Client {
+            core: unsafe { Arc::from_raw(client.cast::<Core>()) },
+        };
+        owned.close();
     })
 }
 
@@ -561,7 +584,7 @@ pub unsafe extern "C" fn mqtt_client_loop_start(
 pub unsafe extern "C" fn mqtt_client_loop_stop(client: *mut mqtt_client) -> c_int {
     ffi_guard!(MQTT_ERR_INTERNAL, {
         // SAFETY: per this function's contract.
-        code(unsafe { client_arg(client) }.and_then(Client::loop_stop))
+        code(unsafe { client_arg(client) }.and_then(|c| c.loop_stop()))
     })
 }
 
@@ -878,7 +901,7 @@ pub unsafe extern "C" fn mqtt_client_set_resubscribe(
 pub unsafe extern "C" fn mqtt_client_is_connected(client: *mut mqtt_client) -> bool {
     ffi_guard!(false, {
         // SAFETY: per this function's contract.
-        unsafe { client_arg(client) }.is_ok_and(Client::is_connected)
+        unsafe { client_arg(client) }.is_ok_and(|c| c.is_connected())
     })
 }
 
@@ -1050,7 +1073,7 @@ pub unsafe extern "C" fn mqtt_client_connect_uri_async(
 pub unsafe extern "C" fn mqtt_client_socket(client: *mut mqtt_client) -> c_int {
     ffi_guard!(MQTT_ERR_INTERNAL, {
         // SAFETY: per this function's contract.
-        match unsafe { client_arg(client) }.and_then(Client::event_fd) {
+        match unsafe { client_arg(client) }.and_then(|c| c.event_fd()) {
             Ok(fd) => fd,
             Err(e) => e.code(),
         }
@@ -1069,7 +1092,7 @@ pub unsafe extern "C" fn mqtt_client_socket(client: *mut mqtt_client) -> c_int {
 pub unsafe extern "C" fn mqtt_client_next_timeout_ms(client: *mut mqtt_client) -> c_int {
     ffi_guard!(MQTT_ERR_INTERNAL, {
         // SAFETY: per this function's contract.
-        match unsafe { client_arg(client) }.and_then(Client::next_timeout) {
+        match unsafe { client_arg(client) }.and_then(|c| c.next_timeout()) {
             Ok(None) => -1,
             Ok(Some(d)) => {
                 let ms = d.as_nanos().div_ceil(1_000_000);
@@ -1088,7 +1111,7 @@ pub unsafe extern "C" fn mqtt_client_want_write(client: *mut mqtt_client) -> boo
     ffi_guard!(false, {
         // SAFETY: per this function's contract.
         unsafe { client_arg(client) }
-            .and_then(Client::wants_write)
+            .and_then(|c| c.wants_write())
             .unwrap_or(false)
     })
 }
@@ -1171,8 +1194,8 @@ mod tests {
             }
         });
         // SAFETY: a live handle from mqtt_client_new.
-        unsafe { &*client }
-            .client
+        unsafe { client_arg(client) }
+            .unwrap()
             .set_log(Some(panicking), crate::log::Level::Info);
         // SAFETY: a live handle and a valid NUL-terminated host.
         let rc = unsafe { mqtt_client_connect(client, c"127.0.0.1".as_ptr(), 60, port) };

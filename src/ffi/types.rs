@@ -4,13 +4,14 @@ use std::ffi::{c_char, c_int, c_void};
 
 use super::properties::mqtt_properties;
 use crate::Error;
-use crate::client::Client;
 use crate::dispatch::Command;
 
 /// An MQTT client. Opaque: create with `mqtt_client_new`, free with
 /// `mqtt_client_free`.
+// A handle is the client's `Arc<Core>` pointer itself (`Arc::into_raw`): no
+// heap block of its own per client.
 pub struct mqtt_client {
-    pub(crate) client: Client,
+    _opaque: [u8; 0],
 }
 
 /// What a callback is registered for. Values are the MQTT packet types.

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use mio::Waker;
 
-use super::connection::Connection;
+use super::connection::{Addrs, Connection};
 use super::core::{Core, lock};
 use crate::Error;
 
@@ -20,7 +20,8 @@ pub(crate) enum ReactorCommand {
     /// for `connect_async`, whose outcome goes to the CONNACK/DISCONNECT callbacks.
     Connect {
         attempt: Option<u64>,
-        addrs: Vec<SocketAddr>,
+        /// One address inline: a connect to an IP literal allocates nothing.
+        addrs: Addrs,
         intent: u64,
     },
     /// An asynchronous connect failed before the reactor could start it.
@@ -30,7 +31,7 @@ pub(crate) enum ReactorCommand {
     },
     /// The host name, resolved again for automatic reconnection `generation`.
     Resolved {
-        generation: u64,
+        generation: u32,
         result: Result<Vec<SocketAddr>, Error>,
     },
     StopReconnecting {

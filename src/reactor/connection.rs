@@ -7,7 +7,7 @@
 use std::cell::Cell;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
-use std::num::NonZeroU64;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -399,12 +399,14 @@ pub(crate) struct Connection {
     /// The unread start of a partial packet, kept between reads.
     partial: Vec<u8>,
     /// During a read: the unhandled bytes of the reactor's read buffer.
-    pub(super) read_start: usize,
-    pub(super) read_end: usize,
-    /// Bumped whenever a socket is dropped: what was read from it is void.
-    epoch: u64,
+    /// (u32: a frame is at most 256 MiB.)
+    pub(super) read_start: u32,
+    pub(super) read_end: u32,
+    /// Bumped whenever a socket is dropped: what was read from it is void
+    /// (compared within one read only, so u32 cannot wrap unnoticed).
+    epoch: u32,
     pub(super) addrs: Addrs,
-    pub(super) next_addr: usize,
+    pub(super) next_addr: u32,
     /// The `connect` call waiting for the current attempt, if any (attempt
     /// ids start at 1).
     attempt: Option<NonZeroU64>,
@@ -414,8 +416,8 @@ pub(crate) struct Connection {
     reconnect_at: Option<Stamp>,
     /// The automatic reconnection waiting for its name resolution, if any
     /// (generations start at 1).
-    resolving: Option<NonZeroU64>,
-    resolve_generation: u64,
+    resolving: Option<NonZeroU32>,
+    resolve_generation: u32,
     /// Automatic reconnection is armed (after a successful connect, until
     /// `disconnect` or a refusal that retrying cannot fix).
     pub(super) keep_reconnecting: bool,
@@ -563,7 +565,7 @@ impl Connection {
                         self.close(core, io, reason);
                         self.reconnect_at = None;
                     }
-                    self.addrs = addrs.into();
+                    self.addrs = addrs;
                     self.next_addr = 0;
                     self.resolving = None;
                     self.attempt = attempt.and_then(NonZeroU64::new);
@@ -583,7 +585,7 @@ impl Connection {
                     self.attempt_failed(core, io, error);
                 }
                 ReactorCommand::Resolved { generation, result } => {
-                    if self.resolving == NonZeroU64::new(generation) {
+                    if self.resolving == NonZeroU32::new(generation) {
                         self.resolving = None;
                         self.connect_resolved(core, io, result);
                     }
@@ -692,7 +694,7 @@ impl Connection {
             io.gate.enter();
             self.holds_permit = true;
         }
-        while let Some(addr) = self.addrs.get(self.next_addr) {
+        while let Some(addr) = self.addrs.get(self.next_addr as usize) {
             self.next_addr += 1;
             log!(core, Level::Info, "connecting to {addr}");
             crate::log::connection_started(core);
@@ -798,14 +800,15 @@ impl Connection {
             self.start_connect(core, io);
             return true;
         }
-        self.resolve_generation += 1;
+        // Never 0 ("none"), even after wrapping.
+        self.resolve_generation = self.resolve_generation.wrapping_add(1).max(1);
         let generation = self.resolve_generation;
         let spawned = core
             .resolve_target_in_background(Some((dial_host, dial_port)), move |result| {
                 ReactorCommand::Resolved { generation, result }
             });
         match spawned {
-            Ok(()) => self.resolving = NonZeroU64::new(generation),
+            Ok(()) => self.resolving = NonZeroU32::new(generation),
             Err(e) => self.attempt_failed(core, io, e),
         }
         true
@@ -894,14 +897,15 @@ impl Connection {
         if core.host_name().is_none() {
             return false;
         }
-        self.resolve_generation += 1;
+        // Never 0 ("none"), even after wrapping.
+        self.resolve_generation = self.resolve_generation.wrapping_add(1).max(1);
         let generation = self.resolve_generation;
         let spawned = core
             .resolve_in_background(move |result| ReactorCommand::Resolved { generation, result });
         if spawned.is_err() {
             return false;
         }
-        self.resolving = NonZeroU64::new(generation);
+        self.resolving = NonZeroU32::new(generation);
         true
     }
 
@@ -1044,12 +1048,12 @@ impl Connection {
         buf[..carried].copy_from_slice(&self.partial);
         self.partial.clear();
         self.read_start = 0;
-        self.read_end = carried;
+        self.read_end = carried as u32;
         let epoch = self.epoch;
         let result = self.read_into(core, io, &mut buf, &mut scratch.topic_buf);
         if self.epoch == epoch && self.conn.is_some() {
             self.partial
-                .extend_from_slice(&buf[self.read_start..self.read_end]);
+                .extend_from_slice(&buf[self.read_start as usize..self.read_end as usize]);
         }
         self.read_start = 0;
         self.read_end = 0;
@@ -1070,14 +1074,14 @@ impl Connection {
                 // Resumes once a writable event lets the flush drain the backlog.
                 return Ok(());
             }
-            if self.read_end == buf.len() {
+            if self.read_end as usize == buf.len() {
                 self.make_room(buf, max_packet_size);
             }
             let Some(conn) = self.conn.as_mut() else {
                 return Ok(());
             };
-            let space = buf.len() - self.read_end;
-            match conn.transport.read(&mut buf[self.read_end..]) {
+            let space = buf.len() - self.read_end as usize;
+            match conn.transport.read(&mut buf[self.read_end as usize..]) {
                 Ok(0) => return Err(Error::ConnectionLost),
                 Ok(n) => {
                     // The socket holds no more (`Transport::drained`: a short
@@ -1088,7 +1092,7 @@ impl Connection {
                     if drained {
                         conn.readable = false;
                     }
-                    self.read_end += n;
+                    self.read_end += n as u32;
                     self.process_buffer(core, io, max_packet_size, buf, topic_buf)?;
                     if drained || core.is_closed() || self.conn.is_none() {
                         return Ok(());
@@ -1113,12 +1117,12 @@ impl Connection {
     /// maximum packet size, already checked from its fixed header).
     fn make_room(&mut self, buf: &mut Vec<u8>, max_packet_size: usize) {
         if self.read_start > 0 {
-            buf.copy_within(self.read_start..self.read_end, 0);
+            buf.copy_within(self.read_start as usize..self.read_end as usize, 0);
             self.read_end -= self.read_start;
             self.read_start = 0;
         }
         let needed = match codec::parse_fixed_header_as(
-            &buf[..self.read_end],
+            &buf[..self.read_end as usize],
             max_packet_size,
             self.protocol,
         ) {
@@ -1240,7 +1244,7 @@ impl Connection {
         self.read_start = 0;
         self.read_end = 0;
         self.partial.clear();
-        self.epoch += 1;
+        self.epoch = self.epoch.wrapping_add(1);
         if conn.established {
             core.session().connection_lost(Instant::now());
             // A publish waiting for room learns that there is no connection.

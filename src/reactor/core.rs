@@ -6,7 +6,7 @@
 
 use std::cell::RefCell;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -191,7 +191,7 @@ pub(crate) struct Core {
     /// Signalled (with the session lock) when written bytes made room, or
     /// the connection ended, while `publish_waiters` is not zero.
     pub drained: Condvar,
-    pub publish_waiters: AtomicU64,
+    pub publish_waiters: AtomicU32,
     /// The reactor driving this client: its own private one (made on first
     /// need), or a shared one it was added to; `None` before either.
     pub link: Mutex<Option<Arc<Shared>>>,
@@ -230,7 +230,7 @@ impl Core {
             callback_gate: Mutex::new(()),
             logger: Logger::default(),
             drained: Condvar::new(),
-            publish_waiters: AtomicU64::new(0),
+            publish_waiters: AtomicU32::new(0),
             link: Mutex::new(None),
             queued: AtomicBool::new(false),
             slot: AtomicUsize::new(NO_SLOT),
@@ -436,7 +436,15 @@ impl Core {
     }
 
     pub fn push_command(self: &Arc<Self>, command: ReactorCommand) {
-        lock(&self.commands).push(command);
+        let mut commands = lock(&self.commands);
+        // Usually one command at a time (the reactor takes the whole queue):
+        // room for one, not four. Thousands of clients connecting at once
+        // each leave this block as a hole in the heap once it is freed.
+        if commands.capacity() == 0 {
+            commands.reserve_exact(1);
+        }
+        commands.push(command);
+        drop(commands);
         self.wake();
     }
 }

@@ -28,7 +28,7 @@ impl Connection {
         topic_buf: &mut Vec<u8>,
     ) -> Result<(), Error> {
         loop {
-            let input = &buf[self.read_start..self.read_end];
+            let input = &buf[self.read_start as usize..self.read_end as usize];
             let (packet, used) = match codec::decode_as(input, max_packet_size, self.protocol) {
                 Ok(Decoded::Packet(packet, used)) => (packet, used),
                 Ok(Decoded::Incomplete(_)) => return Ok(()),
@@ -57,7 +57,7 @@ impl Connection {
             };
             match incoming {
                 Some(Incoming::ConnAck(ack)) => {
-                    self.read_start += used;
+                    self.read_start += used as u32;
                     let error = if self.protocol == ProtocolVersion::V5 {
                         v5::connack_error(ack.reason_code)
                     } else {
@@ -128,7 +128,7 @@ impl Connection {
                     continue;
                 }
                 Some(Incoming::Disconnect(disconnect)) => {
-                    self.read_start += used;
+                    self.read_start += used as u32;
                     let props = disconnect.properties.unwrap_or_default();
                     log!(
                         core,
@@ -157,7 +157,7 @@ impl Connection {
                 Some(incoming) => dispatch_incoming(core, topic_buf, incoming, &details),
                 None => {}
             }
-            self.read_start += used;
+            self.read_start += used as u32;
             if core.is_closed() || self.conn.is_none() {
                 return Ok(());
             }

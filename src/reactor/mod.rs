@@ -30,6 +30,7 @@ use mio::{Events, Poll, Token, Waker};
 
 pub(crate) use self::commands::ReactorCommand;
 use self::commands::{Arrival, Intake, TurnGuard};
+pub(crate) use self::connection::Addrs;
 use self::connection::{ConnectGate, Connection, Io, Scratch};
 pub use self::core::Resolver;
 pub(crate) use self::core::{Core, NO_SLOT, lock};
