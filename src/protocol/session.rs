@@ -837,6 +837,21 @@ impl Session {
         active(&mut self.activity)
     }
 
+    /// The reusable properties buffer (a new one without an activity).
+    fn take_scratch_props(&mut self) -> PropertiesBuf {
+        self.activity
+            .as_mut()
+            .map(|act| std::mem::take(&mut act.scratch_props))
+            .unwrap_or_default()
+    }
+
+    /// Keeps `props` for reuse; without an activity it is freed.
+    fn return_scratch_props(&mut self, props: PropertiesBuf) {
+        if let Some(act) = self.activity.as_mut() {
+            act.scratch_props = props;
+        }
+    }
+
     /// Frees the activity when it holds no flow.
     fn release_activity_if_idle(&mut self) {
         if self.activity.as_ref().is_some_and(|a| a.is_idle()) {
@@ -1213,16 +1228,10 @@ impl Session {
         {
             active(&mut self.activity).auth_method.push_str(method);
         }
-        let mut props = self
-            .activity
-            .as_mut()
-            .map(|act| std::mem::take(&mut act.scratch_props))
-            .unwrap_or_default();
+        let mut props = self.take_scratch_props();
         self.config.connect_properties_into(&mut props);
         let encoded = self.config.connect_packet(&props).encode(&mut self.outbox);
-        if let Some(act) = self.activity.as_mut() {
-            act.scratch_props = props;
-        }
+        self.return_scratch_props(props);
         match encoded {
             Ok(_) => {
                 self.connect_error = None;
@@ -1449,11 +1458,7 @@ impl Session {
         if let (true, Some(props)) = (too_large, props) {
             // Above the server's Maximum Packet Size the Reason String and
             // User Properties are left out [MQTT-3.14.2-3, MQTT-3.14.2-4].
-            let mut kept = self
-                .activity
-                .as_mut()
-                .map(|act| std::mem::take(&mut act.scratch_props))
-                .unwrap_or_default();
+            let mut kept = self.take_scratch_props();
             kept.clear();
             for p in props.iter() {
                 if !matches!(p.id(), prop::REASON_STRING | prop::USER_PROPERTY) {
@@ -1464,9 +1469,7 @@ impl Session {
                 reason_code,
                 properties: Some(kept.as_properties()),
             }));
-            if let Some(act) = self.activity.as_mut() {
-                act.scratch_props = kept;
-            }
+            self.return_scratch_props(kept);
         } else {
             self.emit(&disconnect);
         }
