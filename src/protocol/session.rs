@@ -789,15 +789,30 @@ pub struct Session {
     ping_sent: Option<Stamp>,
     /// Whether the current (or last) connection speaks MQTT 5.
     v5: bool,
-    /// What the server announced in the last CONNACK (defaults under 3.1.1).
-    server: ServerLimits,
-    in_aliases: IncomingAliases,
-    out_aliases: OutgoingAliases,
+    /// What an MQTT 5 connection has besides: `None` for 3.1.1.
+    v5_link: Option<Box<V5Link>>,
     /// The durable store, when there is one (see `set_store`).
     durable: Option<Box<Durable>>,
     /// A store write or sync the connection cannot go on without failed:
     /// `handle_timeout` reports it, so the reactor closes the connection.
     store_error: Option<Error>,
+}
+
+/// What only an MQTT 5 connection has: the server's CONNACK limits and the
+/// topic alias maps. Boxed: a 3.1.1 client holds one word for them.
+#[derive(Debug, Default)]
+struct V5Link {
+    server: ServerLimits,
+    in_aliases: IncomingAliases,
+    out_aliases: OutgoingAliases,
+}
+
+/// The server's limits of the current connection (the defaults under 3.1.1).
+/// A function of the field, not of `Session`, so that callers may borrow
+/// other fields mutably meanwhile.
+fn limits(link: &Option<Box<V5Link>>) -> &ServerLimits {
+    link.as_deref()
+        .map_or(&ServerLimits::DEFAULT, |link| &link.server)
 }
 
 impl Session {
@@ -818,9 +833,7 @@ impl Session {
             last_received: None,
             ping_sent: None,
             v5: false,
-            server: ServerLimits::default(),
-            in_aliases: IncomingAliases::default(),
-            out_aliases: OutgoingAliases::default(),
+            v5_link: None,
             durable: None,
             store_error: None,
         }
@@ -1015,7 +1028,14 @@ impl Session {
 
     /// What the server announced in its last CONNACK (MQTT 5; defaults otherwise).
     pub fn server_limits(&self) -> &ServerLimits {
-        &self.server
+        limits(&self.v5_link)
+    }
+
+    /// Whether outgoing PUBLISHes may use topic aliases on this connection.
+    fn aliasing_out(&self) -> bool {
+        self.v5_link
+            .as_ref()
+            .is_some_and(|link| link.out_aliases.is_active())
     }
 
     /// Whether the current connection (or the last one) speaks MQTT 5.
@@ -1026,7 +1046,7 @@ impl Session {
     /// The topic an incoming alias stands for on this connection (for a
     /// message whose `topic` is empty because it reused an alias).
     pub fn incoming_alias_topic(&self, alias: u16) -> Option<&str> {
-        self.in_aliases.get(alias)
+        self.v5_link.as_ref()?.in_aliases.get(alias)
     }
 
     /// In-flight window: ours, bounded by the server's Receive Maximum.
@@ -1034,7 +1054,7 @@ impl Session {
         self.config
             .max_inflight
             .max(1)
-            .min(self.server.receive_maximum.into())
+            .min(self.server_limits().receive_maximum.into())
     }
 
     pub fn config(&self) -> &SessionConfig {
@@ -1085,7 +1105,7 @@ impl Session {
         let Some(act) = self.activity.as_deref_mut() else {
             return;
         };
-        let server = &self.server;
+        let server = limits(&self.v5_link);
         let mut refused = std::mem::take(&mut act.refused);
         let mut over: Vec<(u64, u16, Error)> = act
             .inflight
@@ -1122,7 +1142,7 @@ impl Session {
                 self.ids.release(id);
             }
         }
-        if let Some(max) = self.server.maximum_packet_size {
+        if let Some(max) = limits(&self.v5_link).maximum_packet_size {
             let v5 = self.v5;
             let mut over: Vec<(u64, u16)> = act
                 .requests
@@ -1211,10 +1231,15 @@ impl Session {
         self.last_sent = Some(Stamp::new(now));
         self.last_received = Some(Stamp::new(now));
         self.v5 = self.config.is_v5();
-        self.server = ServerLimits::default();
-        self.in_aliases
-            .reset(self.config.incoming_topic_alias_max());
-        self.out_aliases.reset(0);
+        if self.v5 {
+            let link = self.v5_link.get_or_insert_default();
+            link.server = ServerLimits::DEFAULT;
+            link.in_aliases
+                .reset(self.config.incoming_topic_alias_max());
+            link.out_aliases.reset(0);
+        } else {
+            self.v5_link = None;
+        }
         if let Some(act) = self.activity.as_mut() {
             act.auth_method.clear();
         }
@@ -1451,8 +1476,7 @@ impl Session {
             reason_code,
             properties: props,
         });
-        let too_large = self
-            .server
+        let too_large = limits(&self.v5_link)
             .maximum_packet_size
             .is_some_and(|max| disconnect.encoded_len().is_ok_and(|len| len > max as usize));
         if let (true, Some(props)) = (too_large, props) {
@@ -1541,7 +1565,7 @@ impl Session {
                 act.scratch_props.extend(props);
             }
         }
-        if let Some(max) = self.server.maximum_packet_size {
+        if let Some(max) = limits(&self.v5_link).maximum_packet_size {
             let fits = |props: &PropertiesBuf| {
                 Packet::Auth(codec::Auth {
                     reason_code,
@@ -1643,7 +1667,8 @@ impl Session {
             {
                 return Err(Error::InvalidProperty);
             }
-            if qos > self.server.maximum_qos || (retain && !self.server.retain_available) {
+            let server = self.server_limits();
+            if qos > server.maximum_qos || (retain && !server.retain_available) {
                 return Err(Error::NotSupported);
             }
             Some(props)
@@ -1668,8 +1693,7 @@ impl Session {
         if len > self.config.max_packet_size {
             return Err(Error::PayloadTooLarge);
         }
-        if self
-            .server
+        if limits(&self.v5_link)
             .maximum_packet_size
             .is_some_and(|max| len > max as usize)
         {
@@ -1953,8 +1977,7 @@ impl Session {
         let send_now = self.state == ConnectionState::Connected;
         let too_large = if len > self.config.max_packet_size {
             Some(Error::PayloadTooLarge)
-        } else if self
-            .server
+        } else if limits(&self.v5_link)
             .maximum_packet_size
             .is_some_and(|max| len > max as usize)
         {
@@ -2101,20 +2124,21 @@ impl Session {
         }
         let session_present = ack.session_present;
         if let Some(props) = ack.properties.filter(|_| self.v5) {
-            self.server = ServerLimits::from_connack(props);
+            let link = self.v5_link.get_or_insert_default();
+            link.server = ServerLimits::from_connack(props);
             // Reconnections resume the session the server named [MQTT-3.2.2-16].
             if let Some(id) = props.str_of(prop::ASSIGNED_CLIENT_IDENTIFIER) {
                 self.config.client_id.clear();
                 self.config.client_id.push_str(id);
             }
-            if let Some(keep_alive) = self.server.server_keep_alive {
+            if let Some(keep_alive) = link.server.server_keep_alive {
                 self.keep_alive = keep_alive;
             }
-            self.out_aliases.reset(
-                self.config
-                    .topic_alias_max
-                    .min(self.server.topic_alias_maximum),
-            );
+            let out_max = self
+                .config
+                .topic_alias_max
+                .min(link.server.topic_alias_maximum);
+            link.out_aliases.reset(out_max);
             self.refuse_over_limits();
         }
 
@@ -2161,7 +2185,8 @@ impl Session {
         } else {
             0
         };
-        let mut room = usize::from(self.server.receive_maximum).saturating_sub(awaiting_pubcomp);
+        let mut room =
+            usize::from(self.server_limits().receive_maximum).saturating_sub(awaiting_pubcomp);
         let mut deferred = Vec::new();
         for &(_, id) in &order {
             let Some(out) = self
@@ -2263,8 +2288,7 @@ impl Session {
         // Fixed header (at most 5) + packet id, and under MQTT 5 the property
         // length and a Subscription Identifier (at most 4 + 5).
         let overhead = if v5 { 5 + 2 + 4 + 5 } else { 5 + 2 };
-        let max_packet_size = self
-            .server
+        let max_packet_size = limits(&self.v5_link)
             .maximum_packet_size
             .map_or(self.config.max_packet_size, |max| {
                 self.config.max_packet_size.min(max as usize)
@@ -2324,7 +2348,9 @@ impl Session {
             .properties
             .and_then(|props| props.u32_of(prop::TOPIC_ALIAS))
         {
-            self.in_aliases
+            self.v5_link
+                .get_or_insert_default()
+                .in_aliases
                 .resolve(alias as u16, p.topic)
                 .map_err(|e| e.error())?;
         }
@@ -2637,7 +2663,8 @@ impl Session {
         let alias = p
             .properties
             .and_then(|props| props.u32_of(prop::TOPIC_ALIAS));
-        match alias.and_then(|a| self.in_aliases.get(a as u16)) {
+        let in_aliases = self.v5_link.as_ref().map(|link| &link.in_aliases);
+        match alias.and_then(|a| in_aliases?.get(a as u16)) {
             Some(topic) if p.topic.is_empty() => m.topic.push_str(topic),
             _ => m.topic.push_str(p.topic),
         }
@@ -2675,9 +2702,10 @@ impl Session {
             return;
         }
         let alias = match p.properties {
-            Some(props) if self.out_aliases.is_active() && self.fits_with_alias(&p, props) => {
-                self.out_aliases.for_topic(p.topic)
-            }
+            Some(props) if self.aliasing_out() && self.fits_with_alias(&p, props) => self
+                .v5_link
+                .as_mut()
+                .map_or(AliasUse::None, |link| link.out_aliases.for_topic(p.topic)),
             _ => AliasUse::None,
         };
         let (topic, alias) = match alias {
@@ -2704,8 +2732,7 @@ impl Session {
     /// the two aliased forms (an empty topic and the alias is never longer),
     /// up to 3 bytes more than the form `publish_with` checked.
     fn fits_with_alias(&mut self, p: &Publish<'_>, props: Properties<'_>) -> bool {
-        let max = self
-            .server
+        let max = limits(&self.v5_link)
             .maximum_packet_size
             .map_or(self.config.max_packet_size, |max| {
                 self.config.max_packet_size.min(max as usize)
@@ -2724,7 +2751,7 @@ impl Session {
 
     /// Append a PUBLISH the session keeps encoded (queued or in flight).
     fn write_stored_publish(&mut self, packet: &[u8]) {
-        if !self.out_aliases.is_active() {
+        if !self.aliasing_out() {
             self.outbox.extend_from_slice(packet);
             return;
         }

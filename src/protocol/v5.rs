@@ -30,21 +30,24 @@ pub struct ServerLimits {
 
 impl Default for ServerLimits {
     fn default() -> Self {
-        ServerLimits {
-            receive_maximum: u16::MAX,
-            maximum_packet_size: None,
-            maximum_qos: QoS::ExactlyOnce,
-            retain_available: true,
-            topic_alias_maximum: 0,
-            server_keep_alive: None,
-            wildcard_subscriptions: true,
-            subscription_identifiers: true,
-            shared_subscriptions: true,
-        }
+        ServerLimits::DEFAULT
     }
 }
 
 impl ServerLimits {
+    /// What a 3.1.1 connection, or a CONNACK that says nothing, means.
+    pub const DEFAULT: ServerLimits = ServerLimits {
+        receive_maximum: u16::MAX,
+        maximum_packet_size: None,
+        maximum_qos: QoS::ExactlyOnce,
+        retain_available: true,
+        topic_alias_maximum: 0,
+        server_keep_alive: None,
+        wildcard_subscriptions: true,
+        subscription_identifiers: true,
+        shared_subscriptions: true,
+    };
+
     /// The limits of a CONNACK's properties (already validated by the codec:
     /// flags are 0/1, Maximum QoS 0/1, Receive Maximum and Maximum Packet Size
     /// non-zero).
