@@ -304,7 +304,7 @@ impl Client {
             let mut options = lock(&self.core.options);
             // With a server list the host is not used (and may be empty).
             if !host.is_empty() {
-                options.host = Some(host.to_owned());
+                options.set_host(host);
                 options.port = port;
             }
             if let Some(routes) = options.routes_to_set(uri.is_none()) {
@@ -400,7 +400,7 @@ impl Client {
         }
         let target_known = {
             let options = lock(&self.core.options);
-            options.host.is_some() || options.routes().servers.is_some()
+            options.host().is_some() || options.routes().servers.is_some()
         };
         if !target_known {
             return Err(Error::NotConnected);
@@ -441,7 +441,7 @@ impl Client {
         let reactor = self.driver()?;
         // Each entry of a server list gets the whole connect timeout.
         let timeout = lock(&self.core.options)
-            .connect_timeout
+            .connect_timeout()
             .saturating_mul(u32::try_from(servers.max(1)).unwrap_or(u32::MAX));
         let (attempt, intent) = {
             let mut wait = lock(&self.core.connect_wait);
@@ -541,7 +541,7 @@ impl Client {
         let mut session = self.session();
         let mut result = session.publish_with(Instant::now(), topic, payload, qos, retain, props);
         if result == Err(Error::QueueFull) && qos == QoS::AtMostOnce {
-            let wait = lock(&self.core.options).publish_wait;
+            let wait = lock(&self.core.options).publish_wait();
             let deadline = Instant::now() + wait;
             while result == Err(Error::QueueFull)
                 && !self.in_callback()
@@ -618,7 +618,7 @@ impl Client {
             return Err(Error::InvalidArgument);
         }
         self.session().config_mut().max_unsent_bytes = max_bytes;
-        lock(&self.core.options).publish_wait = wait;
+        lock(&self.core.options).set_publish_wait(wait);
         Ok(())
     }
 
@@ -980,7 +980,7 @@ impl Client {
         if timeout.is_zero() {
             return Err(Error::InvalidArgument);
         }
-        lock(&self.core.options).connect_timeout = timeout;
+        lock(&self.core.options).set_connect_timeout(timeout);
         self.session().config_mut().connect_timeout = timeout;
         Ok(())
     }
@@ -992,7 +992,7 @@ impl Client {
         {
             return Err(Error::InvalidArgument);
         }
-        lock(&self.core.options).reconnect = delays;
+        lock(&self.core.options).set_reconnect(delays);
         Ok(())
     }
 
@@ -1034,7 +1034,7 @@ impl Client {
         if !(16..=crate::protocol::codec::MAX_REMAINING_LENGTH + 5).contains(&bytes) {
             return Err(Error::InvalidArgument);
         }
-        lock(&self.core.options).max_packet_size = bytes;
+        lock(&self.core.options).set_max_packet_size(bytes);
         self.session().config_mut().max_packet_size = bytes;
         Ok(())
     }

@@ -123,7 +123,7 @@ fn transport_for(
                     Some(_) if !tls_wanted => None,
                     Some(_) => Some(options.tls_or_system_roots()?),
                 };
-                (tls, options.host.clone().unwrap_or_default())
+                (tls, options.host().unwrap_or_default().to_owned())
             }
         };
         drop(options);
@@ -138,17 +138,21 @@ fn transport_for(
 }
 
 /// The handshakes to run after TCP connects besides TLS, in this order.
-type Handshakes = (Option<Box<ProxyHandshake>>, Option<Box<Upgrade>>);
+/// One box, only while one is to run: most connections have neither.
+struct Handshakes {
+    proxy: Option<ProxyHandshake>,
+    upgrade: Option<Upgrade>,
+}
 
 /// The handshakes to run after TCP connects, besides TLS: the proxy's (if a
 /// proxy is set) and the WebSocket upgrade (ws, wss). For an entry of the
 /// server list (`server`), the proxy's target is that entry, and there is no
 /// upgrade (entries are mqtt or mqtts).
-fn setup_for(core: &Arc<Core>, server: Option<&Server>) -> Result<Handshakes, Error> {
+fn setup_for(core: &Arc<Core>, server: Option<&Server>) -> Result<Option<Box<Handshakes>>, Error> {
     let options = lock(&core.options);
     let (host, port) = match server {
         Some(server) => (server.host.as_str(), server.port),
-        None => (options.host.as_deref().unwrap_or_default(), options.port),
+        None => (options.host().unwrap_or_default(), options.port),
     };
     let target = match host.parse::<IpAddr>() {
         Ok(IpAddr::V4(a)) => Host::V4(a),
@@ -157,21 +161,21 @@ fn setup_for(core: &Arc<Core>, server: Option<&Server>) -> Result<Handshakes, Er
     };
     let routes = options.routes();
     let proxy = match &routes.proxy {
-        Some(proxy) => Some(Box::new(ProxyHandshake::new(proxy, &target, port)?)),
+        Some(proxy) => Some(ProxyHandshake::new(proxy, &target, port)?),
         None => None,
     };
     let upgrade = match routes.scheme {
         Some(scheme) if scheme.is_websocket() && server.is_none() => {
-            Some(Box::new(Upgrade::for_uri(&BrokerUri {
+            Some(Upgrade::for_uri(&BrokerUri {
                 scheme,
                 host: target,
                 port,
                 path: routes.ws_path.clone(),
-            })?))
+            })?)
         }
         _ => None,
     };
-    Ok((proxy, upgrade))
+    Ok((proxy.is_some() || upgrade.is_some()).then(|| Box::new(Handshakes { proxy, upgrade })))
 }
 
 /// A failed handshake: the error the attempt ends with, and why, for the log.
@@ -304,16 +308,16 @@ fn drive_upgrade(
 /// answered last.
 struct Round {
     list: Arc<ServerList>,
-    start: usize,
+    start: u32,
     /// Entries tried so far in this round (the current one included).
-    tried: usize,
+    tried: u32,
 }
 
 impl Round {
     /// The entry being tried.
     fn current(&self) -> Option<&Server> {
         let n = self.list.entries.len();
-        let index = (self.start + self.tried.checked_sub(1)?) % n;
+        let index = (self.start as usize + self.tried.checked_sub(1)? as usize) % n;
         self.list.entries.get(index)
     }
 }
@@ -337,12 +341,11 @@ pub(super) struct Socket {
     transport: Transport,
     /// The TCP connection is up (the handshakes below may still run).
     connected: bool,
-    /// The proxy handshake, until the tunnel is open.
-    proxy: Option<Box<ProxyHandshake>>,
+    /// The proxy handshake, until the tunnel is open, and the WebSocket
+    /// upgrade (after TLS), until the server accepted it.
+    setup: Option<Box<Handshakes>>,
     /// TLS handshake to run (after the proxy's) or in progress.
     handshaking: bool,
-    /// The WebSocket upgrade (after TLS), until the server accepted it.
-    upgrade: Option<Box<Upgrade>>,
     /// Every handshake finished and CONNECT handed to the session.
     established: bool,
     /// CONNACK accepted on this connection.
@@ -358,12 +361,14 @@ pub(super) struct Socket {
 impl Socket {
     /// Run the pending handshakes in order, as far as the socket allows.
     fn setup_step(&mut self) -> Result<Setup, Failure> {
-        if let Some(proxy) = self.proxy.as_mut() {
+        if let Some(setup) = self.setup.as_deref_mut()
+            && let Some(proxy) = setup.proxy.as_mut()
+        {
             let tcp = self.transport.tcp_mut();
             if !drive_proxy(proxy, tcp, &mut self.readable, &mut self.writable)? {
                 return Ok(Setup::Blocked);
             }
-            self.proxy = None;
+            setup.proxy = None;
         }
         if self.handshaking {
             #[cfg(feature = "tls")]
@@ -377,7 +382,8 @@ impl Socket {
             }
             self.handshaking = false;
         }
-        if let Some(upgrade) = self.upgrade.as_mut() {
+        let upgrade = self.setup.as_deref_mut().and_then(|s| s.upgrade.as_mut());
+        if let Some(upgrade) = upgrade {
             let Some(surplus) = drive_upgrade(
                 upgrade,
                 &mut self.transport,
@@ -387,9 +393,10 @@ impl Socket {
             else {
                 return Ok(Setup::Blocked);
             };
-            self.upgrade = None;
+            self.setup = None;
             return Ok(Setup::Upgraded(surplus));
         }
+        self.setup = None;
         Ok(Setup::Ready)
     }
 }
@@ -572,7 +579,7 @@ impl Connection {
                     self.async_attempt = attempt.is_none();
                     self.reconnect_at = None;
                     self.failed_attempts = 0;
-                    let timeout = lock(&core.options).connect_timeout;
+                    let timeout = lock(&core.options).connect_timeout();
                     self.connect_deadline = Some(Stamp::new(Instant::now() + timeout));
                     // Closing a preempted automatic attempt above cleared it.
                     core.set_attempt_in_progress(true);
@@ -609,7 +616,7 @@ impl Connection {
     /// Everything after the wait: connect progress, reads, timers, writes.
     fn advance(&mut self, core: &Arc<Core>, io: Io<'_>, scratch: &mut Scratch) -> Option<Error> {
         if std::mem::take(&mut self.resume_connect) && core.attempt_in_progress() {
-            let timeout = lock(&core.options).connect_timeout;
+            let timeout = lock(&core.options).connect_timeout();
             self.connect_deadline = Some(Stamp::new(Instant::now() + timeout));
             self.start_connect(core, io);
         }
@@ -659,7 +666,7 @@ impl Connection {
             && now >= at.instant()
         {
             self.reconnect_at = None;
-            let timeout = lock(&core.options).connect_timeout;
+            let timeout = lock(&core.options).connect_timeout();
             self.connect_deadline = Some(Stamp::new(now + timeout));
             self.next_addr = 0;
             core.set_attempt_in_progress(true);
@@ -713,7 +720,7 @@ impl Connection {
                 continue;
             }
             let entry = self.round.as_ref().and_then(Round::current);
-            let (transport, (proxy, upgrade)) = match transport_for(core, stream, entry)
+            let (transport, setup) = match transport_for(core, stream, entry)
                 .and_then(|t| Ok((t, setup_for(core, entry)?)))
             {
                 Ok(ready) => ready,
@@ -726,8 +733,7 @@ impl Connection {
                 handshaking: !transport.is_plain(),
                 transport,
                 connected: false,
-                proxy,
-                upgrade,
+                setup,
                 established: false,
                 accepted: false,
                 readable: false,
@@ -753,7 +759,8 @@ impl Connection {
             self.server_index = None;
             return false;
         };
-        let start = list.last_good.load(Ordering::SeqCst) % list.entries.len();
+        // A list is far shorter than 2^32 entries (each is a URI the caller made).
+        let start = (list.last_good.load(Ordering::SeqCst) % list.entries.len()) as u32;
         self.round = Some(Round {
             list,
             start,
@@ -773,17 +780,17 @@ impl Connection {
             return false;
         };
         let n = round.list.entries.len();
-        if round.tried >= n {
+        if round.tried as usize >= n {
             return false;
         }
-        let index = (round.start + round.tried) % n;
+        let index = (round.start as usize + round.tried as usize) % n;
         round.tried += 1;
         let server = round.list.entries[index].clone();
         self.server_index = u32::try_from(index).ok();
         self.addrs = Addrs::NONE;
         self.next_addr = 0;
         self.resolving = None;
-        let timeout = lock(&core.options).connect_timeout;
+        let timeout = lock(&core.options).connect_timeout();
         self.connect_deadline = Some(Stamp::new(Instant::now() + timeout));
         log!(
             core,
@@ -852,7 +859,7 @@ impl Connection {
         match conn.setup_step() {
             Ok(Setup::Blocked) => return,
             Ok(Setup::Upgraded(surplus)) => {
-                let max_frame = lock(&core.options).max_packet_size;
+                let max_frame = lock(&core.options).max_packet_size();
                 let Some(mut conn) = self.conn.take() else {
                     return;
                 };
@@ -930,7 +937,7 @@ impl Connection {
             }
         }
         self.next_addr = 0;
-        let timeout = lock(&core.options).connect_timeout;
+        let timeout = lock(&core.options).connect_timeout();
         self.connect_deadline = Some(Stamp::new(Instant::now() + timeout));
         self.start_connect(core, io);
     }
@@ -991,7 +998,7 @@ impl Connection {
         if was_async {
             // Nobody waits for an asynchronous connect: it retries like a lost
             // connection would, and every failure is reported.
-            self.keep_reconnecting = lock(&core.options).reconnect.is_some();
+            self.keep_reconnecting = lock(&core.options).reconnect().is_some();
         } else if !self.keep_reconnecting {
             return;
         }
@@ -1009,7 +1016,7 @@ impl Connection {
     }
 
     fn schedule_reconnect(&mut self, core: &Arc<Core>) {
-        let Some((min, max)) = lock(&core.options).reconnect else {
+        let Some((min, max)) = lock(&core.options).reconnect() else {
             self.keep_reconnecting = false;
             return;
         };
@@ -1068,7 +1075,7 @@ impl Connection {
         buf: &mut Vec<u8>,
         topic_buf: &mut Vec<u8>,
     ) -> Result<(), Error> {
-        let max_packet_size = lock(&core.options).max_packet_size;
+        let max_packet_size = lock(&core.options).max_packet_size();
         for _ in 0..READS_PER_TURN {
             if self.write_backlogged(core) {
                 // Resumes once a writable event lets the flush drain the backlog.
@@ -1168,7 +1175,7 @@ impl Connection {
                 }
                 self.next_addr = 0;
                 self.failed_attempts = 0;
-                options.host = Some(host);
+                options.set_host(&host);
                 options.port = port;
             }
         }
@@ -1193,7 +1200,7 @@ impl Connection {
         if let Some(conn) = self.conn.as_mut() {
             conn.accepted = true;
         }
-        self.keep_reconnecting = lock(&core.options).reconnect.is_some();
+        self.keep_reconnecting = lock(&core.options).reconnect().is_some();
         if let Some(attempt) = self.attempt.take() {
             finish_attempt(core, attempt.get(), Ok(session_present));
         }

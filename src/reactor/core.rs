@@ -23,20 +23,67 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Options the reactor reads when it (re)connects.
+/// Options the reactor reads when it (re)connects. Durations are whole
+/// milliseconds (rounded up) and sizes 32-bit: thousands of idle clients
+/// share a reactor, and each holds its options.
 #[derive(Clone)]
 pub(crate) struct Options {
-    pub host: Option<String>,
+    host: Option<ShortStr>,
     pub port: u16,
-    pub connect_timeout: Duration,
+    connect_timeout_ms: u32,
     /// `None` disables automatic reconnection.
-    pub reconnect: Option<(Duration, Duration)>,
-    pub max_packet_size: usize,
+    reconnect_ms: Option<(u32, u32)>,
+    /// Below 2^32: MQTT's own limit is 256 MiB.
+    max_packet_size: u32,
     /// How long a QoS 0 publish waits for room under the unsent-bytes limit
     /// before it returns `QueueFull` (zero: it never waits).
-    pub publish_wait: Duration,
+    publish_wait_ms: u32,
     /// `None` until one of the options in it is set (see `Routes`).
     routes: Option<Box<Routes>>,
+}
+
+/// Whole milliseconds, rounded up, at most `u32::MAX` (49 days).
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u32::MAX)
+}
+
+fn duration(ms: u32) -> Duration {
+    Duration::from_millis(ms.into())
+}
+
+/// A string kept inline up to 22 bytes (a host name or an IP literal
+/// usually is), else on the heap: an idle client of thousands holds no heap
+/// block for its broker's name.
+#[derive(Clone)]
+enum ShortStr {
+    Inline { len: u8, bytes: [u8; 22] },
+    Heap(Box<str>),
+}
+
+impl ShortStr {
+    fn new(s: &str) -> ShortStr {
+        let mut bytes = [0; 22];
+        match bytes.get_mut(..s.len()) {
+            Some(inline) => {
+                inline.copy_from_slice(s.as_bytes());
+                ShortStr::Inline {
+                    len: s.len() as u8,
+                    bytes,
+                }
+            }
+            None => ShortStr::Heap(s.into()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Copied from a `&str` whole: valid UTF-8.
+            ShortStr::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+            }
+            ShortStr::Heap(s) => s,
+        }
+    }
 }
 
 /// The options most clients never set: a client holds one word for them
@@ -78,6 +125,48 @@ static NO_ROUTES: Routes = Routes {
 };
 
 impl Options {
+    pub fn host(&self) -> Option<&str> {
+        self.host.as_ref().map(ShortStr::as_str)
+    }
+
+    pub fn set_host(&mut self, host: &str) {
+        self.host = Some(ShortStr::new(host));
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        duration(self.connect_timeout_ms)
+    }
+
+    pub fn set_connect_timeout(&mut self, timeout: Duration) {
+        self.connect_timeout_ms = millis(timeout);
+    }
+
+    /// The reconnection delays (first, most); `None`: no automatic reconnection.
+    pub fn reconnect(&self) -> Option<(Duration, Duration)> {
+        self.reconnect_ms
+            .map(|(min, max)| (duration(min), duration(max)))
+    }
+
+    pub fn set_reconnect(&mut self, delays: Option<(Duration, Duration)>) {
+        self.reconnect_ms = delays.map(|(min, max)| (millis(min), millis(max)));
+    }
+
+    pub fn max_packet_size(&self) -> usize {
+        self.max_packet_size as usize
+    }
+
+    pub fn set_max_packet_size(&mut self, bytes: usize) {
+        self.max_packet_size = u32::try_from(bytes).unwrap_or(u32::MAX);
+    }
+
+    pub fn publish_wait(&self) -> Duration {
+        duration(self.publish_wait_ms)
+    }
+
+    pub fn set_publish_wait(&mut self, wait: Duration) {
+        self.publish_wait_ms = millis(wait);
+    }
+
     /// The rarely set options (all unset when there are none).
     pub fn routes(&self) -> &Routes {
         self.routes.as_deref().unwrap_or(&NO_ROUTES)
@@ -102,7 +191,7 @@ impl Options {
     /// else the broker's.
     pub fn dial_target(&self) -> Option<(String, u16)> {
         self.proxy_addr()
-            .or_else(|| self.host.clone().map(|host| (host, self.port)))
+            .or_else(|| self.host().map(|host| (host.to_owned(), self.port)))
     }
 
     /// The proxy's host and port, when every connection goes through one.
@@ -219,10 +308,10 @@ impl Core {
             options: Mutex::new(Options {
                 host: None,
                 port: 1883,
-                connect_timeout: Duration::from_secs(10),
-                reconnect: Some((Duration::from_millis(500), Duration::from_secs(30))),
-                max_packet_size,
-                publish_wait: Duration::ZERO,
+                connect_timeout_ms: 10_000,
+                reconnect_ms: Some((500, 30_000)),
+                max_packet_size: u32::try_from(max_packet_size).unwrap_or(u32::MAX),
+                publish_wait_ms: 0,
                 routes: None,
             }),
             loop_on_message: Mutex::new(None),
