@@ -7,6 +7,7 @@
 //! runs the callbacks.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU64;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
@@ -451,7 +452,7 @@ impl Client {
             let intent = self.claim_attempt()?;
             wait.next_attempt += 1;
             let attempt = wait.next_attempt;
-            wait.in_progress = Some(attempt);
+            wait.in_progress = NonZeroU64::new(attempt);
             (attempt, intent)
         };
         self.core.push_command(ReactorCommand::Connect {
@@ -470,7 +471,7 @@ impl Client {
             let closed = self.is_closed();
             if now >= give_up || closed {
                 let mut wait = lock(&self.core.connect_wait);
-                if wait.in_progress == Some(attempt) {
+                if wait.in_progress.map(NonZeroU64::get) == Some(attempt) {
                     wait.in_progress = None;
                     // The attempt must not go on after this call reported it
                     // failed: supersede it (clearing its bit in the same step,

@@ -7,7 +7,7 @@
 //! back into the library for the same client.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::protocol::codec::{self, Packet};
@@ -67,7 +67,7 @@ impl Level {
 pub type LogFn = Arc<dyn Fn(Level, &str) + Send + Sync>;
 
 /// `sent` offset meaning "not at a known packet boundary".
-const UNKNOWN: usize = usize::MAX;
+const UNKNOWN: u32 = u32::MAX;
 
 /// Per-client logger state.
 pub(crate) struct Logger {
@@ -76,7 +76,7 @@ pub(crate) struct Logger {
     callback: Mutex<Option<LogFn>>,
     /// Bytes at the start of the outgoing buffer that belong to a packet already
     /// logged (partially written before), or `UNKNOWN`. Reactor thread only.
-    sent_skip: AtomicUsize,
+    sent_skip: AtomicU32,
 }
 
 impl Default for Logger {
@@ -84,7 +84,7 @@ impl Default for Logger {
         Logger {
             level: AtomicU8::new(0),
             callback: Mutex::new(None),
-            sent_skip: AtomicUsize::new(0),
+            sent_skip: AtomicU32::new(0),
         }
     }
 }
@@ -247,7 +247,7 @@ pub(crate) fn sent<T: LogTarget + ?Sized>(
         logger.sent_skip.store(next, Ordering::Relaxed);
         return;
     }
-    let mut pos = skip;
+    let mut pos = skip as usize;
     while pos < written {
         let Ok(Ok(header)) = codec::parse_fixed_header_as(&pending[pos..], usize::MAX, version)
         else {
@@ -268,7 +268,10 @@ pub(crate) fn sent<T: LogTarget + ?Sized>(
         }
         pos += header.frame_len();
     }
-    logger.sent_skip.store(pos - written, Ordering::Relaxed);
+    // What is left of one packet: below 2^29.
+    logger
+        .sent_skip
+        .store((pos - written) as u32, Ordering::Relaxed);
 }
 
 #[cfg(test)]

@@ -1391,7 +1391,7 @@ fn is_final_refusal(error: Error) -> bool {
 
 pub(super) fn finish_attempt(core: &Arc<Core>, attempt: u64, result: Result<bool, Error>) {
     let mut wait = lock(&core.connect_wait);
-    if wait.in_progress == Some(attempt) {
+    if wait.in_progress.map(NonZeroU64::get) == Some(attempt) {
         wait.in_progress = None;
         wait.finished = Some((attempt, result));
         core.connect_done.notify_all();

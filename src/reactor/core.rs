@@ -6,6 +6,7 @@
 
 use std::cell::RefCell;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -245,7 +246,7 @@ pub type Resolver = Arc<dyn Fn(&str, u16) -> std::io::Result<Vec<SocketAddr>> + 
 #[derive(Default)]
 pub(crate) struct ConnectWait {
     pub next_attempt: u64,
-    pub in_progress: Option<u64>,
+    pub in_progress: Option<NonZeroU64>,
     pub finished: Option<(u64, Result<bool>)>,
 }
 
