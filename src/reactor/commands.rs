@@ -160,3 +160,25 @@ impl Intake {
         }
     }
 }
+
+/// Commands from API calls waiting for the reactor: one word while there are
+/// none, as for an idle client of thousands.
+#[derive(Default)]
+#[allow(clippy::box_collection)]
+pub(crate) struct CommandQueue(Option<Box<Vec<ReactorCommand>>>);
+
+impl CommandQueue {
+    pub fn push(&mut self, command: ReactorCommand) {
+        // Usually one command at a time (the reactor takes the whole queue):
+        // room for one, not four. Thousands of clients connecting at once
+        // each leave these blocks as holes in the heap once they are freed.
+        self.0
+            .get_or_insert_with(|| Box::new(Vec::with_capacity(1)))
+            .push(command);
+    }
+
+    /// Everything queued, leaving the queue with no allocation.
+    pub fn take(&mut self) -> Vec<ReactorCommand> {
+        self.0.take().map(|queue| *queue).unwrap_or_default()
+    }
+}

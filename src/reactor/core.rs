@@ -12,7 +12,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::Shared;
-use super::commands::ReactorCommand;
+use super::commands::{CommandQueue, ReactorCommand};
 use crate::dispatch::{Data, Dispatcher};
 use crate::log::{LogTarget, Logger};
 use crate::protocol::session::{Session, SessionConfig};
@@ -265,7 +265,7 @@ pub(crate) struct Core {
     /// One word, so that a disconnect learns atomically whether the attempt
     /// it supersedes had been claimed.
     attempt_state: AtomicU64,
-    pub commands: Mutex<Vec<ReactorCommand>>,
+    pub commands: Mutex<CommandQueue>,
     pub connect_wait: Mutex<ConnectWait>,
     pub connect_done: Condvar,
     pub options: Mutex<Options>,
@@ -303,7 +303,7 @@ impl Core {
             session: Mutex::new(Session::new(config)),
             dispatcher: Dispatcher::default(),
             attempt_state: AtomicU64::new(0),
-            commands: Mutex::new(Vec::new()),
+            commands: Mutex::new(CommandQueue::default()),
             connect_wait: Mutex::new(ConnectWait::default()),
             connect_done: Condvar::new(),
             options: Mutex::new(Options {
@@ -526,15 +526,7 @@ impl Core {
     }
 
     pub fn push_command(self: &Arc<Self>, command: ReactorCommand) {
-        let mut commands = lock(&self.commands);
-        // Usually one command at a time (the reactor takes the whole queue):
-        // room for one, not four. Thousands of clients connecting at once
-        // each leave this block as a hole in the heap once it is freed.
-        if commands.capacity() == 0 {
-            commands.reserve_exact(1);
-        }
-        commands.push(command);
-        drop(commands);
+        lock(&self.commands).push(command);
         self.wake();
     }
 }
