@@ -420,7 +420,7 @@ pub enum Refused {
 /// reports it taken.
 struct PacketIds {
     table: Option<Box<IdChunks>>,
-    in_use: usize,
+    in_use: u32,
     next: u16,
 }
 
@@ -456,7 +456,7 @@ impl PacketIds {
     /// The first free id at or after the counter, wrapping; `None` when all
     /// 65535 are taken. Skips whole words, so at most 1025 word reads.
     fn next_free(&self) -> Option<u16> {
-        if self.in_use >= u16::MAX as usize {
+        if self.in_use >= u32::from(u16::MAX) {
             return None;
         }
         const WORDS: usize = 65536 / 64;
