@@ -55,7 +55,13 @@ int main(int argc, char **argv)
     mqtt_reactor *r = mqtt_reactor_new();
     if (!r)
         return 1;
+    long half = first_half(&a), rss_half = 0;
     for (long i = 0; i < n; i++) {
+        if (i == half && !a.pub) {
+            while (connected < half && now_s() < t0 + 120)
+                mqtt_reactor_run(r, 100);
+            rss_half = proc_status("VmRSS");
+        }
         char id[48];
         snprintf(id, sizeof id, "many-mqtt-%ld-%ld", (long)getpid(), i);
         snprintf(s[i].topic, sizeof s[i].topic, "many/%ld", i);
@@ -77,7 +83,7 @@ int main(int argc, char **argv)
         double c0 = cpu_s(), w0 = now_s();
         while (now_s() - w0 < a.idle_s)
             mqtt_reactor_run(r, (int)((a.idle_s - (now_s() - w0)) * 1000 + 0.999));
-        report_idle("libmqtt", &a, connected, connect_s, rss_before, proc_status("VmRSS"), cpu_s() - c0,
+        report_idle("libmqtt", &a, connected, connect_s, rss_before, rss_half, proc_status("VmRSS"), cpu_s() - c0,
                     now_s() - w0);
     } else {
         double period = 1.0 / (double)a.rate;

@@ -81,7 +81,13 @@ int main(int argc, char **argv)
     touch_pages(fds, (size_t)n * sizeof *fds);
     long rss_before = proc_status("VmRSS");
     double t0 = now_s();
+    long half = first_half(&a), rss_half = 0;
     for (long i = 0; i < n; i++) {
+        if (i == half && !a.pub) {
+            while (connected < half && now_s() < t0 + 120)
+                turn(s, i, 100);
+            rss_half = proc_status("VmRSS");
+        }
         char id[48];
         snprintf(id, sizeof id, "many-mosq-%ld-%ld", (long)getpid(), i);
         snprintf(s[i].topic, sizeof s[i].topic, "many/%ld", i);
@@ -104,7 +110,7 @@ int main(int argc, char **argv)
         double c0 = cpu_s(), w0 = now_s();
         while (now_s() - w0 < a.idle_s)
             turn(s, n, 1000);
-        report_idle("mosquitto", &a, connected, connect_s, rss_before, proc_status("VmRSS"), cpu_s() - c0,
+        report_idle("mosquitto", &a, connected, connect_s, rss_before, rss_half, proc_status("VmRSS"), cpu_s() - c0,
                     now_s() - w0);
     } else {
         double period = 1.0 / (double)a.rate;

@@ -95,7 +95,13 @@ int main(int argc, char **argv)
     touch_pages(s, (size_t)n * sizeof *s);
     long rss_before = proc_status("VmRSS");
     double t0 = now_s();
+    long half = first_half(&a), rss_half = 0;
     for (long i = 0; i < n; i++) {
+        if (i == half && !a.pub) {
+            while (count(&connected) + count(&failed) < half && now_s() < t0 + 120)
+                sleep_until(now_s() + 0.001);
+            rss_half = proc_status("VmRSS");
+        }
         char id[48];
         snprintf(id, sizeof id, "many-paho-%ld-%ld", (long)getpid(), i);
         snprintf(s[i].topic, sizeof s[i].topic, "many/%ld", i);
@@ -122,7 +128,7 @@ int main(int argc, char **argv)
     if (!a.pub) {
         double c0 = cpu_s(), w0 = now_s();
         sleep_until(w0 + a.idle_s);
-        report_idle("paho", &a, count(&connected), connect_s, rss_before, proc_status("VmRSS"), cpu_s() - c0,
+        report_idle("paho", &a, count(&connected), connect_s, rss_before, rss_half, proc_status("VmRSS"), cpu_s() - c0,
                     now_s() - w0);
     } else {
         double period = 1.0 / (double)a.rate;

@@ -6,7 +6,11 @@
 #   bench/many.sh [--clients N] [--pub-clients N] [--rate R] [--seconds S] [--no-build]
 #
 # Rows: N idle connected clients (keepalive 60): time to connect them all, RSS
-# per client, threads, CPU per second while idle; then --pub-clients clients
+# per client (growth over all N, which includes one-time costs such as the
+# library's code pages; and growth from N/2 connected to N connected, what one
+# client more costs: the harness connects the first half, waits for them and
+# reads RSS before it starts the second), threads, CPU per second while idle;
+# then --pub-clients clients
 # each publishing QoS 1 at --rate msg/s for --seconds: CPU per message and
 # publish -> PUBACK latency p50/p99. Defaults: 10000 idle, 1000 x 20 msg/s, 10 s.
 # Needs what bench/run.sh needs (libmosquitto-dev, libpaho-mqtt-dev) and an
@@ -86,7 +90,8 @@ print("%-44s %-18s %-18s %-18s" % ("figure (ratio to libmosquitto)", "libmqtt", 
 for label, mode, key, fmt in [
     (f"{sys.argv[2]} idle clients: connect all, s", "idle", "connect_s", "{:.2f}"),
     ("  connects per second", "idle", "connects_per_s", "{:.0f}"),
-    ("  RSS per client, KiB", "idle", "kb_per_client", "{:.2f}"),
+    ("  RSS per client, KiB: growth / clients", "idle", "kb_per_client", "{:.2f}"),
+    ("    one client more (second half)", "idle", "kb_per_added_client", "{:.2f}"),
     ("  threads in the process", "idle", "threads", "{:.0f}"),
     ("  CPU while idle, ms per second", "idle", "idle_cpu_ms_per_s", "{:.2f}"),
     (f"{sys.argv[3]} clients x {sys.argv[4]} msg/s QoS 1: CPU us/msg", "pub", "cpu_us_per_msg", "{:.1f}"),
