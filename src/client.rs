@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::num::NonZeroU64;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, MutexGuard};
+use std::sync::{Arc, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::dispatch::{Callback, Command, Condition, Data};
@@ -796,18 +796,30 @@ impl Client {
         let first = lock(&self.core.loop_on_message)
             .replace(on_message)
             .is_none();
-        let forward: Callback<Arc<Core>> = Arc::new(|core: &Arc<Core>, data: &Data<'_>| {
-            let on_message = lock(&core.loop_on_message).clone();
-            if let Some(on_message) = on_message {
-                on_message(core, data);
-            }
+        // The same two closures for every client: shared, not one block each
+        // per client of thousands on a reactor.
+        static FORWARD: OnceLock<Callback<Arc<Core>>> = OnceLock::new();
+        static HAS_MESSAGE: OnceLock<Condition> = OnceLock::new();
+        let forward = FORWARD.get_or_init(|| {
+            Arc::new(|core: &Arc<Core>, data: &Data<'_>| {
+                let on_message = lock(&core.loop_on_message).clone();
+                if let Some(on_message) = on_message {
+                    on_message(core, data);
+                }
+            })
         });
         let dispatcher = &self.core.dispatcher;
         // The generic PUBREL slot has one occupant: taking it again is harmless.
         dispatcher.on(Command::PubRel, forward.clone(), None, 0);
         if first {
-            let has_message: Condition = Arc::new(|data: &Data<'_>| data.message.is_some());
-            dispatcher.on(Command::Publish, forward, Some(has_message), -1);
+            let has_message =
+                HAS_MESSAGE.get_or_init(|| Arc::new(|data: &Data<'_>| data.message.is_some()));
+            dispatcher.on(
+                Command::Publish,
+                forward.clone(),
+                Some(has_message.clone()),
+                -1,
+            );
         }
     }
 
