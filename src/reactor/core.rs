@@ -32,8 +32,9 @@ pub(crate) struct Options {
     host: Option<ShortStr>,
     pub port: u16,
     connect_timeout_ms: u32,
-    /// `None` disables automatic reconnection.
-    reconnect_ms: Option<(u32, u32)>,
+    /// First and longest delay; a first delay of 0 (never set: a delay
+    /// rounds up to at least 1 ms) disables automatic reconnection.
+    reconnect_ms: (u32, u32),
     /// Below 2^32: MQTT's own limit is 256 MiB.
     max_packet_size: u32,
     /// How long a QoS 0 publish waits for room under the unsent-bytes limit
@@ -144,12 +145,12 @@ impl Options {
 
     /// The reconnection delays (first, most); `None`: no automatic reconnection.
     pub fn reconnect(&self) -> Option<(Duration, Duration)> {
-        self.reconnect_ms
-            .map(|(min, max)| (duration(min), duration(max)))
+        let (min, max) = self.reconnect_ms;
+        (min > 0).then(|| (duration(min), duration(max)))
     }
 
     pub fn set_reconnect(&mut self, delays: Option<(Duration, Duration)>) {
-        self.reconnect_ms = delays.map(|(min, max)| (millis(min), millis(max)));
+        self.reconnect_ms = delays.map_or((0, 0), |(min, max)| (millis(min), millis(max)));
     }
 
     pub fn max_packet_size(&self) -> usize {
@@ -310,7 +311,7 @@ impl Core {
                 host: None,
                 port: 1883,
                 connect_timeout_ms: 10_000,
-                reconnect_ms: Some((500, 30_000)),
+                reconnect_ms: (500, 30_000),
                 max_packet_size: u32::try_from(max_packet_size).unwrap_or(u32::MAX),
                 publish_wait_ms: 0,
                 routes: None,
