@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::dispatch::{Callback, Command, Condition, Data};
+use crate::dispatch::{Callback, Command, Condition, Data, Handler, Test};
 use crate::net::uri::{BrokerUri, ProxyUri};
 use crate::protocol::codec::{ProtocolVersion, QoS, SubscribeOptions};
 use crate::protocol::properties::{self as prop, Properties, PropertiesBuf, PropertyContext};
@@ -89,6 +89,20 @@ impl Client {
         self.core
             .dispatcher
             .on(command, forward, condition, priority);
+    }
+
+    /// `on` for a callback the dispatcher may hold inline (a C function and
+    /// its user data): it receives the core, which is what a C handle points to.
+    pub(crate) fn on_handler(
+        &self,
+        command: Command,
+        handler: Handler<Arc<Core>>,
+        condition: Option<Test>,
+        priority: i32,
+    ) {
+        self.core
+            .dispatcher
+            .on_handler(command, handler, condition, priority);
     }
 
     /// Whether the calling thread is inside one of this client's callbacks.

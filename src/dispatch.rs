@@ -113,46 +113,154 @@ impl<'a> Data<'a> {
 pub type Callback<C> = Arc<dyn Fn(&C, &Data<'_>) + Send + Sync>;
 pub type Condition = Arc<dyn Fn(&Data<'_>) -> bool + Send + Sync>;
 
-struct Specific<C> {
-    callback: Callback<C>,
-    condition: Condition,
-    priority: i32,
+/// A plain function and the two words it is given back: a callback from C
+/// (its function pointer and user data) stored inline, with no allocation.
+pub(crate) struct Raw<F> {
+    call: F,
+    words: [*mut (); 2],
 }
 
-struct CommandTable<C> {
-    /// Sorted by priority, highest first; equal priorities keep registration
-    /// order. A boxed slice (no capacity word): tables are rebuilt on `on`.
-    specific: Box<[Specific<C>]>,
-    generic: Option<Callback<C>>,
-}
-
-impl<C> Clone for CommandTable<C> {
+impl<F: Copy> Clone for Raw<F> {
     fn clone(&self) -> Self {
-        CommandTable {
-            specific: self
-                .specific
-                .iter()
-                .map(|s| Specific {
-                    callback: s.callback.clone(),
-                    condition: s.condition.clone(),
-                    priority: s.priority,
-                })
-                .collect(),
-            generic: self.generic.clone(),
+        Raw {
+            call: self.call,
+            words: self.words,
+        }
+    }
+}
+
+impl<F> Raw<F> {
+    /// # Safety
+    /// Calling `call` with `words` must be sound from any thread, any number
+    /// of times (also concurrently), for as long as a dispatcher holds it.
+    pub(crate) unsafe fn new(call: F, words: [*mut (); 2]) -> Raw<F> {
+        Raw { call, words }
+    }
+}
+
+// SAFETY: the words are only handed back to `call`, which `Raw::new`'s
+// caller promised may run on any thread.
+unsafe impl<F: Send> Send for Raw<F> {}
+// SAFETY: as above.
+unsafe impl<F: Sync> Sync for Raw<F> {}
+
+/// # Safety
+/// `words` are those given to `Raw::new` with this function.
+pub(crate) type RawCall<C> = unsafe fn(&C, &Data<'_>, [*mut (); 2]);
+/// # Safety
+/// As for `RawCall`.
+pub(crate) type RawTest = unsafe fn(&Data<'_>, [*mut (); 2]) -> bool;
+
+/// A callback as the table holds it. 24 bytes either way (the function
+/// pointer's niche tells the variants apart).
+pub(crate) enum Handler<C> {
+    Native(Callback<C>),
+    Raw(Raw<RawCall<C>>),
+}
+
+impl<C> Clone for Handler<C> {
+    fn clone(&self) -> Self {
+        match self {
+            Handler::Native(callback) => Handler::Native(callback.clone()),
+            Handler::Raw(raw) => Handler::Raw(raw.clone()),
+        }
+    }
+}
+
+impl<C> Handler<C> {
+    fn run(&self, client: &C, data: &Data<'_>) {
+        match self {
+            Handler::Native(callback) => callback(client, data),
+            // SAFETY: the words given with this function (`Raw::new`).
+            Handler::Raw(raw) => unsafe { (raw.call)(client, data, raw.words) },
+        }
+    }
+}
+
+/// A condition as the table holds it.
+#[derive(Clone)]
+pub(crate) enum Test {
+    Native(Condition),
+    Raw(Raw<RawTest>),
+}
+
+impl Test {
+    fn holds(&self, data: &Data<'_>) -> bool {
+        match self {
+            Test::Native(condition) => condition(data),
+            // SAFETY: the words given with this function (`Raw::new`).
+            Test::Raw(raw) => unsafe { (raw.call)(data, raw.words) },
+        }
+    }
+}
+
+/// One row of the callback table (32 bytes). A specific callback takes two
+/// rows, its condition then itself, so that a generic one (all an idle C
+/// client usually has) carries no room for a condition or a priority.
+///
+/// Per command: the specific pairs by priority, highest first, equal
+/// priorities in registration order; then at most one `Generic`, last.
+enum Row<C> {
+    /// The condition and priority of the `Specific` row right after it.
+    When {
+        command: Command,
+        priority: i32,
+        test: Test,
+    },
+    Specific {
+        command: Command,
+        handler: Handler<C>,
+    },
+    Generic {
+        command: Command,
+        handler: Handler<C>,
+    },
+}
+
+impl<C> Clone for Row<C> {
+    fn clone(&self) -> Self {
+        match self {
+            Row::When {
+                command,
+                priority,
+                test,
+            } => Row::When {
+                command: *command,
+                priority: *priority,
+                test: test.clone(),
+            },
+            Row::Specific { command, handler } => Row::Specific {
+                command: *command,
+                handler: handler.clone(),
+            },
+            Row::Generic { command, handler } => Row::Generic {
+                command: *command,
+                handler: handler.clone(),
+            },
+        }
+    }
+}
+
+impl<C> Row<C> {
+    fn command(&self) -> Command {
+        match self {
+            Row::When { command, .. }
+            | Row::Specific { command, .. }
+            | Row::Generic { command, .. } => *command,
         }
     }
 }
 
 /// Callbacks of one client. `C` is what callbacks receive as their first argument.
 pub struct Dispatcher<C> {
-    /// One table per command that has callbacks, all in one allocation
-    /// (an idle client of thousands registers a few commands). Replaced, not
-    /// changed, by `on`: a dispatch holds its own reference, so a callback may
-    /// register callbacks without deadlock.
+    /// Every command's rows in one allocation (an idle client of thousands
+    /// registers a few generic callbacks). Replaced, not changed, by `on`: a
+    /// dispatch holds its own reference, so a callback may register
+    /// callbacks without deadlock.
     tables: Mutex<Option<Tables<C>>>,
 }
 
-type Tables<C> = Arc<[(Command, CommandTable<C>)]>;
+type Tables<C> = Arc<[Row<C>]>;
 
 impl<C> Default for Dispatcher<C> {
     fn default() -> Self {
@@ -172,48 +280,54 @@ impl<C> Dispatcher<C> {
         condition: Option<Condition>,
         priority: i32,
     ) {
+        self.on_handler(
+            command,
+            Handler::Native(callback),
+            condition.map(Test::Native),
+            priority,
+        );
+    }
+
+    /// `on` for a callback and condition either native or raw.
+    pub(crate) fn on_handler(
+        &self,
+        command: Command,
+        handler: Handler<C>,
+        condition: Option<Test>,
+        priority: i32,
+    ) {
         let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
-        let mut next: Vec<(Command, CommandTable<C>)> = tables
-            .as_deref()
-            .unwrap_or(&[])
+        let mut rows: Vec<Row<C>> = tables.as_deref().unwrap_or(&[]).to_vec();
+        let generic = rows
             .iter()
-            .map(|(c, table)| (*c, table.clone()))
-            .collect();
-        let at = match next.iter().position(|(c, _)| *c == command) {
-            Some(at) => at,
-            None => {
-                next.push((
-                    command,
-                    CommandTable {
-                        specific: Box::default(),
-                        generic: None,
-                    },
-                ));
-                next.len() - 1
-            }
-        };
-        let table = &mut next[at].1;
+            .position(|row| matches!(row, Row::Generic { command: c, .. } if *c == command));
         match condition {
-            Some(condition) => {
-                let at = table
-                    .specific
+            Some(test) => {
+                // Before the first lower priority, else before the generic one.
+                let at = rows
                     .iter()
-                    .position(|s| s.priority < priority)
-                    .unwrap_or(table.specific.len());
-                let mut specific = std::mem::take(&mut table.specific).into_vec();
-                specific.insert(
-                    at,
-                    Specific {
-                        callback,
-                        condition,
-                        priority,
-                    },
-                );
-                table.specific = specific.into_boxed_slice();
+                    .position(|row| {
+                        matches!(row, Row::When { command: c, priority: p, .. }
+                            if *c == command && *p < priority)
+                    })
+                    .or(generic)
+                    .unwrap_or(rows.len());
+                let when = Row::When {
+                    command,
+                    priority,
+                    test,
+                };
+                rows.splice(at..at, [when, Row::Specific { command, handler }]);
             }
-            None => table.generic = Some(callback),
+            None => {
+                let row = Row::Generic { command, handler };
+                match generic {
+                    Some(at) => rows[at] = row,
+                    None => rows.push(row),
+                }
+            }
         }
-        *tables = Some(next.into());
+        *tables = Some(rows.into());
     }
 
     /// Whether anything is registered for `command` (lets the caller skip
@@ -222,7 +336,7 @@ impl<C> Dispatcher<C> {
         let tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
         tables
             .as_deref()
-            .is_some_and(|tables| tables.iter().any(|(c, _)| *c == command))
+            .is_some_and(|rows| rows.iter().any(|row| row.command() == command))
     }
 
     /// Run at most one specific callback (the highest-priority one whose condition
@@ -236,16 +350,26 @@ impl<C> Dispatcher<C> {
         else {
             return false;
         };
-        let Some((_, table)) = tables.iter().find(|(c, _)| *c == data.command) else {
-            return false;
-        };
-        if let Some(specific) = table.specific.iter().find(|s| (s.condition)(data)) {
-            (specific.callback)(client, data);
-            return true;
-        }
-        if let Some(generic) = &table.generic {
-            generic(client, data);
-            return true;
+        let mut rows = tables.iter().filter(|row| row.command() == data.command);
+        while let Some(row) = rows.next() {
+            match row {
+                Row::When { test, .. } => {
+                    // Taken even when the test fails: it is the pair's second row.
+                    let specific = rows.next();
+                    if let Some(Row::Specific { handler, .. }) = specific
+                        && test.holds(data)
+                    {
+                        handler.run(client, data);
+                        return true;
+                    }
+                }
+                // Last of its command: no condition held.
+                Row::Generic { handler, .. } => {
+                    handler.run(client, data);
+                    return true;
+                }
+                Row::Specific { .. } => {}
+            }
         }
         false
     }
@@ -301,5 +425,144 @@ mod tests {
         assert!(d.dispatch(&(), &Data::new(Command::PubAck)));
         assert!(!d.dispatch(&(), &Data::new(Command::SubAck)));
         assert_eq!(*log.lock().unwrap(), vec!["g2"]);
+    }
+
+    type Log = StdMutex<Vec<&'static str>>;
+
+    /// Raw rows as C's are: a log (the "function") and a name (the "user data").
+    fn raw_recorder(log: &Arc<Log>, name: &'static &'static str) -> Handler<()> {
+        /// # Safety
+        /// `words` are a live `Log` and a `&'static str`.
+        unsafe fn call(_: &(), _: &Data<'_>, words: [*mut (); 2]) {
+            // SAFETY: per this function's contract.
+            let (log, name) = unsafe { (&*words[0].cast::<Log>(), *words[1].cast::<&str>()) };
+            log.lock().unwrap().push(name);
+        }
+        let words = [
+            Arc::as_ptr(log).cast_mut().cast(),
+            (name as *const &str).cast_mut().cast(),
+        ];
+        // SAFETY: the tests keep the log alive while the dispatcher lives.
+        Handler::Raw(unsafe { Raw::new(call, words) })
+    }
+
+    /// A raw condition holding when its first word is not null.
+    fn raw_test(holds: bool) -> Test {
+        fn test(_: &Data<'_>, words: [*mut (); 2]) -> bool {
+            !words[0].is_null()
+        }
+        let word = if holds {
+            std::ptr::dangling_mut()
+        } else {
+            std::ptr::null_mut()
+        };
+        // SAFETY: `test` reads no pointer.
+        Test::Raw(unsafe { Raw::new(test, [word, std::ptr::null_mut()]) })
+    }
+
+    #[test]
+    fn inline_rows_take_no_more_room_than_native_ones() {
+        let word = size_of::<usize>();
+        assert_eq!(size_of::<Handler<Arc<()>>>(), 3 * word);
+        assert_eq!(size_of::<Test>(), 3 * word);
+        assert_eq!(size_of::<Row<Arc<()>>>(), 4 * word);
+    }
+
+    #[test]
+    fn inline_and_native_callbacks_share_priorities_and_conditions() {
+        let d = Dispatcher::<()>::default();
+        let log = Arc::new(StdMutex::new(Vec::new()));
+        let yes = || Some(Test::Native(Arc::new(|_: &Data<'_>| true)));
+        d.on_handler(Command::Publish, raw_recorder(&log, &"raw-low"), yes(), 0);
+        d.on_handler(
+            Command::Publish,
+            raw_recorder(&log, &"raw-high-no"),
+            Some(raw_test(false)),
+            9,
+        );
+        d.on_handler(
+            Command::Publish,
+            raw_recorder(&log, &"raw-generic"),
+            None,
+            0,
+        );
+        d.on_handler(
+            Command::Publish,
+            Handler::Native(recorder(&log, "native-5")),
+            Some(raw_test(true)),
+            5,
+        );
+        d.on_handler(
+            Command::Publish,
+            raw_recorder(&log, &"raw-5"),
+            Some(raw_test(true)),
+            5,
+        );
+        d.on_handler(
+            Command::PubAck,
+            raw_recorder(&log, &"raw-no"),
+            Some(raw_test(false)),
+            0,
+        );
+        d.on_handler(Command::PubAck, raw_recorder(&log, &"puback"), None, 0);
+        assert!(d.dispatch(&(), &Data::new(Command::Publish)));
+        assert!(d.dispatch(&(), &Data::new(Command::PubAck)));
+        assert!(!d.dispatch(&(), &Data::new(Command::SubAck)));
+        assert_eq!(*log.lock().unwrap(), vec!["native-5", "puback"]);
+    }
+
+    #[test]
+    fn an_inline_generic_replaces_a_native_one_and_the_reverse() {
+        let d = Dispatcher::<()>::default();
+        let log = Arc::new(StdMutex::new(Vec::new()));
+        d.on_handler(Command::ConnAck, raw_recorder(&log, &"g1"), None, 0);
+        d.on(Command::ConnAck, recorder(&log, "g2"), None, 0);
+        assert!(d.dispatch(&(), &Data::new(Command::ConnAck)));
+        d.on_handler(Command::ConnAck, raw_recorder(&log, &"g3"), None, 0);
+        // Registered after the generic, still tried before it.
+        d.on_handler(
+            Command::ConnAck,
+            raw_recorder(&log, &"no"),
+            Some(raw_test(false)),
+            -5,
+        );
+        assert!(d.dispatch(&(), &Data::new(Command::ConnAck)));
+        d.on_handler(
+            Command::ConnAck,
+            raw_recorder(&log, &"yes"),
+            Some(raw_test(true)),
+            -9,
+        );
+        assert!(d.dispatch(&(), &Data::new(Command::ConnAck)));
+        assert_eq!(*log.lock().unwrap(), vec!["g2", "g3", "yes"]);
+    }
+
+    /// A client whose callbacks register callbacks on it.
+    #[derive(Default)]
+    struct Me(Dispatcher<Me>);
+
+    #[test]
+    fn a_callback_registers_callbacks_from_inside_a_dispatch() {
+        let me = Me::default();
+        let log = Arc::new(StdMutex::new(Vec::new()));
+        let inner = log.clone();
+        me.0.on(
+            Command::PubAck,
+            Arc::new(move |me: &Me, _: &Data<'_>| {
+                inner.lock().unwrap().push("first");
+                let log = inner.clone();
+                me.0.on(
+                    Command::PubAck,
+                    Arc::new(move |_: &Me, _: &Data<'_>| log.lock().unwrap().push("second")),
+                    None,
+                    0,
+                );
+            }),
+            None,
+            0,
+        );
+        assert!(me.0.dispatch(&me, &Data::new(Command::PubAck)));
+        assert!(me.0.dispatch(&me, &Data::new(Command::PubAck)));
+        assert_eq!(*log.lock().unwrap(), vec!["first", "second"]);
     }
 }

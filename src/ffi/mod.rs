@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::Error;
 use crate::client::Client;
-use crate::dispatch::{Callback, Command, Condition, Data};
+use crate::dispatch::{Callback, Command, Data, Handler, Raw, Test};
 use crate::protocol::codec::QoS;
 use crate::reactor::Core;
 pub use types::*;
@@ -262,11 +262,38 @@ fn shared_c_callback(
     Arc::new(c_callback(handle, function, user_data))
 }
 
-fn c_condition(function: ConditionFn, user_data: UserData) -> Condition {
-    Arc::new(move |data: &Data<'_>| {
+/// A C callback held inline by the dispatcher: no allocation, and the handle
+/// is the core's address (`into_handle`), not stored.
+fn c_handler(function: CallbackFn, user_data: *mut c_void) -> Handler<Arc<Core>> {
+    /// # Safety
+    /// `words` are a `CallbackFn` and its user data (`c_handler`).
+    unsafe fn call(core: &Arc<Core>, data: &Data<'_>, words: [*mut (); 2]) {
+        // SAFETY: `c_handler` stored this function pointer in the first word.
+        let function = unsafe { std::mem::transmute::<*mut (), CallbackFn>(words[0]) };
+        let handle = Arc::as_ptr(core).cast_mut().cast::<mqtt_client>();
+        with_c_data(data, |c| {
+            // SAFETY: a C function pointer given to us for this purpose; `c` lives
+            // for the call, as the header promises.
+            unsafe { function(handle, c, words[1].cast::<c_void>()) }
+        })
+    }
+    // SAFETY: `call` gets back the words it expects; running it from any
+    // thread is the promise mqtt.h asks of callbacks and their user data.
+    Handler::Raw(unsafe { Raw::new(call, [function as *mut (), user_data.cast()]) })
+}
+
+/// A C condition held inline, as `c_handler`.
+fn c_test(function: ConditionFn, user_data: *mut c_void) -> Test {
+    /// # Safety
+    /// `words` are a `ConditionFn` and its user data (`c_test`).
+    unsafe fn test(data: &Data<'_>, words: [*mut (); 2]) -> bool {
+        // SAFETY: `c_test` stored this function pointer in the first word.
+        let function = unsafe { std::mem::transmute::<*mut (), ConditionFn>(words[0]) };
         // SAFETY: as for callbacks.
-        with_c_data(data, |c| unsafe { function(c, user_data.get()) })
-    })
+        with_c_data(data, |c| unsafe { function(c, words[1].cast::<c_void>()) })
+    }
+    // SAFETY: as in `c_handler`.
+    Test::Raw(unsafe { Raw::new(test, [function as *mut (), user_data.cast()]) })
 }
 
 /// Create a client.
@@ -349,10 +376,8 @@ pub unsafe extern "C" fn mqtt_client_on(
         let (Some(function), Some(command)) = (function, Command::from_i32(command)) else {
             return MQTT_ERR_INVALID_ARGUMENT;
         };
-        let ud = PassBack(user_data);
-        let callback = c_callback(PassBack(client), function, ud);
-        let condition = condition.map(|f| c_condition(f, ud));
-        c.on_fn(command, callback, condition, priority);
+        let condition = condition.map(|f| c_test(f, user_data));
+        c.on_handler(command, c_handler(function, user_data), condition, priority);
         MQTT_OK
     })
 }
