@@ -251,6 +251,22 @@ impl<C> Row<C> {
     }
 }
 
+/// `rows` with `remove` rows at `at` replaced by `insert`, in one allocation
+/// (the iterator's exact length lets `Arc<[_]>` allocate once).
+fn spliced<C, const N: usize>(
+    rows: &[Row<C>],
+    at: usize,
+    remove: usize,
+    insert: [Row<C>; N],
+) -> Tables<C> {
+    rows[..at]
+        .iter()
+        .cloned()
+        .chain(insert)
+        .chain(rows[at + remove..].iter().cloned())
+        .collect()
+}
+
 /// Callbacks of one client. `C` is what callbacks receive as their first argument.
 pub struct Dispatcher<C> {
     /// Every command's rows in one allocation (an idle client of thousands
@@ -297,11 +313,13 @@ impl<C> Dispatcher<C> {
         priority: i32,
     ) {
         let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
-        let mut rows: Vec<Row<C>> = tables.as_deref().unwrap_or(&[]).to_vec();
+        let rows: &[Row<C>] = tables.as_deref().unwrap_or(&[]);
         let generic = rows
             .iter()
             .position(|row| matches!(row, Row::Generic { command: c, .. } if *c == command));
-        match condition {
+        // The new table is built in its final allocation: thousands of
+        // clients registering callbacks leave no intermediate blocks behind.
+        let next: Tables<C> = match condition {
             Some(test) => {
                 // Before the first lower priority, else before the generic one.
                 let at = rows
@@ -317,17 +335,17 @@ impl<C> Dispatcher<C> {
                     priority,
                     test,
                 };
-                rows.splice(at..at, [when, Row::Specific { command, handler }]);
+                spliced(rows, at, 0, [when, Row::Specific { command, handler }])
             }
             None => {
                 let row = Row::Generic { command, handler };
                 match generic {
-                    Some(at) => rows[at] = row,
-                    None => rows.push(row),
+                    Some(at) => spliced(rows, at, 1, [row]),
+                    None => spliced(rows, rows.len(), 0, [row]),
                 }
             }
-        }
-        *tables = Some(rows.into());
+        };
+        *tables = Some(next);
     }
 
     /// Whether anything is registered for `command` (lets the caller skip

@@ -1509,6 +1509,12 @@ impl Packet<'_> {
     /// nothing is appended.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<usize, CodecError> {
         let remaining = self.remaining_length()?;
+        if remaining > MAX_REMAINING_LENGTH {
+            return Err(CodecError::PacketTooLongToEncode);
+        }
+        // One allocation for the whole packet when `out` has no room yet,
+        // rather than a growth step per field.
+        out.reserve(1 + properties::varint_len(remaining) + remaining);
         let start = out.len();
         out.push(self.first_byte());
         put_remaining_length(out, remaining).inspect_err(|_| out.truncate(start))?;
