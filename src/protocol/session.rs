@@ -1254,7 +1254,10 @@ impl Session {
             active(&mut self.activity).auth_method.push_str(method);
         }
         let mut props = self.take_scratch_props();
-        self.config.connect_properties_into(&mut props);
+        // A 3.1.1 CONNECT has no properties: none are built.
+        if self.v5 {
+            self.config.connect_properties_into(&mut props);
+        }
         let encoded = self.config.connect_packet(&props).encode(&mut self.outbox);
         self.return_scratch_props(props);
         match encoded {

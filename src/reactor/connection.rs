@@ -123,7 +123,12 @@ fn transport_for(
                     Some(_) if !tls_wanted => None,
                     Some(_) => Some(options.tls_or_system_roots()?),
                 };
-                (tls, options.host().unwrap_or_default().to_owned())
+                // The name TLS verifies; without TLS none is needed.
+                let host = match tls {
+                    Some(_) => options.host().unwrap_or_default().to_owned(),
+                    None => String::new(),
+                };
+                (tls, host)
             }
         };
         drop(options);
