@@ -786,6 +786,12 @@ impl Client {
     /// `on_message`, when given, receives every application message once
     /// (QoS 0, 1 and 2). `LoopRunning` once the client was added to a reactor.
     pub fn loop_start(&self, on_message: Option<Callback<Client>>) -> Result<()> {
+        self.loop_start_with(on_message.map(native_on_message))
+    }
+
+    /// `loop_start` with the message callback as the dispatcher holds it
+    /// (a C one inline).
+    pub(crate) fn loop_start_with(&self, on_message: Option<Handler<Arc<Core>>>) -> Result<()> {
         if self.in_callback() {
             return Err(Error::InCallback);
         }
@@ -800,13 +806,10 @@ impl Client {
     /// Register `on_message` to see every application message once: one
     /// registration forwarding to the latest `on_message`, so that a later
     /// one replaces it rather than sharing messages with it.
-    fn install_on_message(&self, on_message: Option<Callback<Client>>) {
+    fn install_on_message(&self, on_message: Option<Handler<Arc<Core>>>) {
         let Some(on_message) = on_message else {
             return;
         };
-        let on_message: Callback<Arc<Core>> = Arc::new(move |core: &Arc<Core>, data: &Data<'_>| {
-            on_message(Client::from_core(core), data)
-        });
         let first = lock(&self.core.loop_on_message)
             .replace(on_message)
             .is_none();
@@ -818,7 +821,7 @@ impl Client {
             Arc::new(|core: &Arc<Core>, data: &Data<'_>| {
                 let on_message = lock(&core.loop_on_message).clone();
                 if let Some(on_message) = on_message {
-                    on_message(core, data);
+                    on_message.run(core, data);
                 }
             })
         });
@@ -880,6 +883,15 @@ impl Client {
         &self,
         reactor: &Reactor,
         on_message: Option<Callback<Client>>,
+    ) -> Result<()> {
+        self.add_to_reactor_with(reactor, on_message.map(native_on_message))
+    }
+
+    /// `add_to_reactor` with the message callback as the dispatcher holds it.
+    pub(crate) fn add_to_reactor_with(
+        &self,
+        reactor: &Reactor,
+        on_message: Option<Handler<Arc<Core>>>,
     ) -> Result<()> {
         if self.is_closed() {
             return Err(Error::InvalidArgument);
@@ -1146,4 +1158,11 @@ impl Client {
     pub fn inflight_len(&self) -> usize {
         self.session().inflight_len()
     }
+}
+
+/// A Rust message callback as the dispatcher holds it.
+fn native_on_message(on_message: Callback<Client>) -> Handler<Arc<Core>> {
+    Handler::Native(Arc::new(move |core: &Arc<Core>, data: &Data<'_>| {
+        on_message(Client::from_core(core), data)
+    }))
 }

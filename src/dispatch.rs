@@ -168,7 +168,7 @@ impl<C> Clone for Handler<C> {
 }
 
 impl<C> Handler<C> {
-    fn run(&self, client: &C, data: &Data<'_>) {
+    pub(crate) fn run(&self, client: &C, data: &Data<'_>) {
         match self {
             Handler::Native(callback) => callback(client, data),
             // SAFETY: the words given with this function (`Raw::new`).

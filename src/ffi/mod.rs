@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::Error;
 use crate::client::Client;
-use crate::dispatch::{Callback, Command, Data, Handler, Raw, Test};
+use crate::dispatch::{Command, Data, Handler, Raw, Test};
 use crate::protocol::codec::QoS;
 use crate::reactor::Core;
 pub use types::*;
@@ -174,9 +174,6 @@ unsafe impl<T> Send for PassBack<T> {}
 // SAFETY: as above.
 unsafe impl<T> Sync for PassBack<T> {}
 
-type UserData = PassBack<c_void>;
-type Handle = PassBack<mqtt_client>;
-
 /// Present `data` to C for the duration of `f`.
 fn with_c_data<R>(data: &Data<'_>, f: impl FnOnce(&mqtt_data) -> R) -> R {
     // SAFETY: the lists borrow `data`, which outlives `f`; C sees them only
@@ -238,33 +235,9 @@ fn with_c_data<R>(data: &Data<'_>, f: impl FnOnce(&mqtt_data) -> R) -> R {
     f(&c)
 }
 
-fn c_callback(
-    handle: Handle,
-    function: CallbackFn,
-    user_data: UserData,
-) -> impl Fn(&Client, &Data<'_>) + Send + Sync + 'static {
-    move |_client: &Client, data: &Data<'_>| {
-        with_c_data(data, |c| {
-            // SAFETY: a C function pointer given to us for this purpose; `c` lives
-            // for the call, as the header promises.
-            unsafe { function(handle.get(), c, user_data.get()) }
-        })
-    }
-}
-
-/// A C callback that more than one registration may hold (the message
-/// callback of `loop_start` or a reactor).
-fn shared_c_callback(
-    handle: Handle,
-    function: CallbackFn,
-    user_data: UserData,
-) -> Callback<Client> {
-    Arc::new(c_callback(handle, function, user_data))
-}
-
 /// A C callback held inline by the dispatcher: no allocation, and the handle
 /// is the core's address (`into_handle`), not stored.
-fn c_handler(function: CallbackFn, user_data: *mut c_void) -> Handler<Arc<Core>> {
+pub(crate) fn c_handler(function: CallbackFn, user_data: *mut c_void) -> Handler<Arc<Core>> {
     /// # Safety
     /// `words` are a `CallbackFn` and its user data (`c_handler`).
     unsafe fn call(core: &Arc<Core>, data: &Data<'_>, words: [*mut (); 2]) {
@@ -590,11 +563,8 @@ pub unsafe extern "C" fn mqtt_client_loop_start(
 ) -> c_int {
     ffi_guard!(MQTT_ERR_INTERNAL, {
         // SAFETY: per this function's contract.
-        let result = unsafe { client_arg(client) }.and_then(|c| {
-            let callback =
-                on_message.map(|f| shared_c_callback(PassBack(client), f, PassBack(user_data)));
-            c.loop_start(callback)
-        });
+        let result = unsafe { client_arg(client) }
+            .and_then(|c| c.loop_start_with(on_message.map(|f| c_handler(f, user_data))));
         code(result)
     })
 }

@@ -4,8 +4,8 @@ use std::ffi::{c_int, c_uint, c_void};
 use std::time::Duration;
 
 use super::{
-    MQTT_ERR_INTERNAL, MQTT_ERR_INVALID_ARGUMENT, PassBack, client_arg, code, mqtt_callback,
-    mqtt_client, shared_c_callback,
+    MQTT_ERR_INTERNAL, MQTT_ERR_INVALID_ARGUMENT, c_handler, client_arg, code, mqtt_callback,
+    mqtt_client,
 };
 use crate::Error;
 use crate::reactor::Reactor;
@@ -91,9 +91,7 @@ pub unsafe extern "C" fn mqtt_reactor_add(
         }) else {
             return MQTT_ERR_INVALID_ARGUMENT;
         };
-        let callback =
-            on_message.map(|f| shared_c_callback(PassBack(client), f, PassBack(user_data)));
-        code(c.add_to_reactor(r, callback))
+        code(c.add_to_reactor_with(r, on_message.map(|f| c_handler(f, user_data))))
     })
 }
 

@@ -272,7 +272,7 @@ pub(crate) struct Core {
     pub options: Mutex<Options>,
     /// The message callback of the latest `loop_start` or reactor add that
     /// gave one.
-    pub loop_on_message: Mutex<Option<crate::dispatch::Callback<Arc<Core>>>>,
+    pub loop_on_message: Mutex<Option<crate::dispatch::Handler<Arc<Core>>>>,
     /// Set once the owner released the client: no further callback may run.
     pub closed: AtomicBool,
     /// Held while one of this client's callbacks runs, so that a free from
