@@ -15,7 +15,15 @@ use common::{Broker, HOST, wait_until};
 use mqtt::dispatch::Callback;
 use mqtt::{Client, Command, Data, Error, QoS, Reactor};
 
-const FLEET: usize = 2000;
+/// Clients in the fleet tests: 2,000, or `MQTT_TEST_FLEET` (the README's
+/// restart figure for 10,000: `MQTT_TEST_FLEET=10000 cargo test --release
+/// --test reactor come_back -- --nocapture`).
+fn fleet_size() -> usize {
+    std::env::var("MQTT_TEST_FLEET")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2000)
+}
 const LONG: Duration = Duration::from_secs(60);
 
 /// These tests count the process's threads: one test at a time.
@@ -222,6 +230,7 @@ fn wait(reactor: &Reactor, external: bool, timeout: Duration, done: impl FnMut()
 /// The 2,000-client round: connect, subscribe each to its own topic, one
 /// QoS 1 message per client, all disconnect cleanly.
 fn one_message_each(external: bool) {
+    let fleet_n = fleet_size();
     let _serial = serial();
     let broker = Broker::builder().many_clients().start();
     let tag = if external { "ext" } else { "thr" };
@@ -237,21 +246,21 @@ fn one_message_each(external: bool) {
     // none start: from here the count can only fall unless we add threads.
     let threads_then = threads();
 
-    let seen = Seen::new(FLEET);
+    let seen = Seen::new(fleet_n);
     let started = Instant::now();
-    let clients = fleet(&reactor, &broker, tag, FLEET, true, &seen);
+    let clients = fleet(&reactor, &broker, tag, fleet_n, true, &seen);
     let (publisher, publisher_up) = publisher(&reactor, &broker, tag);
     assert!(
         wait(&reactor, external, LONG, || seen
             .connacks
             .load(Ordering::SeqCst)
-            == FLEET
+            == fleet_n
             && publisher_up.load(Ordering::SeqCst) == 1),
-        "connected: {} of {FLEET}",
+        "connected: {} of {fleet_n}",
         seen.connacks.load(Ordering::SeqCst)
     );
     eprintln!(
-        "{FLEET} clients connected in {:?} ({})",
+        "{fleet_n} clients connected in {:?} ({})",
         started.elapsed(),
         if external {
             "test thread"
@@ -268,11 +277,11 @@ fn one_message_each(external: bool) {
         wait(&reactor, external, LONG, || seen
             .subacks
             .load(Ordering::SeqCst)
-            == FLEET),
+            == fleet_n),
         "subscribed: {}",
         seen.subacks.load(Ordering::SeqCst)
     );
-    for i in 0..FLEET {
+    for i in 0..fleet_n {
         publisher
             .publish(
                 &topic(tag, i),
@@ -283,7 +292,7 @@ fn one_message_each(external: bool) {
             .unwrap();
     }
     assert!(
-        wait(&reactor, external, LONG, || seen.received() == FLEET),
+        wait(&reactor, external, LONG, || seen.received() == fleet_n),
         "received: {}",
         seen.received()
     );
@@ -302,7 +311,7 @@ fn one_message_each(external: bool) {
         wait(&reactor, external, LONG, || seen
             .clean_ends
             .load(Ordering::SeqCst)
-            == FLEET),
+            == fleet_n),
         "clean ends: {}",
         seen.clean_ends.load(Ordering::SeqCst)
     );
@@ -329,13 +338,14 @@ fn two_thousand_clients_on_the_callers_loop_and_no_thread() {
 /// itself, jittered, with its session, and a second round arrives.
 #[test]
 fn two_thousand_persistent_clients_come_back_after_a_broker_restart() {
+    let fleet_n = fleet_size();
     let _serial = serial();
     let broker = Broker::builder().many_clients().persistence(true).start();
     let tag = "restart";
     let reactor = Reactor::new().unwrap();
     reactor.start().unwrap();
-    let seen = Seen::new(FLEET);
-    let clients = fleet(&reactor, &broker, tag, FLEET, false, &seen);
+    let seen = Seen::new(fleet_n);
+    let clients = fleet(&reactor, &broker, tag, fleet_n, false, &seen);
     let (publisher, publisher_up) = publisher(&reactor, &broker, tag);
     assert!(wait_until(LONG, || seen.all_connected_times(1)
         && publisher_up.load(Ordering::SeqCst) == 1));
@@ -344,8 +354,8 @@ fn two_thousand_persistent_clients_come_back_after_a_broker_restart() {
             .subscribe(&[(&topic(tag, i), QoS::AtLeastOnce)])
             .unwrap();
     }
-    assert!(wait_until(LONG, || seen.subacks.load(Ordering::SeqCst) == FLEET));
-    for i in 0..FLEET {
+    assert!(wait_until(LONG, || seen.subacks.load(Ordering::SeqCst) == fleet_n));
+    for i in 0..fleet_n {
         publisher
             .publish(
                 &topic(tag, i),
@@ -355,7 +365,7 @@ fn two_thousand_persistent_clients_come_back_after_a_broker_restart() {
             )
             .unwrap();
     }
-    assert!(wait_until(LONG, || seen.received() == FLEET));
+    assert!(wait_until(LONG, || seen.received() == fleet_n));
 
     let stopped = Instant::now();
     broker.restart();
@@ -363,7 +373,7 @@ fn two_thousand_persistent_clients_come_back_after_a_broker_restart() {
     assert!(
         wait_until(LONG, || seen.all_connected_times(2)
             && publisher_up.load(Ordering::SeqCst) == 2),
-        "reconnected: {} of {FLEET}",
+        "reconnected: {} of {fleet_n}",
         seen.connacks_per_client
             .iter()
             .filter(|c| c.load(Ordering::SeqCst) >= 2)
@@ -377,23 +387,23 @@ fn two_thousand_persistent_clients_come_back_after_a_broker_restart() {
     times.sort();
     let since = |t: Instant| t.saturating_duration_since(back);
     eprintln!(
-        "broker restart took {:?}; {FLEET} clients back {:?} (first), {:?} (median), {:?} (last) after it listened again",
+        "broker restart took {:?}; {fleet_n} clients back {:?} (first), {:?} (median), {:?} (last) after it listened again",
         back - stopped,
         since(times[0]),
-        since(times[FLEET / 2]),
-        since(times[FLEET - 1]),
+        since(times[fleet_n / 2]),
+        since(times[fleet_n - 1]),
     );
     // Jitter: the reconnections do not come in one burst.
     assert!(
-        times[FLEET - 1] - times[0] >= Duration::from_millis(100),
+        times[fleet_n - 1] - times[0] >= Duration::from_millis(100),
         "reconnections within {:?}",
-        times[FLEET - 1] - times[0]
+        times[fleet_n - 1] - times[0]
     );
-    assert_eq!(seen.lost.load(Ordering::SeqCst), FLEET, "one loss each");
+    assert_eq!(seen.lost.load(Ordering::SeqCst), fleet_n, "one loss each");
     // The broker kept the sessions (persistence): resumed, not resubscribed.
-    assert_eq!(seen.resumed.load(Ordering::SeqCst), FLEET);
+    assert_eq!(seen.resumed.load(Ordering::SeqCst), fleet_n);
 
-    for i in 0..FLEET {
+    for i in 0..fleet_n {
         publisher
             .publish(
                 &topic(tag, i),
@@ -404,9 +414,9 @@ fn two_thousand_persistent_clients_come_back_after_a_broker_restart() {
             .unwrap();
     }
     assert!(
-        wait_until(LONG, || seen.received() == 2 * FLEET),
-        "second round: {} of {FLEET}",
-        seen.received() - FLEET
+        wait_until(LONG, || seen.received() == 2 * fleet_n),
+        "second round: {} of {fleet_n}",
+        seen.received() - fleet_n
     );
     assert_eq!(seen.misdelivered.load(Ordering::SeqCst), 0);
     eprintln!(
