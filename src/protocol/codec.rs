@@ -1084,12 +1084,13 @@ impl<'a> Reader<'a> {
 }
 
 /// Append the remaining-length varint for `len`.
-fn put_remaining_length(out: &mut Vec<u8>, len: usize) -> Result<(), CodecError> {
-    if len > MAX_REMAINING_LENGTH {
+/// The whole packet's size for a remaining length, which must fit the
+/// four-byte Variable Byte Integer.
+fn frame_len(remaining: usize) -> Result<usize, CodecError> {
+    if remaining > MAX_REMAINING_LENGTH {
         return Err(CodecError::PacketTooLongToEncode);
     }
-    properties::put_varint(out, len);
-    Ok(())
+    Ok(1 + properties::varint_len(remaining) + remaining)
 }
 
 fn put_binary(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -1497,11 +1498,7 @@ impl Packet<'_> {
 
     /// Total encoded size, after validation.
     pub fn encoded_len(&self) -> Result<usize, CodecError> {
-        let remaining = self.remaining_length()?;
-        if remaining > MAX_REMAINING_LENGTH {
-            return Err(CodecError::PacketTooLongToEncode);
-        }
-        Ok(1 + properties::varint_len(remaining) + remaining)
+        frame_len(self.remaining_length()?)
     }
 
     /// Append the encoded packet to `out`: MQTT 5 form when it carries
@@ -1509,15 +1506,12 @@ impl Packet<'_> {
     /// nothing is appended.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<usize, CodecError> {
         let remaining = self.remaining_length()?;
-        if remaining > MAX_REMAINING_LENGTH {
-            return Err(CodecError::PacketTooLongToEncode);
-        }
         // One allocation for the whole packet when `out` has no room yet,
         // rather than a growth step per field.
-        out.reserve(1 + properties::varint_len(remaining) + remaining);
+        out.reserve(frame_len(remaining)?);
         let start = out.len();
         out.push(self.first_byte());
-        put_remaining_length(out, remaining).inspect_err(|_| out.truncate(start))?;
+        properties::put_varint(out, remaining);
         match self {
             Packet::Connect(c) => {
                 put_binary(out, b"MQTT");
