@@ -554,3 +554,47 @@ impl Drop for CallbackGuard {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> Options {
+        lock(&Core::new(SessionConfig::default()).options).clone()
+    }
+
+    #[test]
+    fn durations_round_up_to_whole_milliseconds_so_a_short_delay_stays_on() {
+        let mut o = options();
+        o.set_reconnect(Some((
+            Duration::from_micros(300),
+            Duration::from_micros(1500),
+        )));
+        assert_eq!(
+            o.reconnect(),
+            Some((Duration::from_millis(1), Duration::from_millis(2)))
+        );
+        o.set_reconnect(None);
+        assert_eq!(o.reconnect(), None);
+        o.set_connect_timeout(Duration::from_nanos(1));
+        assert_eq!(o.connect_timeout(), Duration::from_millis(1));
+        o.set_publish_wait(Duration::ZERO);
+        assert_eq!(o.publish_wait(), Duration::ZERO);
+    }
+
+    #[test]
+    fn host_names_are_kept_whole_inline_or_not() {
+        let mut o = options();
+        assert_eq!(o.host(), None);
+        for host in [
+            "",
+            "127.0.0.1",
+            "exactly-22-bytes-long!",
+            "a.much.longer.broker.example.com",
+            "ünïcödé.example",
+        ] {
+            o.set_host(host);
+            assert_eq!(o.host(), Some(host));
+        }
+    }
+}
