@@ -299,7 +299,16 @@ thread_local! {
 
 impl Core {
     pub fn new(config: SessionConfig) -> Core {
-        let max_packet_size = config.max_packet_size;
+        let mut options = Options {
+            host: None,
+            port: 1883,
+            connect_timeout_ms: 10_000,
+            reconnect_ms: (500, 30_000),
+            max_packet_size: 0,
+            publish_wait_ms: 0,
+            routes: None,
+        };
+        options.set_max_packet_size(config.max_packet_size);
         Core {
             session: Mutex::new(Session::new(config)),
             dispatcher: Dispatcher::default(),
@@ -307,15 +316,7 @@ impl Core {
             commands: Mutex::new(CommandQueue::default()),
             connect_wait: Mutex::new(ConnectWait::default()),
             connect_done: Condvar::new(),
-            options: Mutex::new(Options {
-                host: None,
-                port: 1883,
-                connect_timeout_ms: 10_000,
-                reconnect_ms: (500, 30_000),
-                max_packet_size: u32::try_from(max_packet_size).unwrap_or(u32::MAX),
-                publish_wait_ms: 0,
-                routes: None,
-            }),
+            options: Mutex::new(options),
             loop_on_message: Mutex::new(None),
             closed: AtomicBool::new(false),
             callback_gate: Mutex::new(()),
