@@ -1330,6 +1330,11 @@ impl Connection {
 
     /// The next deadline the reactor must act on (`None`: nothing is due
     /// until an event arrives).
+    #[cfg(test)]
+    pub(super) fn set_reconnect_at(&mut self, at: Instant) {
+        self.reconnect_at = Some(Stamp::new(at));
+    }
+
     pub fn next_deadline(&self, core: &Core) -> Option<Instant> {
         [
             core.session().poll_timeout(),

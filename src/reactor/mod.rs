@@ -61,6 +61,10 @@ pub(crate) struct Shared {
     connect_limit: AtomicUsize,
 }
 
+/// How much later a client's next deadline must be than the one it has in the
+/// timer heap for a new entry to replace it (see `run_marked`).
+const REGISTER_LATER: Duration = Duration::from_secs(1);
+
 struct Slot {
     /// Weak: a client whose handles are all gone is dropped from its slot.
     core: Weak<Core>,
@@ -639,10 +643,17 @@ impl Engine {
                 self.carry.push(index);
             }
             if let Some(at) = slot.connection.next_deadline(&core)
-                && slot.deadline.is_none_or(|d| at < d.instant())
+                && slot
+                    .deadline
+                    .is_none_or(|d| at < d.instant() || at > d.instant() + REGISTER_LATER)
             {
-                // A later deadline keeps the earlier entry: it fires once
-                // for nothing and registers the new one then.
+                // A deadline a little later keeps the earlier entry: it fires
+                // once for nothing and registers the new one then (a keepalive
+                // that moves with every packet sent costs no heap entry per
+                // packet). One much later (the CONNACK ended the connect
+                // timeout) replaces it, so that a fleet that connected together
+                // does not run every client when those timeouts come: the stale
+                // entries are dropped on the reactor's own arrays.
                 slot.deadline = Some(Stamp::new(at));
                 self.timers.push(at, SlotId { index, generation });
             }
@@ -843,5 +854,39 @@ mod tests {
         drop(engine);
         shared.free();
         assert!(cores.iter().all(|c| c.reactor().is_none()), "detached");
+    }
+
+    #[test]
+    fn a_deadline_moved_much_later_leaves_its_passed_entry_stale() {
+        let shared = Shared::new(false).unwrap();
+        let core = Arc::new(Core::new(SessionConfig::default()));
+        *lock(&core.link) = Some(shared.clone());
+        shared.adopt(&core, None);
+        let mut engine = lock(&shared.engine);
+        engine.turn(&shared, Some(Duration::ZERO));
+        assert_eq!(engine.ran, 1);
+        let index = core.slot.load(Ordering::SeqCst);
+        let generation = engine.slots[index].generation;
+        // Registered earlier and passed by now (a connect timeout, say)...
+        let passed = Instant::now();
+        engine.timers.push(passed, SlotId { index, generation });
+        let slot = engine.slots[index].slot.as_mut().unwrap();
+        slot.deadline = Some(Stamp::new(passed));
+        // ...while the client's next deadline went an hour out (its CONNACK).
+        let later = Instant::now() + Duration::from_secs(3600);
+        slot.connection.set_reconnect_at(later);
+        core.wake();
+        engine.turn(&shared, Some(Duration::ZERO));
+        assert_eq!(
+            engine.ran, 1,
+            "run for its wake, not again for the passed entry"
+        );
+        let wait = engine.next_wait(&shared).unwrap();
+        assert!(
+            wait > Duration::from_secs(3500),
+            "the later deadline is registered"
+        );
+        drop(engine);
+        shared.free();
     }
 }

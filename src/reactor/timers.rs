@@ -1,7 +1,8 @@
 //! One binary heap for the deadlines of every client of a reactor (keepalive,
 //! CONNACK and connect timeouts, reconnection backoff), with lazy deletion: a
-//! slot keeps the earliest deadline it registered; an entry that no longer
-//! matches its slot is skipped when it surfaces. A turn thus costs
+//! slot keeps the deadline it registered last (an earlier one always, a later
+//! one only when it is much later); an entry that no longer matches its slot
+//! is skipped when it surfaces, without touching the client. A turn thus costs
 //! O(expired entries x log n), never a scan of every client.
 
 use std::cmp::Reverse;
