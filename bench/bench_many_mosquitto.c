@@ -5,8 +5,8 @@
  * With BENCH_MOSQ_LOOP_START=1 in the environment (idle mode only), each client
  * runs on its own mosquitto_loop_start() thread instead, reported as
  * lib=mosquitto-threads; a client whose thread cannot start fails the run, and
- * the wait for CONNACKs ends after 5 s without one (a loop thread that gave up
- * never connects its client), with ok=0 and the count that connected.
+ * a wait for CONNACKs ends after 5 s without a new one (see wait_connacks),
+ * with ok=0 and the count that connected.
  * See many_common.h for the command line and the output.
  */
 #include "many_common.h"
@@ -42,24 +42,6 @@ static void on_connect(struct mosquitto *m, void *ud, int rc)
 static long connected_now(void)
 {
     return __atomic_load_n(&connected, __ATOMIC_SEQ_CST);
-}
-
-/* Whether to keep waiting for CONNACKs until `deadline`. A loop_start thread
- * that gave up never connects its client: without threads stopping after 5 s
- * with no progress, such a run would wait out the deadline. */
-static int keep_waiting(long target, double deadline)
-{
-    static long seen = -1;
-    static double since;
-    long c = connected_now();
-    double t = now_s();
-    if (c >= target || t >= deadline)
-        return 0;
-    if (c != seen) {
-        seen = c;
-        since = t;
-    }
-    return !threaded || t - since < 5;
 }
 
 static void on_publish(struct mosquitto *m, void *ud, int mid)
@@ -101,6 +83,24 @@ static void turn(struct slot *s, long n, int timeout_ms)
     }
 }
 
+/* Run until `target` clients of the first `created` have their CONNACK, or
+ * until `deadline`. A loop_start thread that gave up never connects its
+ * client, so with threads the wait also ends after 5 s without a new one. */
+static void wait_connacks(struct slot *s, long created, long target, double deadline)
+{
+    long seen = connected_now();
+    double since = now_s();
+    while (connected_now() < target && now_s() < deadline) {
+        if (connected_now() != seen) {
+            seen = connected_now();
+            since = now_s();
+        } else if (threaded && now_s() - since >= 5) {
+            return;
+        }
+        turn(s, created, threaded ? 1 : 100);
+    }
+}
+
 int main(int argc, char **argv)
 {
     struct many_args a = {0};
@@ -125,8 +125,7 @@ int main(int argc, char **argv)
     long half = first_half(&a), rss_half = 0;
     for (long i = 0; i < n; i++) {
         if (i == half && !a.pub) {
-            while (keep_waiting(half, t0 + 120))
-                turn(s, i, threaded ? 1 : 100);
+            wait_connacks(s, i, half, t0 + 120);
             rss_half = proc_status("VmRSS");
         }
         char id[48];
@@ -148,9 +147,7 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    double deadline = t0 + 120;
-    while (keep_waiting(n, deadline))
-        turn(s, n, threaded ? 1 : 100);
+    wait_connacks(s, n, n, t0 + 120);
     double connect_s = now_s() - t0;
 
     if (!a.pub) {
