@@ -584,8 +584,7 @@ impl Connection {
                     self.async_attempt = attempt.is_none();
                     self.reconnect_at = None;
                     self.failed_attempts = 0;
-                    let timeout = lock(&core.options).connect_timeout();
-                    self.connect_deadline = Some(Stamp::new(Instant::now() + timeout));
+                    self.arm_connect_deadline(core, Instant::now());
                     // Closing a preempted automatic attempt above cleared it.
                     core.set_attempt_in_progress(true);
                     if !self.begin_round(core, io) {
@@ -621,8 +620,7 @@ impl Connection {
     /// Everything after the wait: connect progress, reads, timers, writes.
     fn advance(&mut self, core: &Arc<Core>, io: Io<'_>, scratch: &mut Scratch) -> Option<Error> {
         if std::mem::take(&mut self.resume_connect) && core.attempt_in_progress() {
-            let timeout = lock(&core.options).connect_timeout();
-            self.connect_deadline = Some(Stamp::new(Instant::now() + timeout));
+            self.arm_connect_deadline(core, Instant::now());
             self.start_connect(core, io);
         }
         if self
@@ -671,8 +669,7 @@ impl Connection {
             && now >= at.instant()
         {
             self.reconnect_at = None;
-            let timeout = lock(&core.options).connect_timeout();
-            self.connect_deadline = Some(Stamp::new(now + timeout));
+            self.arm_connect_deadline(core, now);
             self.next_addr = 0;
             core.set_attempt_in_progress(true);
             if !self.begin_round(core, io) && !self.resolve_again(core) {
@@ -795,8 +792,7 @@ impl Connection {
         self.addrs = Addrs::NONE;
         self.next_addr = 0;
         self.resolving = None;
-        let timeout = lock(&core.options).connect_timeout();
-        self.connect_deadline = Some(Stamp::new(Instant::now() + timeout));
+        self.arm_connect_deadline(core, Instant::now());
         log!(
             core,
             Level::Info,
@@ -942,8 +938,7 @@ impl Connection {
             }
         }
         self.next_addr = 0;
-        let timeout = lock(&core.options).connect_timeout();
-        self.connect_deadline = Some(Stamp::new(Instant::now() + timeout));
+        self.arm_connect_deadline(core, Instant::now());
         self.start_connect(core, io);
     }
 
@@ -1328,13 +1323,20 @@ impl Connection {
         core.run_callbacks(&data);
     }
 
-    /// The next deadline the reactor must act on (`None`: nothing is due
-    /// until an event arrives).
     #[cfg(test)]
     pub(super) fn set_reconnect_at(&mut self, at: Instant) {
         self.reconnect_at = Some(Stamp::new(at));
     }
 
+    /// An attempt starting at `now` (or the next entry of its round) gets
+    /// the whole connect timeout.
+    fn arm_connect_deadline(&mut self, core: &Core, now: Instant) {
+        let timeout = lock(&core.options).connect_timeout();
+        self.connect_deadline = Some(Stamp::new(now + timeout));
+    }
+
+    /// The next deadline the reactor must act on (`None`: nothing is due
+    /// until an event arrives).
     pub fn next_deadline(&self, core: &Core) -> Option<Instant> {
         [
             core.session().poll_timeout(),
