@@ -1031,6 +1031,33 @@ impl Session {
         limits(&self.v5_link)
     }
 
+    /// The largest packet this connection may send: ours, and the server's
+    /// Maximum Packet Size when it set one.
+    fn packet_size_limit(&self) -> usize {
+        self.server_limits()
+            .maximum_packet_size
+            .map_or(self.config.max_packet_size, |max| {
+                self.config.max_packet_size.min(max as usize)
+            })
+    }
+
+    /// Why an outgoing packet of `len` bytes may not be sent: above our
+    /// `max_packet_size` (`PayloadTooLarge`), or above the server's Maximum
+    /// Packet Size (`PacketTooLarge`).
+    fn size_error(&self, len: usize) -> Option<Error> {
+        if len > self.config.max_packet_size {
+            Some(Error::PayloadTooLarge)
+        } else if self
+            .server_limits()
+            .maximum_packet_size
+            .is_some_and(|max| len > max as usize)
+        {
+            Some(Error::PacketTooLarge)
+        } else {
+            None
+        }
+    }
+
     /// Whether outgoing PUBLISHes may use topic aliases on this connection.
     fn aliasing_out(&self) -> bool {
         self.v5_link
@@ -1693,14 +1720,8 @@ impl Session {
         let len = Packet::Publish(publish)
             .encoded_len()
             .map_err(encode_error)?;
-        if len > self.config.max_packet_size {
-            return Err(Error::PayloadTooLarge);
-        }
-        if limits(&self.v5_link)
-            .maximum_packet_size
-            .is_some_and(|max| len > max as usize)
-        {
-            return Err(Error::PacketTooLarge);
+        if let Some(e) = self.size_error(len) {
+            return Err(e);
         }
         let connected = self.state == ConnectionState::Connected;
         if qos == QoS::AtMostOnce && !connected && !self.config.queue_qos0_offline {
@@ -1978,17 +1999,8 @@ impl Session {
             .encode(mid, self.config.is_v5(), &mut self.outbox)
             .map_err(encode_error)?;
         let send_now = self.state == ConnectionState::Connected;
-        let too_large = if len > self.config.max_packet_size {
-            Some(Error::PayloadTooLarge)
-        } else if limits(&self.v5_link)
-            .maximum_packet_size
-            .is_some_and(|max| len > max as usize)
-        {
-            // As for PUBLISH: above the server's Maximum Packet Size.
-            Some(Error::PacketTooLarge)
-        } else {
-            None
-        };
+        // As for PUBLISH.
+        let too_large = self.size_error(len);
         if too_large.is_some() || !send_now {
             self.outbox.truncate(mark);
             if let Some(e) = too_large {
@@ -2291,11 +2303,7 @@ impl Session {
         // Fixed header (at most 5) + packet id, and under MQTT 5 the property
         // length and a Subscription Identifier (at most 4 + 5).
         let overhead = if v5 { 5 + 2 + 4 + 5 } else { 5 + 2 };
-        let max_packet_size = limits(&self.v5_link)
-            .maximum_packet_size
-            .map_or(self.config.max_packet_size, |max| {
-                self.config.max_packet_size.min(max as usize)
-            });
+        let max_packet_size = self.packet_size_limit();
         let mut chunk: Vec<(String, SubscribeOptions)> = Vec::new();
         let mut chunk_len = overhead;
         let mut missing = missing.into_iter().peekable();
@@ -2735,11 +2743,7 @@ impl Session {
     /// the two aliased forms (an empty topic and the alias is never longer),
     /// up to 3 bytes more than the form `publish_with` checked.
     fn fits_with_alias(&mut self, p: &Publish<'_>, props: Properties<'_>) -> bool {
-        let max = limits(&self.v5_link)
-            .maximum_packet_size
-            .map_or(self.config.max_packet_size, |max| {
-                self.config.max_packet_size.min(max as usize)
-            });
+        let max = self.packet_size_limit();
         let scratch = &mut active(&mut self.activity).scratch_props;
         scratch.set(props);
         let _ = scratch.push_int(prop::TOPIC_ALIAS, 1);
