@@ -62,10 +62,12 @@ failed=0
 # pair for wake-ups): under a lower open-files limit it runs with as many
 # clients as fit, and its per-client figures are compared as they are.
 nofile=$(ulimit -n)
+mosq_clients=$clients
+[ $((3 * clients + 100)) -le "$nofile" ] || mosq_clients=$(( (nofile - 100) / 3 ))
 for lib in libmqtt mosquitto paho; do
     n=$clients
-    if [ $lib = mosquitto ] && [ $((3 * n + 100)) -gt "$nofile" ]; then
-        n=$(( (nofile - 100) / 3 ))
+    if [ $lib = mosquitto ] && [ "$mosq_clients" -lt "$clients" ]; then
+        n=$mosq_clients
         echo "  libmosquitto: $n clients (3 descriptors each, open-files limit $nofile)"
     fi
     line=$("$bin/bench_many_$lib" idle 127.0.0.1 "$port" "$n" 60 "$idle_s" | grep '^RESULT' || true)
@@ -77,9 +79,7 @@ done
 # libmosquitto's other way, a loop_start thread per client, "if it survives"
 # (issue 15): its result is reported, and its failure is libmosquitto's, not
 # the run's.
-n=$clients
-[ $((3 * n + 100)) -le "$nofile" ] || n=$(( (nofile - 100) / 3 ))
-line=$(BENCH_MOSQ_LOOP_START=1 "$bin/bench_many_mosquitto" idle 127.0.0.1 "$port" "$n" 60 "$idle_s" | grep '^RESULT' || true)
+line=$(BENCH_MOSQ_LOOP_START=1 "$bin/bench_many_mosquitto" idle 127.0.0.1 "$port" "$mosq_clients" 60 "$idle_s" | grep '^RESULT' || true)
 echo "  $line"
 echo "$line" >> "$results"
 sleep 1
