@@ -1169,7 +1169,7 @@ impl Session {
                 self.ids.release(id);
             }
         }
-        if let Some(max) = limits(&self.v5_link).maximum_packet_size {
+        if let Some(max) = server.maximum_packet_size {
             let v5 = self.v5;
             let mut over: Vec<(u64, u16)> = act
                 .requests
@@ -1506,7 +1506,8 @@ impl Session {
             reason_code,
             properties: props,
         });
-        let too_large = limits(&self.v5_link)
+        let too_large = self
+            .server_limits()
             .maximum_packet_size
             .is_some_and(|max| disconnect.encoded_len().is_ok_and(|len| len > max as usize));
         if let (true, Some(props)) = (too_large, props) {
