@@ -7,7 +7,7 @@
 //! runs the callbacks.
 
 use std::net::SocketAddr;
-use std::num::NonZeroU64;
+use std::num::NonZeroU32;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use crate::dispatch::{Callback, Command, Condition, Data, Handler, Test};
 use crate::net::uri::{BrokerUri, ProxyUri};
 use crate::protocol::codec::{ProtocolVersion, QoS, SubscribeOptions};
 use crate::protocol::properties::{self as prop, Properties, PropertiesBuf, PropertyContext};
-use crate::protocol::session::{ConnectionState, Session, SessionConfig, Will};
+use crate::protocol::session::{ConnectionState, Session, SessionConfig, Will, saturate};
 pub use crate::reactor::Resolver;
 use crate::reactor::core::{Server, ServerList};
 use crate::reactor::{Addrs, Core, Reactor, ReactorCommand, Shared, lock};
@@ -464,9 +464,10 @@ impl Client {
                 return Err(Error::AlreadyConnected);
             }
             let intent = self.claim_attempt()?;
-            wait.next_attempt += 1;
+            // Compared for equality only: wrapping (never to 0, "none") is harmless.
+            wait.next_attempt = wait.next_attempt.wrapping_add(1).max(1);
             let attempt = wait.next_attempt;
-            wait.in_progress = NonZeroU64::new(attempt);
+            wait.in_progress = NonZeroU32::new(attempt);
             (attempt, intent)
         };
         self.core.push_command(ReactorCommand::Connect {
@@ -485,7 +486,7 @@ impl Client {
             let closed = self.is_closed();
             if now >= give_up || closed {
                 let mut wait = lock(&self.core.connect_wait);
-                if wait.in_progress.map(NonZeroU64::get) == Some(attempt) {
+                if wait.in_progress.map(NonZeroU32::get) == Some(attempt) {
                     wait.in_progress = None;
                     // The attempt must not go on after this call reported it
                     // failed: supersede it (clearing its bit in the same step,
@@ -514,7 +515,7 @@ impl Client {
         }
     }
 
-    fn take_connect_result(&self, attempt: u64) -> Option<Result<bool>> {
+    fn take_connect_result(&self, attempt: u32) -> Option<Result<bool>> {
         let mut wait = lock(&self.core.connect_wait);
         match wait.finished {
             Some((id, result)) if id == attempt => {
@@ -632,7 +633,7 @@ impl Client {
         if max_bytes == 0 {
             return Err(Error::InvalidArgument);
         }
-        self.session().config_mut().max_unsent_bytes = max_bytes;
+        self.session().config_mut().max_unsent_bytes = saturate(max_bytes);
         lock(&self.core.options).set_publish_wait(wait);
         Ok(())
     }
@@ -1020,7 +1021,7 @@ impl Client {
             return Err(Error::InvalidArgument);
         }
         lock(&self.core.options).set_connect_timeout(timeout);
-        self.session().config_mut().connect_timeout = timeout;
+        self.session().config_mut().set_connect_timeout(timeout);
         Ok(())
     }
 
@@ -1043,8 +1044,8 @@ impl Client {
         }
         let mut session = self.session();
         let config = session.config_mut();
-        config.max_queued_messages = max_messages;
-        config.max_queued_bytes = max_bytes;
+        config.max_queued_messages = saturate(max_messages);
+        config.max_queued_bytes = saturate(max_bytes);
         Ok(())
     }
 
@@ -1064,7 +1065,7 @@ impl Client {
         if max == 0 {
             return Err(Error::InvalidArgument);
         }
-        self.session().config_mut().max_incoming_qos2 = max;
+        self.session().config_mut().max_incoming_qos2 = saturate(max);
         Ok(())
     }
 
@@ -1074,7 +1075,7 @@ impl Client {
             return Err(Error::InvalidArgument);
         }
         lock(&self.core.options).set_max_packet_size(bytes);
-        self.session().config_mut().max_packet_size = bytes;
+        self.session().config_mut().max_packet_size = saturate(bytes);
         Ok(())
     }
 

@@ -73,7 +73,8 @@ const UNKNOWN: u32 = u32::MAX;
 pub(crate) struct Logger {
     /// 0 = off, else the highest `Level` delivered.
     level: AtomicU8,
-    callback: Mutex<Option<LogFn>>,
+    /// Boxed: a thin pointer, for the thousands of clients that log nothing.
+    callback: Mutex<Option<Box<LogFn>>>,
     /// Bytes at the start of the outgoing buffer that belong to a packet already
     /// logged (partially written before), or `UNKNOWN`. Reactor thread only.
     sent_skip: AtomicU32,
@@ -94,7 +95,7 @@ impl Logger {
     pub fn set(&self, callback: Option<LogFn>, level: u8) {
         let mut slot = self.callback.lock().unwrap_or_else(|e| e.into_inner());
         let level = if callback.is_some() { level } else { 0 };
-        *slot = callback;
+        *slot = callback.map(Box::new);
         self.level.store(level, Ordering::Release);
     }
 
@@ -110,7 +111,8 @@ impl Logger {
             .callback
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .as_deref()
+            .cloned()
         else {
             return;
         };

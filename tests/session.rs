@@ -271,7 +271,7 @@ fn password_is_not_in_debug_output() {
 fn connack_timeout() {
     let t0 = Instant::now();
     let mut s = Session::new(SessionConfig {
-        connect_timeout: Duration::from_secs(3),
+        connect_timeout_ms: 3_000,
         ..cfg()
     });
     assert_eq!(s.poll_timeout(), None);
@@ -754,7 +754,7 @@ fn invalid_publish_and_subscribe_change_nothing() {
 #[test]
 fn ids_wrap_around_and_skip_ids_in_use() {
     let (mut s, t0) = connected(SessionConfig {
-        max_queued_bytes: usize::MAX,
+        max_queued_bytes: u32::MAX,
         ..cfg()
     });
     assert_eq!(s.publish(t0, "t", b"", QoS::AtLeastOnce, false), Ok(1));
@@ -789,8 +789,8 @@ fn ids_wrap_around_and_skip_ids_in_use() {
 fn no_free_id_is_queue_full() {
     let t0 = Instant::now();
     let mut s = Session::new(SessionConfig {
-        max_queued_messages: usize::MAX,
-        max_queued_bytes: usize::MAX,
+        max_queued_messages: u32::MAX,
+        max_queued_bytes: u32::MAX,
         queue_qos0_offline: true,
         max_inflight: 100,
         ..cfg()
@@ -1607,7 +1607,7 @@ fn disconnecting_still_processes_acks_but_queues_new_messages() {
 #[test]
 fn partial_writes_keep_the_byte_stream_intact() {
     let (mut s, t0) = connected(SessionConfig {
-        max_queued_bytes: usize::MAX,
+        max_queued_bytes: u32::MAX,
         ..cfg()
     });
     let mut expected = Vec::new();
@@ -1726,7 +1726,7 @@ mod v5_limits {
         let out = sent_v5(&mut s, t0);
         assert_eq!(out.len(), 1, "{out:?}");
         let (size, packet) = &out[0];
-        assert!(*size <= exact, "{size} bytes: {packet}");
+        assert!(*size <= exact as usize, "{size} bytes: {packet}");
         assert!(!packet.contains("TopicAlias"), "{packet}");
 
         // A smaller one on the same topic gets its alias.

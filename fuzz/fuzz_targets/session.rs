@@ -679,7 +679,7 @@ impl Harness {
             return;
         }
         self.incoming.extend_from_slice(bytes);
-        let max = self.session.config().max_packet_size;
+        let max = self.session.config().max_packet_size as usize;
         let version = self.version();
         let buf = std::mem::take(&mut self.incoming);
         let mut start = 0;
@@ -1390,10 +1390,15 @@ impl Harness {
                 packet,
                 Packet::Publish(_) | Packet::Subscribe(_) | Packet::Unsubscribe(_)
             ) {
-                assert!(used <= config.max_packet_size, "{used} bytes: {packet:?}");
+                assert!(
+                    used <= config.max_packet_size as usize,
+                    "{used} bytes: {packet:?}"
+                );
             }
         } else {
-            assert!(used <= config.max_packet_size || matches!(packet, Packet::Connect(_)));
+            assert!(
+                used <= config.max_packet_size as usize || matches!(packet, Packet::Connect(_))
+            );
         }
         match packet {
             Packet::Connect(_) => assert_eq!(index, 0, "CONNECT not first"),
@@ -1507,7 +1512,7 @@ impl Harness {
         let s = &self.session;
         let config = s.config();
         assert!(
-            s.inflight_len() <= config.max_inflight.max(1),
+            s.inflight_len() <= config.max_inflight.max(1) as usize,
             "{} in flight, max {}",
             s.inflight_len(),
             config.max_inflight
@@ -1516,22 +1521,25 @@ impl Harness {
             // A server Receive Maximum below what is in flight sends the
             // surplus back to the front of the queue, whatever its limits: the
             // messages were accepted already. Together they stay bounded.
-            let window = config.max_inflight.max(1);
+            let window = config.max_inflight.max(1) as usize;
             assert!(
-                s.queued_len() + s.inflight_len() <= config.max_queued_messages + window,
+                s.queued_len() + s.inflight_len() <= config.max_queued_messages as usize + window,
                 "{} queued + {} in flight",
                 s.queued_len(),
                 s.inflight_len()
             );
-            assert!(s.queued_bytes() <= config.max_queued_bytes + window * config.max_packet_size);
+            assert!(
+                s.queued_bytes()
+                    <= config.max_queued_bytes as usize + window * config.max_packet_size as usize
+            );
         } else {
-            assert!(s.queued_len() <= config.max_queued_messages);
-            assert!(s.queued_bytes() <= config.max_queued_bytes);
+            assert!(s.queued_len() <= config.max_queued_messages as usize);
+            assert!(s.queued_bytes() <= config.max_queued_bytes as usize);
         }
         if self.v5 {
             assert!(s.held_incoming_len() <= config.receive_maximum().into());
         } else {
-            assert!(s.held_incoming_len() <= config.max_incoming_qos2);
+            assert!(s.held_incoming_len() <= config.max_incoming_qos2 as usize);
         }
         assert_eq!(s.held_incoming_len(), self.held.len(), "held messages");
         let publishes = self
@@ -1652,13 +1660,13 @@ fn config(input: &mut Input<'_>) -> SessionConfig {
         client_id: "fuzz".into(),
         clean_session: first & 1 == 1,
         keep_alive: input.below(4) as u16,
-        connect_timeout: Duration::from_secs(1 + input.below(10) as u64),
-        max_inflight: 1 + input.below(6),
-        max_queued_messages: 1 + input.below(12),
-        max_queued_bytes: 1 + input.below(256),
+        connect_timeout_ms: 1_000 * (1 + input.below(10) as u32),
+        max_inflight: 1 + input.below(6) as u32,
+        max_queued_messages: 1 + input.below(12) as u32,
+        max_queued_bytes: 1 + input.below(256) as u32,
         queue_qos0_offline: input.bool(),
-        max_incoming_qos2: 1 + input.below(6),
-        max_packet_size: 16 + input.below(240),
+        max_incoming_qos2: 1 + input.below(6) as u32,
+        max_packet_size: 16 + input.below(240) as u32,
         resubscribe: input.bool(),
         ..SessionConfig::default()
     };
@@ -1734,7 +1742,7 @@ fn run(data: &[u8]) {
             15 => {
                 // Raise the window, as `set_max_inflight` may at any time.
                 let config = h.session.config_mut();
-                config.max_inflight = (config.max_inflight + input.below(3)).min(16);
+                config.max_inflight = (config.max_inflight + input.below(3) as u32).min(16);
             }
             // MQTT 5 only from here.
             16..=18 => h.receive_packet_v5(&mut input),

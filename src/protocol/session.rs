@@ -42,24 +42,24 @@ pub struct SessionConfig {
     pub keep_alive: u16,
     /// Credentials, will, MQTT 5 CONNECT and will properties (see `extras`).
     pub extras: Option<Box<ConnectExtras>>,
-    /// CONNACK must arrive within this after `connection_opened`.
-    pub connect_timeout: Duration,
+    /// CONNACK must arrive within this after `connection_opened` (ms).
+    pub connect_timeout_ms: u32,
     /// Outgoing QoS 1/2 messages in flight at once (0 is treated as 1).
-    pub max_inflight: usize,
+    pub max_inflight: u32,
     /// Outgoing messages waiting (offline, or the in-flight window is full).
-    pub max_queued_messages: usize,
+    pub max_queued_messages: u32,
     /// Sum of topic + payload bytes of the waiting messages.
-    pub max_queued_bytes: usize,
+    pub max_queued_bytes: u32,
     /// Bytes written to the connection's buffer and not yet to the socket,
     /// beyond which a QoS 0 publish while connected is refused (`QueueFull`):
     /// a burst faster than the network must not grow memory without bound.
-    pub max_unsent_bytes: usize,
+    pub max_unsent_bytes: u32,
     /// QoS 0 publish while not connected: queue it (true) or `Err(NotConnected)`.
     pub queue_qos0_offline: bool,
     /// Incoming QoS 2 messages held between PUBLISH and PUBREL.
-    pub max_incoming_qos2: usize,
+    pub max_incoming_qos2: u32,
     /// Largest outgoing PUBLISH (or SUBSCRIBE/UNSUBSCRIBE), fixed header included.
-    pub max_packet_size: usize,
+    pub max_packet_size: u32,
     /// After a CONNACK without a session, subscribe again to the tracked filters.
     pub resubscribe: bool,
     /// MQTT 3.1.1 (the default) or 5.0, from the next connection.
@@ -102,14 +102,14 @@ impl Default for SessionConfig {
             clean_session: true,
             keep_alive: 60,
             extras: None,
-            connect_timeout: Duration::from_secs(10),
+            connect_timeout_ms: 10_000,
             max_inflight: 20,
             max_queued_messages: 10_000,
             max_queued_bytes: 64 * 1024 * 1024,
-            max_unsent_bytes: DEFAULT_MAX_UNSENT_BYTES,
+            max_unsent_bytes: DEFAULT_MAX_UNSENT_BYTES as u32,
             queue_qos0_offline: false,
             max_incoming_qos2: 1000,
-            max_packet_size: codec::DEFAULT_MAX_PACKET_SIZE,
+            max_packet_size: codec::DEFAULT_MAX_PACKET_SIZE as u32,
             resubscribe: true,
             protocol: ProtocolVersion::V311,
             topic_alias_max: 0,
@@ -130,7 +130,7 @@ impl fmt::Debug for SessionConfig {
                 &self.extras().password.as_ref().map(|_| "<redacted>"),
             )
             .field("will", &self.extras().will)
-            .field("connect_timeout", &self.connect_timeout)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("max_inflight", &self.max_inflight)
             .field("max_queued_messages", &self.max_queued_messages)
             .field("max_queued_bytes", &self.max_queued_bytes)
@@ -147,7 +147,25 @@ impl fmt::Debug for SessionConfig {
     }
 }
 
+/// A size or count limit as `SessionConfig` keeps it: 32 bits, so that an
+/// idle client of thousands holds less (a larger value means no limit in
+/// practice, and is kept as `u32::MAX`).
+pub fn saturate(limit: usize) -> u32 {
+    u32::try_from(limit).unwrap_or(u32::MAX)
+}
+
 impl SessionConfig {
+    /// CONNACK must arrive within this after `connection_opened`.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms.into())
+    }
+
+    /// Whole milliseconds, rounded up (at least 1 for any non-zero timeout).
+    pub fn set_connect_timeout(&mut self, timeout: Duration) {
+        self.connect_timeout_ms =
+            u32::try_from(timeout.as_nanos().div_ceil(1_000_000)).unwrap_or(u32::MAX);
+    }
+
     pub fn is_v5(&self) -> bool {
         self.protocol == ProtocolVersion::V5
     }
@@ -184,8 +202,7 @@ impl SessionConfig {
             let _ = out.push_int(prop::RECEIVE_MAXIMUM, self.receive_maximum().into());
         }
         if given.get(prop::MAXIMUM_PACKET_SIZE).is_none() {
-            let max = u32::try_from(self.max_packet_size).unwrap_or(u32::MAX);
-            let _ = out.push_int(prop::MAXIMUM_PACKET_SIZE, max);
+            let _ = out.push_int(prop::MAXIMUM_PACKET_SIZE, self.max_packet_size);
         }
         if given.get(prop::SESSION_EXPIRY_INTERVAL).is_none() && !self.clean_session {
             let _ = out.push_int(prop::SESSION_EXPIRY_INTERVAL, u32::MAX);
@@ -1037,15 +1054,15 @@ impl Session {
         self.server_limits()
             .maximum_packet_size
             .map_or(self.config.max_packet_size, |max| {
-                self.config.max_packet_size.min(max as usize)
-            })
+                self.config.max_packet_size.min(max)
+            }) as usize
     }
 
     /// Why an outgoing packet of `len` bytes may not be sent: above our
     /// `max_packet_size` (`PayloadTooLarge`), or above the server's Maximum
     /// Packet Size (`PacketTooLarge`).
     fn size_error(&self, len: usize) -> Option<Error> {
-        if len > self.config.max_packet_size {
+        if len > self.config.max_packet_size as usize {
             Some(Error::PayloadTooLarge)
         } else if self
             .server_limits()
@@ -1078,10 +1095,7 @@ impl Session {
 
     /// In-flight window: ours, bounded by the server's Receive Maximum.
     fn window(&self) -> usize {
-        self.config
-            .max_inflight
-            .max(1)
-            .min(self.server_limits().receive_maximum.into())
+        (self.config.max_inflight.max(1) as usize).min(self.server_limits().receive_maximum.into())
     }
 
     pub fn config(&self) -> &SessionConfig {
@@ -1204,7 +1218,7 @@ impl Session {
     /// Change the in-flight window; a raised one takes queued messages, oldest
     /// first, at once.
     pub fn set_max_inflight(&mut self, max_inflight: usize) {
-        self.config.max_inflight = max_inflight;
+        self.config.max_inflight = saturate(max_inflight);
         self.refill();
     }
 
@@ -1290,8 +1304,9 @@ impl Session {
         match encoded {
             Ok(_) => {
                 self.connect_error = None;
-                self.connack_deadline =
-                    now.checked_add(self.config.connect_timeout).map(Stamp::new);
+                self.connack_deadline = now
+                    .checked_add(self.config.connect_timeout())
+                    .map(Stamp::new);
             }
             Err(e) => {
                 // Without a CONNECT there is nothing to wait for: report at once.
@@ -1737,7 +1752,9 @@ impl Session {
                 // A QoS 0 message has no other bound while connected: refuse
                 // it rather than grow the outbox without limit behind a slow
                 // socket.
-                if self.outbox.len() - self.outbox_start + len > self.config.max_unsent_bytes {
+                if self.outbox.len() - self.outbox_start + len
+                    > self.config.max_unsent_bytes as usize
+                {
                     return Err(Error::QueueFull);
                 }
                 self.write_publish(publish);
@@ -1787,8 +1804,9 @@ impl Session {
     }
 
     fn check_queue_room(&self, cost: usize) -> Result<()> {
-        if self.flows().queue.len() >= self.config.max_queued_messages
-            || self.flows().queued_bytes.saturating_add(cost) > self.config.max_queued_bytes
+        if self.flows().queue.len() >= self.config.max_queued_messages as usize
+            || self.flows().queued_bytes.saturating_add(cost)
+                > self.config.max_queued_bytes as usize
         {
             return Err(Error::QueueFull);
         }
@@ -1843,7 +1861,9 @@ impl Session {
 
     /// The same for incoming QoS 2 messages held until PUBREL.
     fn reserve_held(&mut self) {
-        let held = self.flow_window().min(self.config.max_incoming_qos2);
+        let held = self
+            .flow_window()
+            .min(self.config.max_incoming_qos2 as usize);
         let act = self.flows_mut();
         if act.held.capacity() == 0 {
             act.held.reserve(held);
@@ -1851,7 +1871,7 @@ impl Session {
     }
 
     fn flow_window(&self) -> usize {
-        self.config.max_inflight.clamp(1, 1024) * 2
+        self.config.max_inflight.clamp(1, 1024) as usize * 2
     }
 
     fn start_flight(&mut self, mid: u16, qos: QoS, packet: Vec<u8>) {
@@ -2399,7 +2419,7 @@ impl Session {
                 let limit = if self.v5 {
                     self.config.receive_maximum().into()
                 } else {
-                    self.config.max_incoming_qos2
+                    self.config.max_incoming_qos2 as usize
                 };
                 if self.flows().held.len() >= limit {
                     return Err(Error::TooManyIncoming);

@@ -19,7 +19,7 @@ pub(crate) enum ReactorCommand {
     /// `attempt` is the blocking `connect` call waiting for the outcome; `None`
     /// for `connect_async`, whose outcome goes to the CONNACK/DISCONNECT callbacks.
     Connect {
-        attempt: Option<u64>,
+        attempt: Option<u32>,
         /// One address inline: a connect to an IP literal allocates nothing.
         addrs: Addrs,
         intent: u64,

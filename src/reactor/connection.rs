@@ -7,7 +7,7 @@
 use std::cell::Cell;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
-use std::num::{NonZeroU32, NonZeroU64};
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -334,9 +334,11 @@ fn open_session(core: &Arc<Core>, connect_deadline: Option<Instant>) -> Protocol
     let now = Instant::now();
     let mut session = core.session();
     if let Some(deadline) = connect_deadline {
-        session.config_mut().connect_timeout = deadline
-            .saturating_duration_since(now)
-            .max(Duration::from_millis(1));
+        session.config_mut().set_connect_timeout(
+            deadline
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(1)),
+        );
     }
     session.connection_opened(now);
     session.config().protocol
@@ -421,7 +423,7 @@ pub(crate) struct Connection {
     pub(super) next_addr: u32,
     /// The `connect` call waiting for the current attempt, if any (attempt
     /// ids start at 1).
-    attempt: Option<NonZeroU64>,
+    attempt: Option<NonZeroU32>,
     /// The current attempt comes from `connect_async`.
     async_attempt: bool,
     pub(super) connect_deadline: Option<Stamp>,
@@ -580,7 +582,7 @@ impl Connection {
                     self.addrs = addrs;
                     self.next_addr = 0;
                     self.resolving = None;
-                    self.attempt = attempt.and_then(NonZeroU64::new);
+                    self.attempt = attempt.and_then(NonZeroU32::new);
                     self.async_attempt = attempt.is_none();
                     self.reconnect_at = None;
                     self.failed_attempts = 0;
@@ -959,7 +961,7 @@ impl Connection {
         self.connect_deadline = None;
         self.async_attempt = false;
         log!(core, Level::Info, "connection attempt abandoned");
-        match self.attempt.take().map(NonZeroU64::get) {
+        match self.attempt.take().map(NonZeroU32::get) {
             Some(attempt) => finish_attempt(core, attempt, Err(Error::NotConnected)),
             None if flagged || connecting => self.report_disconnect(core, None),
             None => {}
@@ -1401,9 +1403,9 @@ fn is_final_refusal(error: Error) -> bool {
     )
 }
 
-pub(super) fn finish_attempt(core: &Arc<Core>, attempt: u64, result: Result<bool, Error>) {
+pub(super) fn finish_attempt(core: &Arc<Core>, attempt: u32, result: Result<bool, Error>) {
     let mut wait = lock(&core.connect_wait);
-    if wait.in_progress.map(NonZeroU64::get) == Some(attempt) {
+    if wait.in_progress.map(NonZeroU32::get) == Some(attempt) {
         wait.in_progress = None;
         wait.finished = Some((attempt, result));
         core.connect_done.notify_all();

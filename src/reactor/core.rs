@@ -6,7 +6,7 @@
 
 use std::cell::RefCell;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::num::NonZeroU64;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -246,9 +246,9 @@ pub type Resolver = Arc<dyn Fn(&str, u16) -> std::io::Result<Vec<SocketAddr>> + 
 /// The outcome of the connection attempt a `connect` call waits for.
 #[derive(Default)]
 pub(crate) struct ConnectWait {
-    pub next_attempt: u64,
-    pub in_progress: Option<NonZeroU64>,
-    pub finished: Option<(u64, Result<bool>)>,
+    pub next_attempt: u32,
+    pub in_progress: Option<NonZeroU32>,
+    pub finished: Option<(u32, Result<bool>)>,
 }
 
 /// `Core::slot` of a client no reactor holds.
@@ -308,7 +308,7 @@ impl Core {
             publish_wait_ms: 0,
             routes: None,
         };
-        options.set_max_packet_size(config.max_packet_size);
+        options.set_max_packet_size(config.max_packet_size as usize);
         Core {
             session: Mutex::new(Session::new(config)),
             dispatcher: Dispatcher::default(),
