@@ -8,8 +8,8 @@ use std::cell::Cell;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
@@ -309,6 +309,25 @@ fn drive_upgrade(
     }
 }
 
+/// A random draw for reconnection delays: one process-wide sequence
+/// (splitmix64 over a counter, from a seed of the clock and the process id),
+/// so that every client draws differently without keeping a generator of its
+/// own. Quality beyond spreading a fleet's reconnections is not needed.
+fn jitter() -> u64 {
+    static SEED: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed = *SEED.get_or_init(|| {
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        clock ^ (u64::from(std::process::id()) << 32)
+    });
+    let mut z = seed.wrapping_add(COUNTER.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// A walk through the server list: each entry once, from the one that
 /// answered last.
 struct Round {
@@ -420,23 +439,15 @@ pub(crate) struct Connection {
     /// (compared within one read only, so u32 cannot wrap unnoticed).
     epoch: u32,
     pub(super) addrs: Addrs,
-    pub(super) next_addr: u32,
-    /// The `connect` call waiting for the current attempt, if any (attempt
-    /// ids start at 1).
-    attempt: Option<NonZeroU32>,
-    /// The current attempt comes from `connect_async`.
-    async_attempt: bool,
-    pub(super) connect_deadline: Option<Stamp>,
-    reconnect_at: Option<Stamp>,
-    /// The automatic reconnection waiting for its name resolution, if any
-    /// (generations start at 1).
-    resolving: Option<NonZeroU32>,
+    /// The attempt under way or the backoff before the next (`None` once
+    /// connected: see `Dial`).
+    dial: Option<Box<Dial>>,
+    /// Bumped for every name resolution started, across attempts, so that a
+    /// late answer to an earlier one is recognised.
     resolve_generation: u32,
     /// Automatic reconnection is armed (after a successful connect, until
     /// `disconnect` or a refusal that retrying cannot fix).
     pub(super) keep_reconnecting: bool,
-    pub(super) failed_attempts: u32,
-    rng: u64,
     /// What the current connection speaks (decoding depends on it).
     pub(super) protocol: ProtocolVersion,
     /// The DISCONNECT reason code we sent when closing for a protocol error,
@@ -452,12 +463,44 @@ pub(crate) struct Connection {
     pub(super) resume_connect: bool,
     /// In the reactor's waiting room (not twice).
     pub(super) in_waiting_room: bool,
+}
+
+/// What a connection attempt, and the backoff before the next one, keeps.
+/// Boxed and dropped once the CONNACK accepted the connection: thousands of
+/// idle connected clients on a reactor hold none of it.
+#[derive(Default)]
+pub(super) struct Dial {
+    pub(super) next_addr: u32,
+    /// The `connect` call waiting for the current attempt, if any (attempt
+    /// ids start at 1).
+    attempt: Option<NonZeroU32>,
+    /// The current attempt comes from `connect_async`.
+    async_attempt: bool,
+    connect_deadline: Option<Stamp>,
+    reconnect_at: Option<Stamp>,
+    /// The automatic reconnection waiting for its name resolution, if any
+    /// (generations start at 1).
+    resolving: Option<NonZeroU32>,
+    failed_attempts: u32,
     /// With a server list: the walk the current attempt belongs to.
     round: Option<Round>,
-    /// With a server list: the index of the entry of the current attempt or
-    /// connection (the CONNACK data's `server_index`).
+    /// With a server list: the index of the entry of the current attempt
+    /// (the CONNACK data's `server_index`).
     pub(super) server_index: Option<u32>,
 }
+
+/// What a connection without a `Dial` reads.
+static NO_DIAL: Dial = Dial {
+    next_addr: 0,
+    attempt: None,
+    async_attempt: false,
+    connect_deadline: None,
+    reconnect_at: None,
+    resolving: None,
+    failed_attempts: 0,
+    round: None,
+    server_index: None,
+};
 
 /// The addresses an attempt walks. A single one (an IP literal, or a name
 /// with one address) is kept inline: a client of thousands on a reactor
@@ -492,7 +535,7 @@ impl From<Vec<SocketAddr>> for Addrs {
 }
 
 impl Connection {
-    pub fn new(seed: u64) -> Connection {
+    pub fn new() -> Connection {
         Connection {
             conn: None,
             partial: Vec::new(),
@@ -500,16 +543,9 @@ impl Connection {
             read_end: 0,
             epoch: 0,
             addrs: Addrs::NONE,
-            next_addr: 0,
-            attempt: None,
-            async_attempt: false,
-            connect_deadline: None,
-            reconnect_at: None,
-            resolving: None,
+            dial: None,
             resolve_generation: 0,
             keep_reconnecting: false,
-            failed_attempts: 0,
-            rng: seed | 1,
             protocol: ProtocolVersion::V311,
             sent_reason: 0,
             stop_after_refusal: false,
@@ -517,9 +553,22 @@ impl Connection {
             parked: false,
             resume_connect: false,
             in_waiting_room: false,
-            round: None,
-            server_index: None,
         }
+    }
+
+    /// The current attempt's state (all unset when there is none).
+    pub(super) fn dial_ref(&self) -> &Dial {
+        self.dial.as_deref().unwrap_or(&NO_DIAL)
+    }
+
+    /// The same to change, allocated at first need.
+    fn dial(&mut self) -> &mut Dial {
+        self.dial.get_or_insert_with(Box::default)
+    }
+
+    /// The same to clear: a connection without one has nothing to clear.
+    fn dial_if_any(&mut self) -> Option<&mut Dial> {
+        self.dial.as_deref_mut()
     }
 
     /// Take the socket's readiness from a poll event.
@@ -577,15 +626,14 @@ impl Connection {
                         let reason = (core.session().state() != ConnectionState::Disconnecting)
                             .then_some(Error::ConnectionLost);
                         self.close(core, io, reason);
-                        self.reconnect_at = None;
                     }
                     self.addrs = addrs;
-                    self.next_addr = 0;
-                    self.resolving = None;
-                    self.attempt = attempt.and_then(NonZeroU32::new);
-                    self.async_attempt = attempt.is_none();
-                    self.reconnect_at = None;
-                    self.failed_attempts = 0;
+                    // A new attempt: the backoff starts over.
+                    self.dial = Some(Box::new(Dial {
+                        attempt: attempt.and_then(NonZeroU32::new),
+                        async_attempt: attempt.is_none(),
+                        ..Dial::default()
+                    }));
                     self.arm_connect_deadline(core, Instant::now());
                     // Closing a preempted automatic attempt above cleared it.
                     core.set_attempt_in_progress(true);
@@ -594,18 +642,20 @@ impl Connection {
                     }
                 }
                 ReactorCommand::Failed { error, .. } => {
-                    self.async_attempt = true;
+                    self.dial().async_attempt = true;
                     self.attempt_failed(core, io, error);
                 }
                 ReactorCommand::Resolved { generation, result } => {
-                    if self.resolving == NonZeroU32::new(generation) {
-                        self.resolving = None;
+                    if self.dial_ref().resolving == NonZeroU32::new(generation) {
+                        self.dial().resolving = None;
                         self.connect_resolved(core, io, result);
                     }
                 }
                 ReactorCommand::StopReconnecting { .. } => {
                     self.keep_reconnecting = false;
-                    self.reconnect_at = None;
+                    if let Some(dial) = self.dial_if_any() {
+                        dial.reconnect_at = None;
+                    }
                     self.abandon_attempt(core, io);
                     // The attempt that disconnect() meant to give up was
                     // accepted meanwhile: close that connection instead.
@@ -657,22 +707,22 @@ impl Connection {
                 return Some(self.close(core, io, Some(e)));
             }
         }
-        if let Some(deadline) = self.connect_deadline
+        if let Some(deadline) = self.dial_ref().connect_deadline
             && now >= deadline.instant()
         {
-            if self.resolving.take().is_some() {
+            if self.dial().resolving.take().is_some() {
                 // The resolver hangs: the addresses that worked before may still.
                 self.connect_resolved(core, io, Err(Error::Timeout));
             } else {
                 return Some(self.close(core, io, Some(Error::Timeout)));
             }
         }
-        if let Some(at) = self.reconnect_at
+        if let Some(at) = self.dial_ref().reconnect_at
             && now >= at.instant()
         {
-            self.reconnect_at = None;
+            self.dial().reconnect_at = None;
             self.arm_connect_deadline(core, now);
-            self.next_addr = 0;
+            self.dial().next_addr = 0;
             core.set_attempt_in_progress(true);
             if !self.begin_round(core, io) && !self.resolve_again(core) {
                 self.start_connect(core, io);
@@ -699,14 +749,14 @@ impl Connection {
                 // The reactor resumes it in turn (`resume_connect`); its
                 // timeout starts then.
                 self.parked = true;
-                self.connect_deadline = None;
+                self.dial().connect_deadline = None;
                 return;
             }
             io.gate.enter();
             self.holds_permit = true;
         }
-        while let Some(addr) = self.addrs.get(self.next_addr as usize) {
-            self.next_addr += 1;
+        while let Some(addr) = self.addrs.get(self.dial_ref().next_addr as usize) {
+            self.dial().next_addr += 1;
             log!(core, Level::Info, "connecting to {addr}");
             crate::log::connection_started(core);
             let Ok(mut stream) = TcpStream::connect(addr) else {
@@ -723,7 +773,7 @@ impl Connection {
             {
                 continue;
             }
-            let entry = self.round.as_ref().and_then(Round::current);
+            let entry = self.dial_ref().round.as_ref().and_then(Round::current);
             let (transport, setup) = match transport_for(core, stream, entry)
                 .and_then(|t| Ok((t, setup_for(core, entry)?)))
             {
@@ -759,13 +809,14 @@ impl Connection {
             .clone()
             .filter(|list| !list.entries.is_empty());
         let Some(list) = list else {
-            self.round = None;
-            self.server_index = None;
+            let dial = self.dial();
+            dial.round = None;
+            dial.server_index = None;
             return false;
         };
         // A list is far shorter than 2^32 entries (each is a URI the caller made).
         let start = (list.last_good.load(Ordering::SeqCst) % list.entries.len()) as u32;
-        self.round = Some(Round {
+        self.dial().round = Some(Round {
             list,
             start,
             tried: 0,
@@ -780,7 +831,7 @@ impl Connection {
     /// Start connecting to the next entry of the round; false once every
     /// entry was tried. Each entry gets the whole connect timeout.
     fn next_server(&mut self, core: &Arc<Core>, io: Io<'_>) -> bool {
-        let Some(round) = self.round.as_mut() else {
+        let Some(round) = self.dial().round.as_mut() else {
             return false;
         };
         let n = round.list.entries.len();
@@ -790,10 +841,11 @@ impl Connection {
         let index = (round.start as usize + round.tried as usize) % n;
         round.tried += 1;
         let server = round.list.entries[index].clone();
-        self.server_index = u32::try_from(index).ok();
         self.addrs = Addrs::NONE;
-        self.next_addr = 0;
-        self.resolving = None;
+        let dial = self.dial();
+        dial.server_index = u32::try_from(index).ok();
+        dial.next_addr = 0;
+        dial.resolving = None;
         self.arm_connect_deadline(core, Instant::now());
         log!(
             core,
@@ -818,7 +870,7 @@ impl Connection {
                 ReactorCommand::Resolved { generation, result }
             });
         match spawned {
-            Ok(()) => self.resolving = NonZeroU32::new(generation),
+            Ok(()) => self.dial().resolving = NonZeroU32::new(generation),
             Err(e) => self.attempt_failed(core, io, e),
         }
         true
@@ -894,7 +946,8 @@ impl Connection {
         }
         if let Some(conn) = self.conn.as_mut() {
             conn.established = true;
-            self.protocol = open_session(core, self.connect_deadline.map(Stamp::instant));
+            self.protocol =
+                open_session(core, self.dial_ref().connect_deadline.map(Stamp::instant));
             self.sent_reason = 0;
         }
     }
@@ -915,7 +968,7 @@ impl Connection {
         if spawned.is_err() {
             return false;
         }
-        self.resolving = NonZeroU32::new(generation);
+        self.dial().resolving = NonZeroU32::new(generation);
         true
     }
 
@@ -939,7 +992,7 @@ impl Connection {
                 return;
             }
         }
-        self.next_addr = 0;
+        self.dial().next_addr = 0;
         self.arm_connect_deadline(core, Instant::now());
         self.start_connect(core, io);
     }
@@ -948,20 +1001,24 @@ impl Connection {
     /// caller of a blocking `connect` gets NotConnected; otherwise the
     /// DISCONNECT callback reports a requested disconnect (MQTT_OK).
     fn abandon_attempt(&mut self, core: &Arc<Core>, io: Io<'_>) {
-        self.resolving = None;
-        self.round = None;
+        if let Some(dial) = self.dial_if_any() {
+            dial.resolving = None;
+            dial.round = None;
+        }
         let flagged = core.take_attempt_in_progress();
         let connecting = self.conn.as_ref().is_some_and(|c| !c.accepted);
-        if !flagged && !connecting && self.attempt.is_none() {
+        if !flagged && !connecting && self.dial_ref().attempt.is_none() {
             return;
         }
         if let Some(conn) = self.conn.take_if(|c| !c.accepted) {
             self.drop_connection(core, io, conn);
         }
-        self.connect_deadline = None;
-        self.async_attempt = false;
+        let dial = self.dial();
+        dial.connect_deadline = None;
+        dial.async_attempt = false;
+        let attempt = dial.attempt.take();
         log!(core, Level::Info, "connection attempt abandoned");
-        match self.attempt.take().map(NonZeroU32::get) {
+        match attempt.map(NonZeroU32::get) {
             Some(attempt) => finish_attempt(core, attempt, Err(Error::NotConnected)),
             None if flagged || connecting => self.report_disconnect(core, None),
             None => {}
@@ -973,8 +1030,8 @@ impl Connection {
         // Said by this attempt's refusal (if at all): taken whichever way the
         // failure goes, so that it cannot stop a later, unrelated attempt.
         let refusal_says_stop = std::mem::take(&mut self.stop_after_refusal);
-        self.resolving = None;
-        if self.round.is_some() && !core.is_closed() {
+        self.dial().resolving = None;
+        if self.dial_ref().round.is_some() && !core.is_closed() {
             // A server list: the next entry of this round, if any is left.
             // The failure is reported, and the backoff applied, only once
             // the whole round failed.
@@ -982,21 +1039,21 @@ impl Connection {
                 core,
                 Level::Warn,
                 "server {} failed: {error}",
-                self.server_index.unwrap_or_default()
+                self.dial_ref().server_index.unwrap_or_default()
             );
             if self.next_server(core, io) {
                 return;
             }
-            self.round = None;
+            self.dial().round = None;
         }
         core.set_attempt_in_progress(false);
         log!(core, Level::Warn, "connection attempt failed: {error}");
-        self.connect_deadline = None;
-        if let Some(attempt) = self.attempt.take() {
+        self.dial().connect_deadline = None;
+        if let Some(attempt) = self.dial().attempt.take() {
             finish_attempt(core, attempt.get(), Err(error));
             return;
         }
-        let was_async = std::mem::take(&mut self.async_attempt);
+        let was_async = std::mem::take(&mut self.dial().async_attempt);
         if was_async {
             // Nobody waits for an asynchronous connect: it retries like a lost
             // connection would, and every failure is reported.
@@ -1012,7 +1069,7 @@ impl Connection {
         }
         if was_async {
             self.report_disconnect(core, Some(error));
-            self.async_attempt = true;
+            self.dial().async_attempt = true;
         }
         self.schedule_reconnect(core);
     }
@@ -1026,17 +1083,15 @@ impl Connection {
         // never below min or above max, and spread even on the first retry, so a
         // fleet dropped by a broker restart does not come back in lockstep.
         let ceiling = min
-            .saturating_mul(2u32 << self.failed_attempts.min(16))
+            .saturating_mul(2u32 << self.dial_ref().failed_attempts.min(16))
             .min(max);
         let floor = (ceiling / 2).max(min).min(ceiling);
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
         let span = (ceiling - floor).as_nanos() as u64;
-        let jitter_ns = if span == 0 { 0 } else { self.rng % (span + 1) };
+        let jitter_ns = if span == 0 { 0 } else { jitter() % (span + 1) };
         let delay = floor + Duration::from_nanos(jitter_ns);
-        self.failed_attempts = self.failed_attempts.saturating_add(1);
-        self.reconnect_at = Some(Stamp::new(Instant::now() + delay));
+        let dial = self.dial();
+        dial.failed_attempts = dial.failed_attempts.saturating_add(1);
+        dial.reconnect_at = Some(Stamp::new(Instant::now() + delay));
         log!(
             core,
             Level::Info,
@@ -1175,8 +1230,9 @@ impl Connection {
                         .parse::<std::net::IpAddr>()
                         .map_or(Addrs::NONE, |ip| Addrs::One(SocketAddr::new(ip, port)));
                 }
-                self.next_addr = 0;
-                self.failed_attempts = 0;
+                let dial = self.dial();
+                dial.next_addr = 0;
+                dial.failed_attempts = 0;
                 options.set_host(&host);
                 options.port = port;
             }
@@ -1189,12 +1245,12 @@ impl Connection {
             Level::Info,
             "connected (session present: {session_present})"
         );
-        self.connect_deadline = None;
-        self.failed_attempts = 0;
-        self.async_attempt = false;
+        // Connected: the attempt's state is done with (and the backoff
+        // starts over after a loss).
+        let dial = self.dial.take().unwrap_or_default();
         core.set_attempt_in_progress(false);
-        if let Some(round) = self.round.take()
-            && let Some(index) = self.server_index
+        if let Some(round) = dial.round
+            && let Some(index) = dial.server_index
         {
             // The next walk starts here (unless the list was replaced since).
             round.list.last_good.store(index as usize, Ordering::SeqCst);
@@ -1203,7 +1259,7 @@ impl Connection {
             conn.accepted = true;
         }
         self.keep_reconnecting = lock(&core.options).reconnect().is_some();
-        if let Some(attempt) = self.attempt.take() {
+        if let Some(attempt) = dial.attempt {
             finish_attempt(core, attempt.get(), Ok(session_present));
         }
     }
@@ -1280,7 +1336,9 @@ impl Connection {
     ) -> Error {
         let error = reason.unwrap_or(Error::NotConnected);
         let Some(mut conn) = self.conn.take() else {
-            self.connect_deadline = None;
+            if let Some(dial) = self.dial_if_any() {
+                dial.connect_deadline = None;
+            }
             return error;
         };
         let accepted = conn.accepted;
@@ -1297,7 +1355,9 @@ impl Connection {
             self.attempt_failed(core, io, error);
             return error;
         }
-        self.connect_deadline = None;
+        if let Some(dial) = self.dial_if_any() {
+            dial.connect_deadline = None;
+        }
         match reason {
             None => log!(core, Level::Info, "disconnected"),
             Some(e) => log!(core, Level::Warn, "connection lost: {e}"),
@@ -1327,14 +1387,14 @@ impl Connection {
 
     #[cfg(test)]
     pub(super) fn set_reconnect_at(&mut self, at: Instant) {
-        self.reconnect_at = Some(Stamp::new(at));
+        self.dial().reconnect_at = Some(Stamp::new(at));
     }
 
     /// An attempt starting at `now` (or the next entry of its round) gets
     /// the whole connect timeout.
     fn arm_connect_deadline(&mut self, core: &Core, now: Instant) {
         let timeout = lock(&core.options).connect_timeout();
-        self.connect_deadline = Some(Stamp::new(now + timeout));
+        self.dial().connect_deadline = Some(Stamp::new(now + timeout));
     }
 
     /// The next deadline the reactor must act on (`None`: nothing is due
@@ -1342,8 +1402,8 @@ impl Connection {
     pub fn next_deadline(&self, core: &Core) -> Option<Instant> {
         [
             core.session().poll_timeout(),
-            self.connect_deadline.map(Stamp::instant),
-            self.reconnect_at.map(Stamp::instant),
+            self.dial_ref().connect_deadline.map(Stamp::instant),
+            self.dial_ref().reconnect_at.map(Stamp::instant),
         ]
         .into_iter()
         .flatten()
@@ -1378,7 +1438,7 @@ impl Connection {
             let _ = self.flush_final(core, &mut conn);
             self.drop_connection(core, io, conn);
         }
-        self.reconnect_at = None;
+        self.dial = None;
         self.keep_reconnecting = false;
     }
 

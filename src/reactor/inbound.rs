@@ -68,7 +68,7 @@ impl Connection {
                     data.reason_code = ack.reason_code;
                     data.session_present = ack.session_present;
                     data.properties = ack.properties;
-                    data.server_index = self.server_index.map(|i| i as usize);
+                    data.server_index = self.dial_ref().server_index.map(|i| i as usize);
                     if let Some(error) = error {
                         let after = match ack.properties {
                             Some(props) => v5::after_refusal(ack.reason_code, props),

@@ -96,7 +96,6 @@ struct Engine {
     /// Slots with readiness left unused: run again without waiting.
     carry: Vec<usize>,
     stamp: u64,
-    rng: u64,
     /// Slots the last turn ran (a turn's cost grows with this, not with `live`).
     ran: usize,
     /// Clients connecting now, and the limit on them.
@@ -110,11 +109,6 @@ impl Shared {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         let event_fd = poll.as_raw_fd();
-        // Distinct per process and per reactor; quality beyond that is not needed.
-        let clock = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let rng = clock ^ (u64::from(std::process::id()) << 32) ^ (event_fd as u64) << 48 | 1;
         Ok(Arc::new(Shared {
             intake: Intake::new(waker),
             engine: Mutex::new(Engine {
@@ -130,7 +124,6 @@ impl Shared {
                 arrivals: Vec::new(),
                 carry: Vec::new(),
                 stamp: 0,
-                rng,
                 ran: 0,
                 gate: ConnectGate::new(),
                 waiting_room: VecDeque::new(),
@@ -450,10 +443,7 @@ impl Engine {
             // (Its link may stay: this reactor holds nothing of it.)
             return;
         }
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let mut connection = connection.unwrap_or_else(|| Box::new(Connection::new(self.rng)));
+        let mut connection = connection.unwrap_or_else(|| Box::new(Connection::new()));
         let index = self.free.pop().unwrap_or_else(|| {
             self.slots.push(Entry {
                 generation: 0,
