@@ -804,41 +804,21 @@ impl Client {
         reactor.start()
     }
 
-    /// Register `on_message` to see every application message once: one
-    /// registration forwarding to the latest `on_message`, so that a later
-    /// one replaces it rather than sharing messages with it.
+    /// Register `on_message` to see every application message once, in
+    /// one slot of the callback table: a later one replaces it rather than
+    /// sharing messages with it.
     fn install_on_message(&self, on_message: Option<Handler<Arc<Core>>>) {
         let Some(on_message) = on_message else {
             return;
         };
-        let first = lock(&self.core.loop_on_message)
-            .replace(on_message)
-            .is_none();
-        // The same two closures for every client: shared, not one block each
-        // per client of thousands on a reactor.
-        static FORWARD: OnceLock<Callback<Arc<Core>>> = OnceLock::new();
+        // The same condition for every client, and the mark of the slot.
         static HAS_MESSAGE: OnceLock<Condition> = OnceLock::new();
-        let forward = FORWARD.get_or_init(|| {
-            Arc::new(|core: &Arc<Core>, data: &Data<'_>| {
-                let on_message = lock(&core.loop_on_message).clone();
-                if let Some(on_message) = on_message {
-                    on_message.run(core, data);
-                }
-            })
-        });
+        let has_message =
+            HAS_MESSAGE.get_or_init(|| Arc::new(|data: &Data<'_>| data.message.is_some()));
         let dispatcher = &self.core.dispatcher;
         // The generic PUBREL slot has one occupant: taking it again is harmless.
-        dispatcher.on(Command::PubRel, forward.clone(), None, 0);
-        if first {
-            let has_message =
-                HAS_MESSAGE.get_or_init(|| Arc::new(|data: &Data<'_>| data.message.is_some()));
-            dispatcher.on(
-                Command::Publish,
-                forward.clone(),
-                Some(has_message.clone()),
-                -1,
-            );
-        }
+        dispatcher.on_handler(Command::PubRel, on_message.clone(), None, 0);
+        dispatcher.replace_specific(Command::Publish, on_message, has_message, -1);
     }
 
     /// Whether a thread (the client's own loop thread, or a reactor's), or a

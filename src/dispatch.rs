@@ -348,6 +348,37 @@ impl<C> Dispatcher<C> {
         *tables = Some(next);
     }
 
+    /// Make `handler` the specific callback of `command` registered under
+    /// `condition` (this very `Arc`): it replaces the one registered under it
+    /// before, else it is added with `priority`. Lets a caller keep one slot
+    /// (the loop's message callback) without holding the handler elsewhere.
+    pub(crate) fn replace_specific(
+        &self,
+        command: Command,
+        handler: Handler<C>,
+        condition: &Condition,
+        priority: i32,
+    ) {
+        let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        let rows: &[Row<C>] = tables.as_deref().unwrap_or(&[]);
+        let registered = rows.iter().position(|row| {
+            matches!(row, Row::When { command: c, test: Test::Native(t), .. }
+                if *c == command && Arc::ptr_eq(t, condition))
+        });
+        if let Some(at) = registered {
+            let next = spliced(rows, at + 1, 1, [Row::Specific { command, handler }]);
+            *tables = Some(next);
+            return;
+        }
+        drop(tables);
+        self.on_handler(
+            command,
+            handler,
+            Some(Test::Native(condition.clone())),
+            priority,
+        );
+    }
+
     /// Whether anything is registered for `command` (lets the caller skip
     /// preparing data nobody will see).
     pub fn has(&self, command: Command) -> bool {
@@ -426,6 +457,24 @@ mod tests {
         d.on(Command::Publish, recorder(&log, "generic"), None, 0);
         assert!(d.dispatch(&(), &Data::new(Command::Publish)));
         assert_eq!(*log.lock().unwrap(), vec!["high-a"]);
+    }
+
+    #[test]
+    fn a_specific_callback_replaced_under_its_condition_keeps_one_slot() {
+        let d = Dispatcher::<()>::default();
+        let log = Arc::new(StdMutex::new(Vec::new()));
+        let mark: Condition = Arc::new(|_| true);
+        let other: Condition = Arc::new(|_| true);
+        d.on(Command::Publish, recorder(&log, "other"), Some(other), -5);
+        for name in ["first", "second"] {
+            let handler = Handler::Native(recorder(&log, name));
+            d.replace_specific(Command::Publish, handler, &mark, -1);
+        }
+        assert!(d.dispatch(&(), &Data::new(Command::Publish)));
+        // Two pairs of rows: the replaced one did not stay beside its successor.
+        let rows = d.tables.lock().unwrap().as_deref().map_or(0, <[_]>::len);
+        assert_eq!(rows, 4);
+        assert_eq!(*log.lock().unwrap(), vec!["second"]);
     }
 
     #[test]

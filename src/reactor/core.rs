@@ -270,9 +270,6 @@ pub(crate) struct Core {
     pub connect_wait: Mutex<ConnectWait>,
     pub connect_done: Condvar,
     pub options: Mutex<Options>,
-    /// The message callback of the latest `loop_start` or reactor add that
-    /// gave one.
-    pub loop_on_message: Mutex<Option<crate::dispatch::Handler<Arc<Core>>>>,
     /// Set once the owner released the client: no further callback may run.
     pub closed: AtomicBool,
     /// Held while one of this client's callbacks runs, so that a free from
@@ -317,7 +314,6 @@ impl Core {
             connect_wait: Mutex::new(ConnectWait::default()),
             connect_done: Condvar::new(),
             options: Mutex::new(options),
-            loop_on_message: Mutex::new(None),
             closed: AtomicBool::new(false),
             callback_gate: Mutex::new(()),
             logger: Logger::default(),
