@@ -41,7 +41,7 @@ impl Client {
             return Err(Error::InvalidArgument);
         }
         let config = SessionConfig {
-            client_id: client_id.to_owned(),
+            client_id: client_id.into(),
             clean_session,
             ..SessionConfig::default()
         };

@@ -1106,7 +1106,7 @@ fn an_id_reused_after_pubcomp_is_a_new_qos2_message() {
 fn an_empty_client_id_needs_a_clean_session() {
     // [MQTT-3.1.3-7], also for callers of the sans-IO engine.
     let config = SessionConfig {
-        client_id: String::new(),
+        client_id: Default::default(),
         clean_session: false,
         ..cfg()
     };

@@ -1697,7 +1697,7 @@ fn config(input: &mut Input<'_>) -> SessionConfig {
         }
         if flags & 16 != 0 {
             // The server assigns one.
-            config.client_id.clear();
+            config.client_id = Default::default();
         }
         config.topic_alias_max = input.below(5) as u16;
     }

@@ -3,6 +3,7 @@
 pub mod codec;
 pub mod properties;
 pub mod session;
+pub mod short_str;
 pub(crate) mod stamp;
 pub mod topic;
 pub mod v5;

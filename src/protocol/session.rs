@@ -17,6 +17,7 @@ use crate::protocol::codec::{
     SubscribeOptions,
 };
 use crate::protocol::properties::{self as prop, Properties, PropertiesBuf, PropertyContext};
+use crate::protocol::short_str::ShortStr;
 use crate::protocol::stamp::Stamp;
 use crate::protocol::topic;
 use crate::protocol::v5::{AliasUse, IncomingAliases, OutgoingAliases, ServerLimits};
@@ -36,7 +37,7 @@ pub struct Will {
 /// `connection_opened`; the limits are read whenever they are checked.
 #[derive(Clone)]
 pub struct SessionConfig {
-    pub client_id: String,
+    pub client_id: ShortStr,
     pub clean_session: bool,
     /// Seconds; 0 disables keepalive.
     pub keep_alive: u16,
@@ -98,7 +99,7 @@ static NO_EXTRAS: ConnectExtras = ConnectExtras {
 impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
-            client_id: String::new(),
+            client_id: ShortStr::default(),
             clean_session: true,
             keep_alive: 60,
             extras: None,
@@ -2164,8 +2165,7 @@ impl Session {
             link.server = ServerLimits::from_connack(props);
             // Reconnections resume the session the server named [MQTT-3.2.2-16].
             if let Some(id) = props.str_of(prop::ASSIGNED_CLIENT_IDENTIFIER) {
-                self.config.client_id.clear();
-                self.config.client_id.push_str(id);
+                self.config.client_id = id.into();
             }
             if let Some(keep_alive) = link.server.server_keep_alive {
                 self.keep_alive = keep_alive;

@@ -16,6 +16,7 @@ use super::commands::{CommandQueue, ReactorCommand};
 use crate::dispatch::{Data, Dispatcher};
 use crate::log::{LogTarget, Logger};
 use crate::protocol::session::{Session, SessionConfig};
+use crate::protocol::short_str::ShortStr;
 use crate::{Error, Result};
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -51,41 +52,6 @@ fn millis(d: Duration) -> u32 {
 
 fn duration(ms: u32) -> Duration {
     Duration::from_millis(ms.into())
-}
-
-/// A string kept inline up to 22 bytes (a host name or an IP literal
-/// usually is), else on the heap: an idle client of thousands holds no heap
-/// block for its broker's name.
-#[derive(Clone)]
-enum ShortStr {
-    Inline { len: u8, bytes: [u8; 22] },
-    Heap(Box<str>),
-}
-
-impl ShortStr {
-    fn new(s: &str) -> ShortStr {
-        let mut bytes = [0; 22];
-        match bytes.get_mut(..s.len()) {
-            Some(inline) => {
-                inline.copy_from_slice(s.as_bytes());
-                ShortStr::Inline {
-                    len: s.len() as u8,
-                    bytes,
-                }
-            }
-            None => ShortStr::Heap(s.into()),
-        }
-    }
-
-    fn as_str(&self) -> &str {
-        match self {
-            // Copied from a `&str` whole: valid UTF-8.
-            ShortStr::Inline { len, bytes } => {
-                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
-            }
-            ShortStr::Heap(s) => s,
-        }
-    }
 }
 
 /// The options most clients never set: a client holds one word for them

@@ -818,7 +818,7 @@ mod tests {
         let cores: Vec<Arc<Core>> = (0..1000)
             .map(|i| {
                 let core = Arc::new(Core::new(SessionConfig {
-                    client_id: format!("c{i}"),
+                    client_id: format!("c{i}").into(),
                     ..SessionConfig::default()
                 }));
                 *lock(&core.link) = Some(shared.clone());
