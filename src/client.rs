@@ -455,7 +455,9 @@ impl Client {
         };
         let reactor = self.driver()?;
         // Each entry of a server list gets the whole connect timeout.
-        let timeout = lock(&self.core.options)
+        let timeout = self
+            .session()
+            .config()
             .connect_timeout()
             .saturating_mul(u32::try_from(servers.max(1)).unwrap_or(u32::MAX));
         let (attempt, intent) = {
@@ -1000,7 +1002,6 @@ impl Client {
         if timeout.is_zero() {
             return Err(Error::InvalidArgument);
         }
-        lock(&self.core.options).set_connect_timeout(timeout);
         self.session().config_mut().set_connect_timeout(timeout);
         Ok(())
     }
@@ -1045,7 +1046,8 @@ impl Client {
         if max == 0 {
             return Err(Error::InvalidArgument);
         }
-        self.session().config_mut().max_incoming_qos2 = saturate(max);
+        // Packet ids are 16-bit: no more than 65535 can be held at once anyway.
+        self.session().config_mut().max_incoming_qos2 = u16::try_from(max).unwrap_or(u16::MAX);
         Ok(())
     }
 
@@ -1054,7 +1056,6 @@ impl Client {
         if !(16..=crate::protocol::codec::MAX_REMAINING_LENGTH + 5).contains(&bytes) {
             return Err(Error::InvalidArgument);
         }
-        lock(&self.core.options).set_max_packet_size(bytes);
         self.session().config_mut().max_packet_size = saturate(bytes);
         Ok(())
     }

@@ -1661,11 +1661,11 @@ fn config(input: &mut Input<'_>) -> SessionConfig {
         clean_session: first & 1 == 1,
         keep_alive: input.below(4) as u16,
         connect_timeout_ms: 1_000 * (1 + input.below(10) as u32),
-        max_inflight: 1 + input.below(6) as u32,
+        max_inflight: 1 + input.below(6) as u16,
         max_queued_messages: 1 + input.below(12) as u32,
         max_queued_bytes: 1 + input.below(256) as u32,
         queue_qos0_offline: input.bool(),
-        max_incoming_qos2: 1 + input.below(6) as u32,
+        max_incoming_qos2: 1 + input.below(6) as u16,
         max_packet_size: 16 + input.below(240) as u32,
         resubscribe: input.bool(),
         ..SessionConfig::default()
@@ -1742,7 +1742,7 @@ fn run(data: &[u8]) {
             15 => {
                 // Raise the window, as `set_max_inflight` may at any time.
                 let config = h.session.config_mut();
-                config.max_inflight = (config.max_inflight + input.below(3) as u32).min(16);
+                config.max_inflight = (config.max_inflight + input.below(3) as u16).min(16);
             }
             // MQTT 5 only from here.
             16..=18 => h.receive_packet_v5(&mut input),

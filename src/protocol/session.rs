@@ -46,7 +46,7 @@ pub struct SessionConfig {
     /// CONNACK must arrive within this after `connection_opened` (ms).
     pub connect_timeout_ms: u32,
     /// Outgoing QoS 1/2 messages in flight at once (0 is treated as 1).
-    pub max_inflight: u32,
+    pub max_inflight: u16,
     /// Outgoing messages waiting (offline, or the in-flight window is full).
     pub max_queued_messages: u32,
     /// Sum of topic + payload bytes of the waiting messages.
@@ -58,7 +58,7 @@ pub struct SessionConfig {
     /// QoS 0 publish while not connected: queue it (true) or `Err(NotConnected)`.
     pub queue_qos0_offline: bool,
     /// Incoming QoS 2 messages held between PUBLISH and PUBREL.
-    pub max_incoming_qos2: u32,
+    pub max_incoming_qos2: u16,
     /// Largest outgoing PUBLISH (or SUBSCRIBE/UNSUBSCRIBE), fixed header included.
     pub max_packet_size: u32,
     /// After a CONNACK without a session, subscribe again to the tracked filters.
@@ -216,10 +216,7 @@ impl SessionConfig {
             .connect_properties
             .as_properties()
             .u32_of(prop::RECEIVE_MAXIMUM)
-            .map_or_else(
-                || self.max_incoming_qos2.clamp(1, u16::MAX.into()) as u16,
-                |v| v as u16,
-            )
+            .map_or_else(|| self.max_incoming_qos2.max(1), |v| v as u16)
     }
 
     /// The Topic Alias Maximum we announce for incoming PUBLISHes (0: none).
@@ -1219,7 +1216,7 @@ impl Session {
     /// Change the in-flight window; a raised one takes queued messages, oldest
     /// first, at once.
     pub fn set_max_inflight(&mut self, max_inflight: usize) {
-        self.config.max_inflight = saturate(max_inflight);
+        self.config.max_inflight = u16::try_from(max_inflight).unwrap_or(u16::MAX);
         self.refill();
     }
 
@@ -1261,6 +1258,17 @@ impl Session {
         self.subscriptions
             .iter()
             .map(|(f, t)| (f.as_str(), t.options.qos))
+    }
+
+    /// The CONNACK must come by `deadline` too, if that is sooner than the
+    /// connect timeout after `connection_opened` (the attempt's own timeout
+    /// also covered the TCP, TLS and proxy handshakes before it).
+    pub fn bound_connack_deadline(&mut self, deadline: Instant) {
+        if let Some(current) = self.connack_deadline
+            && deadline < current.instant()
+        {
+            self.connack_deadline = Some(Stamp::new(deadline));
+        }
     }
 
     /// The transport is up: queue CONNECT and start the CONNACK timer.

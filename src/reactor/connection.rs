@@ -352,14 +352,10 @@ impl Round {
 fn open_session(core: &Arc<Core>, connect_deadline: Option<Instant>) -> ProtocolVersion {
     let now = Instant::now();
     let mut session = core.session();
-    if let Some(deadline) = connect_deadline {
-        session.config_mut().set_connect_timeout(
-            deadline
-                .saturating_duration_since(now)
-                .max(Duration::from_millis(1)),
-        );
-    }
     session.connection_opened(now);
+    if let Some(deadline) = connect_deadline {
+        session.bound_connack_deadline(deadline.max(now + Duration::from_millis(1)));
+    }
     session.config().protocol
 }
 
@@ -914,7 +910,7 @@ impl Connection {
         match conn.setup_step() {
             Ok(Setup::Blocked) => return,
             Ok(Setup::Upgraded(surplus)) => {
-                let max_frame = lock(&core.options).max_packet_size();
+                let max_frame = core.session().config().max_packet_size as usize;
                 let Some(mut conn) = self.conn.take() else {
                     return;
                 };
@@ -1132,7 +1128,7 @@ impl Connection {
         buf: &mut Vec<u8>,
         topic_buf: &mut Vec<u8>,
     ) -> Result<(), Error> {
-        let max_packet_size = lock(&core.options).max_packet_size();
+        let max_packet_size = core.session().config().max_packet_size as usize;
         for _ in 0..READS_PER_TURN {
             if self.write_backlogged(core) {
                 // Resumes once a writable event lets the flush drain the backlog.
@@ -1393,7 +1389,7 @@ impl Connection {
     /// An attempt starting at `now` (or the next entry of its round) gets
     /// the whole connect timeout.
     fn arm_connect_deadline(&mut self, core: &Core, now: Instant) {
-        let timeout = lock(&core.options).connect_timeout();
+        let timeout = core.session().config().connect_timeout();
         self.dial().connect_deadline = Some(Stamp::new(now + timeout));
     }
 

@@ -32,12 +32,9 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct Options {
     host: Option<ShortStr>,
     pub port: u16,
-    connect_timeout_ms: u32,
     /// First and longest delay; a first delay of 0 (never set: a delay
     /// rounds up to at least 1 ms) disables automatic reconnection.
     reconnect_ms: (u32, u32),
-    /// Below 2^32: MQTT's own limit is 256 MiB.
-    max_packet_size: u32,
     /// How long a QoS 0 publish waits for room under the unsent-bytes limit
     /// before it returns `QueueFull` (zero: it never waits).
     publish_wait_ms: u32,
@@ -101,14 +98,6 @@ impl Options {
         self.host = Some(ShortStr::new(host));
     }
 
-    pub fn connect_timeout(&self) -> Duration {
-        duration(self.connect_timeout_ms)
-    }
-
-    pub fn set_connect_timeout(&mut self, timeout: Duration) {
-        self.connect_timeout_ms = millis(timeout);
-    }
-
     /// The reconnection delays (first, most); `None`: no automatic reconnection.
     pub fn reconnect(&self) -> Option<(Duration, Duration)> {
         let (min, max) = self.reconnect_ms;
@@ -117,14 +106,6 @@ impl Options {
 
     pub fn set_reconnect(&mut self, delays: Option<(Duration, Duration)>) {
         self.reconnect_ms = delays.map_or((0, 0), |(min, max)| (millis(min), millis(max)));
-    }
-
-    pub fn max_packet_size(&self) -> usize {
-        self.max_packet_size as usize
-    }
-
-    pub fn set_max_packet_size(&mut self, bytes: usize) {
-        self.max_packet_size = u32::try_from(bytes).unwrap_or(u32::MAX);
     }
 
     pub fn publish_wait(&self) -> Duration {
@@ -218,7 +199,7 @@ pub(crate) struct ConnectWait {
 }
 
 /// `Core::slot` of a client no reactor holds.
-pub(crate) const NO_SLOT: usize = usize::MAX;
+pub(crate) const NO_SLOT: u32 = u32::MAX;
 
 pub(crate) struct Core {
     pub session: Mutex<Session>,
@@ -252,7 +233,7 @@ pub(crate) struct Core {
     /// On the reactor's ready list and not yet taken by a turn.
     pub queued: AtomicBool,
     /// Index of the reactor slot holding this client, or `NO_SLOT`.
-    pub slot: AtomicUsize,
+    pub slot: AtomicU32,
 }
 
 thread_local! {
@@ -262,16 +243,13 @@ thread_local! {
 
 impl Core {
     pub fn new(config: SessionConfig) -> Core {
-        let mut options = Options {
+        let options = Options {
             host: None,
             port: 1883,
-            connect_timeout_ms: 10_000,
             reconnect_ms: (500, 30_000),
-            max_packet_size: 0,
             publish_wait_ms: 0,
             routes: None,
         };
-        options.set_max_packet_size(config.max_packet_size as usize);
         Core {
             session: Mutex::new(Session::new(config)),
             dispatcher: Dispatcher::default(),
@@ -287,7 +265,7 @@ impl Core {
             publish_waiters: AtomicU32::new(0),
             link: Mutex::new(None),
             queued: AtomicBool::new(false),
-            slot: AtomicUsize::new(NO_SLOT),
+            slot: AtomicU32::new(NO_SLOT),
         }
     }
 
@@ -539,8 +517,6 @@ mod tests {
         );
         o.set_reconnect(None);
         assert_eq!(o.reconnect(), None);
-        o.set_connect_timeout(Duration::from_nanos(1));
-        assert_eq!(o.connect_timeout(), Duration::from_millis(1));
         o.set_publish_wait(Duration::ZERO);
         assert_eq!(o.publish_wait(), Duration::ZERO);
     }

@@ -418,7 +418,7 @@ impl Engine {
     }
 
     fn index_of(&self, core: &Arc<Core>) -> Option<usize> {
-        let index = core.slot.load(Ordering::SeqCst);
+        let index = core.slot.load(Ordering::SeqCst) as usize;
         let slot = self.slots.get(index)?.slot.as_ref()?;
         std::ptr::eq(slot.core.as_ptr(), Arc::as_ptr(core)).then_some(index)
     }
@@ -461,7 +461,7 @@ impl Engine {
             mark: 0,
         });
         self.live += 1;
-        core.slot.store(index, Ordering::SeqCst);
+        core.slot.store(index as u32, Ordering::SeqCst);
         // Whatever it queued before it had a reactor runs now.
         core.queued.store(false, Ordering::SeqCst);
         self.mark(index);
@@ -855,7 +855,7 @@ mod tests {
         let mut engine = lock(&shared.engine);
         engine.turn(&shared, Some(Duration::ZERO));
         assert_eq!(engine.ran, 1);
-        let index = core.slot.load(Ordering::SeqCst);
+        let index = core.slot.load(Ordering::SeqCst) as usize;
         let generation = engine.slots[index].generation;
         // Registered earlier and passed by now (a connect timeout, say)...
         let passed = Instant::now();
