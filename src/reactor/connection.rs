@@ -425,8 +425,11 @@ impl Socket {
 
 pub(crate) struct Connection {
     pub(super) conn: Option<Socket>,
-    /// The unread start of a partial packet, kept between reads.
-    partial: Vec<u8>,
+    /// The unread start of a partial packet, kept between reads. Boxed:
+    /// one word for the idle clients of thousands that never had one; the
+    /// buffer, once made, is reused until the connection drops.
+    #[allow(clippy::box_collection)]
+    partial: Option<Box<Vec<u8>>>,
     /// During a read: the unhandled bytes of the reactor's read buffer.
     /// (u32: a frame is at most 256 MiB.)
     pub(super) read_start: u32,
@@ -534,7 +537,7 @@ impl Connection {
     pub fn new() -> Connection {
         Connection {
             conn: None,
-            partial: Vec::new(),
+            partial: None,
             read_start: 0,
             read_end: 0,
             epoch: 0,
@@ -1101,19 +1104,23 @@ impl Connection {
     /// partial packet stays with the connection until the next read.
     fn read(&mut self, core: &Arc<Core>, io: Io<'_>, scratch: &mut Scratch) -> Result<(), Error> {
         let mut buf = std::mem::take(&mut scratch.read_buf);
-        let carried = self.partial.len();
+        let carried = self.partial.as_ref().map_or(0, |partial| partial.len());
         if buf.len() < READ_CHUNK.max(carried) {
             buf.resize(READ_CHUNK.max(carried), 0);
         }
-        buf[..carried].copy_from_slice(&self.partial);
-        self.partial.clear();
+        if let Some(partial) = self.partial.as_deref_mut() {
+            buf[..carried].copy_from_slice(partial);
+            partial.clear();
+        }
         self.read_start = 0;
         self.read_end = carried as u32;
         let epoch = self.epoch;
         let result = self.read_into(core, io, &mut buf, &mut scratch.topic_buf);
-        if self.epoch == epoch && self.conn.is_some() {
+        let unread = &buf[self.read_start as usize..self.read_end as usize];
+        if self.epoch == epoch && self.conn.is_some() && !unread.is_empty() {
             self.partial
-                .extend_from_slice(&buf[self.read_start as usize..self.read_end as usize]);
+                .get_or_insert_with(Box::default)
+                .extend_from_slice(unread);
         }
         self.read_start = 0;
         self.read_end = 0;
@@ -1304,7 +1311,7 @@ impl Connection {
         let _ = conn.transport.tcp().shutdown(Shutdown::Both);
         self.read_start = 0;
         self.read_end = 0;
-        self.partial.clear();
+        self.partial = None;
         self.epoch = self.epoch.wrapping_add(1);
         if conn.established {
             core.session().connection_lost(Instant::now());

@@ -65,6 +65,9 @@ pub(crate) struct Shared {
 /// timer heap for a new entry to replace it (see `run_marked`).
 const REGISTER_LATER: Duration = Duration::from_secs(1);
 
+/// The waiting room's capacity kept once it is empty (see `admit_waiting`).
+const WAITING_ROOM_KEPT: usize = 1024;
+
 struct Slot {
     /// Weak: a client whose handles are all gone is dropped from its slot.
     core: Weak<Core>,
@@ -375,7 +378,7 @@ impl Engine {
             connection.resume_connect = false;
         }
         if connection.parked && !std::mem::replace(&mut connection.in_waiting_room, true) {
-            self.waiting_room.push_back(SlotId { index, generation });
+            self.waiting_room.push_back(SlotId::new(index, generation));
         }
     }
 
@@ -384,9 +387,13 @@ impl Engine {
     fn admit_waiting(&mut self) {
         while self.gate.has_room() {
             let Some(id) = self.waiting_room.pop_front() else {
+                // A fleet's worth of room is not kept once the fleet is in.
+                if self.waiting_room.capacity() > WAITING_ROOM_KEPT {
+                    self.waiting_room = VecDeque::new();
+                }
                 return;
             };
-            let entry = &mut self.slots[id.index];
+            let entry = &mut self.slots[id.at()];
             let Some(slot) = entry
                 .slot
                 .as_mut()
@@ -400,7 +407,7 @@ impl Engine {
                 connection.holds_permit = true;
                 connection.resume_connect = true;
                 self.gate.enter();
-                self.carry.push(id.index);
+                self.carry.push(id.at());
             }
         }
     }
@@ -558,7 +565,7 @@ impl Engine {
     }
 
     fn is_live(slots: &[Entry], at: Instant, id: SlotId) -> bool {
-        slots.get(id.index).is_some_and(|e| {
+        slots.get(id.at()).is_some_and(|e| {
             e.generation == id.generation
                 && e.slot
                     .as_ref()
@@ -570,10 +577,10 @@ impl Engine {
     fn expire(&mut self, now: Instant) {
         while let Some((at, id)) = self.timers.pop_due(now) {
             if Self::is_live(&self.slots, at, id) {
-                if let Some(slot) = self.slots[id.index].slot.as_mut() {
+                if let Some(slot) = self.slots[id.at()].slot.as_mut() {
                     slot.deadline = None;
                 }
-                self.mark(id.index);
+                self.mark(id.at());
             }
         }
     }
@@ -645,7 +652,7 @@ impl Engine {
                 // does not run every client when those timeouts come: the stale
                 // entries are dropped on the reactor's own arrays.
                 slot.deadline = Some(Stamp::new(at));
-                self.timers.push(at, SlotId { index, generation });
+                self.timers.push(at, SlotId::new(index, generation));
             }
         }
         marked.clear();
@@ -859,7 +866,7 @@ mod tests {
         let generation = engine.slots[index].generation;
         // Registered earlier and passed by now (a connect timeout, say)...
         let passed = Instant::now();
-        engine.timers.push(passed, SlotId { index, generation });
+        engine.timers.push(passed, SlotId::new(index, generation));
         let slot = engine.slots[index].slot.as_mut().unwrap();
         slot.deadline = Some(Stamp::new(passed));
         // ...while the client's next deadline went an hour out (its CONNACK).

@@ -15,8 +15,23 @@ use crate::protocol::stamp::Stamp;
 /// an entry left by a removed client never fires for the next one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct SlotId {
-    pub index: usize,
+    /// 32 bits: each slot holds a socket (8 bytes in all, for the queues
+    /// that hold one per client).
+    pub index: u32,
     pub generation: u32,
+}
+
+impl SlotId {
+    pub fn new(index: usize, generation: u32) -> SlotId {
+        SlotId {
+            index: index as u32,
+            generation,
+        }
+    }
+
+    pub fn at(self) -> usize {
+        self.index as usize
+    }
 }
 
 /// An entry as the heap keeps it: 16 bytes rather than 32 (one or more per
@@ -24,14 +39,11 @@ pub(crate) struct SlotId {
 type Entry = (Stamp, u32, u32);
 
 fn entry(at: Instant, slot: SlotId) -> Entry {
-    (Stamp::new(at), slot.index as u32, slot.generation)
+    (Stamp::new(at), slot.index, slot.generation)
 }
 
 fn unpack((at, index, generation): Entry) -> (Instant, SlotId) {
-    let slot = SlotId {
-        index: index as usize,
-        generation,
-    };
+    let slot = SlotId { index, generation };
     (at.instant(), slot)
 }
 
