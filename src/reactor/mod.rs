@@ -68,18 +68,30 @@ const REGISTER_LATER: Duration = Duration::from_secs(1);
 /// The waiting room's capacity kept once it is empty (see `admit_waiting`).
 const WAITING_ROOM_KEPT: usize = 1024;
 
+/// An emptied per-turn list (arrivals, ready clients, slots to run) keeps
+/// its capacity unless that is above this and four times what the turn used:
+/// a fleet connecting at once leaves no lists of its size behind, while a
+/// steady load keeps its lists and allocates nothing per turn.
+fn keep_room<T>(list: &mut Vec<T>, used: usize) {
+    if list.capacity() > WAITING_ROOM_KEPT && list.capacity() / 4 > used {
+        *list = Vec::new();
+    }
+}
+
 struct Slot {
     /// Weak: a client whose handles are all gone is dropped from its slot.
     core: Weak<Core>,
     connection: Box<Connection>,
     /// The earliest deadline registered in the timer heap, if any.
     deadline: Option<Stamp>,
-    /// The turn stamp when it was last queued to run.
-    mark: u64,
 }
 
+/// 32 bytes per client.
 struct Entry {
     generation: u32,
+    /// The turn stamp when its slot was last queued to run (0: never; see
+    /// `next_stamp`).
+    mark: u32,
     slot: Option<Slot>,
 }
 
@@ -98,7 +110,7 @@ struct Engine {
     arrivals: Vec<Arrival>,
     /// Slots with readiness left unused: run again without waiting.
     carry: Vec<usize>,
-    stamp: u64,
+    stamp: u32,
     /// Slots the last turn ran (a turn's cost grows with this, not with `live`).
     ran: usize,
     /// Clients connecting now, and the limit on them.
@@ -435,11 +447,23 @@ impl Engine {
     }
 
     fn mark(&mut self, index: usize) {
-        if let Some(slot) = self.slots[index].slot.as_mut()
-            && slot.mark != self.stamp
-        {
-            slot.mark = self.stamp;
+        let entry = &mut self.slots[index];
+        if entry.slot.is_some() && entry.mark != self.stamp {
+            entry.mark = self.stamp;
             self.marked.push(index);
+        }
+    }
+
+    /// A new turn's stamp. 32 bits wrap (after years of turns): the marks
+    /// are cleared then, so that no stale mark equals a new stamp and keeps
+    /// its slot from running.
+    fn next_stamp(&mut self) {
+        self.stamp = self.stamp.wrapping_add(1);
+        if self.stamp == 0 {
+            for entry in &mut self.slots {
+                entry.mark = 0;
+            }
+            self.stamp = 1;
         }
     }
 
@@ -454,6 +478,7 @@ impl Engine {
         let index = self.free.pop().unwrap_or_else(|| {
             self.slots.push(Entry {
                 generation: 0,
+                mark: 0,
                 slot: None,
             });
             self.slots.len() - 1
@@ -461,11 +486,11 @@ impl Engine {
         connection.register(Self::io(&self.poll, &self.gate, index));
         let entry = &mut self.slots[index];
         entry.generation = entry.generation.wrapping_add(1);
+        entry.mark = 0;
         entry.slot = Some(Slot {
             core: Arc::downgrade(&core),
             connection,
             deadline: None,
-            mark: 0,
         });
         self.live += 1;
         core.slot.store(index as u32, Ordering::SeqCst);
@@ -542,12 +567,15 @@ impl Engine {
         }
         std::mem::swap(&mut self.arrivals, &mut *lock(&shared.intake.arrivals));
         let mut arrivals = std::mem::take(&mut self.arrivals);
+        let used = arrivals.len();
         for arrival in arrivals.drain(..) {
             self.insert(arrival);
         }
+        keep_room(&mut arrivals, used);
         self.arrivals = arrivals;
         std::mem::swap(&mut self.ready, &mut *lock(&shared.intake.ready));
         let mut ready = std::mem::take(&mut self.ready);
+        let used = ready.len();
         for core in ready.drain(..) {
             // Cleared before the client's work runs: a call after this
             // point queues it again (see `Core::wake`).
@@ -561,6 +589,7 @@ impl Engine {
                 self.mark(index);
             }
         }
+        keep_room(&mut ready, used);
         self.ready = ready;
     }
 
@@ -655,7 +684,9 @@ impl Engine {
                 self.timers.push(at, SlotId::new(index, generation));
             }
         }
+        let used = marked.len();
         marked.clear();
+        keep_room(&mut marked, used);
         self.marked = marked;
         self.admit_waiting();
         let slots = &self.slots;
@@ -688,7 +719,7 @@ impl Engine {
         // Work queued since the last turn (a publish from the thread that
         // runs the loop, say) goes out before this turn sleeps.
         if shared.intake.clear_wake() {
-            self.stamp += 1;
+            self.next_stamp();
             self.take_intake(shared);
             if let Some(e) = self.run_marked(shared) {
                 return Some(e);
@@ -709,13 +740,15 @@ impl Engine {
             return Some(Error::Io);
         }
         shared.intake.clear_wake();
-        self.stamp += 1;
+        self.next_stamp();
         for event in self.events.iter() {
             let index = event.token().0;
-            if let Some(slot) = self.slots.get_mut(index).and_then(|e| e.slot.as_mut()) {
+            if let Some(entry) = self.slots.get_mut(index)
+                && let Some(slot) = entry.slot.as_mut()
+            {
                 slot.connection.on_event(event);
-                if slot.mark != self.stamp {
-                    slot.mark = self.stamp;
+                if entry.mark != self.stamp {
+                    entry.mark = self.stamp;
                     self.marked.push(index);
                 }
             }
@@ -723,15 +756,17 @@ impl Engine {
         self.take_intake(shared);
         self.expire(Instant::now());
         let mut carry = std::mem::take(&mut self.carry);
+        let used = carry.len();
         for index in carry.drain(..) {
             self.mark(index);
         }
+        keep_room(&mut carry, used);
         self.carry = carry;
         let mut ended = self.run_marked(shared);
         // Work queued by this turn's callbacks (a connect_async, say) is
         // carried out now rather than after the next poll.
         if ended.is_none() && shared.intake.clear_wake() {
-            self.stamp += 1;
+            self.next_stamp();
             self.take_intake(shared);
             ended = self.run_marked(shared);
         }
@@ -885,5 +920,36 @@ mod tests {
         );
         drop(engine);
         shared.free();
+    }
+
+    #[test]
+    fn a_wrapped_turn_stamp_leaves_no_stale_mark() {
+        let shared = Shared::new(false).unwrap();
+        let core = Arc::new(Core::new(SessionConfig::default()));
+        *lock(&core.link) = Some(shared.clone());
+        shared.adopt(&core, None);
+        let mut engine = lock(&shared.engine);
+        engine.turn(&shared, Some(Duration::ZERO));
+        let index = core.slot.load(Ordering::SeqCst) as usize;
+        // Marked at stamp 1 long ago; the stamp wraps around to it.
+        engine.slots[index].mark = 1;
+        engine.stamp = u32::MAX;
+        engine.next_stamp();
+        engine.marked.clear();
+        engine.mark(index);
+        assert_eq!(engine.marked, vec![index]);
+    }
+
+    #[test]
+    fn per_turn_lists_give_back_a_bursts_capacity_and_keep_a_steady_loads() {
+        let mut burst: Vec<usize> = Vec::with_capacity(16 * 1024);
+        keep_room(&mut burst, 10);
+        assert_eq!(burst.capacity(), 0);
+        let mut steady: Vec<usize> = Vec::with_capacity(4096);
+        keep_room(&mut steady, 2000);
+        assert_eq!(steady.capacity(), 4096);
+        let mut small: Vec<usize> = Vec::with_capacity(WAITING_ROOM_KEPT);
+        keep_room(&mut small, 0);
+        assert_eq!(small.capacity(), WAITING_ROOM_KEPT);
     }
 }
