@@ -1055,6 +1055,8 @@ int mqtt_client_set_reconnect(struct mqtt_client *client, uint32_t min_ms, uint3
  * never waits inside a callback; without a loop thread, a waiting publish
  * runs the client itself (writes, reads, and so callbacks, on its thread).
  *
+ * A `max_bytes` above 4 GiB - 1 is kept as 4 GiB - 1.
+ *
  * Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT (NULL or `max_bytes` 0).
  * Thread-safe; applies from the next publish.
  */
@@ -1063,7 +1065,8 @@ int mqtt_client_set_unsent_limit(struct mqtt_client *client, size_t max_bytes, u
 /**
  * Bound the outgoing queue: messages waiting while offline or while the
  * in-flight window is full (defaults: 10000 messages, 64 MiB of topic and
- * payload). A publish beyond either limit returns MQTT_ERR_QUEUE_FULL.
+ * payload). A publish beyond either limit returns MQTT_ERR_QUEUE_FULL. A
+ * limit above 2^32 - 1 is kept as 2^32 - 1.
  *
  * Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT (a zero limit). Thread-safe.
  */
@@ -1083,7 +1086,9 @@ int mqtt_client_set_max_inflight(struct mqtt_client *client, uint32_t max_inflig
 /**
  * The number of incoming QoS 2 messages held at once between their PUBLISH
  * and PUBREL (default 1000). A broker starting one more closes the connection
- * with MQTT_ERR_TOO_MANY_INCOMING. Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT (0).
+ * with MQTT_ERR_TOO_MANY_INCOMING. Packet ids being 16-bit, no more than 65535
+ * can be held at once: a larger `max_held` means 65535. Returns MQTT_OK or
+ * MQTT_ERR_INVALID_ARGUMENT (0).
  * Thread-safe; takes effect at once.
  */
 int mqtt_client_set_max_incoming_qos2(struct mqtt_client *client, uint32_t max_held);

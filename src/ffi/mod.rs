@@ -771,6 +771,8 @@ pub unsafe extern "C" fn mqtt_client_set_reconnect(
 /// never waits inside a callback; without a loop thread, a waiting publish
 /// runs the client itself (writes, reads, and so callbacks, on its thread).
 ///
+/// A `max_bytes` above 4 GiB - 1 is kept as 4 GiB - 1.
+///
 /// Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT (NULL or `max_bytes` 0).
 /// Thread-safe; applies from the next publish.
 #[unsafe(no_mangle)]
@@ -790,7 +792,8 @@ pub unsafe extern "C" fn mqtt_client_set_unsent_limit(
 
 /// Bound the outgoing queue: messages waiting while offline or while the
 /// in-flight window is full (defaults: 10000 messages, 64 MiB of topic and
-/// payload). A publish beyond either limit returns MQTT_ERR_QUEUE_FULL.
+/// payload). A publish beyond either limit returns MQTT_ERR_QUEUE_FULL. A
+/// limit above 2^32 - 1 is kept as 2^32 - 1.
 ///
 /// Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT (a zero limit). Thread-safe.
 #[unsafe(no_mangle)]
@@ -829,7 +832,9 @@ pub unsafe extern "C" fn mqtt_client_set_max_inflight(
 
 /// The number of incoming QoS 2 messages held at once between their PUBLISH
 /// and PUBREL (default 1000). A broker starting one more closes the connection
-/// with MQTT_ERR_TOO_MANY_INCOMING. Returns MQTT_OK or MQTT_ERR_INVALID_ARGUMENT (0).
+/// with MQTT_ERR_TOO_MANY_INCOMING. Packet ids being 16-bit, no more than 65535
+/// can be held at once: a larger `max_held` means 65535. Returns MQTT_OK or
+/// MQTT_ERR_INVALID_ARGUMENT (0).
 /// Thread-safe; takes effect at once.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn mqtt_client_set_max_incoming_qos2(
