@@ -42,6 +42,10 @@ if [ "$(ulimit -n)" -lt $((clients + 100)) ]; then
     exit 1
 fi
 bin=$root/target/bench
+source "$root/scripts/packages.sh"
+need_packages "bench/many.sh builds one harness against libmqtt, libmosquitto and Paho C and runs them through a private mosquitto" \
+    mosquitto:mosquitto cc:gcc python3:python3 \
+    /usr/include/mosquitto.h:libmosquitto-dev /usr/include/MQTTAsync.h:libpaho-mqtt-dev
 if [ $build = 1 ]; then
     echo "building libmqtt (cargo rustc --release --lib --crate-type cdylib,staticlib) and target/bench/bench_many_* ..."
     (cd "$root" && cargo rustc --release --lib --crate-type cdylib,staticlib --quiet)

@@ -1,4 +1,4 @@
-# Sourced by demo.sh and test.sh: installs the Debian packages a command needs
+# Sourced by demo.sh, test.sh and bench/many.sh: installs the Debian packages a command needs
 # when they are missing, saying which and why, so each README command works on a
 # fresh machine on its own.
 #
