@@ -888,12 +888,18 @@ mod tests {
         assert!(cores.iter().all(|c| c.reactor().is_none()), "detached");
     }
 
-    #[test]
-    fn a_deadline_moved_much_later_leaves_its_passed_entry_stale() {
+    /// A shared reactor with one client added (its first turn not run yet).
+    fn adopted_client() -> (Arc<Shared>, Arc<Core>) {
         let shared = Shared::new(false).unwrap();
         let core = Arc::new(Core::new(SessionConfig::default()));
         *lock(&core.link) = Some(shared.clone());
         shared.adopt(&core, None);
+        (shared, core)
+    }
+
+    #[test]
+    fn a_deadline_moved_much_later_leaves_its_passed_entry_stale() {
+        let (shared, core) = adopted_client();
         let mut engine = lock(&shared.engine);
         engine.turn(&shared, Some(Duration::ZERO));
         assert_eq!(engine.ran, 1);
@@ -924,10 +930,7 @@ mod tests {
 
     #[test]
     fn a_wrapped_turn_stamp_leaves_no_stale_mark() {
-        let shared = Shared::new(false).unwrap();
-        let core = Arc::new(Core::new(SessionConfig::default()));
-        *lock(&core.link) = Some(shared.clone());
-        shared.adopt(&core, None);
+        let (shared, core) = adopted_client();
         let mut engine = lock(&shared.engine);
         engine.turn(&shared, Some(Duration::ZERO));
         let index = core.slot.load(Ordering::SeqCst) as usize;
@@ -938,6 +941,8 @@ mod tests {
         engine.marked.clear();
         engine.mark(index);
         assert_eq!(engine.marked, vec![index]);
+        drop(engine);
+        shared.free();
     }
 
     #[test]
