@@ -155,16 +155,22 @@ pub fn saturate(limit: usize) -> u32 {
     u32::try_from(limit).unwrap_or(u32::MAX)
 }
 
+/// A duration as the session and the client's options keep it: whole
+/// milliseconds, rounded up (a short one does not become 0), at most
+/// `u32::MAX` (49 days).
+pub(crate) fn whole_millis(d: Duration) -> u32 {
+    u32::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u32::MAX)
+}
+
 impl SessionConfig {
     /// CONNACK must arrive within this after `connection_opened`.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms.into())
     }
 
-    /// Whole milliseconds, rounded up (at least 1 for any non-zero timeout).
+    /// Whole milliseconds, rounded up (see `whole_millis`).
     pub fn set_connect_timeout(&mut self, timeout: Duration) {
-        self.connect_timeout_ms =
-            u32::try_from(timeout.as_nanos().div_ceil(1_000_000)).unwrap_or(u32::MAX);
+        self.connect_timeout_ms = whole_millis(timeout);
     }
 
     pub fn is_v5(&self) -> bool {

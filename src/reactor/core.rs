@@ -15,7 +15,7 @@ use super::Shared;
 use super::commands::{CommandQueue, ReactorCommand};
 use crate::dispatch::{Data, Dispatcher};
 use crate::log::{LogTarget, Logger};
-use crate::protocol::session::{Session, SessionConfig};
+use crate::protocol::session::{Session, SessionConfig, whole_millis};
 use crate::protocol::short_str::ShortStr;
 use crate::{Error, Result};
 
@@ -40,11 +40,6 @@ pub(crate) struct Options {
     publish_wait_ms: u32,
     /// `None` until one of the options in it is set (see `Routes`).
     routes: Option<Box<Routes>>,
-}
-
-/// Whole milliseconds, rounded up, at most `u32::MAX` (49 days).
-fn millis(d: Duration) -> u32 {
-    u32::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u32::MAX)
 }
 
 fn duration(ms: u32) -> Duration {
@@ -105,7 +100,8 @@ impl Options {
     }
 
     pub fn set_reconnect(&mut self, delays: Option<(Duration, Duration)>) {
-        self.reconnect_ms = delays.map_or((0, 0), |(min, max)| (millis(min), millis(max)));
+        self.reconnect_ms =
+            delays.map_or((0, 0), |(min, max)| (whole_millis(min), whole_millis(max)));
     }
 
     pub fn publish_wait(&self) -> Duration {
@@ -113,7 +109,7 @@ impl Options {
     }
 
     pub fn set_publish_wait(&mut self, wait: Duration) {
-        self.publish_wait_ms = millis(wait);
+        self.publish_wait_ms = whole_millis(wait);
     }
 
     /// The rarely set options (all unset when there are none).
