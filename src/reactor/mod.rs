@@ -65,15 +65,16 @@ pub(crate) struct Shared {
 /// timer heap for a new entry to replace it (see `run_marked`).
 const REGISTER_LATER: Duration = Duration::from_secs(1);
 
-/// The waiting room's capacity kept once it is empty (see `admit_waiting`).
-const WAITING_ROOM_KEPT: usize = 1024;
+/// The capacity an emptied list of clients keeps at least: the waiting room
+/// (see `admit_waiting`) and the per-turn lists (see `keep_room`).
+const ROOM_KEPT: usize = 1024;
 
 /// An emptied per-turn list (arrivals, ready clients, slots to run) keeps
-/// its capacity unless that is above this and four times what the turn used:
-/// a fleet connecting at once leaves no lists of its size behind, while a
-/// steady load keeps its lists and allocates nothing per turn.
+/// its capacity unless that is above `ROOM_KEPT` and four times what the
+/// turn used: a fleet connecting at once leaves no lists of its size behind,
+/// while a steady load keeps its lists and allocates nothing per turn.
 fn keep_room<T>(list: &mut Vec<T>, used: usize) {
-    if list.capacity() > WAITING_ROOM_KEPT && list.capacity() / 4 > used {
+    if list.capacity() > ROOM_KEPT && list.capacity() / 4 > used {
         *list = Vec::new();
     }
 }
@@ -400,7 +401,7 @@ impl Engine {
         while self.gate.has_room() {
             let Some(id) = self.waiting_room.pop_front() else {
                 // A fleet's worth of room is not kept once the fleet is in.
-                if self.waiting_room.capacity() > WAITING_ROOM_KEPT {
+                if self.waiting_room.capacity() > ROOM_KEPT {
                     self.waiting_room = VecDeque::new();
                 }
                 return;
@@ -953,8 +954,8 @@ mod tests {
         let mut steady: Vec<usize> = Vec::with_capacity(4096);
         keep_room(&mut steady, 2000);
         assert_eq!(steady.capacity(), 4096);
-        let mut small: Vec<usize> = Vec::with_capacity(WAITING_ROOM_KEPT);
+        let mut small: Vec<usize> = Vec::with_capacity(ROOM_KEPT);
         keep_room(&mut small, 0);
-        assert_eq!(small.capacity(), WAITING_ROOM_KEPT);
+        assert_eq!(small.capacity(), ROOM_KEPT);
     }
 }
