@@ -1338,10 +1338,12 @@ impl Connection {
         properties: Option<Properties<'_>>,
     ) -> Error {
         let error = reason.unwrap_or(Error::NotConnected);
+        // Whichever way it closes, this connection's attempt is over (a failed
+        // one's next entry or retry arms its own).
+        if let Some(dial) = self.dial_if_any() {
+            dial.connect_deadline = None;
+        }
         let Some(mut conn) = self.conn.take() else {
-            if let Some(dial) = self.dial_if_any() {
-                dial.connect_deadline = None;
-            }
             return error;
         };
         let accepted = conn.accepted;
@@ -1357,9 +1359,6 @@ impl Connection {
         if !accepted {
             self.attempt_failed(core, io, error);
             return error;
-        }
-        if let Some(dial) = self.dial_if_any() {
-            dial.connect_deadline = None;
         }
         match reason {
             None => log!(core, Level::Info, "disconnected"),
