@@ -437,7 +437,6 @@ pub(crate) struct Connection {
     /// Bumped whenever a socket is dropped: what was read from it is void
     /// (compared within one read only, so u32 cannot wrap unnoticed).
     epoch: u32,
-    pub(super) addrs: Addrs,
     /// The attempt under way or the backoff before the next (`None` once
     /// connected: see `Dial`).
     dial: Option<Box<Dial>>,
@@ -469,6 +468,9 @@ pub(crate) struct Connection {
 /// idle connected clients on a reactor hold none of it.
 #[derive(Default)]
 pub(super) struct Dial {
+    /// The addresses this attempt walks (see `Core::known_addrs` for those
+    /// of an attempt that has no fresh ones).
+    addrs: Addrs,
     pub(super) next_addr: u32,
     /// The `connect` call waiting for the current attempt, if any (attempt
     /// ids start at 1).
@@ -490,6 +492,7 @@ pub(super) struct Dial {
 
 /// What a connection without a `Dial` reads.
 static NO_DIAL: Dial = Dial {
+    addrs: Addrs::NONE,
     next_addr: 0,
     attempt: None,
     async_attempt: false,
@@ -502,15 +505,14 @@ static NO_DIAL: Dial = Dial {
 };
 
 /// The addresses an attempt walks. A single one (an IP literal, or a name
-/// with one address) is kept inline: a client of thousands on a reactor
-/// holds no heap block for it.
+/// with one address) is kept inline.
 pub(crate) enum Addrs {
     One(SocketAddr),
     List(Vec<SocketAddr>),
 }
 
 impl Addrs {
-    const NONE: Addrs = Addrs::List(Vec::new());
+    pub(crate) const NONE: Addrs = Addrs::List(Vec::new());
 
     fn get(&self, i: usize) -> Option<SocketAddr> {
         match self {
@@ -521,6 +523,12 @@ impl Addrs {
 
     fn is_empty(&self) -> bool {
         matches!(self, Addrs::List(list) if list.is_empty())
+    }
+}
+
+impl Default for Addrs {
+    fn default() -> Addrs {
+        Addrs::NONE
     }
 }
 
@@ -541,7 +549,6 @@ impl Connection {
             read_start: 0,
             read_end: 0,
             epoch: 0,
-            addrs: Addrs::NONE,
             dial: None,
             resolve_generation: 0,
             keep_reconnecting: false,
@@ -626,9 +633,9 @@ impl Connection {
                             .then_some(Error::ConnectionLost);
                         self.close(core, io, reason);
                     }
-                    self.addrs = addrs;
                     // A new attempt: the backoff starts over.
                     self.dial = Some(Box::new(Dial {
+                        addrs,
                         attempt: attempt.and_then(NonZeroU32::new),
                         async_attempt: attempt.is_none(),
                         ..Dial::default()
@@ -754,7 +761,16 @@ impl Connection {
             io.gate.enter();
             self.holds_permit = true;
         }
-        while let Some(addr) = self.addrs.get(self.dial_ref().next_addr as usize) {
+        if self.dial_ref().addrs.is_empty() && self.dial_ref().round.is_none() {
+            // A reconnection to an IP literal, or one whose resolution could
+            // not start: the addresses a connection was made to before.
+            self.dial().addrs = core.known_addrs();
+        }
+        while let Some(addr) = self
+            .dial_ref()
+            .addrs
+            .get(self.dial_ref().next_addr as usize)
+        {
             self.dial().next_addr += 1;
             log!(core, Level::Info, "connecting to {addr}");
             crate::log::connection_started(core);
@@ -840,8 +856,8 @@ impl Connection {
         let index = (round.start as usize + round.tried as usize) % n;
         round.tried += 1;
         let server = round.list.entries[index].clone();
-        self.addrs = Addrs::NONE;
         let dial = self.dial();
+        dial.addrs = Addrs::NONE;
         dial.server_index = u32::try_from(index).ok();
         dial.next_addr = 0;
         dial.resolving = None;
@@ -857,7 +873,7 @@ impl Connection {
         let proxy = lock(&core.options).proxy_addr();
         let (dial_host, dial_port) = proxy.unwrap_or((server.host, server.port));
         if let Ok(ip) = dial_host.parse::<IpAddr>() {
-            self.addrs = Addrs::One(SocketAddr::new(ip, dial_port));
+            self.dial().addrs = Addrs::One(SocketAddr::new(ip, dial_port));
             self.start_connect(core, io);
             return true;
         }
@@ -971,6 +987,16 @@ impl Connection {
         true
     }
 
+    /// Whether the attempt has addresses to fall back on when resolving
+    /// failed: its own, else (outside a server list) the last ones the
+    /// client's host resolved to.
+    fn has_known_addrs(&mut self, core: &Core) -> bool {
+        if self.dial_ref().addrs.is_empty() && self.dial_ref().round.is_none() {
+            self.dial().addrs = core.known_addrs();
+        }
+        !self.dial_ref().addrs.is_empty()
+    }
+
     /// Connect with the addresses a resolution gave, or, when it failed, with
     /// the ones that were known before.
     fn connect_resolved(
@@ -980,8 +1006,8 @@ impl Connection {
         result: Result<Vec<SocketAddr>, Error>,
     ) {
         match result {
-            Ok(addrs) => self.addrs = addrs.into(),
-            Err(e) if !self.addrs.is_empty() => log!(
+            Ok(addrs) => self.dial().addrs = addrs.into(),
+            Err(e) if self.has_known_addrs(core) => log!(
                 core,
                 Level::Warn,
                 "resolving the host again failed ({e}): trying its last known addresses"
@@ -1228,12 +1254,12 @@ impl Connection {
                 log!(core, Level::Warn, "the broker redirects to {host}");
                 let mut options = lock(&core.options);
                 let port = port.unwrap_or(options.port);
+                let dial = self.dial();
                 if options.routes().proxy.is_none() {
-                    self.addrs = host
+                    dial.addrs = host
                         .parse::<std::net::IpAddr>()
                         .map_or(Addrs::NONE, |ip| Addrs::One(SocketAddr::new(ip, port)));
                 }
-                let dial = self.dial();
                 dial.next_addr = 0;
                 dial.failed_attempts = 0;
                 options.set_host(&host);

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use super::Shared;
 use super::commands::{CommandQueue, ReactorCommand};
+use super::connection::Addrs;
 use crate::dispatch::{Data, Dispatcher};
 use crate::log::{LogTarget, Logger};
 use crate::protocol::session::{Session, SessionConfig, whole_millis};
@@ -185,6 +186,52 @@ pub(crate) struct ServerList {
 /// Turns a host name and port into addresses to try in order, in place of the
 /// system resolver. Called on a short-lived thread, never on the loop's.
 pub type Resolver = Arc<dyn Fn(&str, u16) -> std::io::Result<Vec<SocketAddr>> + Send + Sync>;
+
+/// The addresses names resolved to last, for reconnections whose resolution
+/// fails (a DNS outage while the broker is up). Process-wide rather than per
+/// client: a fleet of clients of one broker keeps one list, and an idle
+/// client holds nothing for it. Keyed by name, port and resolver (a client's
+/// own resolver may answer differently); bounded, the name remembered first going
+/// first.
+struct KnownAddrs;
+
+type KnownKey = (String, u16, usize);
+
+static KNOWN_ADDRS: Mutex<Vec<(KnownKey, Vec<SocketAddr>)>> = Mutex::new(Vec::new());
+
+/// Distinct names remembered at once (gateways talk to a handful).
+const KNOWN_NAMES: usize = 64;
+
+impl KnownAddrs {
+    fn key(core: &Core, host: String, port: u16) -> KnownKey {
+        let resolver = lock(&core.options)
+            .routes()
+            .resolver
+            .as_ref()
+            .map_or(0, |r| Arc::as_ptr(r).cast::<()>() as usize);
+        (host, port, resolver)
+    }
+
+    fn remember(key: KnownKey, addrs: &[SocketAddr]) {
+        let mut known = lock(&KNOWN_ADDRS);
+        match known.iter().position(|(k, _)| *k == key) {
+            // Unchanged (every client of a fleet resolving one name): no copy.
+            Some(i) if known[i].1 == addrs => {}
+            Some(i) => known[i].1 = addrs.to_vec(),
+            None => {
+                if known.len() == KNOWN_NAMES {
+                    known.remove(0);
+                }
+                known.push((key, addrs.to_vec()));
+            }
+        }
+    }
+
+    fn recall(key: &KnownKey) -> Option<Vec<SocketAddr>> {
+        let known = lock(&KNOWN_ADDRS);
+        known.iter().find(|(k, _)| k == key).map(|(_, a)| a.clone())
+    }
+}
 
 /// The outcome of the connection attempt a `connect` call waits for.
 #[derive(Default)]
@@ -413,7 +460,24 @@ impl Core {
             let options = lock(&self.options);
             options.dial_target().ok_or(Error::NotConnected)?
         };
-        self.resolve_name(&host, port)
+        let addrs = self.resolve_name(&host, port)?;
+        if host.parse::<std::net::IpAddr>().is_err() {
+            KnownAddrs::remember(KnownAddrs::key(self, host, port), &addrs);
+        }
+        Ok(addrs)
+    }
+
+    /// Where a connection goes when no resolution gives fresh addresses: an
+    /// IP literal's own, else those the name resolved to last (`NONE` if it
+    /// never did).
+    pub fn known_addrs(&self) -> Addrs {
+        let Some((host, port)) = lock(&self.options).dial_target() else {
+            return Addrs::NONE;
+        };
+        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            return Addrs::One(SocketAddr::new(ip, port));
+        }
+        KnownAddrs::recall(&KnownAddrs::key(self, host, port)).map_or(Addrs::NONE, Addrs::from)
     }
 
     /// Resolve `host` with the client's resolver (the system's by default).
