@@ -1,6 +1,7 @@
 //! The sans-IO protocol core: no sockets, no threads, no clock reads.
 
 pub mod codec;
+mod outbox;
 pub mod properties;
 pub mod session;
 pub mod short_str;

@@ -16,6 +16,7 @@ use crate::protocol::codec::{
     self, Ack, CodecError, ConnAck, LastWill, Packet, ProtocolVersion, Publish, QoS,
     SubscribeOptions,
 };
+use crate::protocol::outbox::Outbox;
 use crate::protocol::properties::{self as prop, Properties, PropertiesBuf, PropertyContext};
 use crate::protocol::short_str::ShortStr;
 use crate::protocol::stamp::Stamp;
@@ -796,10 +797,9 @@ pub struct Session {
     /// CONNACK without a session.
     subscriptions: BTreeMap<String, Tracked>,
     seq: u64,
-    /// Encoded packets not yet written; `outbox[outbox_start..]` is pending.
-    /// One buffer reused for the whole session so sending allocates nothing.
-    outbox: Vec<u8>,
-    outbox_start: usize,
+    /// Encoded packets not yet written: one buffer reused while there is
+    /// traffic, so that sending allocates nothing.
+    outbox: Outbox,
     /// Snapshot of `config.keep_alive` taken at `connection_opened`: the value
     /// the broker was told.
     keep_alive: u16,
@@ -845,8 +845,7 @@ impl Session {
             activity: None,
             subscriptions: BTreeMap::new(),
             seq: 0,
-            outbox: Vec::new(),
-            outbox_start: 0,
+            outbox: Outbox::default(),
             keep_alive: 0,
             connack_deadline: None,
             connect_error: None,
@@ -1280,7 +1279,6 @@ impl Session {
     /// The transport is up: queue CONNECT and start the CONNACK timer.
     pub fn connection_opened(&mut self, now: Instant) {
         self.outbox.clear();
-        self.outbox_start = 0;
         self.state = ConnectionState::AwaitingConnAck;
         self.keep_alive = self.config.keep_alive;
         self.ping_sent = None;
@@ -1314,7 +1312,10 @@ impl Session {
         if self.v5 {
             self.config.connect_properties_into(&mut props);
         }
-        let encoded = self.config.connect_packet(&props).encode(&mut self.outbox);
+        let encoded = self
+            .config
+            .connect_packet(&props)
+            .encode(self.outbox.bytes());
         self.return_scratch_props(props);
         match encoded {
             Ok(_) => {
@@ -1340,7 +1341,6 @@ impl Session {
         self.store_error = None;
         self.state = ConnectionState::Disconnected;
         self.outbox.clear();
-        self.outbox_start = 0;
         self.connack_deadline = None;
         self.connect_error = None;
         self.ping_sent = None;
@@ -1352,7 +1352,7 @@ impl Session {
     /// (one sync per reactor turn: the turn's packets are all in here). A
     /// failed sync hands out nothing and `handle_timeout` reports it.
     pub fn pending_transmit(&mut self) -> &[u8] {
-        if self.outbox_start < self.outbox.len()
+        if self.outbox.unsent_len() > 0
             && let Some(durable) = self.durable.as_mut()
         {
             if self.store_error.is_some() {
@@ -1363,36 +1363,24 @@ impl Session {
                 return &[];
             }
         }
-        &self.outbox[self.outbox_start..]
+        self.outbox.unsent()
     }
 
     /// The bytes `pending_transmit` would hand out, without the BATCH sync:
     /// to inspect them (tests, fuzzing), never to write them.
     pub fn peek_transmit(&self) -> &[u8] {
-        &self.outbox[self.outbox_start..]
+        self.outbox.unsent()
     }
 
     /// Bytes waiting to be written (`pending_transmit().len()` without syncing).
     pub fn unsent_len(&self) -> usize {
-        self.outbox.len() - self.outbox_start
+        self.outbox.unsent_len()
     }
 
     /// `n` bytes of `pending_transmit()` were written.
     pub fn consume_transmit(&mut self, now: Instant, n: usize) {
-        let n = n.min(self.outbox.len() - self.outbox_start);
-        if n == 0 {
-            return;
-        }
-        self.last_sent = Some(Stamp::new(now));
-        self.outbox_start += n;
-        if self.outbox_start == self.outbox.len() {
-            self.outbox.clear();
-            self.outbox_start = 0;
-        } else if self.outbox_start >= 4096 && self.outbox_start * 2 >= self.outbox.len() {
-            // Compact only when the written prefix dominates, so partial
-            // writes cost amortized O(1) per byte.
-            self.outbox.drain(..self.outbox_start);
-            self.outbox_start = 0;
+        if self.outbox.consume(n) > 0 {
+            self.last_sent = Some(Stamp::new(now));
         }
     }
 
@@ -1441,7 +1429,7 @@ impl Session {
                     // Nothing was sent for a keepalive period: an idle client
                     // (of thousands on a reactor) gives back its reuse pools.
                     self.release_idle_memory();
-                    self.emit(&Packet::PingReq);
+                    self.outbox.push_ping();
                     self.ping_sent = Some(Stamp::new(now));
                 }
                 _ => {}
@@ -1484,10 +1472,7 @@ impl Session {
             act.scratch_props = PropertiesBuf::new();
         }
         self.release_activity_if_idle();
-        if self.outbox_start == self.outbox.len() {
-            self.outbox = Vec::new();
-            self.outbox_start = 0;
-        }
+        self.outbox.release_if_written();
         self.ids.release_memory_if_empty();
     }
 
@@ -1655,7 +1640,7 @@ impl Session {
             reason_code,
             properties: Some(act.scratch_props.as_properties()),
         })
-        .encode(&mut self.outbox);
+        .encode(self.outbox.bytes());
         Ok(())
     }
 
@@ -1767,9 +1752,7 @@ impl Session {
                 // A QoS 0 message has no other bound while connected: refuse
                 // it rather than grow the outbox without limit behind a slow
                 // socket.
-                if self.outbox.len() - self.outbox_start + len
-                    > self.config.max_unsent_bytes as usize
-                {
+                if self.outbox.unsent_len() + len > self.config.max_unsent_bytes as usize {
                     return Err(Error::QueueFull);
                 }
                 self.write_publish(publish);
@@ -2030,15 +2013,15 @@ impl Session {
         let mid = self.ids.next_free().ok_or(Error::QueueFull)?;
         // Encode into the outbox even when offline, to check the size, then
         // roll back: the bytes are only kept when they can be sent now.
-        let mark = self.outbox.len();
+        let mark = self.outbox.bytes().len();
         let len = request
-            .encode(mid, self.config.is_v5(), &mut self.outbox)
+            .encode(mid, self.config.is_v5(), self.outbox.bytes())
             .map_err(encode_error)?;
         let send_now = self.state == ConnectionState::Connected;
         // As for PUBLISH.
         let too_large = self.size_error(len);
         if too_large.is_some() || !send_now {
-            self.outbox.truncate(mark);
+            self.outbox.bytes().truncate(mark);
             if let Some(e) = too_large {
                 return Err(e);
             }
@@ -2160,19 +2143,15 @@ impl Session {
         if !ack.is_success() {
             self.state = ConnectionState::Disconnected;
             self.outbox.clear();
-            self.outbox_start = 0;
             return Incoming::ConnAck(ack);
         }
         self.state = ConnectionState::Connected;
         self.last_received = Some(Stamp::new(now));
         self.ping_sent = None;
-        if self.outbox_start == self.outbox.len() {
-            // The CONNECT's buffer: a connection that stays idle (one of
-            // thousands on a reactor) should not keep it; traffic allocates
-            // one again, once per connection.
-            self.outbox = Vec::new();
-            self.outbox_start = 0;
-        }
+        // The CONNECT's buffer: a connection that stays idle (one of
+        // thousands on a reactor) should not keep it; traffic allocates one
+        // again, once per connection.
+        self.outbox.release_if_written();
         let session_present = ack.session_present;
         if let Some(props) = ack.properties.filter(|_| self.v5) {
             let link = self.v5_link.get_or_insert_default();
@@ -2248,7 +2227,7 @@ impl Session {
             };
             match (out.stage, session_present) {
                 (Awaiting::PubComp, true) => {
-                    let _ = Packet::pubrel(id).encode(&mut self.outbox);
+                    let _ = Packet::pubrel(id).encode(self.outbox.bytes());
                 }
                 (Awaiting::PubComp, false) => {
                     let act = self.flows_mut();
@@ -2264,9 +2243,9 @@ impl Session {
                 _ if room == 0 => deferred.push(id),
                 _ => {
                     room -= 1;
-                    let start = self.outbox.len();
-                    self.outbox.extend_from_slice(&out.packet);
-                    self.outbox[start] |= 0b1000;
+                    let start = self.outbox.bytes().len();
+                    self.outbox.bytes().extend_from_slice(&out.packet);
+                    self.outbox.bytes()[start] |= 0b1000;
                 }
             }
         }
@@ -2294,7 +2273,7 @@ impl Session {
                 .as_deref()
                 .and_then(|act| act.requests.get(&id))
             {
-                let _ = pending.request.encode(id, self.v5, &mut self.outbox);
+                let _ = pending.request.encode(id, self.v5, self.outbox.bytes());
             }
         }
 
@@ -2369,12 +2348,12 @@ impl Session {
                 // A filter that alone does not fit this server's Maximum
                 // Packet Size cannot be restored here (the server would close
                 // the connection): it stays tracked, for a later server.
-                let mark = self.outbox.len();
+                let mark = self.outbox.bytes().len();
                 if !request
-                    .encode(mid, v5, &mut self.outbox)
+                    .encode(mid, v5, self.outbox.bytes())
                     .is_ok_and(|len| len <= max_packet_size)
                 {
-                    self.outbox.truncate(mark);
+                    self.outbox.bytes().truncate(mark);
                     continue;
                 }
                 self.ids.reserve(mid);
@@ -2739,7 +2718,7 @@ impl Session {
         if self.state == ConnectionState::Disconnecting {
             return;
         }
-        let _ = packet.encode(&mut self.outbox);
+        let _ = packet.encode(self.outbox.bytes());
     }
 
     /// Append a PUBLISH, using a topic alias where one is (or can be) assigned.
@@ -2756,7 +2735,7 @@ impl Session {
         };
         let (topic, alias) = match alias {
             AliasUse::None => {
-                let _ = Packet::Publish(p).encode(&mut self.outbox);
+                let _ = Packet::Publish(p).encode(self.outbox.bytes());
                 return;
             }
             AliasUse::Set(alias) => (p.topic, alias),
@@ -2770,7 +2749,7 @@ impl Session {
             properties: Some(scratch.as_properties()),
             ..p
         };
-        let _ = Packet::Publish(aliased).encode(&mut self.outbox);
+        let _ = Packet::Publish(aliased).encode(self.outbox.bytes());
     }
 
     /// Whether `p` still fits our `max_packet_size` and the server's Maximum
@@ -2794,12 +2773,12 @@ impl Session {
     /// Append a PUBLISH the session keeps encoded (queued or in flight).
     fn write_stored_publish(&mut self, packet: &[u8]) {
         if !self.aliasing_out() {
-            self.outbox.extend_from_slice(packet);
+            self.outbox.bytes().extend_from_slice(packet);
             return;
         }
         match codec::decode_as(packet, usize::MAX, ProtocolVersion::V5) {
             Ok(codec::Decoded::Packet(Packet::Publish(p), _)) => self.write_publish(p),
-            _ => self.outbox.extend_from_slice(packet),
+            _ => self.outbox.bytes().extend_from_slice(packet),
         }
     }
 }
