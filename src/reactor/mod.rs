@@ -82,12 +82,13 @@ fn keep_room<T>(list: &mut Vec<T>, used: usize) {
 struct Slot {
     /// Weak: a client whose handles are all gone is dropped from its slot.
     core: Weak<Core>,
-    connection: Box<Connection>,
+    /// Inline, not boxed: one heap block less per client.
+    connection: Connection,
     /// The earliest deadline registered in the timer heap, if any.
     deadline: Option<Stamp>,
 }
 
-/// 32 bytes per client.
+/// 96 bytes per client, its connection inline.
 struct Entry {
     generation: u32,
     /// The turn stamp when its slot was last queued to run (0: never; see
@@ -475,7 +476,7 @@ impl Engine {
             // (Its link may stay: this reactor holds nothing of it.)
             return;
         }
-        let mut connection = connection.unwrap_or_else(|| Box::new(Connection::new()));
+        let mut connection = connection.map_or_else(Connection::new, |moved| *moved);
         let index = self.free.pop().unwrap_or_else(|| {
             self.slots.push(Entry {
                 generation: 0,
@@ -511,7 +512,7 @@ impl Engine {
         self.free.push(index);
         self.live -= 1;
         core.slot.store(NO_SLOT, Ordering::SeqCst);
-        Some(slot.connection)
+        Some(Box::new(slot.connection))
     }
 
     /// Remove a slot: its client was freed (or dropped). Closes the
