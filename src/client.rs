@@ -349,7 +349,11 @@ impl Client {
         port: u16,
         uri: Option<&BrokerUri>,
     ) -> Result<()> {
-        if lock(&self.core.connect_wait).in_progress.is_some() {
+        if self
+            .core
+            .waits_if_any()
+            .is_some_and(|waits| lock(&waits.connect).in_progress.is_some())
+        {
             return Err(Error::AlreadyConnected);
         }
         self.check_client_id()?;
@@ -461,7 +465,7 @@ impl Client {
             .connect_timeout()
             .saturating_mul(u32::try_from(servers.max(1)).unwrap_or(u32::MAX));
         let (attempt, intent) = {
-            let mut wait = lock(&self.core.connect_wait);
+            let mut wait = lock(&self.core.waits().connect);
             if wait.in_progress.is_some() {
                 return Err(Error::AlreadyConnected);
             }
@@ -487,7 +491,7 @@ impl Client {
             let now = Instant::now();
             let closed = self.is_closed();
             if now >= give_up || closed {
-                let mut wait = lock(&self.core.connect_wait);
+                let mut wait = lock(&self.core.waits().connect);
                 if wait.in_progress.map(NonZeroU32::get) == Some(attempt) {
                     wait.in_progress = None;
                     // The attempt must not go on after this call reported it
@@ -506,10 +510,10 @@ impl Client {
             }
             let step = (give_up - now).min(Duration::from_millis(100));
             if reactor.thread_running() || !reactor.try_turn(step) {
-                let wait = lock(&self.core.connect_wait);
+                let waits = self.core.waits();
+                let wait = lock(&waits.connect);
                 let step = (give_up - now).min(Duration::from_millis(50));
-                let _unused = self
-                    .core
+                let _unused = waits
                     .connect_done
                     .wait_timeout(wait, step)
                     .unwrap_or_else(|e| e.into_inner());
@@ -518,7 +522,7 @@ impl Client {
     }
 
     fn take_connect_result(&self, attempt: u32) -> Option<Result<bool>> {
-        let mut wait = lock(&self.core.connect_wait);
+        let mut wait = lock(&self.core.waits().connect);
         match wait.finished {
             Some((id, result)) if id == attempt => {
                 wait.finished = None;
@@ -611,15 +615,15 @@ impl Client {
         session: MutexGuard<'a, Session>,
         left: Duration,
     ) -> MutexGuard<'a, Session> {
-        let inner = &self.core;
-        inner.publish_waiters.fetch_add(1, Ordering::SeqCst);
+        let waits = self.core.waits();
+        waits.publish_waiters.fetch_add(1, Ordering::SeqCst);
         // The reactor must write (it may be asleep with nothing else to do).
         self.wake();
-        let (session, _) = inner
+        let (session, _) = waits
             .drained
             .wait_timeout(session, left)
             .unwrap_or_else(|e| e.into_inner());
-        inner.publish_waiters.fetch_sub(1, Ordering::SeqCst);
+        waits.publish_waiters.fetch_sub(1, Ordering::SeqCst);
         session
     }
 

@@ -10,6 +10,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
+use once_cell::race::OnceBox;
+
 use crate::protocol::codec::{self, Packet};
 
 /// What `log!` writes to: a client's state, or a bare `Logger`.
@@ -73,10 +75,17 @@ const UNKNOWN: u32 = u32::MAX;
 pub(crate) struct Logger {
     /// 0 = off, else the highest `Level` delivered.
     level: AtomicU8,
-    /// Boxed: a thin pointer, for the thousands of clients that log nothing.
-    callback: Mutex<Option<Box<LogFn>>>,
+    /// Allocated when a callback is first set: one word for the thousands
+    /// of clients that log nothing.
+    state: OnceBox<LogState>,
+}
+
+struct LogState {
+    callback: Mutex<Option<LogFn>>,
     /// Bytes at the start of the outgoing buffer that belong to a packet already
     /// logged (partially written before), or `UNKNOWN`. Reactor thread only.
+    /// Starts unknown: a callback set mid-connection logs from the next
+    /// packet boundary the writes reach.
     sent_skip: AtomicU32,
 }
 
@@ -84,8 +93,7 @@ impl Default for Logger {
     fn default() -> Self {
         Logger {
             level: AtomicU8::new(0),
-            callback: Mutex::new(None),
-            sent_skip: AtomicU32::new(0),
+            state: OnceBox::new(),
         }
     }
 }
@@ -93,9 +101,19 @@ impl Default for Logger {
 impl Logger {
     /// Install `callback` with `level`; `None` (or level 0) turns logging off.
     pub fn set(&self, callback: Option<LogFn>, level: u8) {
-        let mut slot = self.callback.lock().unwrap_or_else(|e| e.into_inner());
+        if callback.is_none() && self.state.get().is_none() {
+            self.level.store(0, Ordering::Release);
+            return;
+        }
+        let state = self.state.get_or_init(|| {
+            Box::new(LogState {
+                callback: Mutex::new(None),
+                sent_skip: AtomicU32::new(UNKNOWN),
+            })
+        });
+        let mut slot = state.callback.lock().unwrap_or_else(|e| e.into_inner());
         let level = if callback.is_some() { level } else { 0 };
-        *slot = callback.map(Box::new);
+        *slot = callback;
         self.level.store(level, Ordering::Release);
     }
 
@@ -107,13 +125,13 @@ impl Logger {
     /// Format and deliver (call only after `enabled`).
     #[cold]
     pub fn emit(&self, level: Level, args: fmt::Arguments<'_>) {
-        let Some(callback) = self
-            .callback
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_deref()
-            .cloned()
-        else {
+        let Some(callback) = self.state.get().and_then(|state| {
+            state
+                .callback
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        }) else {
             return;
         };
         if !self.enabled(level) {
@@ -230,7 +248,9 @@ fn describe<T: LogTarget + ?Sized>(client: &T, verb: &str, packet: &Packet<'_>) 
 
 /// A new connection starts with an empty outgoing buffer.
 pub(crate) fn connection_started<T: LogTarget + ?Sized>(client: &T) {
-    client.logger().sent_skip.store(0, Ordering::Relaxed);
+    if let Some(state) = client.logger().state.get() {
+        state.sent_skip.store(0, Ordering::Relaxed);
+    }
 }
 
 /// DEBUG: the first `written` bytes of `pending` (the outgoing buffer) were written;
@@ -242,18 +262,22 @@ pub(crate) fn sent<T: LogTarget + ?Sized>(
     version: codec::ProtocolVersion,
 ) {
     let logger = client.logger();
-    let skip = logger.sent_skip.load(Ordering::Relaxed);
+    // Never given a callback: nothing to track.
+    let Some(state) = logger.state.get() else {
+        return;
+    };
+    let skip = state.sent_skip.load(Ordering::Relaxed);
     if !logger.enabled(Level::Debug) || skip == UNKNOWN {
         // Not tracking: the buffer is at a packet boundary again once fully written.
         let next = if written >= pending.len() { 0 } else { UNKNOWN };
-        logger.sent_skip.store(next, Ordering::Relaxed);
+        state.sent_skip.store(next, Ordering::Relaxed);
         return;
     }
     let mut pos = skip as usize;
     while pos < written {
         let Ok(Ok(header)) = codec::parse_fixed_header_as(&pending[pos..], usize::MAX, version)
         else {
-            logger.sent_skip.store(UNKNOWN, Ordering::Relaxed);
+            state.sent_skip.store(UNKNOWN, Ordering::Relaxed);
             return;
         };
         let body = pending
@@ -271,7 +295,7 @@ pub(crate) fn sent<T: LogTarget + ?Sized>(
         pos += header.frame_len();
     }
     // What is left of one packet: below 2^29.
-    logger
+    state
         .sent_skip
         .store((pos - written) as u32, Ordering::Relaxed);
 }
@@ -311,6 +335,9 @@ mod tests {
             log!(&client, level, "{}", Counted(&formatted));
         }
         assert_eq!(formatted.load(Ordering::Relaxed), 0);
+        // Turning off a logger never set allocates nothing.
+        client.set(None, 0);
+        assert!(client.state.get().is_none());
 
         let (callback, lines) = recorder();
         client.set(Some(callback), Level::Warn as u8);

@@ -1310,8 +1310,10 @@ impl Connection {
                 Ok(n) => {
                     crate::log::sent(core, pending, n, self.protocol);
                     session.consume_transmit(Instant::now(), n);
-                    if core.publish_waiters.load(Ordering::SeqCst) > 0 {
-                        core.drained.notify_all();
+                    if let Some(waits) = core.waits_if_any()
+                        && waits.publish_waiters.load(Ordering::SeqCst) > 0
+                    {
+                        waits.drained.notify_all();
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -1342,7 +1344,9 @@ impl Connection {
         if conn.established {
             core.session().connection_lost(Instant::now());
             // A publish waiting for room learns that there is no connection.
-            core.drained.notify_all();
+            if let Some(waits) = core.waits_if_any() {
+                waits.drained.notify_all();
+            }
         }
     }
 
@@ -1492,10 +1496,11 @@ fn is_final_refusal(error: Error) -> bool {
 }
 
 pub(super) fn finish_attempt(core: &Arc<Core>, attempt: u32, result: Result<bool, Error>) {
-    let mut wait = lock(&core.connect_wait);
+    let waits = core.waits();
+    let mut wait = lock(&waits.connect);
     if wait.in_progress.map(NonZeroU32::get) == Some(attempt) {
         wait.in_progress = None;
         wait.finished = Some((attempt, result));
-        core.connect_done.notify_all();
+        waits.connect_done.notify_all();
     }
 }

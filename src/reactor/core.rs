@@ -20,6 +20,8 @@ use crate::protocol::session::{Session, SessionConfig, whole_millis};
 use crate::protocol::short_str::ShortStr;
 use crate::{Error, Result};
 
+use once_cell::race::OnceBox;
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic in user code never happens under our locks; a poisoned lock still
     // holds consistent data, so keep going rather than propagate the poison.
@@ -241,6 +243,19 @@ pub(crate) struct ConnectWait {
     pub finished: Option<(u32, Result<bool>)>,
 }
 
+/// What a blocking `connect` and a QoS 0 publish waiting for room wait on.
+/// Boxed in `Core` and made at first need: the thousands of clients of a
+/// reactor that connect asynchronously and never wait hold one word.
+#[derive(Default)]
+pub(crate) struct Waits {
+    pub connect: Mutex<ConnectWait>,
+    pub connect_done: Condvar,
+    /// Signalled (with the session lock) when written bytes made room, or
+    /// the connection ended, while `publish_waiters` is not zero.
+    pub drained: Condvar,
+    pub publish_waiters: AtomicU32,
+}
+
 /// `Core::slot` of a client no reactor holds.
 pub(crate) const NO_SLOT: u32 = u32::MAX;
 
@@ -257,8 +272,8 @@ pub(crate) struct Core {
     /// it supersedes had been claimed.
     attempt_state: AtomicU64,
     pub commands: Mutex<CommandQueue>,
-    pub connect_wait: Mutex<ConnectWait>,
-    pub connect_done: Condvar,
+    /// What only calls that block use (see `Waits`), made at first need.
+    waits: OnceBox<Waits>,
     pub options: Mutex<Options>,
     /// Set once the owner released the client: no further callback may run.
     pub closed: AtomicBool,
@@ -266,10 +281,6 @@ pub(crate) struct Core {
     /// another thread can wait for it.
     pub callback_gate: Mutex<()>,
     pub logger: Logger,
-    /// Signalled (with the session lock) when written bytes made room, or
-    /// the connection ended, while `publish_waiters` is not zero.
-    pub drained: Condvar,
-    pub publish_waiters: AtomicU32,
     /// The reactor driving this client: its own private one (made on first
     /// need), or a shared one it was added to; `None` before either.
     pub link: Mutex<Option<Arc<Shared>>>,
@@ -298,14 +309,11 @@ impl Core {
             dispatcher: Dispatcher::default(),
             attempt_state: AtomicU64::new(0),
             commands: Mutex::new(CommandQueue::default()),
-            connect_wait: Mutex::new(ConnectWait::default()),
-            connect_done: Condvar::new(),
+            waits: OnceBox::new(),
             options: Mutex::new(options),
             closed: AtomicBool::new(false),
             callback_gate: Mutex::new(()),
             logger: Logger::default(),
-            drained: Condvar::new(),
-            publish_waiters: AtomicU32::new(0),
             link: Mutex::new(None),
             queued: AtomicBool::new(false),
             slot: AtomicU32::new(NO_SLOT),
@@ -314,6 +322,17 @@ impl Core {
 
     pub fn session(&self) -> MutexGuard<'_, Session> {
         lock(&self.session)
+    }
+
+    /// The client's waits, made at first need.
+    pub fn waits(&self) -> &Waits {
+        self.waits.get_or_init(Box::default)
+    }
+
+    /// The client's waits if anything ever waited: nobody waits on a
+    /// client without them.
+    pub fn waits_if_any(&self) -> Option<&Waits> {
+        self.waits.get()
     }
 
     pub fn is_closed(&self) -> bool {
@@ -562,6 +581,14 @@ mod tests {
 
     fn options() -> Options {
         lock(&Core::new(SessionConfig::default()).options).clone()
+    }
+
+    #[test]
+    fn a_client_that_never_waits_holds_no_waits() {
+        let core = Core::new(SessionConfig::default());
+        assert!(core.waits_if_any().is_none());
+        let waits = core.waits() as *const Waits;
+        assert_eq!(core.waits_if_any().map(|w| w as *const Waits), Some(waits));
     }
 
     #[test]
