@@ -1,10 +1,11 @@
 //! Diagnostic logging: a level and a callback per client, silent by default.
 //!
-//! Every call site goes through `log!`, which checks the level with one
-//! atomic load first: when logging is off (or the level is filtered out), nothing is
-//! formatted and nothing is allocated. Messages are delivered on the thread that runs
-//! the client, while the reactor may hold internal locks: the callback must not call
-//! back into the library for the same client.
+//! Every call site goes through `log!`, which checks the level first (one
+//! atomic load while no callback was ever set): when logging is off (or the
+//! level is filtered out), nothing is formatted and nothing is allocated.
+//! Messages are delivered on the thread that runs the client, while the
+//! reactor may hold internal locks: the callback must not call back into the
+//! library for the same client.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
@@ -73,14 +74,14 @@ const UNKNOWN: u32 = u32::MAX;
 
 /// Per-client logger state.
 pub(crate) struct Logger {
-    /// 0 = off, else the highest `Level` delivered.
-    level: AtomicU8,
     /// Allocated when a callback is first set: one word for the thousands
     /// of clients that log nothing.
     state: OnceBox<LogState>,
 }
 
 struct LogState {
+    /// 0 = off, else the highest `Level` delivered.
+    level: AtomicU8,
     callback: Mutex<Option<LogFn>>,
     /// Bytes at the start of the outgoing buffer that belong to a packet already
     /// logged (partially written before), or `UNKNOWN`. Reactor thread only.
@@ -92,7 +93,6 @@ struct LogState {
 impl Default for Logger {
     fn default() -> Self {
         Logger {
-            level: AtomicU8::new(0),
             state: OnceBox::new(),
         }
     }
@@ -102,11 +102,11 @@ impl Logger {
     /// Install `callback` with `level`; `None` (or level 0) turns logging off.
     pub fn set(&self, callback: Option<LogFn>, level: u8) {
         if callback.is_none() && self.state.get().is_none() {
-            self.level.store(0, Ordering::Release);
             return;
         }
         let state = self.state.get_or_init(|| {
             Box::new(LogState {
+                level: AtomicU8::new(0),
                 callback: Mutex::new(None),
                 sent_skip: AtomicU32::new(UNKNOWN),
             })
@@ -114,12 +114,14 @@ impl Logger {
         let mut slot = state.callback.lock().unwrap_or_else(|e| e.into_inner());
         let level = if callback.is_some() { level } else { 0 };
         *slot = callback;
-        self.level.store(level, Ordering::Release);
+        state.level.store(level, Ordering::Release);
     }
 
     #[inline]
     pub fn enabled(&self, level: Level) -> bool {
-        level as u8 <= self.level.load(Ordering::Relaxed)
+        self.state
+            .get()
+            .is_some_and(|state| level as u8 <= state.level.load(Ordering::Relaxed))
     }
 
     /// Format and deliver (call only after `enabled`).
