@@ -6,5 +6,6 @@ pub mod properties;
 pub mod session;
 pub mod short_str;
 pub(crate) mod stamp;
+mod subscriptions;
 pub mod topic;
 pub mod v5;

@@ -6,7 +6,7 @@
 //! and bytes to transmit. Every input that depends on time carries `now`, so
 //! tests drive it with a virtual clock.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
@@ -20,6 +20,7 @@ use crate::protocol::outbox::Outbox;
 use crate::protocol::properties::{self as prop, Properties, PropertiesBuf, PropertyContext};
 use crate::protocol::short_str::ShortStr;
 use crate::protocol::stamp::Stamp;
+use crate::protocol::subscriptions::Subscriptions;
 use crate::protocol::topic;
 use crate::protocol::v5::{AliasUse, IncomingAliases, OutgoingAliases, ServerLimits};
 use crate::store::{self, Durable, Record, Store, SyncMode};
@@ -795,7 +796,7 @@ pub struct Session {
     activity: Option<Box<Activity>>,
     /// Active subscriptions (filter -> requested options), restored after a
     /// CONNACK without a session.
-    subscriptions: BTreeMap<String, Tracked>,
+    subscriptions: Subscriptions<Tracked>,
     seq: u64,
     /// Encoded packets not yet written: one buffer reused while there is
     /// traffic, so that sending allocates nothing.
@@ -843,7 +844,7 @@ impl Session {
             state: ConnectionState::Disconnected,
             ids: PacketIds::new(),
             activity: None,
-            subscriptions: BTreeMap::new(),
+            subscriptions: Subscriptions::default(),
             seq: 0,
             outbox: Outbox::default(),
             keep_alive: 0,
@@ -926,7 +927,7 @@ impl Session {
             self.restore(&records, &mut durable);
         }
         // Subscriptions made before the store (while in memory) go in too.
-        for (filter, tracked) in &self.subscriptions {
+        for (filter, tracked) in self.subscriptions.iter() {
             let _ = durable.put_subscription(filter, tracked.options.to_byte(), tracked.identifier);
         }
         self.durable = Some(Box::new(durable));
