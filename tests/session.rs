@@ -1427,6 +1427,34 @@ fn keepalive_session(keep_alive: u16) -> (Session, Instant) {
 }
 
 #[test]
+fn a_subscription_change_that_leaves_no_flow_gives_back_what_it_held() {
+    let (mut s, t0) = keepalive_session(60);
+    let mid = s.subscribe(t0, &[("a/b", QoS::AtLeastOnce)]).unwrap();
+    assert_eq!(sent(&mut s, t0).len(), 1);
+    assert!(s.pooled_bytes() == 0 || s.pending_requests_len() == 1);
+    let codes = [1];
+    let ack = Packet::SubAck(SubAck {
+        pkid: mid,
+        return_codes: &codes,
+        properties: None,
+    });
+    assert!(s.handle_packet(t0, ack).unwrap().is_some());
+    // Not at the next PINGREQ, a minute on: now.
+    assert_eq!(s.pooled_bytes(), 0);
+    let umid = s.unsubscribe(t0, &["a/b"]).unwrap();
+    assert_eq!(sent(&mut s, t0).len(), 1);
+    assert!(
+        s.handle_packet(t0, Packet::unsuback(umid))
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(s.pooled_bytes(), 0);
+    assert_eq!(s.subscriptions().count(), 0);
+    // Ids go on from where they were.
+    assert_eq!(s.subscribe(t0, &[("c", QoS::AtMostOnce)]), Ok(umid + 1));
+}
+
+#[test]
 fn an_idle_client_gives_back_its_pools_at_the_ping_and_goes_on() {
     let (mut s, t0) = keepalive_session(10);
     for n in 0..3u64 {

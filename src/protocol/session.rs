@@ -2546,6 +2546,7 @@ impl Session {
                 );
             }
         }
+        self.release_after_request();
         if internal {
             return Ok(None);
         }
@@ -2586,7 +2587,17 @@ impl Session {
                 self.subscriptions.remove(filter);
             }
         }
+        self.release_after_request();
         Ok(Some(Incoming::UnsubAck(id)))
+    }
+
+    /// A subscription change is not steady traffic: once it leaves no flow
+    /// behind, what the session held for it goes back at once rather than at
+    /// the next PINGREQ (a fleet subscribes once, then idles).
+    fn release_after_request(&mut self) {
+        if self.activity.as_ref().is_some_and(|act| act.is_idle()) {
+            self.release_idle_memory();
+        }
     }
 
     fn encode_owned(&mut self, packet: &Packet<'_>, len: usize) -> Vec<u8> {
