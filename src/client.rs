@@ -161,7 +161,7 @@ impl Client {
 
     /// The server list, if one is set.
     fn servers(&self) -> Option<Arc<ServerList>> {
-        lock(&self.core.options).routes().servers.clone()
+        lock(&self.core.options).rare().servers.clone()
     }
 
     /// `host` must name a broker, unless a server list says where to go.
@@ -212,7 +212,7 @@ impl Client {
                 last_good: std::sync::atomic::AtomicUsize::new(0),
             })
         });
-        if let Some(routes) = lock(&self.core.options).routes_to_set(servers.is_none()) {
+        if let Some(routes) = lock(&self.core.options).rare_to_set(servers.is_none()) {
             routes.servers = servers;
         }
         Ok(())
@@ -254,11 +254,11 @@ impl Client {
         if uri.scheme.is_tls() {
             let loaded = {
                 let options = lock(&self.core.options);
-                options.routes().tls.is_some() || options.routes().default_tls.is_some()
+                options.rare().tls.is_some() || options.rare().default_tls.is_some()
             };
             if !loaded {
                 let tls = crate::tls::TlsSetup::new(&crate::tls::TlsOptions::default())?;
-                lock(&self.core.options).routes_mut().default_tls = Some(Arc::new(tls));
+                lock(&self.core.options).rare_mut().default_tls = Some(Arc::new(tls));
             }
         }
         let _ = uri;
@@ -286,7 +286,7 @@ impl Client {
     /// refuses or answers garbage ends the attempt with `Error::Proxy`.
     pub fn set_proxy(&self, uri: Option<&str>) -> Result<()> {
         let proxy = uri.map(ProxyUri::parse).transpose()?;
-        if let Some(routes) = lock(&self.core.options).routes_to_set(proxy.is_none()) {
+        if let Some(routes) = lock(&self.core.options).rare_to_set(proxy.is_none()) {
             routes.proxy = proxy;
         }
         Ok(())
@@ -307,7 +307,7 @@ impl Client {
     /// DNS. Used by `connect`, `reconnect`, `connect_async` and each automatic
     /// reconnection; IP literals are not resolved.
     pub fn set_resolver(&self, resolver: Option<Resolver>) {
-        if let Some(routes) = lock(&self.core.options).routes_to_set(resolver.is_none()) {
+        if let Some(routes) = lock(&self.core.options).rare_to_set(resolver.is_none()) {
             routes.resolver = resolver;
         }
     }
@@ -322,7 +322,7 @@ impl Client {
                 options.set_host(host);
                 options.port = port;
             }
-            if let Some(routes) = options.routes_to_set(uri.is_none()) {
+            if let Some(routes) = options.rare_to_set(uri.is_none()) {
                 routes.scheme = uri.map(|uri| uri.scheme);
                 routes.ws_path = uri.map(|uri| uri.path.clone()).unwrap_or_default();
             }
@@ -419,7 +419,7 @@ impl Client {
         }
         let target_known = {
             let options = lock(&self.core.options);
-            options.host().is_some() || options.routes().servers.is_some()
+            options.host().is_some() || options.rare().servers.is_some()
         };
         if !target_known {
             return Err(Error::NotConnected);
@@ -639,7 +639,10 @@ impl Client {
         if max_bytes == 0 {
             return Err(Error::InvalidArgument);
         }
-        self.session().config_mut().max_unsent_bytes = saturate(max_bytes);
+        let max_bytes = saturate(max_bytes);
+        self.session()
+            .config_mut()
+            .update_limits(|limits| limits.max_unsent_bytes = max_bytes);
         lock(&self.core.options).set_publish_wait(wait);
         Ok(())
     }
@@ -708,7 +711,7 @@ impl Client {
         &self,
         props: Option<Properties<'_>>,
         ctx: PropertyContext,
-        field: impl FnOnce(&mut crate::protocol::session::ConnectExtras) -> &mut PropertiesBuf,
+        field: impl FnOnce(&mut crate::protocol::session::ConfigExtras) -> &mut PropertiesBuf,
     ) -> Result<()> {
         let mut session = self.session();
         let config = session.config_mut();
@@ -749,7 +752,9 @@ impl Client {
         if max > 0 && !session.config().is_v5() {
             return Err(Error::ProtocolVersion);
         }
-        session.config_mut().topic_alias_max = max;
+        session
+            .config_mut()
+            .update_limits(|limits| limits.topic_alias_max = max);
         Ok(())
     }
 
@@ -970,7 +975,7 @@ impl Client {
             None => None,
             Some(options) => Some(Arc::new(crate::tls::TlsSetup::new(options)?)),
         };
-        if let Some(routes) = lock(&self.core.options).routes_to_set(setup.is_none()) {
+        if let Some(routes) = lock(&self.core.options).rare_to_set(setup.is_none()) {
             routes.tls = setup;
         }
         Ok(())
@@ -1029,8 +1034,10 @@ impl Client {
         }
         let mut session = self.session();
         let config = session.config_mut();
-        config.max_queued_messages = saturate(max_messages);
-        config.max_queued_bytes = saturate(max_bytes);
+        config.update_limits(|limits| {
+            limits.max_queued_messages = saturate(max_messages);
+            limits.max_queued_bytes = saturate(max_bytes);
+        });
         Ok(())
     }
 
@@ -1051,7 +1058,10 @@ impl Client {
             return Err(Error::InvalidArgument);
         }
         // Packet ids are 16-bit: no more than 65535 can be held at once anyway.
-        self.session().config_mut().max_incoming_qos2 = u16::try_from(max).unwrap_or(u16::MAX);
+        let max = u16::try_from(max).unwrap_or(u16::MAX);
+        self.session()
+            .config_mut()
+            .update_limits(|limits| limits.max_incoming_qos2 = max);
         Ok(())
     }
 
@@ -1060,7 +1070,10 @@ impl Client {
         if !(16..=crate::protocol::codec::MAX_REMAINING_LENGTH + 5).contains(&bytes) {
             return Err(Error::InvalidArgument);
         }
-        self.session().config_mut().max_packet_size = saturate(bytes);
+        let bytes = saturate(bytes);
+        self.session()
+            .config_mut()
+            .update_limits(|limits| limits.max_packet_size = bytes);
         Ok(())
     }
 

@@ -159,6 +159,29 @@ fn connected(config: SessionConfig) -> (Session, Instant) {
     (s, t0)
 }
 
+/// `config` with the limits `set` changes.
+fn limited(mut config: SessionConfig, set: impl FnOnce(&mut Limits)) -> SessionConfig {
+    set(config.limits_mut());
+    config
+}
+
+#[test]
+fn a_limit_set_to_what_it_is_allocates_nothing_and_one_changed_keeps_the_others() {
+    let mut config = cfg();
+    let defaults = config.limits().clone();
+    config.update_limits(|l| l.max_inflight = defaults.max_inflight);
+    assert!(config.extras.is_none());
+    config.update_limits(|l| l.max_inflight = 3);
+    assert!(config.extras.is_some());
+    assert_eq!(
+        *config.limits(),
+        Limits {
+            max_inflight: 3,
+            ..defaults
+        }
+    );
+}
+
 fn cfg() -> SessionConfig {
     SessionConfig {
         client_id: "test".into(),
@@ -180,7 +203,7 @@ fn connect_packet_carries_the_config() {
         client_id: "dev-1".into(),
         clean_session: false,
         keep_alive: 30,
-        extras: Some(Box::new(ConnectExtras {
+        extras: Some(Box::new(ConfigExtras {
             username: Some("u".into()),
             password: Some(b"p".to_vec()),
             will: Some(Will {
@@ -189,7 +212,7 @@ fn connect_packet_carries_the_config() {
                 qos: QoS::AtLeastOnce,
                 retain: true,
             }),
-            ..ConnectExtras::default()
+            ..ConfigExtras::default()
         })),
         ..SessionConfig::default()
     });
@@ -270,10 +293,9 @@ fn password_is_not_in_debug_output() {
 #[test]
 fn connack_timeout() {
     let t0 = Instant::now();
-    let mut s = Session::new(SessionConfig {
-        connect_timeout_ms: 3_000,
-        ..cfg()
-    });
+    let mut s = Session::new(limited(cfg(), |l| {
+        l.connect_timeout_ms = 3_000;
+    }));
     assert_eq!(s.poll_timeout(), None);
     s.connection_opened(t0);
     assert_eq!(s.poll_timeout(), Some(ms(t0, 3000)));
@@ -535,10 +557,9 @@ fn stray_and_duplicate_acks() {
 
 #[test]
 fn window_refills_after_acks() {
-    let (mut s, t0) = connected(SessionConfig {
-        max_inflight: 2,
-        ..cfg()
-    });
+    let (mut s, t0) = connected(limited(cfg(), |l| {
+        l.max_inflight = 2;
+    }));
     let mids: Vec<u16> = (0..5u8)
         .map(|i| s.publish(t0, "t", &[i], QoS::AtLeastOnce, false).unwrap())
         .collect();
@@ -584,14 +605,13 @@ fn window_refills_after_acks() {
 
 #[test]
 fn raising_max_inflight_keeps_the_order() {
-    let (mut s, t0) = connected(SessionConfig {
-        max_inflight: 1,
-        ..cfg()
-    });
+    let (mut s, t0) = connected(limited(cfg(), |l| {
+        l.max_inflight = 1;
+    }));
     s.publish(t0, "t", b"a", QoS::AtLeastOnce, false).unwrap();
     s.publish(t0, "t", b"b", QoS::AtLeastOnce, false).unwrap();
     sent(&mut s, t0);
-    s.config_mut().max_inflight = 5;
+    s.config_mut().limits_mut().max_inflight = 5;
     s.publish(t0, "t", b"c", QoS::AtLeastOnce, false).unwrap();
     assert_eq!(
         sent(&mut s, t0),
@@ -639,10 +659,9 @@ fn publish_offline_is_queued_and_sent_in_order_after_connack() {
 #[test]
 fn queue_full_at_exact_count_changes_nothing() {
     let t0 = Instant::now();
-    let mut s = Session::new(SessionConfig {
-        max_queued_messages: 3,
-        ..cfg()
-    });
+    let mut s = Session::new(limited(cfg(), |l| {
+        l.max_queued_messages = 3;
+    }));
     for i in 1..=3 {
         assert_eq!(s.publish(t0, "t", b"xy", QoS::AtLeastOnce, false), Ok(i));
     }
@@ -660,10 +679,9 @@ fn queue_full_at_exact_count_changes_nothing() {
 #[test]
 fn queue_full_by_bytes() {
     let t0 = Instant::now();
-    let mut s = Session::new(SessionConfig {
-        max_queued_bytes: 10,
-        ..cfg()
-    });
+    let mut s = Session::new(limited(cfg(), |l| {
+        l.max_queued_bytes = 10;
+    }));
     // topic + payload = 5 bytes each
     assert_eq!(s.publish(t0, "t", b"1234", QoS::AtLeastOnce, false), Ok(1));
     assert_eq!(s.publish(t0, "t", b"1234", QoS::AtLeastOnce, false), Ok(2));
@@ -678,11 +696,10 @@ fn queue_full_by_bytes() {
         Err(Error::InvalidTopic)
     );
     // The window being full also queues (and so is bounded) while connected.
-    let mut s = Session::new(SessionConfig {
-        max_inflight: 1,
-        max_queued_messages: 1,
-        ..cfg()
-    });
+    let mut s = Session::new(limited(cfg(), |l| {
+        l.max_inflight = 1;
+        l.max_queued_messages = 1;
+    }));
     connect(&mut s, t0, false);
     assert_eq!(s.publish(t0, "t", b"", QoS::AtLeastOnce, false), Ok(1));
     assert_eq!(s.publish(t0, "t", b"", QoS::AtLeastOnce, false), Ok(2));
@@ -695,10 +712,9 @@ fn queue_full_by_bytes() {
 
 #[test]
 fn qos0_is_refused_when_the_outbox_is_backed_up() {
-    let (mut s, t0) = connected(SessionConfig {
-        max_unsent_bytes: 20,
-        ..cfg()
-    });
+    let (mut s, t0) = connected(limited(cfg(), |l| {
+        l.max_unsent_bytes = 20;
+    }));
     // Each PUBLISH is 2 + 2 + 1 + 5 = 10 bytes.
     assert!(s.publish(t0, "t", b"12345", QoS::AtMostOnce, false).is_ok());
     assert!(s.publish(t0, "t", b"12345", QoS::AtMostOnce, false).is_ok());
@@ -713,10 +729,9 @@ fn qos0_is_refused_when_the_outbox_is_backed_up() {
 
 #[test]
 fn invalid_publish_and_subscribe_change_nothing() {
-    let (mut s, t0) = connected(SessionConfig {
-        max_packet_size: 64,
-        ..cfg()
-    });
+    let (mut s, t0) = connected(limited(cfg(), |l| {
+        l.max_packet_size = 64;
+    }));
     assert_eq!(
         s.publish(t0, "a/+", b"", QoS::AtLeastOnce, false),
         Err(Error::InvalidTopic)
@@ -753,10 +768,9 @@ fn invalid_publish_and_subscribe_change_nothing() {
 
 #[test]
 fn ids_wrap_around_and_skip_ids_in_use() {
-    let (mut s, t0) = connected(SessionConfig {
-        max_queued_bytes: u32::MAX,
-        ..cfg()
-    });
+    let (mut s, t0) = connected(limited(cfg(), |l| {
+        l.max_queued_bytes = u32::MAX;
+    }));
     assert_eq!(s.publish(t0, "t", b"", QoS::AtLeastOnce, false), Ok(1));
     assert_eq!(s.publish(t0, "t", b"", QoS::ExactlyOnce, false), Ok(2));
     assert_eq!(s.publish(t0, "t", b"", QoS::AtLeastOnce, false), Ok(3));
@@ -788,13 +802,17 @@ fn ids_wrap_around_and_skip_ids_in_use() {
 #[test]
 fn no_free_id_is_queue_full() {
     let t0 = Instant::now();
-    let mut s = Session::new(SessionConfig {
-        max_queued_messages: u32::MAX,
-        max_queued_bytes: u32::MAX,
-        queue_qos0_offline: true,
-        max_inflight: 100,
-        ..cfg()
-    });
+    let mut s = Session::new(limited(
+        SessionConfig {
+            queue_qos0_offline: true,
+            ..cfg()
+        },
+        |l| {
+            l.max_queued_messages = u32::MAX;
+            l.max_queued_bytes = u32::MAX;
+            l.max_inflight = 100;
+        },
+    ));
     for expected in 1..=u16::MAX {
         assert_eq!(
             s.publish(t0, "t", b"", QoS::AtLeastOnce, false),
@@ -926,10 +944,9 @@ fn pubrel_for_unknown_id_is_completed() {
 
 #[test]
 fn too_many_incoming_qos2() {
-    let (mut s, t0) = connected(SessionConfig {
-        max_incoming_qos2: 2,
-        ..cfg()
-    });
+    let (mut s, t0) = connected(limited(cfg(), |l| {
+        l.max_incoming_qos2 = 2;
+    }));
     for id in [1, 2] {
         let p = incoming("q", b"", QoS::ExactlyOnce, id, false);
         assert!(s.handle_packet(t0, p).unwrap().is_some());
@@ -1142,10 +1159,9 @@ fn resend_keeps_original_order_after_out_of_order_acks() {
 
 #[test]
 fn reconnect_resends_in_flight_then_requests_then_fills_the_window() {
-    let (mut s, t0) = connected(SessionConfig {
-        max_inflight: 1,
-        ..cfg()
-    });
+    let (mut s, t0) = connected(limited(cfg(), |l| {
+        l.max_inflight = 1;
+    }));
     assert_eq!(s.publish(t0, "t", b"a", QoS::AtLeastOnce, false), Ok(1));
     assert_eq!(s.subscribe(t0, &[("x", QoS::AtLeastOnce)]), Ok(2));
     assert_eq!(s.publish(t0, "t", b"b", QoS::AtLeastOnce, false), Ok(3));
@@ -1403,7 +1419,7 @@ fn resubscribe_is_split_to_respect_max_packet_size() {
         .collect();
     let (mut s, t0) = subscribed(&list, true);
     // Each filter takes 2 + 8 + 1 = 11 bytes; 7 bytes of overhead.
-    s.config_mut().max_packet_size = 40;
+    s.config_mut().limits_mut().max_packet_size = 40;
     let out = connect(&mut s, t0, false);
     let mut resent = Vec::new();
     for packet in &out {
@@ -1634,10 +1650,9 @@ fn disconnecting_still_processes_acks_but_queues_new_messages() {
 
 #[test]
 fn partial_writes_keep_the_byte_stream_intact() {
-    let (mut s, t0) = connected(SessionConfig {
-        max_queued_bytes: u32::MAX,
-        ..cfg()
-    });
+    let (mut s, t0) = connected(limited(cfg(), |l| {
+        l.max_queued_bytes = u32::MAX;
+    }));
     let mut expected = Vec::new();
     for i in 0..2000u32 {
         s.publish(t0, "t", &i.to_be_bytes(), QoS::AtMostOnce, false)
@@ -1743,11 +1758,10 @@ mod v5_limits {
         let exact = 20;
         let mut connack = PropertiesBuf::new();
         connack.push_int(prop::TOPIC_ALIAS_MAXIMUM, 2).unwrap();
-        let config = SessionConfig {
-            max_packet_size: exact,
-            topic_alias_max: 2,
-            ..cfg()
-        };
+        let config = limited(cfg(), |l| {
+            l.max_packet_size = exact;
+            l.topic_alias_max = 2;
+        });
         let (mut s, t0) = connected_v5(config, connack.as_properties());
         s.publish(t0, "t/x", &[7; 10], QoS::AtLeastOnce, false)
             .unwrap();
@@ -1843,16 +1857,16 @@ mod properties {
         #[test]
         fn engine_invariants(ops in proptest::collection::vec(op(), 1..200)) {
             let t0 = Instant::now();
-            let mut s = Session::new(SessionConfig {
-                keep_alive: 5,
-                max_inflight: 3,
-                max_queued_messages: 5,
-                max_incoming_qos2: 4,
-                // Keeps the model simple: every queued message and every
-                // pending request holds exactly one id the test knows of.
-                resubscribe: false,
-                ..cfg()
-            });
+            let mut s = Session::new(limited(
+                SessionConfig {
+                    keep_alive: 5,
+                    // Keeps the model simple: every queued message and every
+                    // pending request holds exactly one id the test knows of.
+                    resubscribe: false,
+                    ..cfg()
+                },
+                |l| {l.max_inflight = 3; l.max_queued_messages = 5; l.max_incoming_qos2 = 4;},
+            ));
             let mut now = t0;
             let mut in_use: HashSet<u16> = HashSet::new();
             // Bytes written on the current connection: with what is still

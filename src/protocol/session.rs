@@ -43,8 +43,20 @@ pub struct SessionConfig {
     pub clean_session: bool,
     /// Seconds; 0 disables keepalive.
     pub keep_alive: u16,
-    /// Credentials, will, MQTT 5 CONNECT and will properties (see `extras`).
-    pub extras: Option<Box<ConnectExtras>>,
+    /// Credentials, will, MQTT 5 CONNECT and will properties, and the limits
+    /// (see `extras` and `limits`).
+    pub extras: Option<Box<ConfigExtras>>,
+    /// QoS 0 publish while not connected: queue it (true) or `Err(NotConnected)`.
+    pub queue_qos0_offline: bool,
+    /// After a CONNACK without a session, subscribe again to the tracked filters.
+    pub resubscribe: bool,
+    /// MQTT 3.1.1 (the default) or 5.0, from the next connection.
+    pub protocol: ProtocolVersion,
+}
+
+/// How much a session may hold and send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
     /// CONNACK must arrive within this after `connection_opened` (ms).
     pub connect_timeout_ms: u32,
     /// Outgoing QoS 1/2 messages in flight at once (0 is treated as 1).
@@ -57,26 +69,39 @@ pub struct SessionConfig {
     /// beyond which a QoS 0 publish while connected is refused (`QueueFull`):
     /// a burst faster than the network must not grow memory without bound.
     pub max_unsent_bytes: u32,
-    /// QoS 0 publish while not connected: queue it (true) or `Err(NotConnected)`.
-    pub queue_qos0_offline: bool,
     /// Incoming QoS 2 messages held between PUBLISH and PUBREL.
     pub max_incoming_qos2: u16,
     /// Largest outgoing PUBLISH (or SUBSCRIBE/UNSUBSCRIBE), fixed header included.
     pub max_packet_size: u32,
-    /// After a CONNACK without a session, subscribe again to the tracked filters.
-    pub resubscribe: bool,
-    /// MQTT 3.1.1 (the default) or 5.0, from the next connection.
-    pub protocol: ProtocolVersion,
     /// MQTT 5: topic aliases we may assign to outgoing PUBLISHes (also bounded
     /// by the server's Topic Alias Maximum); 0 sends none.
     pub topic_alias_max: u16,
 }
 
-/// What a CONNECT may carry besides the client id and the flags. Boxed in
-/// `SessionConfig`: most clients set none of it, and thousands of idle ones
-/// share a reactor.
+impl Limits {
+    pub const DEFAULT: Limits = Limits {
+        connect_timeout_ms: 10_000,
+        max_inflight: 20,
+        max_queued_messages: 10_000,
+        max_queued_bytes: 64 * 1024 * 1024,
+        max_unsent_bytes: DEFAULT_MAX_UNSENT_BYTES as u32,
+        max_incoming_qos2: 1000,
+        max_packet_size: codec::DEFAULT_MAX_PACKET_SIZE as u32,
+        topic_alias_max: 0,
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::DEFAULT
+    }
+}
+
+/// What a config holds besides the client id and the flags: what a CONNECT
+/// may carry, and the limits. Boxed in `SessionConfig`: most clients leave
+/// all of it at its default, and thousands of idle ones share a reactor.
 #[derive(Clone, Default)]
-pub struct ConnectExtras {
+pub struct ConfigExtras {
     pub username: Option<String>,
     pub password: Option<Vec<u8>>,
     pub will: Option<Will>,
@@ -87,15 +112,17 @@ pub struct ConnectExtras {
     /// MQTT 5 will properties (will delay, message expiry, ...), sent with the
     /// will when there is one.
     pub will_properties: PropertiesBuf,
+    pub limits: Limits,
 }
 
-/// What a config without `ConnectExtras` reads.
-static NO_EXTRAS: ConnectExtras = ConnectExtras {
+/// What a config without `ConfigExtras` reads.
+static NO_EXTRAS: ConfigExtras = ConfigExtras {
     username: None,
     password: None,
     will: None,
     connect_properties: PropertiesBuf::new(),
     will_properties: PropertiesBuf::new(),
+    limits: Limits::DEFAULT,
 };
 
 impl Default for SessionConfig {
@@ -105,17 +132,9 @@ impl Default for SessionConfig {
             clean_session: true,
             keep_alive: 60,
             extras: None,
-            connect_timeout_ms: 10_000,
-            max_inflight: 20,
-            max_queued_messages: 10_000,
-            max_queued_bytes: 64 * 1024 * 1024,
-            max_unsent_bytes: DEFAULT_MAX_UNSENT_BYTES as u32,
             queue_qos0_offline: false,
-            max_incoming_qos2: 1000,
-            max_packet_size: codec::DEFAULT_MAX_PACKET_SIZE as u32,
             resubscribe: true,
             protocol: ProtocolVersion::V311,
-            topic_alias_max: 0,
         }
     }
 }
@@ -133,18 +152,11 @@ impl fmt::Debug for SessionConfig {
                 &self.extras().password.as_ref().map(|_| "<redacted>"),
             )
             .field("will", &self.extras().will)
-            .field("connect_timeout_ms", &self.connect_timeout_ms)
-            .field("max_inflight", &self.max_inflight)
-            .field("max_queued_messages", &self.max_queued_messages)
-            .field("max_queued_bytes", &self.max_queued_bytes)
-            .field("max_unsent_bytes", &self.max_unsent_bytes)
             .field("queue_qos0_offline", &self.queue_qos0_offline)
-            .field("max_incoming_qos2", &self.max_incoming_qos2)
-            .field("max_packet_size", &self.max_packet_size)
             .field("resubscribe", &self.resubscribe)
             .field("protocol", &self.protocol)
             .field("connect_properties", &self.extras().connect_properties)
-            .field("topic_alias_max", &self.topic_alias_max)
+            .field("limits", self.limits())
             .field("will_properties", &self.extras().will_properties)
             .finish()
     }
@@ -167,30 +179,52 @@ pub(crate) fn whole_millis(d: Duration) -> u32 {
 impl SessionConfig {
     /// CONNACK must arrive within this after `connection_opened`.
     pub fn connect_timeout(&self) -> Duration {
-        Duration::from_millis(self.connect_timeout_ms.into())
+        Duration::from_millis(self.limits().connect_timeout_ms.into())
     }
 
     /// Whole milliseconds, rounded up (see `whole_millis`).
     pub fn set_connect_timeout(&mut self, timeout: Duration) {
-        self.connect_timeout_ms = whole_millis(timeout);
+        let ms = whole_millis(timeout);
+        self.update_limits(|limits| limits.connect_timeout_ms = ms);
     }
 
     pub fn is_v5(&self) -> bool {
         self.protocol == ProtocolVersion::V5
     }
 
-    /// Credentials, will and MQTT 5 CONNECT properties (none when unset).
-    pub fn extras(&self) -> &ConnectExtras {
+    /// How much the session may hold and send.
+    pub fn limits(&self) -> &Limits {
+        &self.extras().limits
+    }
+
+    /// The same to change (the extras are allocated at first need).
+    pub fn limits_mut(&mut self) -> &mut Limits {
+        &mut self.extras_mut().limits
+    }
+
+    /// `change` applied to the limits; one that changes nothing (setting a
+    /// default, say) allocates nothing.
+    pub fn update_limits(&mut self, change: impl FnOnce(&mut Limits)) {
+        let mut limits = self.limits().clone();
+        change(&mut limits);
+        if limits != *self.limits() {
+            *self.limits_mut() = limits;
+        }
+    }
+
+    /// Credentials, will, MQTT 5 CONNECT properties and limits (the defaults
+    /// when unset).
+    pub fn extras(&self) -> &ConfigExtras {
         self.extras.as_deref().unwrap_or(&NO_EXTRAS)
     }
 
     /// The same to change, allocated at first need.
-    pub fn extras_mut(&mut self) -> &mut ConnectExtras {
+    pub fn extras_mut(&mut self) -> &mut ConfigExtras {
         self.extras.get_or_insert_with(Default::default)
     }
 
     /// `extras_mut`, except that clearing what nobody set allocates nothing.
-    pub fn extras_to_set(&mut self, clearing: bool) -> Option<&mut ConnectExtras> {
+    pub fn extras_to_set(&mut self, clearing: bool) -> Option<&mut ConfigExtras> {
         if clearing && self.extras.is_none() {
             return None;
         }
@@ -211,7 +245,7 @@ impl SessionConfig {
             let _ = out.push_int(prop::RECEIVE_MAXIMUM, self.receive_maximum().into());
         }
         if given.get(prop::MAXIMUM_PACKET_SIZE).is_none() {
-            let _ = out.push_int(prop::MAXIMUM_PACKET_SIZE, self.max_packet_size);
+            let _ = out.push_int(prop::MAXIMUM_PACKET_SIZE, self.limits().max_packet_size);
         }
         if given.get(prop::SESSION_EXPIRY_INTERVAL).is_none() && !self.clean_session {
             let _ = out.push_int(prop::SESSION_EXPIRY_INTERVAL, u32::MAX);
@@ -224,7 +258,7 @@ impl SessionConfig {
             .connect_properties
             .as_properties()
             .u32_of(prop::RECEIVE_MAXIMUM)
-            .map_or_else(|| self.max_incoming_qos2.max(1), |v| v as u16)
+            .map_or_else(|| self.limits().max_incoming_qos2.max(1), |v| v as u16)
     }
 
     /// The Topic Alias Maximum we announce for incoming PUBLISHes (0: none).
@@ -1057,8 +1091,8 @@ impl Session {
     fn packet_size_limit(&self) -> usize {
         self.server_limits()
             .maximum_packet_size
-            .map_or(self.config.max_packet_size, |max| {
-                self.config.max_packet_size.min(max)
+            .map_or(self.config.limits().max_packet_size, |max| {
+                self.config.limits().max_packet_size.min(max)
             }) as usize
     }
 
@@ -1066,7 +1100,7 @@ impl Session {
     /// `max_packet_size` (`PayloadTooLarge`), or above the server's Maximum
     /// Packet Size (`PacketTooLarge`).
     fn size_error(&self, len: usize) -> Option<Error> {
-        if len > self.config.max_packet_size as usize {
+        if len > self.config.limits().max_packet_size as usize {
             Some(Error::PayloadTooLarge)
         } else if self
             .server_limits()
@@ -1099,7 +1133,8 @@ impl Session {
 
     /// In-flight window: ours, bounded by the server's Receive Maximum.
     fn window(&self) -> usize {
-        (self.config.max_inflight.max(1) as usize).min(self.server_limits().receive_maximum.into())
+        (self.config.limits().max_inflight.max(1) as usize)
+            .min(self.server_limits().receive_maximum.into())
     }
 
     pub fn config(&self) -> &SessionConfig {
@@ -1222,7 +1257,9 @@ impl Session {
     /// Change the in-flight window; a raised one takes queued messages, oldest
     /// first, at once.
     pub fn set_max_inflight(&mut self, max_inflight: usize) {
-        self.config.max_inflight = u16::try_from(max_inflight).unwrap_or(u16::MAX);
+        let max_inflight = u16::try_from(max_inflight).unwrap_or(u16::MAX);
+        self.config
+            .update_limits(|limits| limits.max_inflight = max_inflight);
         self.refill();
     }
 
@@ -1753,7 +1790,7 @@ impl Session {
                 // A QoS 0 message has no other bound while connected: refuse
                 // it rather than grow the outbox without limit behind a slow
                 // socket.
-                if self.outbox.unsent_len() + len > self.config.max_unsent_bytes as usize {
+                if self.outbox.unsent_len() + len > self.config.limits().max_unsent_bytes as usize {
                     return Err(Error::QueueFull);
                 }
                 self.write_publish(publish);
@@ -1803,9 +1840,9 @@ impl Session {
     }
 
     fn check_queue_room(&self, cost: usize) -> Result<()> {
-        if self.flows().queue.len() >= self.config.max_queued_messages as usize
+        if self.flows().queue.len() >= self.config.limits().max_queued_messages as usize
             || self.flows().queued_bytes.saturating_add(cost)
-                > self.config.max_queued_bytes as usize
+                > self.config.limits().max_queued_bytes as usize
         {
             return Err(Error::QueueFull);
         }
@@ -1862,7 +1899,7 @@ impl Session {
     fn reserve_held(&mut self) {
         let held = self
             .flow_window()
-            .min(self.config.max_incoming_qos2 as usize);
+            .min(self.config.limits().max_incoming_qos2 as usize);
         let act = self.flows_mut();
         if act.held.capacity() == 0 {
             act.held.reserve(held);
@@ -1870,7 +1907,7 @@ impl Session {
     }
 
     fn flow_window(&self) -> usize {
-        self.config.max_inflight.clamp(1, 1024) as usize * 2
+        self.config.limits().max_inflight.clamp(1, 1024) as usize * 2
     }
 
     fn start_flight(&mut self, mid: u16, qos: QoS, packet: Vec<u8>) {
@@ -2166,6 +2203,7 @@ impl Session {
             }
             let out_max = self
                 .config
+                .limits()
                 .topic_alias_max
                 .min(link.server.topic_alias_maximum);
             link.out_aliases.reset(out_max);
@@ -2413,7 +2451,7 @@ impl Session {
                 let limit = if self.v5 {
                     self.config.receive_maximum().into()
                 } else {
-                    self.config.max_incoming_qos2 as usize
+                    self.config.limits().max_incoming_qos2 as usize
                 };
                 if self.flows().held.len() >= limit {
                     return Err(Error::TooManyIncoming);

@@ -108,7 +108,7 @@ fn transport_for(
     let mut options = lock(&core.options);
     let tls_wanted = match server {
         Some(server) => server.tls,
-        None => options.routes().scheme.is_some_and(Scheme::is_tls),
+        None => options.rare().scheme.is_some_and(Scheme::is_tls),
     };
     #[cfg(feature = "tls")]
     {
@@ -118,8 +118,8 @@ fn transport_for(
             }
             Some(_) => (None, String::new()),
             None => {
-                let tls = match options.routes().scheme {
-                    None => options.routes().tls.clone(),
+                let tls = match options.rare().scheme {
+                    None => options.rare().tls.clone(),
                     Some(_) if !tls_wanted => None,
                     Some(_) => Some(options.tls_or_system_roots()?),
                 };
@@ -164,7 +164,7 @@ fn setup_for(core: &Arc<Core>, server: Option<&Server>) -> Result<Option<Box<Han
         Ok(IpAddr::V6(a)) => Host::V6(a),
         Err(_) => Host::Name(host.to_owned()),
     };
-    let routes = options.routes();
+    let routes = options.rare();
     let proxy = match &routes.proxy {
         Some(proxy) => Some(ProxyHandshake::new(proxy, &target, port)?),
         None => None,
@@ -819,7 +819,7 @@ impl Connection {
     /// `connect`).
     fn begin_round(&mut self, core: &Arc<Core>, io: Io<'_>) -> bool {
         let list = lock(&core.options)
-            .routes()
+            .rare()
             .servers
             .clone()
             .filter(|list| !list.entries.is_empty());
@@ -929,7 +929,7 @@ impl Connection {
         match conn.setup_step() {
             Ok(Setup::Blocked) => return,
             Ok(Setup::Upgraded(surplus)) => {
-                let max_frame = core.session().config().max_packet_size as usize;
+                let max_frame = core.session().config().limits().max_packet_size as usize;
                 let Some(mut conn) = self.conn.take() else {
                     return;
                 };
@@ -1161,7 +1161,7 @@ impl Connection {
         buf: &mut Vec<u8>,
         topic_buf: &mut Vec<u8>,
     ) -> Result<(), Error> {
-        let max_packet_size = core.session().config().max_packet_size as usize;
+        let max_packet_size = core.session().config().limits().max_packet_size as usize;
         for _ in 0..READS_PER_TURN {
             if self.write_backlogged(core) {
                 // Resumes once a writable event lets the flush drain the backlog.
@@ -1255,7 +1255,7 @@ impl Connection {
                 let mut options = lock(&core.options);
                 let port = port.unwrap_or(options.port);
                 let dial = self.dial();
-                if options.routes().proxy.is_none() {
+                if options.rare().proxy.is_none() {
                     dial.addrs = host
                         .parse::<std::net::IpAddr>()
                         .map_or(Addrs::NONE, |ip| Addrs::One(SocketAddr::new(ip, port)));

@@ -35,14 +35,8 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct Options {
     host: Option<ShortStr>,
     pub port: u16,
-    /// First and longest delay; a first delay of 0 (never set: a delay
-    /// rounds up to at least 1 ms) disables automatic reconnection.
-    reconnect_ms: (u32, u32),
-    /// How long a QoS 0 publish waits for room under the unsent-bytes limit
-    /// before it returns `QueueFull` (zero: it never waits).
-    publish_wait_ms: u32,
-    /// `None` until one of the options in it is set (see `Routes`).
-    routes: Option<Box<Routes>>,
+    /// `None` until one of the options in it is set (see `RareOptions`).
+    rare: Option<Box<RareOptions>>,
 }
 
 fn duration(ms: u32) -> Duration {
@@ -52,7 +46,13 @@ fn duration(ms: u32) -> Duration {
 /// The options most clients never set: a client holds one word for them
 /// until one is (thousands of idle clients share a reactor).
 #[derive(Clone)]
-pub(crate) struct Routes {
+pub(crate) struct RareOptions {
+    /// First and longest delay; a first delay of 0 (never set: a delay
+    /// rounds up to at least 1 ms) disables automatic reconnection.
+    reconnect_ms: (u32, u32),
+    /// How long a QoS 0 publish waits for room under the unsent-bytes limit
+    /// before it returns `QueueFull` (zero: it never waits).
+    publish_wait_ms: u32,
     /// `None`: the system resolver (getaddrinfo).
     pub resolver: Option<Resolver>,
     /// `None`: plain TCP.
@@ -74,8 +74,10 @@ pub(crate) struct Routes {
     pub ws_path: String,
 }
 
-/// What the options of a client without `Routes` read.
-static NO_ROUTES: Routes = Routes {
+/// What the options of a client without `RareOptions` read.
+static NO_RARE_OPTIONS: RareOptions = RareOptions {
+    reconnect_ms: (500, 30_000),
+    publish_wait_ms: 0,
     resolver: None,
     #[cfg(feature = "tls")]
     tls: None,
@@ -98,41 +100,47 @@ impl Options {
 
     /// The reconnection delays (first, most); `None`: no automatic reconnection.
     pub fn reconnect(&self) -> Option<(Duration, Duration)> {
-        let (min, max) = self.reconnect_ms;
+        let (min, max) = self.rare().reconnect_ms;
         (min > 0).then(|| (duration(min), duration(max)))
     }
 
     pub fn set_reconnect(&mut self, delays: Option<(Duration, Duration)>) {
-        self.reconnect_ms =
-            delays.map_or((0, 0), |(min, max)| (whole_millis(min), whole_millis(max)));
+        let ms = delays.map_or((0, 0), |(min, max)| (whole_millis(min), whole_millis(max)));
+        // Setting what is already there (the defaults, say) allocates nothing.
+        if self.rare().reconnect_ms != ms {
+            self.rare_mut().reconnect_ms = ms;
+        }
     }
 
     pub fn publish_wait(&self) -> Duration {
-        duration(self.publish_wait_ms)
+        duration(self.rare().publish_wait_ms)
     }
 
     pub fn set_publish_wait(&mut self, wait: Duration) {
-        self.publish_wait_ms = whole_millis(wait);
+        let ms = whole_millis(wait);
+        if self.rare().publish_wait_ms != ms {
+            self.rare_mut().publish_wait_ms = ms;
+        }
     }
 
     /// The rarely set options (all unset when there are none).
-    pub fn routes(&self) -> &Routes {
-        self.routes.as_deref().unwrap_or(&NO_ROUTES)
+    pub fn rare(&self) -> &RareOptions {
+        self.rare.as_deref().unwrap_or(&NO_RARE_OPTIONS)
     }
 
     /// The rarely set options, allocated at first need.
-    pub fn routes_mut(&mut self) -> &mut Routes {
-        self.routes
-            .get_or_insert_with(|| Box::new(NO_ROUTES.clone()))
+    pub fn rare_mut(&mut self) -> &mut RareOptions {
+        self.rare
+            .get_or_insert_with(|| Box::new(NO_RARE_OPTIONS.clone()))
     }
 
     /// `routes_mut`, except that clearing an option nobody set allocates
     /// nothing (`set_target` clears the scheme at every `connect`).
-    pub fn routes_to_set(&mut self, clearing: bool) -> Option<&mut Routes> {
-        if clearing && self.routes.is_none() {
+    pub fn rare_to_set(&mut self, clearing: bool) -> Option<&mut RareOptions> {
+        if clearing && self.rare.is_none() {
             return None;
         }
-        Some(self.routes_mut())
+        Some(self.rare_mut())
     }
 
     /// The address the TCP connection goes to: the proxy's if there is one,
@@ -144,7 +152,7 @@ impl Options {
 
     /// The proxy's host and port, when every connection goes through one.
     pub fn proxy_addr(&self) -> Option<(String, u16)> {
-        self.routes()
+        self.rare()
             .proxy
             .as_ref()
             .map(|proxy| (proxy.host.bare(), proxy.port))
@@ -155,14 +163,14 @@ impl Options {
     /// kept for the client's later connections.
     #[cfg(feature = "tls")]
     pub fn tls_or_system_roots(&mut self) -> Result<Arc<crate::tls::TlsSetup>> {
-        let routes = self.routes();
+        let routes = self.rare();
         if let Some(tls) = routes.tls.clone().or_else(|| routes.default_tls.clone()) {
             return Ok(tls);
         }
         let tls = Arc::new(crate::tls::TlsSetup::new(
             &crate::tls::TlsOptions::default(),
         )?);
-        self.routes_mut().default_tls = Some(tls.clone());
+        self.rare_mut().default_tls = Some(tls.clone());
         Ok(tls)
     }
 }
@@ -207,7 +215,7 @@ const KNOWN_NAMES: usize = 64;
 impl KnownAddrs {
     fn key(core: &Core, host: String, port: u16) -> KnownKey {
         let resolver = lock(&core.options)
-            .routes()
+            .rare()
             .resolver
             .as_ref()
             .map_or(0, |r| Arc::as_ptr(r).cast::<()>() as usize);
@@ -300,9 +308,7 @@ impl Core {
         let options = Options {
             host: None,
             port: 1883,
-            reconnect_ms: (500, 30_000),
-            publish_wait_ms: 0,
-            routes: None,
+            rare: None,
         };
         Core {
             session: Mutex::new(Session::new(config)),
@@ -501,7 +507,7 @@ impl Core {
 
     /// Resolve `host` with the client's resolver (the system's by default).
     pub fn resolve_name(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>> {
-        let resolver = lock(&self.options).routes().resolver.clone();
+        let resolver = lock(&self.options).rare().resolver.clone();
         let addrs: Vec<SocketAddr> = match resolver {
             Some(resolve) => resolve(host, port).map_err(|_| Error::Dns)?,
             None => (host, port)
@@ -606,6 +612,19 @@ mod tests {
         assert_eq!(o.reconnect(), None);
         o.set_publish_wait(Duration::ZERO);
         assert_eq!(o.publish_wait(), Duration::ZERO);
+    }
+
+    #[test]
+    fn setting_an_option_to_what_it_holds_allocates_nothing() {
+        let mut o = options();
+        let defaults = o.reconnect();
+        o.set_reconnect(defaults);
+        o.set_publish_wait(Duration::ZERO);
+        assert!(o.rare.is_none());
+        o.set_publish_wait(Duration::from_millis(5));
+        assert!(o.rare.is_some());
+        assert_eq!(o.publish_wait(), Duration::from_millis(5));
+        assert_eq!(o.reconnect(), defaults);
     }
 
     #[test]
