@@ -35,7 +35,6 @@ use self::connection::{ConnectGate, Connection, Io, Scratch};
 pub use self::core::Resolver;
 pub(crate) use self::core::{Core, NO_SLOT, lock};
 use self::timers::{SlotId, Timers};
-use crate::protocol::stamp::Stamp;
 use crate::{Error, Result};
 
 /// The waker's token; a client's socket uses its slot index.
@@ -84,8 +83,6 @@ struct Slot {
     core: Weak<Core>,
     /// Inline, not boxed: one heap block less per client.
     connection: Connection,
-    /// The earliest deadline registered in the timer heap, if any.
-    deadline: Option<Stamp>,
 }
 
 /// 96 bytes per client, its connection inline.
@@ -492,7 +489,6 @@ impl Engine {
         entry.slot = Some(Slot {
             core: Arc::downgrade(&core),
             connection,
-            deadline: None,
         });
         self.live += 1;
         core.slot.store(index as u32, Ordering::SeqCst);
@@ -507,6 +503,7 @@ impl Engine {
         let index = self.index_of(core)?;
         let io = Self::io(&self.poll, &self.gate, index);
         let mut slot = self.slots[index].slot.take()?;
+        self.timers.cancel(index);
         slot.connection.deregister(io);
         Self::leave_gate(&self.gate, &mut slot.connection);
         self.free.push(index);
@@ -523,6 +520,7 @@ impl Engine {
         let Some(mut slot) = self.slots[index].slot.take() else {
             return;
         };
+        self.timers.cancel(index);
         Self::leave_gate(&self.gate, &mut slot.connection);
         self.free.push(index);
         self.live -= 1;
@@ -595,24 +593,10 @@ impl Engine {
         self.ready = ready;
     }
 
-    fn is_live(slots: &[Entry], at: Instant, id: SlotId) -> bool {
-        slots.get(id.at()).is_some_and(|e| {
-            e.generation == id.generation
-                && e.slot
-                    .as_ref()
-                    .is_some_and(|s| s.deadline == Some(Stamp::new(at)))
-        })
-    }
-
     /// Slots whose deadline has come.
     fn expire(&mut self, now: Instant) {
-        while let Some((at, id)) = self.timers.pop_due(now) {
-            if Self::is_live(&self.slots, at, id) {
-                if let Some(slot) = self.slots[id.at()].slot.as_mut() {
-                    slot.deadline = None;
-                }
-                self.mark(id.at());
-            }
+        while let Some(index) = self.timers.pop_due(now) {
+            self.mark(index);
         }
     }
 
@@ -621,8 +605,7 @@ impl Engine {
         if shared.intake.wake_is_pending() || !self.carry.is_empty() {
             return Some(Duration::ZERO);
         }
-        let slots = &self.slots;
-        let next = self.timers.next(|at, id| Self::is_live(slots, at, id))?;
+        let next = self.timers.next()?;
         Some(next.saturating_duration_since(Instant::now()))
     }
 
@@ -635,7 +618,6 @@ impl Engine {
             if shared.freed.load(Ordering::Acquire) {
                 break;
             }
-            let generation = self.slots[index].generation;
             let Some(slot) = self.slots[index].slot.as_mut() else {
                 continue;
             };
@@ -670,20 +652,22 @@ impl Engine {
             if slot.connection.has_unread(&core) {
                 self.carry.push(index);
             }
-            if let Some(at) = slot.connection.next_deadline(&core)
-                && slot
-                    .deadline
-                    .is_none_or(|d| at < d.instant() || at > d.instant() + REGISTER_LATER)
-            {
-                // A deadline a little later keeps the earlier entry: it fires
-                // once for nothing and registers the new one then (a keepalive
-                // that moves with every packet sent costs no heap entry per
-                // packet). One much later (the CONNACK ended the connect
-                // timeout) replaces it, so that a fleet that connected together
-                // does not run every client when those timeouts come: the stale
-                // entries are dropped on the reactor's own arrays.
-                slot.deadline = Some(Stamp::new(at));
-                self.timers.push(at, SlotId::new(index, generation));
+            match slot.connection.next_deadline(&core) {
+                // A deadline a little later keeps the earlier one: it fires
+                // once for nothing and registers the new one then (a
+                // keepalive that moves with every packet sent costs no heap
+                // work per packet). One much later (the CONNACK ended the
+                // connect timeout) moves it, so that a fleet that connected
+                // together is not run when those timeouts come.
+                Some(at)
+                    if self.timers.deadline(index).is_none_or(|registered| {
+                        at < registered || at > registered + REGISTER_LATER
+                    }) =>
+                {
+                    self.timers.set(index, at)
+                }
+                Some(_) => {}
+                None => self.timers.cancel(index),
             }
         }
         let used = marked.len();
@@ -691,9 +675,6 @@ impl Engine {
         keep_room(&mut marked, used);
         self.marked = marked;
         self.admit_waiting();
-        let slots = &self.slots;
-        self.timers
-            .compact(self.live, |at, id| Self::is_live(slots, at, id));
         ended
     }
 
@@ -900,32 +881,26 @@ mod tests {
     }
 
     #[test]
-    fn a_deadline_moved_much_later_leaves_its_passed_entry_stale() {
+    fn a_deadline_moved_much_later_moves_its_entry_and_a_removed_client_takes_it() {
         let (shared, core) = adopted_client();
         let mut engine = lock(&shared.engine);
         engine.turn(&shared, Some(Duration::ZERO));
         assert_eq!(engine.ran, 1);
         let index = core.slot.load(Ordering::SeqCst) as usize;
-        let generation = engine.slots[index].generation;
-        // Registered earlier and passed by now (a connect timeout, say)...
-        let passed = Instant::now();
-        engine.timers.push(passed, SlotId::new(index, generation));
+        // Registered an hour out (a connect timeout, say)...
+        let hour = Instant::now() + Duration::from_secs(3600);
+        engine.timers.set(index, hour);
+        // ...while the client's next deadline went a day out (its CONNACK).
+        let day = Instant::now() + Duration::from_secs(86_400);
         let slot = engine.slots[index].slot.as_mut().unwrap();
-        slot.deadline = Some(Stamp::new(passed));
-        // ...while the client's next deadline went an hour out (its CONNACK).
-        let later = Instant::now() + Duration::from_secs(3600);
-        slot.connection.set_reconnect_at(later);
+        slot.connection.set_reconnect_at(day);
         core.wake();
         engine.turn(&shared, Some(Duration::ZERO));
-        assert_eq!(
-            engine.ran, 1,
-            "run for its wake, not again for the passed entry"
-        );
-        let wait = engine.next_wait(&shared).unwrap();
-        assert!(
-            wait > Duration::from_secs(3500),
-            "the later deadline is registered"
-        );
+        assert_eq!(engine.ran, 1, "run once, for its wake");
+        assert_eq!(engine.timers.deadline(index), Some(day), "moved");
+        assert_eq!(engine.timers.len(), 1, "no stale entry beside it");
+        engine.remove(index);
+        assert_eq!(engine.timers.len(), 0, "gone with its client");
         drop(engine);
         shared.free();
     }

@@ -1,18 +1,16 @@
 //! One binary heap for the deadlines of every client of a reactor (keepalive,
-//! CONNACK and connect timeouts, reconnection backoff), with lazy deletion: a
-//! slot keeps the deadline it registered last (an earlier one always, a later
-//! one only when it is much later); an entry that no longer matches its slot
-//! is skipped when it surfaces, without touching the client. A turn thus costs
-//! O(expired entries x log n), never a scan of every client.
+//! CONNACK and connect timeouts, reconnection backoff). Indexed: each slot has
+//! at most one entry and the heap knows where it is, so a deadline moves in
+//! place and a removed client takes its entry with it. A turn thus costs
+//! O(expired entries x log n), never a scan of every client, and the heap
+//! holds one entry per client with a deadline, never a stale one.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::time::Instant;
 
 use crate::protocol::stamp::Stamp;
 
 /// A slot's identity: its index and the generation of its occupant, so that
-/// an entry left by a removed client never fires for the next one.
+/// a reference left by a removed client never reaches the next one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct SlotId {
     /// 32 bits: each slot holds a socket (8 bytes in all, for the queues
@@ -34,65 +32,134 @@ impl SlotId {
     }
 }
 
-/// An entry as the heap keeps it: 16 bytes rather than 32 (one or more per
-/// client). Slot indexes fit in 32 bits: each slot holds a socket.
-type Entry = (Stamp, u32, u32);
+/// An entry: a deadline and the slot index it is for (16 bytes).
+type Entry = (Stamp, u32);
 
-fn entry(at: Instant, slot: SlotId) -> Entry {
-    (Stamp::new(at), slot.index, slot.generation)
-}
-
-fn unpack((at, index, generation): Entry) -> (Instant, SlotId) {
-    let slot = SlotId { index, generation };
-    (at.instant(), slot)
-}
+/// In `position`: the slot has no entry.
+const ABSENT: u32 = u32::MAX;
 
 #[derive(Default)]
 pub(crate) struct Timers {
-    heap: BinaryHeap<Reverse<Entry>>,
+    /// A min-heap on the deadline.
+    heap: Vec<Entry>,
+    /// Per slot index: where its entry is in `heap`, or `ABSENT`.
+    position: Vec<u32>,
 }
 
 impl Timers {
-    pub fn push(&mut self, at: Instant, slot: SlotId) {
-        self.heap.push(Reverse(entry(at, slot)));
+    /// The deadline registered for `slot`, if any.
+    pub fn deadline(&self, slot: usize) -> Option<Instant> {
+        let at = *self.position.get(slot)?;
+        (at != ABSENT).then(|| self.heap[at as usize].0.instant())
     }
 
-    /// The earliest entry for which `live` holds, dropping stale ones above it.
-    pub fn next(&mut self, mut live: impl FnMut(Instant, SlotId) -> bool) -> Option<Instant> {
-        while let Some(&Reverse(e)) = self.heap.peek() {
-            let (at, slot) = unpack(e);
-            if live(at, slot) {
-                return Some(at);
+    /// Register `at` as `slot`'s deadline, replacing the one it had.
+    pub fn set(&mut self, slot: usize, at: Instant) {
+        if slot >= self.position.len() {
+            self.position.resize(slot + 1, ABSENT);
+        }
+        let stamp = Stamp::new(at);
+        match self.position[slot] {
+            ABSENT => {
+                self.heap.push((stamp, slot as u32));
+                self.position[slot] = (self.heap.len() - 1) as u32;
+                self.sift_up(self.heap.len() - 1);
             }
-            self.heap.pop();
-        }
-        None
-    }
-
-    /// Take the next entry due at `now`, live or not (the caller checks).
-    pub fn pop_due(&mut self, now: Instant) -> Option<(Instant, SlotId)> {
-        match self.heap.peek() {
-            Some(&Reverse((at, ..))) if at.instant() <= now => {
-                self.heap.pop().map(|Reverse(e)| unpack(e))
+            i => {
+                let i = i as usize;
+                let earlier = stamp < self.heap[i].0;
+                self.heap[i].0 = stamp;
+                if earlier {
+                    self.sift_up(i);
+                } else {
+                    self.sift_down(i);
+                }
             }
-            _ => None,
         }
     }
 
-    /// Drop stale entries once they outnumber the live ones, so that a
-    /// deadline moved earlier again and again cannot grow the heap without
-    /// bound. In place: no allocation.
-    pub fn compact(&mut self, slots: usize, mut live: impl FnMut(Instant, SlotId) -> bool) {
-        if self.heap.len() > 2 * slots + 64 {
-            self.heap.retain(|&Reverse(e)| {
-                let (at, slot) = unpack(e);
-                live(at, slot)
-            });
+    /// Drop `slot`'s deadline, if it has one.
+    pub fn cancel(&mut self, slot: usize) {
+        let Some(&i) = self.position.get(slot) else {
+            return;
+        };
+        if i != ABSENT {
+            self.remove_at(i as usize);
         }
+    }
+
+    /// The earliest deadline.
+    pub fn next(&self) -> Option<Instant> {
+        self.heap.first().map(|e| e.0.instant())
+    }
+
+    /// Take the slot whose deadline is earliest, if it has come by `now`.
+    pub fn pop_due(&mut self, now: Instant) -> Option<usize> {
+        let &(at, slot) = self.heap.first()?;
+        if at.instant() > now {
+            return None;
+        }
+        self.remove_at(0);
+        Some(slot as usize)
     }
 
     pub fn clear(&mut self) {
         self.heap.clear();
+        self.position.clear();
+    }
+
+    fn remove_at(&mut self, i: usize) {
+        let last = self.heap.len() - 1;
+        self.swap(i, last);
+        let (_, slot) = self.heap.pop().expect("an entry at i");
+        self.position[slot as usize] = ABSENT;
+        if i < self.heap.len() {
+            // The entry moved into the hole may belong above or below it.
+            self.sift_up(i);
+            self.sift_down(i);
+        }
+    }
+
+    fn swap(&mut self, a: usize, b: usize) {
+        self.heap.swap(a, b);
+        self.position[self.heap[a].1 as usize] = a as u32;
+        self.position[self.heap[b].1 as usize] = b as u32;
+    }
+
+    fn sift_up(&mut self, mut i: usize) {
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            if self.heap[parent].0 <= self.heap[i].0 {
+                break;
+            }
+            self.swap(i, parent);
+            i = parent;
+        }
+    }
+
+    fn sift_down(&mut self, mut i: usize) {
+        loop {
+            let left = 2 * i + 1;
+            if left >= self.heap.len() {
+                break;
+            }
+            let right = left + 1;
+            let child = if right < self.heap.len() && self.heap[right].0 < self.heap[left].0 {
+                right
+            } else {
+                left
+            };
+            if self.heap[i].0 <= self.heap[child].0 {
+                break;
+            }
+            self.swap(i, child);
+            i = child;
+        }
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.heap.len()
     }
 }
 
@@ -101,31 +168,63 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// A deterministic scramble (no rand dependency).
+    fn scrambled(n: u64) -> impl Iterator<Item = u64> {
+        (0..n).map(move |i| (i * 7919 + 13) % 1009)
+    }
+
     #[test]
-    fn stale_entries_are_skipped_and_compacted() {
+    fn deadlines_come_out_in_order_one_per_slot_whatever_moved_or_went() {
         let t0 = Instant::now();
-        let a = SlotId {
-            index: 0,
-            generation: 1,
-        };
-        let b = SlotId {
-            index: 1,
-            generation: 1,
-        };
+        let ms = |n: u64| t0 + Duration::from_millis(n);
         let mut timers = Timers::default();
-        timers.push(t0 + Duration::from_secs(5), a);
-        timers.push(t0 + Duration::from_secs(1), b);
-        timers.push(t0 + Duration::from_secs(2), a);
-        // b's entry is stale (b moved on): the next live one is a's at 2 s.
-        let live = |at: Instant, s: SlotId| s == a || at > t0 + Duration::from_secs(1);
-        assert_eq!(timers.next(live), Some(t0 + Duration::from_secs(2)));
-        assert_eq!(timers.pop_due(t0 + Duration::from_secs(1)), None);
-        let due = timers.pop_due(t0 + Duration::from_secs(3));
-        assert_eq!(due, Some((t0 + Duration::from_secs(2), a)));
-        for i in 0..200 {
-            timers.push(t0 + Duration::from_millis(i), b);
+        let mut model: Vec<Option<u64>> = vec![None; 64];
+        for (step, at) in scrambled(600).enumerate() {
+            let slot = (at as usize * 31 + step) % 64;
+            if step % 5 == 4 {
+                timers.cancel(slot);
+                model[slot] = None;
+            } else {
+                timers.set(slot, ms(at));
+                model[slot] = Some(at);
+            }
+            assert_eq!(timers.deadline(slot), model[slot].map(ms));
+            assert_eq!(timers.len(), model.iter().flatten().count());
         }
-        timers.compact(2, |_, s| s == a);
-        assert_eq!(timers.heap.len(), 1);
+        let mut expected: Vec<(u64, usize)> = model
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, at)| at.map(|at| (at, slot)))
+            .collect();
+        expected.sort();
+        assert_eq!(timers.next(), expected.first().map(|&(at, _)| ms(at)));
+        let mut popped = Vec::new();
+        while let Some(slot) = timers.pop_due(ms(2000)) {
+            popped.push((model[slot].unwrap(), slot));
+        }
+        let popped_times: Vec<u64> = popped.iter().map(|&(at, _)| at).collect();
+        let expected_times: Vec<u64> = expected.iter().map(|&(at, _)| at).collect();
+        assert_eq!(popped_times, expected_times);
+        assert_eq!(timers.len(), 0);
+        assert!((0..64).all(|slot| timers.deadline(slot).is_none()));
+    }
+
+    #[test]
+    fn nothing_is_due_before_its_time_and_a_moved_deadline_keeps_one_entry() {
+        let t0 = Instant::now();
+        let mut timers = Timers::default();
+        timers.set(3, t0 + Duration::from_secs(10));
+        timers.set(1, t0 + Duration::from_secs(5));
+        assert_eq!(timers.pop_due(t0 + Duration::from_secs(4)), None);
+        // A connect timeout replaced by a keepalive an hour out: moved, not
+        // added beside.
+        timers.set(1, t0 + Duration::from_secs(3600));
+        assert_eq!(timers.len(), 2);
+        assert_eq!(timers.next(), Some(t0 + Duration::from_secs(10)));
+        assert_eq!(timers.pop_due(t0 + Duration::from_secs(11)), Some(3));
+        assert_eq!(timers.pop_due(t0 + Duration::from_secs(11)), None);
+        timers.cancel(7);
+        timers.cancel(1);
+        assert_eq!(timers.next(), None);
     }
 }
