@@ -162,23 +162,114 @@ impl Intake {
 }
 
 /// Commands from API calls waiting for the reactor: one word while there are
-/// none, as for an idle client of thousands.
+/// none, and one heap block per command (usually there is one at a time: the
+/// reactor takes the whole queue). Thousands of clients connecting at once
+/// each leave these blocks as holes in the heap once they are freed, so one
+/// block, not a vector and its buffer.
 #[derive(Default)]
-#[allow(clippy::box_collection)]
-pub(crate) struct CommandQueue(Option<Box<Vec<ReactorCommand>>>);
+pub(crate) struct CommandQueue {
+    /// Newest first: a push is O(1) and `take` puts them in order.
+    newest: Option<Box<Node>>,
+}
+
+struct Node {
+    command: ReactorCommand,
+    next: Option<Box<Node>>,
+}
 
 impl CommandQueue {
     pub fn push(&mut self, command: ReactorCommand) {
-        // Usually one command at a time (the reactor takes the whole queue):
-        // room for one, not four. Thousands of clients connecting at once
-        // each leave these blocks as holes in the heap once they are freed.
-        self.0
-            .get_or_insert_with(|| Box::new(Vec::with_capacity(1)))
-            .push(command);
+        let next = self.newest.take();
+        self.newest = Some(Box::new(Node { command, next }));
     }
 
-    /// Everything queued, leaving the queue with no allocation.
-    pub fn take(&mut self) -> Vec<ReactorCommand> {
-        self.0.take().map(|queue| *queue).unwrap_or_default()
+    /// Everything queued, oldest first, leaving the queue with no allocation.
+    pub fn take(&mut self) -> Commands {
+        let mut oldest = None;
+        let mut newest = self.newest.take();
+        while let Some(mut node) = newest {
+            newest = std::mem::replace(&mut node.next, oldest);
+            oldest = Some(node);
+        }
+        Commands { oldest }
+    }
+}
+
+impl Drop for CommandQueue {
+    fn drop(&mut self) {
+        // Iteratively: a recursive drop of a long list would overflow the stack.
+        drop(self.take());
+    }
+}
+
+/// Commands taken from a queue, oldest first.
+pub(crate) struct Commands {
+    oldest: Option<Box<Node>>,
+}
+
+impl Iterator for Commands {
+    type Item = ReactorCommand;
+
+    fn next(&mut self) -> Option<ReactorCommand> {
+        let node = self.oldest.take()?;
+        let Node { command, next } = *node;
+        self.oldest = next;
+        Some(command)
+    }
+}
+
+impl Drop for Commands {
+    fn drop(&mut self) {
+        for _ in self.by_ref() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn intents(commands: Commands) -> Vec<u64> {
+        commands
+            .map(|command| match command {
+                ReactorCommand::StopReconnecting { intent } => intent,
+                _ => unreachable!("only StopReconnecting is queued here"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn commands_come_out_oldest_first_and_leave_the_queue_empty() {
+        let mut queue = CommandQueue::default();
+        for intent in 1..=5 {
+            queue.push(ReactorCommand::StopReconnecting { intent });
+        }
+        assert_eq!(intents(queue.take()), [1, 2, 3, 4, 5]);
+        assert!(queue.newest.is_none());
+        assert_eq!(intents(queue.take()), [] as [u64; 0]);
+        queue.push(ReactorCommand::StopReconnecting { intent: 9 });
+        assert_eq!(intents(queue.take()), [9]);
+    }
+
+    #[test]
+    fn a_long_queue_drops_without_deep_recursion() {
+        // Run on a small stack: a recursive drop of this list would overflow it.
+        std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(|| {
+                let mut queue = CommandQueue::default();
+                for intent in 0..200_000 {
+                    queue.push(ReactorCommand::StopReconnecting { intent });
+                }
+                let mut taken = queue.take();
+                assert_eq!(taken.next().map(|_| ()), Some(()));
+                drop(taken);
+                for intent in 0..200_000 {
+                    queue.push(ReactorCommand::StopReconnecting { intent });
+                }
+                drop(queue);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }
