@@ -778,7 +778,9 @@ impl Client {
         // When not connected, the command still cancels a pending automatic
         // reconnection, which is what the caller asked for, and gives up an
         // attempt under way, which counts as success.
-        lock(&self.core.commands).push(ReactorCommand::StopReconnecting { intent });
+        self.core
+            .commands
+            .push(ReactorCommand::StopReconnecting { intent });
         drop(session);
         if sent.is_err() && !attempting {
             return sent;

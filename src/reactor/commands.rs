@@ -5,8 +5,9 @@
 
 use std::cell::Cell;
 use std::net::SocketAddr;
+use std::ptr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use mio::Waker;
 
@@ -165,31 +166,66 @@ impl Intake {
 /// none, and one heap block per command (usually there is one at a time: the
 /// reactor takes the whole queue). Thousands of clients connecting at once
 /// each leave these blocks as holes in the heap once they are freed, so one
-/// block, not a vector and its buffer.
-#[derive(Default)]
+/// block, not a vector and its buffer. Lock-free, so the queue is one word:
+/// any thread pushes, and the reactor takes the whole list with one swap (a
+/// taken node is never seen by a push again, so there is no ABA).
 pub(crate) struct CommandQueue {
     /// Newest first: a push is O(1) and `take` puts them in order.
-    newest: Option<Box<Node>>,
+    newest: AtomicPtr<Node>,
 }
 
 struct Node {
     command: ReactorCommand,
-    next: Option<Box<Node>>,
+    next: *mut Node,
+}
+
+// SAFETY: the queue owns its nodes, and the commands in them are `Send`;
+// nodes are only reached through atomic operations on `newest` (a push
+// publishes a node built by its thread alone, `take` owns what it swaps out).
+unsafe impl Send for CommandQueue {}
+// SAFETY: as above.
+unsafe impl Sync for CommandQueue {}
+
+impl Default for CommandQueue {
+    fn default() -> Self {
+        CommandQueue {
+            newest: AtomicPtr::new(ptr::null_mut()),
+        }
+    }
 }
 
 impl CommandQueue {
-    pub fn push(&mut self, command: ReactorCommand) {
-        let next = self.newest.take();
-        self.newest = Some(Box::new(Node { command, next }));
+    pub fn push(&self, command: ReactorCommand) {
+        let node = Box::into_raw(Box::new(Node {
+            command,
+            next: ptr::null_mut(),
+        }));
+        let mut newest = self.newest.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: `node` is not published yet: only this thread sees it.
+            unsafe { (*node).next = newest };
+            // Release: the reactor's swap sees the node's contents.
+            match self.newest.compare_exchange_weak(
+                newest,
+                node,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(current) => newest = current,
+            }
+        }
     }
 
     /// Everything queued, oldest first, leaving the queue with no allocation.
-    pub fn take(&mut self) -> Commands {
-        let mut oldest = None;
-        let mut newest = self.newest.take();
-        while let Some(mut node) = newest {
-            newest = std::mem::replace(&mut node.next, oldest);
-            oldest = Some(node);
+    pub fn take(&self) -> Commands {
+        let mut newest = self.newest.swap(ptr::null_mut(), Ordering::Acquire);
+        let mut oldest = ptr::null_mut();
+        while !newest.is_null() {
+            // SAFETY: the swap gave this thread the whole list.
+            let next = unsafe { std::mem::replace(&mut (*newest).next, oldest) };
+            oldest = newest;
+            newest = next;
         }
         Commands { oldest }
     }
@@ -197,29 +233,33 @@ impl CommandQueue {
 
 impl Drop for CommandQueue {
     fn drop(&mut self) {
-        // Iteratively: a recursive drop of a long list would overflow the stack.
         drop(self.take());
     }
 }
 
-/// Commands taken from a queue, oldest first.
+/// Commands taken from a queue, oldest first; owns them.
 pub(crate) struct Commands {
-    oldest: Option<Box<Node>>,
+    oldest: *mut Node,
 }
 
 impl Iterator for Commands {
     type Item = ReactorCommand;
 
     fn next(&mut self) -> Option<ReactorCommand> {
-        let node = self.oldest.take()?;
-        let Node { command, next } = *node;
-        self.oldest = next;
-        Some(command)
+        if self.oldest.is_null() {
+            return None;
+        }
+        // SAFETY: a node of the list `take` swapped out, each taken once.
+        let node = unsafe { Box::from_raw(self.oldest) };
+        self.oldest = node.next;
+        Some(node.command)
     }
 }
 
 impl Drop for Commands {
     fn drop(&mut self) {
+        // One node at a time: a recursive drop of a long list would
+        // overflow the stack.
         for _ in self.by_ref() {}
     }
 }
@@ -239,12 +279,12 @@ mod tests {
 
     #[test]
     fn commands_come_out_oldest_first_and_leave_the_queue_empty() {
-        let mut queue = CommandQueue::default();
+        let queue = CommandQueue::default();
         for intent in 1..=5 {
             queue.push(ReactorCommand::StopReconnecting { intent });
         }
         assert_eq!(intents(queue.take()), [1, 2, 3, 4, 5]);
-        assert!(queue.newest.is_none());
+        assert!(queue.newest.load(Ordering::SeqCst).is_null());
         assert_eq!(intents(queue.take()), [] as [u64; 0]);
         queue.push(ReactorCommand::StopReconnecting { intent: 9 });
         assert_eq!(intents(queue.take()), [9]);
@@ -256,7 +296,7 @@ mod tests {
         std::thread::Builder::new()
             .stack_size(64 * 1024)
             .spawn(|| {
-                let mut queue = CommandQueue::default();
+                let queue = CommandQueue::default();
                 for intent in 0..200_000 {
                     queue.push(ReactorCommand::StopReconnecting { intent });
                 }
@@ -271,5 +311,36 @@ mod tests {
             .unwrap()
             .join()
             .unwrap();
+    }
+
+    #[test]
+    fn pushes_from_many_threads_all_arrive_once_each_in_each_threads_order() {
+        let queue = Arc::new(CommandQueue::default());
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let queue = queue.clone();
+                std::thread::spawn(move || {
+                    for i in 0..10_000 {
+                        queue.push(ReactorCommand::StopReconnecting {
+                            intent: t << 32 | i,
+                        });
+                    }
+                })
+            })
+            .collect();
+        let mut seen = Vec::new();
+        while seen.len() < 40_000 {
+            seen.extend(intents(queue.take()));
+            std::thread::yield_now();
+        }
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(intents(queue.take()), [] as [u64; 0]);
+        for t in 0..4u64 {
+            let of_thread: Vec<u64> = seen.iter().copied().filter(|i| i >> 32 == t).collect();
+            assert_eq!(
+                of_thread,
+                (0..10_000).map(|i| t << 32 | i).collect::<Vec<_>>()
+            );
+        }
     }
 }

@@ -609,7 +609,7 @@ impl Connection {
 
     /// Commands from API calls, then everything else that is due.
     pub fn work(&mut self, core: &Arc<Core>, io: Io<'_>, scratch: &mut Scratch) -> Option<Error> {
-        let commands = lock(&core.commands).take();
+        let commands = core.commands.take();
         let current = core.current_intent();
         for command in commands {
             match command {

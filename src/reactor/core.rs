@@ -279,7 +279,7 @@ pub(crate) struct Core {
     /// One word, so that a disconnect learns atomically whether the attempt
     /// it supersedes had been claimed.
     attempt_state: AtomicU64,
-    pub commands: Mutex<CommandQueue>,
+    pub commands: CommandQueue,
     /// What only calls that block use (see `Waits`), made at first need.
     waits: OnceBox<Waits>,
     pub options: Mutex<Options>,
@@ -314,7 +314,7 @@ impl Core {
             session: Mutex::new(Session::new(config)),
             dispatcher: Dispatcher::default(),
             attempt_state: AtomicU64::new(0),
-            commands: Mutex::new(CommandQueue::default()),
+            commands: CommandQueue::default(),
             waits: OnceBox::new(),
             options: Mutex::new(options),
             closed: AtomicBool::new(false),
@@ -553,7 +553,7 @@ impl Core {
     }
 
     pub fn push_command(self: &Arc<Self>, command: ReactorCommand) {
-        lock(&self.commands).push(command);
+        self.commands.push(command);
         self.wake();
     }
 }
