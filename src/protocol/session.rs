@@ -838,11 +838,13 @@ pub struct Session {
     /// Snapshot of `config.keep_alive` taken at `connection_opened`: the value
     /// the broker was told.
     keep_alive: u16,
-    connack_deadline: Option<Stamp>,
+    /// What the state waits for, one word for both (they never overlap):
+    /// awaiting the CONNACK, its deadline; connected, when the unanswered
+    /// PINGREQ was sent. Read through `connack_deadline` and `ping_sent`.
+    pending: Option<Stamp>,
     connect_error: Option<Error>,
     last_sent: Option<Stamp>,
     last_received: Option<Stamp>,
-    ping_sent: Option<Stamp>,
     /// Whether the current (or last) connection speaks MQTT 5.
     v5: bool,
     /// What an MQTT 5 connection has besides: `None` for 3.1.1.
@@ -882,11 +884,10 @@ impl Session {
             seq: 0,
             outbox: Outbox::default(),
             keep_alive: 0,
-            connack_deadline: None,
+            pending: None,
             connect_error: None,
             last_sent: None,
             last_received: None,
-            ping_sent: None,
             v5: false,
             v5_link: None,
             durable: None,
@@ -1303,14 +1304,31 @@ impl Session {
             .map(|(f, t)| (f.as_str(), t.options.qos))
     }
 
+    fn connack_deadline(&self) -> Option<Stamp> {
+        self.pending
+            .filter(|_| self.state == ConnectionState::AwaitingConnAck)
+    }
+
+    fn ping_sent(&self) -> Option<Stamp> {
+        self.pending
+            .filter(|_| self.state == ConnectionState::Connected)
+    }
+
+    /// No PINGREQ is unanswered any more (a CONNACK deadline stays).
+    fn clear_ping(&mut self) {
+        if self.state != ConnectionState::AwaitingConnAck {
+            self.pending = None;
+        }
+    }
+
     /// The CONNACK must come by `deadline` too, if that is sooner than the
     /// connect timeout after `connection_opened` (the attempt's own timeout
     /// also covered the TCP, TLS and proxy handshakes before it).
     pub fn bound_connack_deadline(&mut self, deadline: Instant) {
-        if let Some(current) = self.connack_deadline
+        if let Some(current) = self.connack_deadline()
             && deadline < current.instant()
         {
-            self.connack_deadline = Some(Stamp::new(deadline));
+            self.pending = Some(Stamp::new(deadline));
         }
     }
 
@@ -1319,7 +1337,7 @@ impl Session {
         self.outbox.clear();
         self.state = ConnectionState::AwaitingConnAck;
         self.keep_alive = self.config.keep_alive;
-        self.ping_sent = None;
+        self.pending = None;
         self.last_sent = Some(Stamp::new(now));
         self.last_received = Some(Stamp::new(now));
         self.v5 = self.config.is_v5();
@@ -1358,14 +1376,14 @@ impl Session {
         match encoded {
             Ok(_) => {
                 self.connect_error = None;
-                self.connack_deadline = now
+                self.pending = now
                     .checked_add(self.config.connect_timeout())
                     .map(Stamp::new);
             }
             Err(e) => {
                 // Without a CONNECT there is nothing to wait for: report at once.
                 self.connect_error = Some(encode_error(e));
-                self.connack_deadline = Some(Stamp::new(now));
+                self.pending = Some(Stamp::new(now));
             }
         }
     }
@@ -1379,9 +1397,8 @@ impl Session {
         self.store_error = None;
         self.state = ConnectionState::Disconnected;
         self.outbox.clear();
-        self.connack_deadline = None;
+        self.pending = None;
         self.connect_error = None;
-        self.ping_sent = None;
     }
 
     /// All encoded packets waiting to be written, in order. With a store in
@@ -1428,11 +1445,11 @@ impl Session {
             // Due already: any instant of the past will do.
             return self
                 .last_received
-                .or(self.connack_deadline)
+                .or(self.connack_deadline())
                 .map(Stamp::instant);
         }
         match self.state {
-            ConnectionState::AwaitingConnAck => self.connack_deadline.map(Stamp::instant),
+            ConnectionState::AwaitingConnAck => self.connack_deadline().map(Stamp::instant),
             ConnectionState::Connected => match self.keepalive_deadline()? {
                 KeepaliveDeadline::Ping(t) | KeepaliveDeadline::Dead(t) => Some(t),
             },
@@ -1455,7 +1472,7 @@ impl Session {
                 if let Some(e) = self.connect_error {
                     return Err(e);
                 }
-                if self.connack_deadline.is_some_and(|d| now >= d.instant()) {
+                if self.connack_deadline().is_some_and(|d| now >= d.instant()) {
                     return Err(Error::Timeout);
                 }
             }
@@ -1468,7 +1485,7 @@ impl Session {
                     // (of thousands on a reactor) gives back its reuse pools.
                     self.release_idle_memory();
                     self.outbox.push_ping();
-                    self.ping_sent = Some(Stamp::new(now));
+                    self.pending = Some(Stamp::new(now));
                 }
                 _ => {}
             },
@@ -1519,7 +1536,7 @@ impl Session {
             return None;
         }
         let interval = Duration::from_secs(self.keep_alive.into());
-        if let Some(sent) = self.ping_sent {
+        if let Some(sent) = self.ping_sent() {
             return sent
                 .instant()
                 .checked_add(interval / 2)
@@ -1582,7 +1599,7 @@ impl Session {
             self.emit(&disconnect);
         }
         self.state = ConnectionState::Disconnecting;
-        self.ping_sent = None;
+        self.clear_ping();
         Ok(())
     }
 
@@ -1603,7 +1620,7 @@ impl Session {
             properties: self.v5.then_some(Properties::EMPTY),
         }));
         self.state = ConnectionState::Disconnecting;
-        self.ping_sent = None;
+        self.clear_ping();
         true
     }
 
@@ -2126,7 +2143,7 @@ impl Session {
             ConnectionState::Connected | ConnectionState::Disconnecting => {}
         }
         self.last_received = Some(Stamp::new(now));
-        self.ping_sent = None;
+        self.clear_ping();
         match packet {
             Packet::ConnAck(_) => Err(Error::ProtocolViolation),
             Packet::Publish(p) => self.on_publish(p),
@@ -2177,7 +2194,7 @@ impl Session {
     }
 
     fn on_connack<'a>(&mut self, now: Instant, ack: ConnAck<'a>) -> Incoming<'a> {
-        self.connack_deadline = None;
+        self.pending = None;
         if !ack.is_success() {
             self.state = ConnectionState::Disconnected;
             self.outbox.clear();
@@ -2185,7 +2202,6 @@ impl Session {
         }
         self.state = ConnectionState::Connected;
         self.last_received = Some(Stamp::new(now));
-        self.ping_sent = None;
         // The CONNECT's buffer: a connection that stays idle (one of
         // thousands on a reactor) should not keep it; traffic allocates one
         // again, once per connection.
