@@ -113,140 +113,218 @@ impl<'a> Data<'a> {
 pub type Callback<C> = Arc<dyn Fn(&C, &Data<'_>) + Send + Sync>;
 pub type Condition = Arc<dyn Fn(&Data<'_>) -> bool + Send + Sync>;
 
-/// A plain function and the two words it is given back: a callback from C
-/// (its function pointer and user data) stored inline, with no allocation.
-pub(crate) struct Raw<F> {
-    call: F,
+/// How the client type of a dispatcher runs callbacks and conditions held
+/// inline (a C function pointer and its user data): one function each for
+/// the type, so that a row holds two words rather than three.
+pub trait RawTarget {
+    /// Run an inline callback.
+    ///
+    /// # Safety
+    /// `words` are those of a `Raw` made for this type's callbacks.
+    unsafe fn run_raw(&self, data: &Data<'_>, words: [*mut (); 2]);
+
+    /// Evaluate an inline condition.
+    ///
+    /// # Safety
+    /// `words` are those of a `Raw` made for this type's conditions.
+    unsafe fn test_raw(data: &Data<'_>, words: [*mut (); 2]) -> bool;
+}
+
+/// Two words the client type's `RawTarget` functions are given back: a
+/// callback or condition from C (its function pointer and user data),
+/// stored inline with no allocation.
+#[derive(Clone, Copy)]
+pub(crate) struct Raw {
     words: [*mut (); 2],
 }
 
-impl<F: Copy> Clone for Raw<F> {
-    fn clone(&self) -> Self {
-        Raw {
-            call: self.call,
-            words: self.words,
-        }
-    }
-}
-
-impl<F> Raw<F> {
+impl Raw {
     /// # Safety
-    /// Calling `call` with `words` must be sound from any thread, any number
-    /// of times (also concurrently), for as long as a dispatcher holds it.
-    pub(crate) unsafe fn new(call: F, words: [*mut (); 2]) -> Raw<F> {
-        Raw { call, words }
+    /// The `RawTarget` function of the dispatcher's client type that will
+    /// get these words (`run_raw` for a `Handler`, `test_raw` for a `Test`)
+    /// must be sound with them from any thread, any number of times (also
+    /// concurrently), for as long as a dispatcher holds them.
+    pub(crate) unsafe fn new(words: [*mut (); 2]) -> Raw {
+        Raw { words }
     }
 }
 
-// SAFETY: the words are only handed back to `call`, which `Raw::new`'s
-// caller promised may run on any thread.
-unsafe impl<F: Send> Send for Raw<F> {}
+// SAFETY: the words are only handed back to the `RawTarget` functions,
+// which `Raw::new`'s caller promised may run on any thread.
+unsafe impl Send for Raw {}
 // SAFETY: as above.
-unsafe impl<F: Sync> Sync for Raw<F> {}
+unsafe impl Sync for Raw {}
 
-/// # Safety
-/// `words` are those given to `Raw::new` with this function.
-pub(crate) type RawCall<C> = unsafe fn(&C, &Data<'_>, [*mut (); 2]);
-/// # Safety
-/// As for `RawCall`.
-pub(crate) type RawTest = unsafe fn(&Data<'_>, [*mut (); 2]) -> bool;
-
-/// A callback as the table holds it. 24 bytes either way (the function
-/// pointer's niche tells the variants apart).
+/// A callback to register.
 pub(crate) enum Handler<C> {
     Native(Callback<C>),
-    Raw(Raw<RawCall<C>>),
+    Raw(Raw),
 }
 
 impl<C> Clone for Handler<C> {
     fn clone(&self) -> Self {
         match self {
             Handler::Native(callback) => Handler::Native(callback.clone()),
-            Handler::Raw(raw) => Handler::Raw(raw.clone()),
+            Handler::Raw(raw) => Handler::Raw(*raw),
         }
     }
 }
 
-impl<C> Handler<C> {
-    pub(crate) fn run(&self, client: &C, data: &Data<'_>) {
-        match self {
-            Handler::Native(callback) => callback(client, data),
-            // SAFETY: the words given with this function (`Raw::new`).
-            Handler::Raw(raw) => unsafe { (raw.call)(client, data, raw.words) },
-        }
-    }
-}
-
-/// A condition as the table holds it.
+/// A condition to register.
 #[derive(Clone)]
 pub(crate) enum Test {
     Native(Condition),
-    Raw(Raw<RawTest>),
+    Raw(Raw),
 }
 
-impl Test {
-    fn holds(&self, data: &Data<'_>) -> bool {
-        match self {
-            Test::Native(condition) => condition(data),
-            // SAFETY: the words given with this function (`Raw::new`).
-            Test::Raw(raw) => unsafe { (raw.call)(data, raw.words) },
-        }
-    }
-}
-
-/// One row of the callback table (32 bytes). A specific callback takes two
+/// One row of the callback table: 24 bytes, the kind of callback (native
+/// or inline) folded into the row's own tag. A specific callback takes two
 /// rows, its condition then itself, so that a generic one (all an idle C
 /// client usually has) carries no room for a condition or a priority.
 ///
 /// Per command: the specific pairs by priority, highest first, equal
-/// priorities in registration order; then at most one `Generic`, last.
+/// priorities in registration order; then at most one generic row, last.
 enum Row<C> {
-    /// The condition and priority of the `Specific` row right after it.
-    When {
+    /// The condition and priority of the specific row right after it.
+    WhenNative {
         command: Command,
         priority: i32,
-        test: Test,
+        test: Condition,
     },
-    Specific {
+    WhenRaw {
         command: Command,
-        handler: Handler<C>,
+        priority: i32,
+        test: Raw,
     },
-    Generic {
+    SpecificNative {
         command: Command,
-        handler: Handler<C>,
+        callback: Callback<C>,
+    },
+    SpecificRaw {
+        command: Command,
+        raw: Raw,
+    },
+    GenericNative {
+        command: Command,
+        callback: Callback<C>,
+    },
+    GenericRaw {
+        command: Command,
+        raw: Raw,
     },
 }
 
 impl<C> Clone for Row<C> {
     fn clone(&self) -> Self {
         match self {
-            Row::When {
+            Row::WhenNative {
                 command,
                 priority,
                 test,
-            } => Row::When {
+            } => Row::WhenNative {
                 command: *command,
                 priority: *priority,
                 test: test.clone(),
             },
-            Row::Specific { command, handler } => Row::Specific {
-                command: *command,
-                handler: handler.clone(),
+            &Row::WhenRaw {
+                command,
+                priority,
+                test,
+            } => Row::WhenRaw {
+                command,
+                priority,
+                test,
             },
-            Row::Generic { command, handler } => Row::Generic {
+            Row::SpecificNative { command, callback } => Row::SpecificNative {
                 command: *command,
-                handler: handler.clone(),
+                callback: callback.clone(),
             },
+            &Row::SpecificRaw { command, raw } => Row::SpecificRaw { command, raw },
+            Row::GenericNative { command, callback } => Row::GenericNative {
+                command: *command,
+                callback: callback.clone(),
+            },
+            &Row::GenericRaw { command, raw } => Row::GenericRaw { command, raw },
         }
     }
 }
 
 impl<C> Row<C> {
+    fn when(command: Command, priority: i32, test: Test) -> Row<C> {
+        match test {
+            Test::Native(test) => Row::WhenNative {
+                command,
+                priority,
+                test,
+            },
+            Test::Raw(test) => Row::WhenRaw {
+                command,
+                priority,
+                test,
+            },
+        }
+    }
+
+    fn specific(command: Command, handler: Handler<C>) -> Row<C> {
+        match handler {
+            Handler::Native(callback) => Row::SpecificNative { command, callback },
+            Handler::Raw(raw) => Row::SpecificRaw { command, raw },
+        }
+    }
+
+    fn generic(command: Command, handler: Handler<C>) -> Row<C> {
+        match handler {
+            Handler::Native(callback) => Row::GenericNative { command, callback },
+            Handler::Raw(raw) => Row::GenericRaw { command, raw },
+        }
+    }
+
     fn command(&self) -> Command {
         match self {
-            Row::When { command, .. }
-            | Row::Specific { command, .. }
-            | Row::Generic { command, .. } => *command,
+            Row::WhenNative { command, .. }
+            | Row::WhenRaw { command, .. }
+            | Row::SpecificNative { command, .. }
+            | Row::SpecificRaw { command, .. }
+            | Row::GenericNative { command, .. }
+            | Row::GenericRaw { command, .. } => *command,
+        }
+    }
+
+    /// A condition row's priority; `None` for the others.
+    fn priority(&self) -> Option<i32> {
+        match self {
+            Row::WhenNative { priority, .. } | Row::WhenRaw { priority, .. } => Some(*priority),
+            _ => None,
+        }
+    }
+
+    fn is_generic(&self) -> bool {
+        matches!(self, Row::GenericNative { .. } | Row::GenericRaw { .. })
+    }
+}
+
+impl<C: RawTarget> Row<C> {
+    /// A condition row's verdict (false for the others).
+    fn holds(&self, data: &Data<'_>) -> bool {
+        match self {
+            Row::WhenNative { test, .. } => test(data),
+            // SAFETY: words made for this type's conditions (`Raw::new`).
+            Row::WhenRaw { test, .. } => unsafe { C::test_raw(data, test.words) },
+            _ => false,
+        }
+    }
+
+    /// Run a specific or generic row's callback (nothing for a condition).
+    fn run(&self, client: &C, data: &Data<'_>) {
+        match self {
+            Row::SpecificNative { callback, .. } | Row::GenericNative { callback, .. } => {
+                callback(client, data)
+            }
+            // SAFETY: words made for this type's callbacks (`Raw::new`).
+            Row::SpecificRaw { raw, .. } | Row::GenericRaw { raw, .. } => unsafe {
+                client.run_raw(data, raw.words)
+            },
+            Row::WhenNative { .. } | Row::WhenRaw { .. } => {}
         }
     }
 }
@@ -316,7 +394,7 @@ impl<C> Dispatcher<C> {
         let rows: &[Row<C>] = tables.as_deref().unwrap_or(&[]);
         let generic = rows
             .iter()
-            .position(|row| matches!(row, Row::Generic { command: c, .. } if *c == command));
+            .position(|row| row.is_generic() && row.command() == command);
         // The new table is built in its final allocation: thousands of
         // clients registering callbacks leave no intermediate blocks behind.
         let next: Tables<C> = match condition {
@@ -325,20 +403,15 @@ impl<C> Dispatcher<C> {
                 let at = rows
                     .iter()
                     .position(|row| {
-                        matches!(row, Row::When { command: c, priority: p, .. }
-                            if *c == command && *p < priority)
+                        row.command() == command && row.priority().is_some_and(|p| p < priority)
                     })
                     .or(generic)
                     .unwrap_or(rows.len());
-                let when = Row::When {
-                    command,
-                    priority,
-                    test,
-                };
-                spliced(rows, at, 0, [when, Row::Specific { command, handler }])
+                let when = Row::when(command, priority, test);
+                spliced(rows, at, 0, [when, Row::specific(command, handler)])
             }
             None => {
-                let row = Row::Generic { command, handler };
+                let row = Row::generic(command, handler);
                 match generic {
                     Some(at) => spliced(rows, at, 1, [row]),
                     None => spliced(rows, rows.len(), 0, [row]),
@@ -362,11 +435,11 @@ impl<C> Dispatcher<C> {
         let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
         let rows: &[Row<C>] = tables.as_deref().unwrap_or(&[]);
         let registered = rows.iter().position(|row| {
-            matches!(row, Row::When { command: c, test: Test::Native(t), .. }
-                if *c == command && Arc::ptr_eq(t, condition))
+            matches!(row, Row::WhenNative { command: c, test, .. }
+                if *c == command && Arc::ptr_eq(test, condition))
         });
         if let Some(at) = registered {
-            let next = spliced(rows, at + 1, 1, [Row::Specific { command, handler }]);
+            let next = spliced(rows, at + 1, 1, [Row::specific(command, handler)]);
             *tables = Some(next);
             return;
         }
@@ -387,7 +460,9 @@ impl<C> Dispatcher<C> {
             .as_deref()
             .is_some_and(|rows| rows.iter().any(|row| row.command() == command))
     }
+}
 
+impl<C: RawTarget> Dispatcher<C> {
     /// Run at most one specific callback (the highest-priority one whose condition
     /// holds), or else the generic one. Returns whether a callback ran.
     pub fn dispatch(&self, client: &C, data: &Data<'_>) -> bool {
@@ -401,23 +476,19 @@ impl<C> Dispatcher<C> {
         };
         let mut rows = tables.iter().filter(|row| row.command() == data.command);
         while let Some(row) = rows.next() {
-            match row {
-                Row::When { test, .. } => {
-                    // Taken even when the test fails: it is the pair's second row.
-                    let specific = rows.next();
-                    if let Some(Row::Specific { handler, .. }) = specific
-                        && test.holds(data)
-                    {
-                        handler.run(client, data);
-                        return true;
-                    }
-                }
-                // Last of its command: no condition held.
-                Row::Generic { handler, .. } => {
-                    handler.run(client, data);
+            if row.priority().is_some() {
+                // Taken even when the test fails: it is the pair's second row.
+                let specific = rows.next();
+                if let Some(specific) = specific
+                    && row.holds(data)
+                {
+                    specific.run(client, data);
                     return true;
                 }
-                Row::Specific { .. } => {}
+            } else if row.is_generic() {
+                // Last of its command: no condition held.
+                row.run(client, data);
+                return true;
             }
         }
         false
@@ -496,43 +567,43 @@ mod tests {
 
     type Log = StdMutex<Vec<&'static str>>;
 
-    /// Raw rows as C's are: a log (the "function") and a name (the "user data").
-    fn raw_recorder(log: &Arc<Log>, name: &'static &'static str) -> Handler<()> {
-        /// # Safety
-        /// `words` are a live `Log` and a `&'static str`.
-        unsafe fn call(_: &(), _: &Data<'_>, words: [*mut (); 2]) {
-            // SAFETY: per this function's contract.
+    /// Raw rows as C's are: a log (the "function") and a name (the "user
+    /// data"); a raw condition holds when its first word is not null.
+    impl RawTarget for () {
+        unsafe fn run_raw(&self, _: &Data<'_>, words: [*mut (); 2]) {
+            // SAFETY: `raw_recorder`'s words: a live `Log` and a `&'static str`.
             let (log, name) = unsafe { (&*words[0].cast::<Log>(), *words[1].cast::<&str>()) };
             log.lock().unwrap().push(name);
         }
+
+        unsafe fn test_raw(_: &Data<'_>, words: [*mut (); 2]) -> bool {
+            !words[0].is_null()
+        }
+    }
+
+    fn raw_recorder(log: &Arc<Log>, name: &'static &'static str) -> Handler<()> {
         let words = [
             Arc::as_ptr(log).cast_mut().cast(),
             (name as *const &str).cast_mut().cast(),
         ];
         // SAFETY: the tests keep the log alive while the dispatcher lives.
-        Handler::Raw(unsafe { Raw::new(call, words) })
+        Handler::Raw(unsafe { Raw::new(words) })
     }
 
-    /// A raw condition holding when its first word is not null.
     fn raw_test(holds: bool) -> Test {
-        fn test(_: &Data<'_>, words: [*mut (); 2]) -> bool {
-            !words[0].is_null()
-        }
         let word = if holds {
             std::ptr::dangling_mut()
         } else {
             std::ptr::null_mut()
         };
-        // SAFETY: `test` reads no pointer.
-        Test::Raw(unsafe { Raw::new(test, [word, std::ptr::null_mut()]) })
+        // SAFETY: `test_raw` reads no pointer.
+        Test::Raw(unsafe { Raw::new([word, std::ptr::null_mut()]) })
     }
 
     #[test]
     fn inline_rows_take_no_more_room_than_native_ones() {
         let word = size_of::<usize>();
-        assert_eq!(size_of::<Handler<Arc<()>>>(), 3 * word);
-        assert_eq!(size_of::<Test>(), 3 * word);
-        assert_eq!(size_of::<Row<Arc<()>>>(), 4 * word);
+        assert_eq!(size_of::<Row<Arc<()>>>(), 3 * word);
     }
 
     #[test]
@@ -607,6 +678,16 @@ mod tests {
     /// A client whose callbacks register callbacks on it.
     #[derive(Default)]
     struct Me(Dispatcher<Me>);
+
+    impl RawTarget for Me {
+        unsafe fn run_raw(&self, _: &Data<'_>, _: [*mut (); 2]) {
+            unreachable!("Me registers native callbacks only")
+        }
+
+        unsafe fn test_raw(_: &Data<'_>, _: [*mut (); 2]) -> bool {
+            unreachable!("Me registers native conditions only")
+        }
+    }
 
     #[test]
     fn a_callback_registers_callbacks_from_inside_a_dispatch() {

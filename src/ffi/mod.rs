@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::Error;
 use crate::client::Client;
-use crate::dispatch::{Command, Data, Handler, Raw, Test};
+use crate::dispatch::{Command, Data, Handler, Raw, RawTarget, Test};
 use crate::protocol::codec::QoS;
 use crate::reactor::Core;
 pub use types::*;
@@ -235,38 +235,40 @@ fn with_c_data<R>(data: &Data<'_>, f: impl FnOnce(&mqtt_data) -> R) -> R {
     f(&c)
 }
 
-/// A C callback held inline by the dispatcher: no allocation, and the handle
-/// is the core's address (`into_handle`), not stored.
-pub(crate) fn c_handler(function: CallbackFn, user_data: *mut c_void) -> Handler<Arc<Core>> {
-    /// # Safety
-    /// `words` are a `CallbackFn` and its user data (`c_handler`).
-    unsafe fn call(core: &Arc<Core>, data: &Data<'_>, words: [*mut (); 2]) {
-        // SAFETY: `c_handler` stored this function pointer in the first word.
+/// C callbacks and conditions are held inline by the dispatcher (no
+/// allocation): the words are the C function pointer and its user data, and
+/// the handle a callback gets is the core's address (`into_handle`).
+impl RawTarget for Arc<Core> {
+    unsafe fn run_raw(&self, data: &Data<'_>, words: [*mut (); 2]) {
+        // SAFETY: `c_handler` stored a `CallbackFn` in the first word.
         let function = unsafe { std::mem::transmute::<*mut (), CallbackFn>(words[0]) };
-        let handle = Arc::as_ptr(core).cast_mut().cast::<mqtt_client>();
+        let handle = Arc::as_ptr(self).cast_mut().cast::<mqtt_client>();
         with_c_data(data, |c| {
             // SAFETY: a C function pointer given to us for this purpose; `c` lives
             // for the call, as the header promises.
             unsafe { function(handle, c, words[1].cast::<c_void>()) }
         })
     }
-    // SAFETY: `call` gets back the words it expects; running it from any
-    // thread is the promise mqtt.h asks of callbacks and their user data.
-    Handler::Raw(unsafe { Raw::new(call, [function as *mut (), user_data.cast()]) })
-}
 
-/// A C condition held inline, as `c_handler`.
-fn c_test(function: ConditionFn, user_data: *mut c_void) -> Test {
-    /// # Safety
-    /// `words` are a `ConditionFn` and its user data (`c_test`).
-    unsafe fn test(data: &Data<'_>, words: [*mut (); 2]) -> bool {
-        // SAFETY: `c_test` stored this function pointer in the first word.
+    unsafe fn test_raw(data: &Data<'_>, words: [*mut (); 2]) -> bool {
+        // SAFETY: `c_test` stored a `ConditionFn` in the first word.
         let function = unsafe { std::mem::transmute::<*mut (), ConditionFn>(words[0]) };
         // SAFETY: as for callbacks.
         with_c_data(data, |c| unsafe { function(c, words[1].cast::<c_void>()) })
     }
-    // SAFETY: as in `c_handler`.
-    Test::Raw(unsafe { Raw::new(test, [function as *mut (), user_data.cast()]) })
+}
+
+/// A C callback held inline by the dispatcher (see `RawTarget`).
+pub(crate) fn c_handler(function: CallbackFn, user_data: *mut c_void) -> Handler<Arc<Core>> {
+    // SAFETY: `run_raw` gets back the words it expects; running it from any
+    // thread is the promise mqtt.h asks of callbacks and their user data.
+    Handler::Raw(unsafe { Raw::new([function as *mut (), user_data.cast()]) })
+}
+
+/// A C condition held inline, as `c_handler`.
+fn c_test(function: ConditionFn, user_data: *mut c_void) -> Test {
+    // SAFETY: as in `c_handler`, for `test_raw`.
+    Test::Raw(unsafe { Raw::new([function as *mut (), user_data.cast()]) })
 }
 
 /// Create a client.
