@@ -217,6 +217,11 @@ impl CommandQueue {
         }
     }
 
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.newest.load(Ordering::SeqCst).is_null()
+    }
+
     /// Everything queued, oldest first, leaving the queue with no allocation.
     pub fn take(&self) -> Commands {
         let mut newest = self.newest.swap(ptr::null_mut(), Ordering::Acquire);

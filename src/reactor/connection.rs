@@ -573,6 +573,11 @@ impl Connection {
     }
 
     /// The same to clear: a connection without one has nothing to clear.
+    #[cfg(test)]
+    pub(super) fn has_dial(&self) -> bool {
+        self.dial.is_some()
+    }
+
     fn dial_if_any(&mut self) -> Option<&mut Dial> {
         self.dial.as_deref_mut()
     }
@@ -625,7 +630,31 @@ impl Connection {
                 ReactorCommand::Failed { intent, .. }
                 | ReactorCommand::StopReconnecting { intent }
                     if intent != current => {}
-                ReactorCommand::Connect { attempt, addrs, .. } => {
+                ReactorCommand::Connect {
+                    attempt,
+                    addrs,
+                    intent,
+                } => {
+                    if !self.holds_permit
+                        && self.conn.is_none()
+                        && self.dial.is_none()
+                        && !io.gate.has_room()
+                    {
+                        // No room under the connect limit: wait for it with
+                        // the request itself queued again, not an attempt's
+                        // state. A fleet connecting at once would otherwise
+                        // leave a `Dial` per client as holes in the heap.
+                        core.commands.push(ReactorCommand::Connect {
+                            attempt,
+                            addrs,
+                            intent,
+                        });
+                        core.set_attempt_in_progress(true);
+                        self.parked = true;
+                        continue;
+                    }
+                    // Admitted or not, this attempt starts below, once.
+                    self.resume_connect = false;
                     if self.conn.is_some() {
                         // Finish a requested disconnect: write the DISCONNECT, report it.
                         let _ = self.flush(core);

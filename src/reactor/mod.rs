@@ -906,6 +906,67 @@ mod tests {
     }
 
     #[test]
+    fn a_client_waiting_for_room_holds_its_request_not_an_attempt() {
+        // Accepted by the kernel's backlog, never answered: an attempt
+        // keeps its room until the test frees it.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = Shared::new(false).unwrap();
+        shared.connect_limit.store(1, Ordering::Relaxed);
+        let cores: Vec<Arc<Core>> = (0..2)
+            .map(|_| {
+                let core = Arc::new(Core::new(SessionConfig::default()));
+                *lock(&core.link) = Some(shared.clone());
+                shared.adopt(&core, None);
+                core
+            })
+            .collect();
+        let mut engine = lock(&shared.engine);
+        engine.turn(&shared, Some(Duration::ZERO));
+        for core in &cores {
+            let intent = core.supersede_attempt();
+            core.push_command(ReactorCommand::Connect {
+                attempt: None,
+                addrs: connection::Addrs::One(addr),
+                intent,
+            });
+        }
+        engine.turn(&shared, Some(Duration::ZERO));
+        let at = |core: &Arc<Core>| core.slot.load(Ordering::SeqCst) as usize;
+        let connection = |engine: &Engine, core: &Arc<Core>| {
+            let slot = engine.slots[at(core)].slot.as_ref().unwrap();
+            (
+                slot.connection.holds_permit,
+                slot.connection.parked,
+                slot.connection.has_dial(),
+            )
+        };
+        assert_eq!(connection(&engine, &cores[0]), (true, false, true));
+        assert_eq!(
+            connection(&engine, &cores[1]),
+            (false, true, false),
+            "waiting without an attempt's state"
+        );
+        assert!(!cores[1].commands.is_empty(), "its request kept");
+        // The first leaves: the second gets the room and starts, once.
+        engine.remove(at(&cores[0]));
+        engine.turn(&shared, Some(Duration::ZERO));
+        engine.turn(&shared, Some(Duration::ZERO));
+        assert_eq!(connection(&engine, &cores[1]), (true, false, true));
+        assert!(cores[1].commands.is_empty());
+        assert!(
+            !engine.slots[at(&cores[1])]
+                .slot
+                .as_ref()
+                .unwrap()
+                .connection
+                .resume_connect
+        );
+        drop(engine);
+        shared.free();
+    }
+
+    #[test]
     fn a_wrapped_turn_stamp_leaves_no_stale_mark() {
         let (shared, core) = adopted_client();
         let mut engine = lock(&shared.engine);
