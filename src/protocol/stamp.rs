@@ -19,6 +19,9 @@ const OFFSET: i128 = 1 << 63;
 static ORIGIN: OnceLock<Instant> = OnceLock::new();
 
 impl Stamp {
+    /// The earliest stamp: a filler for storage that needs a value.
+    pub const MIN: Stamp = Stamp(NonZeroU64::MIN);
+
     pub fn new(at: Instant) -> Stamp {
         let origin = *ORIGIN.get_or_init(|| at);
         let nanos = match at.checked_duration_since(origin) {
