@@ -8,7 +8,7 @@ use std::cell::Cell;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -435,14 +435,11 @@ pub(crate) struct Connection {
     pub(super) read_start: u32,
     pub(super) read_end: u32,
     /// Bumped whenever a socket is dropped: what was read from it is void
-    /// (compared within one read only, so u32 cannot wrap unnoticed).
-    epoch: u32,
+    /// (compared within one read only: no read sees 256 sockets dropped).
+    epoch: u8,
     /// The attempt under way or the backoff before the next (`None` once
     /// connected: see `Dial`).
     dial: Option<Box<Dial>>,
-    /// Bumped for every name resolution started, across attempts, so that a
-    /// late answer to an earlier one is recognised.
-    resolve_generation: u32,
     /// Automatic reconnection is armed (after a successful connect, until
     /// `disconnect` or a refusal that retrying cannot fix).
     pub(super) keep_reconnecting: bool,
@@ -455,12 +452,55 @@ pub(crate) struct Connection {
     pub(super) stop_after_refusal: bool,
     /// Counted in the reactor's `ConnectGate` (see `Engine::settle_gate`).
     pub(super) holds_permit: bool,
-    /// Waiting in the reactor's queue for room to connect.
-    pub(super) parked: bool,
+    /// Its place in the reactor's queue for room to connect (`Waiting`).
+    pub(super) waiting: Waiting,
+}
+
+/// Where a connection stands in the reactor's queue for room under the
+/// connect limit: three flags in one byte.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub(super) struct Waiting(u8);
+
+impl Waiting {
+    /// Waiting for room to connect.
+    pub const PARKED: u8 = 1;
     /// Given room while parked: start the attempt on the next run.
-    pub(super) resume_connect: bool,
+    pub const RESUME: u8 = 2;
     /// In the reactor's waiting room (not twice).
-    pub(super) in_waiting_room: bool,
+    pub const IN_ROOM: u8 = 4;
+
+    pub fn get(self, flag: u8) -> bool {
+        self.0 & flag != 0
+    }
+
+    /// Set `flag` to `on`; what it was.
+    pub fn replace(&mut self, flag: u8, on: bool) -> bool {
+        let was = self.get(flag);
+        if on {
+            self.0 |= flag;
+        } else {
+            self.0 &= !flag;
+        }
+        was
+    }
+
+    /// Clear `flag`; whether it was set.
+    pub fn take(&mut self, flag: u8) -> bool {
+        self.replace(flag, false)
+    }
+}
+
+/// A number for a name resolution started, so that a late answer to an
+/// earlier one is recognised: process-wide (a connection holds none), never
+/// 0 ("none"), even after wrapping.
+fn next_resolve_generation() -> u32 {
+    static LAST: AtomicU32 = AtomicU32::new(0);
+    let previous = LAST
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            Some(n.wrapping_add(1).max(1))
+        })
+        .unwrap_or_default();
+    previous.wrapping_add(1).max(1)
 }
 
 /// What a connection attempt, and the backoff before the next one, keeps.
@@ -550,15 +590,12 @@ impl Connection {
             read_end: 0,
             epoch: 0,
             dial: None,
-            resolve_generation: 0,
             keep_reconnecting: false,
             protocol: ProtocolVersion::V311,
             sent_reason: 0,
             stop_after_refusal: false,
             holds_permit: false,
-            parked: false,
-            resume_connect: false,
-            in_waiting_room: false,
+            waiting: Waiting::default(),
         }
     }
 
@@ -650,11 +687,11 @@ impl Connection {
                             intent,
                         });
                         core.set_attempt_in_progress(true);
-                        self.parked = true;
+                        self.waiting.replace(Waiting::PARKED, true);
                         continue;
                     }
                     // Admitted or not, this attempt starts below, once.
-                    self.resume_connect = false;
+                    self.waiting.take(Waiting::RESUME);
                     if self.conn.is_some() {
                         // Finish a requested disconnect: write the DISCONNECT, report it.
                         let _ = self.flush(core);
@@ -706,7 +743,7 @@ impl Connection {
 
     /// Everything after the wait: connect progress, reads, timers, writes.
     fn advance(&mut self, core: &Arc<Core>, io: Io<'_>, scratch: &mut Scratch) -> Option<Error> {
-        if std::mem::take(&mut self.resume_connect) && core.attempt_in_progress() {
+        if self.waiting.take(Waiting::RESUME) && core.attempt_in_progress() {
             self.arm_connect_deadline(core, Instant::now());
             self.start_connect(core, io);
         }
@@ -780,10 +817,10 @@ impl Connection {
 
     fn start_connect(&mut self, core: &Arc<Core>, io: Io<'_>) {
         if !self.holds_permit {
-            if !io.gate.has_room() || self.parked {
+            if !io.gate.has_room() || self.waiting.get(Waiting::PARKED) {
                 // The reactor resumes it in turn (`resume_connect`); its
                 // timeout starts then.
-                self.parked = true;
+                self.waiting.replace(Waiting::PARKED, true);
                 self.dial().connect_deadline = None;
                 return;
             }
@@ -906,9 +943,7 @@ impl Connection {
             self.start_connect(core, io);
             return true;
         }
-        // Never 0 ("none"), even after wrapping.
-        self.resolve_generation = self.resolve_generation.wrapping_add(1).max(1);
-        let generation = self.resolve_generation;
+        let generation = next_resolve_generation();
         let spawned = core
             .resolve_target_in_background(Some((dial_host, dial_port)), move |result| {
                 ReactorCommand::Resolved { generation, result }
@@ -1004,9 +1039,7 @@ impl Connection {
         if core.host_name().is_none() {
             return false;
         }
-        // Never 0 ("none"), even after wrapping.
-        self.resolve_generation = self.resolve_generation.wrapping_add(1).max(1);
-        let generation = self.resolve_generation;
+        let generation = next_resolve_generation();
         let spawned = core
             .resolve_in_background(move |result| ReactorCommand::Resolved { generation, result });
         if spawned.is_err() {
