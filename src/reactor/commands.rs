@@ -79,7 +79,11 @@ pub(crate) struct Intake {
     /// it, so every wake writes the waker.
     external_poller: AtomicBool,
     pub ready: std::sync::Mutex<Vec<Arc<Core>>>,
-    pub arrivals: std::sync::Mutex<Vec<Arrival>>,
+    /// Clients added, one word each (a fleet is added in one go).
+    pub arrivals: std::sync::Mutex<Vec<Arc<Core>>>,
+    /// Clients added with the connection they bring from their private
+    /// reactor (rare: kept apart so that `arrivals` is one word a client).
+    pub moves: std::sync::Mutex<Vec<Arrival>>,
 }
 
 impl Intake {
@@ -91,6 +95,7 @@ impl Intake {
             external_poller: AtomicBool::new(false),
             ready: Default::default(),
             arrivals: Default::default(),
+            moves: Default::default(),
         }
     }
 
@@ -106,7 +111,10 @@ impl Intake {
     }
 
     pub fn arrive(&self, arrival: Arrival) {
-        lock(&self.arrivals).push(arrival);
+        match arrival.connection {
+            None => lock(&self.arrivals).push(arrival.core),
+            Some(_) => lock(&self.moves).push(arrival),
+        }
         self.wake();
     }
 

@@ -106,7 +106,7 @@ struct Engine {
     marked: Vec<usize>,
     /// The ready list taken from the intake (its allocation is reused).
     ready: Vec<Arc<Core>>,
-    arrivals: Vec<Arrival>,
+    arrivals: Vec<Arc<Core>>,
     /// Slots with readiness left unused: run again without waiting.
     carry: Vec<usize>,
     stamp: u32,
@@ -194,6 +194,9 @@ impl Shared {
     /// Start driving `core` (not driven by another reactor: the caller
     /// checked, holding `link`, which it sets to this reactor).
     pub(crate) fn adopt(&self, core: &Arc<Core>, connection: Option<Box<Connection>>) {
+        // Its first turn runs it whatever it queued meanwhile (`insert`):
+        // a wake before then need not put it on the ready list as well.
+        core.queued.store(true, Ordering::SeqCst);
         self.intake.arrive(Arrival {
             core: core.clone(),
             connection,
@@ -328,7 +331,8 @@ impl Shared {
             Some(mut engine) => {
                 // Not yet taken in by a turn: dropping its arrival closes the
                 // connection it brought.
-                lock(&self.intake.arrivals).retain(|a| !Arc::ptr_eq(&a.core, core));
+                lock(&self.intake.arrivals).retain(|a| !Arc::ptr_eq(a, core));
+                lock(&self.intake.moves).retain(|a| !Arc::ptr_eq(&a.core, core));
                 match engine.index_of(core) {
                     Some(index) => engine.remove(index),
                     None => unlink(core),
@@ -546,7 +550,11 @@ impl Engine {
             self.remove(index);
         }
         let arrivals = std::mem::take(&mut *lock(&shared.intake.arrivals));
-        for arrival in arrivals {
+        for core in arrivals {
+            unlink(&core);
+        }
+        let moves = std::mem::take(&mut *lock(&shared.intake.moves));
+        for arrival in moves {
             unlink(&arrival.core);
         }
         let ready = std::mem::take(&mut *lock(&shared.intake.ready));
@@ -570,7 +578,14 @@ impl Engine {
         std::mem::swap(&mut self.arrivals, &mut *lock(&shared.intake.arrivals));
         let mut arrivals = std::mem::take(&mut self.arrivals);
         let used = arrivals.len();
-        for arrival in arrivals.drain(..) {
+        for core in arrivals.drain(..) {
+            self.insert(Arrival {
+                core,
+                connection: None,
+            });
+        }
+        let moves = std::mem::take(&mut *lock(&shared.intake.moves));
+        for arrival in moves {
             self.insert(arrival);
         }
         keep_room(&mut arrivals, used);
@@ -963,6 +978,22 @@ mod tests {
             .connection
             .waiting;
         assert!(!waiting.get(Waiting::RESUME));
+        drop(engine);
+        shared.free();
+    }
+
+    #[test]
+    fn a_client_woken_before_its_first_turn_waits_on_no_list_but_its_arrival() {
+        let (shared, core) = adopted_client();
+        core.wake();
+        assert!(lock(&shared.intake.ready).is_empty(), "no ready entry");
+        assert_eq!(lock(&shared.intake.arrivals).len(), 1, "one word a client");
+        let mut engine = lock(&shared.engine);
+        engine.turn(&shared, Some(Duration::ZERO));
+        assert_eq!(engine.ran, 1, "run once, for its arrival");
+        // From then on a wake queues it as usual.
+        core.wake();
+        assert_eq!(lock(&shared.intake.ready).len(), 1);
         drop(engine);
         shared.free();
     }
