@@ -495,12 +495,12 @@ impl Waiting {
 /// 0 ("none"), even after wrapping.
 fn next_resolve_generation() -> u32 {
     static LAST: AtomicU32 = AtomicU32::new(0);
-    let previous = LAST
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-            Some(n.wrapping_add(1).max(1))
-        })
-        .unwrap_or_default();
-    previous.wrapping_add(1).max(1)
+    loop {
+        let generation = LAST.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        if generation != 0 {
+            return generation;
+        }
+    }
 }
 
 /// What a connection attempt, and the backoff before the next one, keeps.
@@ -610,13 +610,13 @@ impl Connection {
     }
 
     /// The same to clear: a connection without one has nothing to clear.
+    fn dial_if_any(&mut self) -> Option<&mut Dial> {
+        self.dial.as_deref_mut()
+    }
+
     #[cfg(test)]
     pub(super) fn has_dial(&self) -> bool {
         self.dial.is_some()
-    }
-
-    fn dial_if_any(&mut self) -> Option<&mut Dial> {
-        self.dial.as_deref_mut()
     }
 
     /// Take the socket's readiness from a poll event.
@@ -818,7 +818,7 @@ impl Connection {
     fn start_connect(&mut self, core: &Arc<Core>, io: Io<'_>) {
         if !self.holds_permit {
             if !io.gate.has_room() || self.waiting.get(Waiting::PARKED) {
-                // The reactor resumes it in turn (`resume_connect`); its
+                // The reactor resumes it in turn (`Waiting::RESUME`); its
                 // timeout starts then.
                 self.waiting.replace(Waiting::PARKED, true);
                 self.dial().connect_deadline = None;

@@ -134,7 +134,7 @@ impl Options {
             .get_or_insert_with(|| Box::new(NO_RARE_OPTIONS.clone()))
     }
 
-    /// `routes_mut`, except that clearing an option nobody set allocates
+    /// `rare_mut`, except that clearing an option nobody set allocates
     /// nothing (`set_target` clears the scheme at every `connect`).
     pub fn rare_to_set(&mut self, clearing: bool) -> Option<&mut RareOptions> {
         if clearing && self.rare.is_none() {
