@@ -34,7 +34,7 @@ pub(crate) use self::connection::Addrs;
 use self::connection::{ConnectGate, Connection, Io, Scratch, Waiting};
 pub use self::core::Resolver;
 pub(crate) use self::core::{Core, NO_SLOT, lock};
-use self::timers::{SlotId, Timers};
+use self::timers::Timers;
 use crate::{Error, Result};
 
 /// The waker's token; a client's socket uses its slot index.
@@ -75,6 +75,29 @@ const ROOM_KEPT: usize = 1024;
 fn keep_room<T>(list: &mut Vec<T>, used: usize) {
     if list.capacity() > ROOM_KEPT && list.capacity() / 4 > used {
         *list = Vec::new();
+    }
+}
+
+/// A slot's identity: its index and the generation of its occupant, so that
+/// a reference left by a removed client never reaches the next one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct SlotId {
+    /// 32 bits: each slot holds a socket (8 bytes in all, for the queues
+    /// that hold one per client).
+    index: u32,
+    generation: u32,
+}
+
+impl SlotId {
+    fn new(index: usize, generation: u32) -> SlotId {
+        SlotId {
+            index: index as u32,
+            generation,
+        }
+    }
+
+    fn at(self) -> usize {
+        self.index as usize
     }
 }
 
@@ -154,10 +177,7 @@ impl Shared {
     /// A private reactor holding `core` in its only slot.
     pub(crate) fn private_for(core: &Arc<Core>) -> std::io::Result<Arc<Shared>> {
         let shared = Shared::new(true)?;
-        lock(&shared.engine).insert(Arrival {
-            core: core.clone(),
-            connection: None,
-        });
+        lock(&shared.engine).insert(core.clone(), None);
         Ok(shared)
     }
 
@@ -472,8 +492,7 @@ impl Engine {
         }
     }
 
-    fn insert(&mut self, arrival: Arrival) {
-        let Arrival { core, connection } = arrival;
+    fn insert(&mut self, core: Arc<Core>, connection: Option<Box<Connection>>) {
         if core.is_closed() {
             // Freed before it got here; dropping the connection closes it.
             // (Its link may stay: this reactor holds nothing of it.)
@@ -579,14 +598,11 @@ impl Engine {
         let mut arrivals = std::mem::take(&mut self.arrivals);
         let used = arrivals.len();
         for core in arrivals.drain(..) {
-            self.insert(Arrival {
-                core,
-                connection: None,
-            });
+            self.insert(core, None);
         }
         let moves = std::mem::take(&mut *lock(&shared.intake.moves));
-        for arrival in moves {
-            self.insert(arrival);
+        for Arrival { core, connection } in moves {
+            self.insert(core, connection);
         }
         keep_room(&mut arrivals, used);
         self.arrivals = arrivals;

@@ -9,29 +9,6 @@ use std::time::Instant;
 
 use crate::protocol::stamp::Stamp;
 
-/// A slot's identity: its index and the generation of its occupant, so that
-/// a reference left by a removed client never reaches the next one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct SlotId {
-    /// 32 bits: each slot holds a socket (8 bytes in all, for the queues
-    /// that hold one per client).
-    pub index: u32,
-    pub generation: u32,
-}
-
-impl SlotId {
-    pub fn new(index: usize, generation: u32) -> SlotId {
-        SlotId {
-            index: index as u32,
-            generation,
-        }
-    }
-
-    pub fn at(self) -> usize {
-        self.index as usize
-    }
-}
-
 /// An entry: a deadline and the slot index it is for (16 bytes).
 type Entry = (Stamp, u32);
 
